@@ -1,0 +1,29 @@
+"""Typed errors. Every message is one line a user can act on; the CLI prints it without a traceback."""
+
+
+class PyroVAEError(Exception):
+    """Base class of every error pyro_vae raises on purpose."""
+
+
+class ConfigError(PyroVAEError, ValueError):
+    """A setting is out of range or unknown (a size, a name, a count)."""
+
+
+class DataError(PyroVAEError, ValueError):
+    """Data that cannot be used as given: wrong shape, values out of range, non-binary pixels."""
+
+
+class DatasetUnavailableError(PyroVAEError, FileNotFoundError):
+    """A dataset that is neither on disk nor downloadable from here."""
+
+
+class RunDirError(PyroVAEError, OSError):
+    """A run directory that is missing, incomplete, or would be overwritten."""
+
+
+class CheckpointError(PyroVAEError, ValueError):
+    """A checkpoint that is missing, truncated, corrupt, or not a pyro_vae checkpoint."""
+
+
+class DivergenceError(PyroVAEError, FloatingPointError):
+    """Training produced a non-finite loss or gradient."""

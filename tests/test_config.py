@@ -1,0 +1,55 @@
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyro_vae.config import Config
+from pyro_vae.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip():
+    c = Config()
+    assert Config.from_dict(c.as_dict()) == c
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+    ({"binarize": "yes"}, "unknown binarize 'yes'"),
+    ({"elbo": "renyi"}, "unknown elbo 'renyi'"),
+    ({"z_dim": 0}, "z_dim must be a positive integer"),
+    ({"epochs": -1}, "epochs must be a positive integer"),
+    ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+    ({"log_px_samples": 0}, "log_px_samples must be a positive integer"),
+    ({"hidden_dims": ()}, "hidden_dims must be one or more positive integers"),
+    ({"hidden_dims": (64, 0)}, "hidden_dims must be one or more positive integers"),
+    ({"lr": 0.0}, "lr must be a positive number"),
+    ({"lr": float("nan")}, "lr must be a positive number"),
+])
+def test_bad_settings_are_refused_by_name(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Config(**kwargs)
+
+
+def test_unknown_keys_in_a_saved_config():
+    with pytest.raises(ConfigError, match="unknown config keys: colour"):
+        Config.from_dict({**Config().as_dict(), "colour": "blue"})
+
+
+@given(st.one_of(st.integers(-5, 5), st.floats(allow_nan=True), st.booleans(), st.none()))
+def test_sizes_accept_exactly_the_positive_integers(value):
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if ok:
+        assert Config(z_dim=value).z_dim == value
+    else:
+        with pytest.raises(ConfigError):
+            Config(z_dim=value)
+
+
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3)))
+def test_learning_rate_accepts_exactly_the_positive_finite_numbers(value):
+    if math.isfinite(value) and value > 0:
+        assert Config(lr=value).lr == value
+    else:
+        with pytest.raises(ConfigError):
+            Config(lr=value)

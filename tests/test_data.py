@@ -1,0 +1,108 @@
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyro_vae.data import DEBIAN_FASHION_MNIST, as_images, load_dataset
+from pyro_vae.errors import DataError, DatasetUnavailableError
+
+
+def test_mnist_small_is_embedded_and_split_4000_1000():
+    data = load_dataset("mnist-small", binarize="none")
+    assert data.train_x.shape == (4000, 1, 28, 28)
+    assert data.test_x.shape == (1000, 1, 28, 28)
+    assert data.x_shape == (1, 28, 28)
+    assert data.train_y.bincount().tolist() == [400] * 10
+    assert data.test_y.bincount().tolist() == [100] * 10
+    assert 0 <= data.train_x.min() and data.train_x.max() <= 1
+    assert len(data.train_x.unique()) > 2  # grayscale, not binary
+
+
+def test_static_binarization_is_fixed_across_loads():
+    a = load_dataset("mnist-small", binarize="static")
+    b = load_dataset("mnist-small", binarize="static")
+    assert set(a.train_x.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(a.train_x, b.train_x)
+    assert torch.equal(a.test_x, b.test_x)
+
+
+def test_dynamic_binarization_resamples_each_batch_but_fixes_the_test_split():
+    data = load_dataset("mnist-small", binarize="dynamic")
+    grey = load_dataset("mnist-small", binarize="none")
+    # The test split is one fixed-seed sample, the same as under static binarization.
+    assert torch.equal(data.test_x, load_dataset("mnist-small", binarize="static").test_x)
+    assert set(data.test_x.unique().tolist()) == {0.0, 1.0}
+    x1, _ = next(data.batches(4000, torch.Generator().manual_seed(0)))
+    x2, _ = next(data.batches(4000, torch.Generator().manual_seed(1)))
+    assert set(x1.unique().tolist()) == {0.0, 1.0}
+    # Same images in another order and another Bernoulli draw: pixel means agree, pixels do not.
+    assert not torch.equal(x1.sum(0), x2.sum(0))
+    assert abs(x1.mean() - grey.train_x.mean()) < 0.01
+
+
+def test_batches_cover_the_training_set_once():
+    data = load_dataset("mnist-small", binarize="static")
+    seen = torch.cat([idx for _, idx in data.batches(300, torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == list(range(4000))
+    x, idx = next(data.batches(300, torch.Generator().manual_seed(0)))
+    assert torch.equal(x, data.train_x[idx])  # static: batches are the stored sample
+
+
+@pytest.mark.parametrize("name, message", [("cifar-100", "unknown dataset"),
+                                           ("mnist-small:x", "unknown dataset")])
+def test_unknown_dataset(name, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset(name)
+
+
+def test_unknown_binarization():
+    with pytest.raises(DataError, match="unknown binarization 'sometimes'"):
+        load_dataset("mnist-small", binarize="sometimes")
+
+
+def test_missing_dataset_says_where_to_put_it(tmp_path):
+    with pytest.raises(DatasetUnavailableError, match=r"mnist is not available .*MNIST/raw"):
+        load_dataset("mnist", root=str(tmp_path), download=False)
+
+
+@pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_from_debian(tmp_path):
+    data = load_dataset("fashion-mnist", binarize="dynamic", root=str(tmp_path), download=False)
+    assert data.train_x.shape == (60000, 1, 28, 28)
+    assert data.test_x.shape == (10000, 1, 28, 28)
+    assert data.train_y.bincount().tolist() == [6000] * 10
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "FashionMNIST" / "raw"))
+
+
+def test_as_images_accepts_channel_free_and_single_images():
+    x = torch.rand(5, 28, 28)
+    assert as_images(x, (1, 28, 28)).shape == (5, 1, 28, 28)
+    assert as_images(x[0], (1, 28, 28)).shape == (1, 1, 28, 28)
+    assert as_images((x * 255).to(torch.uint8) // 255, (1, 28, 28)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("x, shape, binary, message", [
+    (torch.rand(3, 32, 32), (1, 28, 28), False, r"do not fit this model, which expects \(N, 1, 28, 28\)"),
+    (torch.full((2, 1, 28, 28), float("nan")), (1, 28, 28), False, "NaN or infinite"),
+    (torch.full((2, 1, 28, 28), 255.0), (1, 28, 28), False, r"must lie in \[0, 1\]"),
+    (torch.full((2, 1, 28, 28), 0.5), (1, 28, 28), True, "binary pixels"),
+    (torch.zeros(0, 1, 28, 28), (1, 28, 28), False, "empty"),
+])
+def test_as_images_rejects_bad_input(x, shape, binary, message):
+    with pytest.raises(DataError, match=message):
+        as_images(x, shape, binary=binary)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=16))
+def test_as_images_accepts_exactly_the_finite_unit_interval(values):
+    x = torch.tensor(values).reshape(len(values), 1)
+    ok = all(v == v and 0 <= v <= 1 for v in values)
+    if ok:
+        assert torch.equal(as_images(x, (1,)).flatten(), x.flatten())
+    else:
+        with pytest.raises(DataError):
+            as_images(x, (1,))

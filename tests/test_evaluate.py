@@ -1,0 +1,81 @@
+import math
+
+import pyro
+import pytest
+import torch
+
+from pyro_vae import evaluate
+from tests.conftest import assert_close
+from tests.linear_gaussian import GaussianGuide, LinearGaussian
+
+
+@pytest.fixture
+def model_and_data():
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    pyro.set_rng_seed(1)
+    x = model(size=512).detach()
+    return model, x
+
+
+def exact_guide(model):
+    loc_fn = lambda x: model.exact_posterior(x)[0]  # noqa: E731
+    _, cov = model.exact_posterior(torch.zeros(1, 5))
+    return GaussianGuide(loc_fn, torch.linalg.cholesky(cov))
+
+
+def poor_guide(model):
+    # The right shape of answer, the wrong numbers: a shifted mean and a too-wide scale.
+    loc_fn = lambda x: model.exact_posterior(x)[0] + 0.1  # noqa: E731
+    _, cov = model.exact_posterior(torch.zeros(1, 5))
+    return GaussianGuide(loc_fn, 1.5 * torch.linalg.cholesky(cov))
+
+
+def test_exact_posterior_guide_gives_exact_log_px(model_and_data):
+    model, x = model_and_data
+    guide = exact_guide(model)
+    exact = model.exact_log_px(x)
+    # With q = p(z|x), every importance weight equals p(x): the ELBO is tight, with zero variance.
+    log_w = evaluate.log_weights(model, guide, x, num_samples=7)
+    assert log_w.shape == (7, 512)
+    assert_close(log_w, exact.expand(7, 512), atol=1e-4)
+    assert_close(evaluate.elbo(model, guide, x, num_samples=3), exact, atol=1e-4)
+    assert_close(evaluate.log_px(model, guide, x, num_samples=3), exact, atol=1e-4)
+
+
+def test_elbo_below_log_px_and_iwae_approaches_it(model_and_data):
+    model, x = model_and_data
+    guide = poor_guide(model)
+    exact = model.exact_log_px(x).mean().item()
+    elbo = evaluate.elbo(model, guide, x, num_samples=200).mean().item()
+    estimates = [evaluate.log_px(model, guide, x, num_samples=k).mean().item()
+                 for k in (1, 3, 30, 2000)]
+    assert elbo < exact - 0.5  # a poor guide leaves a clear gap
+    # K=1 is the ELBO; more samples tighten the bound towards log p(x) from below.
+    assert abs(estimates[0] - elbo) < 0.3  # 4 standard errors of a 512-image mean
+    assert all(a < b for a, b in zip(estimates, estimates[1:])), estimates
+    assert estimates[-1] <= exact + 0.02
+    assert exact - estimates[-1] < 0.1 * (exact - elbo)
+
+
+def test_chunking_does_not_change_the_estimate(model_and_data):
+    model, x = model_and_data
+    guide = poor_guide(model)
+    pyro.set_rng_seed(3)
+    whole = evaluate.log_px(model, guide, x, num_samples=200, max_rows=10**6)
+    pyro.set_rng_seed(3)
+    chunked = evaluate.log_px(model, guide, x, num_samples=200, max_rows=64)
+    # Different random draws, same quantity: both sit within Monte Carlo error of each other.
+    assert whole.shape == chunked.shape == (512,)
+    assert abs(whole.mean() - chunked.mean()) < 0.05
+    assert torch.isfinite(chunked).all()
+
+
+def test_log_px_of_one_sample_is_the_elbo_estimator(model_and_data):
+    model, x = model_and_data
+    guide = poor_guide(model)
+    pyro.set_rng_seed(5)
+    a = evaluate.log_px(model, guide, x, num_samples=1)
+    pyro.set_rng_seed(5)
+    b = evaluate.elbo(model, guide, x, num_samples=1)
+    assert_close(a, b, atol=1e-5)
+    assert math.isfinite(a.mean().item())
