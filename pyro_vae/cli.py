@@ -7,6 +7,7 @@ import sys
 
 from .errors import PyroVAEError, RunDirError
 
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -45,46 +46,83 @@ def _add_train_args(p, d):
     from .config import ELBOS
     from .data import BINARIZATIONS, DATASETS
 
-    p.add_argument("--dataset", default=d.dataset, choices=DATASETS,
-                   help="mnist-small is embedded; mnist and fashion-mnist come through torchvision "
-                        "(default: %(default)s)")
-    p.add_argument("--binarize", default=d.binarize, choices=BINARIZATIONS,
-                   help="none, static (one fixed-seed sample) or dynamic (fresh per minibatch) "
-                        "(default: %(default)s)")
+    p.add_argument(
+        "--dataset",
+        default=d.dataset,
+        choices=DATASETS,
+        help="mnist-small is embedded; mnist and fashion-mnist come through torchvision "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--binarize",
+        default=d.binarize,
+        choices=BINARIZATIONS,
+        help="none, static (one fixed-seed sample) or dynamic (fresh per minibatch) "
+        "(default: %(default)s)",
+    )
     p.add_argument("--z-dim", type=_positive_int, default=d.z_dim, help="(default: %(default)s)")
-    p.add_argument("--hidden-dims", type=_int_list, default=d.hidden_dims,
-                   help="encoder widths, reversed for the decoder, e.g. 512,256 "
-                        "(default: %(default)s)")
+    p.add_argument(
+        "--hidden-dims",
+        type=_int_list,
+        default=d.hidden_dims,
+        help="encoder widths, reversed for the decoder, e.g. 512,256 (default: %(default)s)",
+    )
     p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
-                   help="(default: %(default)s)")
-    p.add_argument("--lr", type=_positive_float, default=d.lr,
-                   help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--elbo", default=d.elbo, choices=tuple(ELBOS),
-                   help="trace: Monte Carlo KL (Trace_ELBO); meanfield: analytic KL "
-                        "(TraceMeanField_ELBO) (default: %(default)s)")
-    p.add_argument("--num-particles", type=_positive_int, default=d.num_particles,
-                   help="latent samples per image per step (default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=d.batch_size, help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--lr", type=_positive_float, default=d.lr, help="Adam learning rate (default: %(default)s)"
+    )
+    p.add_argument(
+        "--elbo",
+        default=d.elbo,
+        choices=tuple(ELBOS),
+        help="trace: Monte Carlo KL (Trace_ELBO); meanfield: analytic KL "
+        "(TraceMeanField_ELBO) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--num-particles",
+        type=_positive_int,
+        default=d.num_particles,
+        help="latent samples per image per step (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-    p.add_argument("--log-px-samples", type=_positive_int, default=d.log_px_samples,
-                   help="importance samples K for the final test log p(x) (default: %(default)s)")
+    p.add_argument(
+        "--log-px-samples",
+        type=_positive_int,
+        default=d.log_px_samples,
+        help="importance samples K for the final test log p(x) (default: %(default)s)",
+    )
     _add_out_args(p)
 
 
 def _add_out_args(p):
     p.add_argument("--out", help="run directory (default: runs/DATASET-TIMESTAMP)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into --out even if it exists and is not empty")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into --out even if it exists and is not empty",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _config_from_args(args):
     from .config import Config
 
-    return Config(dataset=args.dataset, binarize=args.binarize, z_dim=args.z_dim,
-                  hidden_dims=args.hidden_dims, epochs=args.epochs, batch_size=args.batch_size,
-                  lr=args.lr, elbo=args.elbo, num_particles=args.num_particles, seed=args.seed,
-                  log_px_samples=args.log_px_samples)
+    return Config(
+        dataset=args.dataset,
+        binarize=args.binarize,
+        z_dim=args.z_dim,
+        hidden_dims=args.hidden_dims,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        elbo=args.elbo,
+        num_particles=args.num_particles,
+        seed=args.seed,
+        log_px_samples=args.log_px_samples,
+    )
 
 
 def _print_metrics(metrics, out):
@@ -93,9 +131,11 @@ def _print_metrics(metrics, out):
     print(f"  training       {metrics['epochs']} epochs in {metrics['seconds']:.1f} s")
     print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
     print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
-    print(f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f} "
-          f"nats/image (importance sampling, K={metrics['log_px_samples']})")
-    print(f"  figures        samples.png reconstructions.png latent.png training-curve.png")
+    print(
+        f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f} "
+        f"nats/image (importance sampling, K={metrics['log_px_samples']})"
+    )
+    print("  figures        samples.png reconstructions.png latent.png training-curve.png")
 
 
 def cmd_train(args):
@@ -113,8 +153,11 @@ def cmd_demo(args):
 
     config = Config() if args.epochs is None else Config(epochs=args.epochs)
     out = args.out or default_run_dir("demo")
-    print(f"pyro-vae demo: a VAE ({config.z_dim}-d latent, hidden {list(config.hidden_dims)}) on "
-          f"mnist-small, {config.epochs} epochs", flush=True)
+    print(
+        f"pyro-vae demo: a VAE ({config.z_dim}-d latent, hidden {list(config.hidden_dims)}) on "
+        f"mnist-small, {config.epochs} epochs",
+        flush=True,
+    )
     _, metrics = train_run(config, out, overwrite=args.overwrite, quiet=args.quiet)
     _print_metrics(metrics, out)
 
@@ -125,16 +168,19 @@ def cmd_evaluate(args):
 
     run = load_run(args.run)
     data = load_dataset(run.config.dataset, run.config.binarize)
-    metrics = evaluate_run(run, data, num_samples=args.num_samples, elbo_samples=args.elbo_samples,
-                           quiet=args.quiet)
+    metrics = evaluate_run(
+        run, data, num_samples=args.num_samples, elbo_samples=args.elbo_samples, quiet=args.quiet
+    )
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         print(f"{args.run}: {metrics['dataset']} test split, {metrics['test_images']} images")
         print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
         print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
-        print(f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f}"
-              f" nats/image (K={metrics['log_px_samples']})")
+        print(
+            f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f}"
+            f" nats/image (K={metrics['log_px_samples']})"
+        )
 
 
 def cmd_sample(args):
@@ -148,8 +194,9 @@ def cmd_sample(args):
     if not out.lower().endswith(".png"):
         raise RunDirError(f"--out must name a .png file, got {out}")
     images = run.sample(args.n, seed=args.seed)
-    plots.image_grid(images, out, title=f"{args.n} samples, seed {args.seed}",
-                     nrow=min(args.n, args.nrow))
+    plots.image_grid(
+        images, out, title=f"{args.n} samples, seed {args.seed}", nrow=min(args.n, args.nrow)
+    )
     print(out)
 
 
@@ -159,7 +206,7 @@ def make_parser():
     parser = argparse.ArgumentParser(
         prog="pyro-vae",
         description="Variational autoencoders as Pyro model/guide pairs. Numbers are nats per "
-                    "image; higher is better.",
+        "image; higher is better.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -174,10 +221,19 @@ def make_parser():
 
     p = sub.add_parser("evaluate", help="ELBO and importance-sampled log p(x) of a run")
     p.add_argument("run", help="a run directory")
-    p.add_argument("--num-samples", "-k", type=_positive_int, default=1000,
-                   help="importance samples K per image (default: %(default)s)")
-    p.add_argument("--elbo-samples", type=_positive_int, default=1,
-                   help="latent samples per image for the ELBO (default: %(default)s)")
+    p.add_argument(
+        "--num-samples",
+        "-k",
+        type=_positive_int,
+        default=1000,
+        help="importance samples K per image (default: %(default)s)",
+    )
+    p.add_argument(
+        "--elbo-samples",
+        type=_positive_int,
+        default=1,
+        help="latent samples per image for the ELBO (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

@@ -39,8 +39,11 @@ class Config:
 
     def validate(self):
         """Raise :class:`~pyro_vae.errors.ConfigError` naming the first bad setting."""
-        for name, choices in (("dataset", DATASETS), ("binarize", BINARIZATIONS),
-                              ("elbo", tuple(ELBOS))):
+        for name, choices in (
+            ("dataset", DATASETS),
+            ("binarize", BINARIZATIONS),
+            ("elbo", tuple(ELBOS)),
+        ):
             if getattr(self, name) not in choices:
                 raise ConfigError(
                     f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}"
@@ -55,8 +58,10 @@ class Config:
             raise ConfigError(
                 f"hidden_dims must be one or more positive integers, got {list(self.hidden_dims)!r}"
             )
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
-            math.isfinite(self.lr) and self.lr > 0
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, (int, float))
+            or not (math.isfinite(self.lr) and self.lr > 0)
         ):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):

@@ -108,7 +108,9 @@ def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=Tru
     :rtype: Data
     """
     if binarize not in BINARIZATIONS:
-        raise DataError(f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZATIONS)}")
+        raise DataError(
+            f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZATIONS)}"
+        )
     if name == "mnist-small":
         train, test = _load_mnist_small()
     elif name in ("mnist", "fashion-mnist"):

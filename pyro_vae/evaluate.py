@@ -76,17 +76,40 @@ def _per_image(reduce, model, guide, x, y, num_samples, max_rows, max_plate_nest
     return torch.cat(out)
 
 
-def elbo(model, guide, x, y=None, num_samples=1, max_rows=DEFAULT_MAX_ROWS, max_plate_nesting=1,
-         progress=False):
+def elbo(
+    model,
+    guide,
+    x,
+    y=None,
+    num_samples=1,
+    max_rows=DEFAULT_MAX_ROWS,
+    max_plate_nesting=1,
+    progress=False,
+):
     """Per-image ELBO estimates in nats, shape ``(N,)``: the mean of ``num_samples`` log weights."""
     return _per_image(
         lambda blocks: torch.cat(blocks).mean(0),
-        model, guide, x, y, num_samples, max_rows, max_plate_nesting, progress,
+        model,
+        guide,
+        x,
+        y,
+        num_samples,
+        max_rows,
+        max_plate_nesting,
+        progress,
     )
 
 
-def log_px(model, guide, x, y=None, num_samples=1000, max_rows=DEFAULT_MAX_ROWS,
-           max_plate_nesting=1, progress=False):
+def log_px(
+    model,
+    guide,
+    x,
+    y=None,
+    num_samples=1000,
+    max_rows=DEFAULT_MAX_ROWS,
+    max_plate_nesting=1,
+    progress=False,
+):
     """Per-image importance-weighted estimates of log p(x) in nats, shape ``(N,)``.
 
     Uses the guide as the proposal: ``logsumexp_k log w_k - log K``. In expectation a lower bound
@@ -94,5 +117,12 @@ def log_px(model, guide, x, y=None, num_samples=1000, max_rows=DEFAULT_MAX_ROWS,
     """
     return _per_image(
         lambda blocks: torch.cat(blocks).logsumexp(0) - math.log(num_samples),
-        model, guide, x, y, num_samples, max_rows, max_plate_nesting, progress,
+        model,
+        guide,
+        x,
+        y,
+        num_samples,
+        max_rows,
+        max_plate_nesting,
+        progress,
     )

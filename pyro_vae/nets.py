@@ -6,7 +6,6 @@ The networks accept any number of leading batch dimensions, so a decoder can be 
 
 import math
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 

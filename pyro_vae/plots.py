@@ -53,8 +53,16 @@ def latent_scatter(codes, labels, path, title="posterior means of the test image
         points = codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
         xlabel, ylabel = "z[0]", "z[1]" if codes.shape[1] == 2 else ""
     fig, ax = plt.subplots(figsize=(6, 5))
-    sc = ax.scatter(points[:, 0], points[:, 1], c=labels.cpu(), cmap="tab10", s=6, alpha=0.8,
-                    vmin=-0.5, vmax=9.5)
+    sc = ax.scatter(
+        points[:, 0],
+        points[:, 1],
+        c=labels.cpu(),
+        cmap="tab10",
+        s=6,
+        alpha=0.8,
+        vmin=-0.5,
+        vmax=9.5,
+    )
     fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

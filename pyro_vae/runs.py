@@ -66,7 +66,9 @@ def prepare_run_dir(path, overwrite=False):
     if os.path.exists(path) and not os.path.isdir(path):
         raise RunDirError(f"{path} exists and is not a directory")
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise RunDirError(f"{path} exists and is not empty; pass --overwrite or choose another --out")
+        raise RunDirError(
+            f"{path} exists and is not empty; pass --overwrite or choose another --out"
+        )
     os.makedirs(path, exist_ok=True)
 
 
@@ -100,8 +102,9 @@ class Run:
     def log_px(self, x, num_samples=1000, progress=False):
         """Per-image importance-sampled log p(x) with ``num_samples`` samples, shape ``(N,)``."""
         _check_count("num_samples", num_samples)
-        return evaluate.log_px(self.model, self.guide, self._images(x), num_samples=num_samples,
-                               progress=progress)
+        return evaluate.log_px(
+            self.model, self.guide, self._images(x), num_samples=num_samples, progress=progress
+        )
 
     @torch.no_grad()
     def encode(self, x):
@@ -203,8 +206,17 @@ def train_run(config, out=None, overwrite=False, quiet=False):
 
     pyro.set_rng_seed(config.seed)  # the networks' initial weights come from the seed too
     model, guide = build(config, data.x_shape)
-    history = fit(model, guide, data, elbo=config.make_elbo(), epochs=config.epochs,
-                  batch_size=config.batch_size, lr=config.lr, seed=config.seed, quiet=quiet)
+    history = fit(
+        model,
+        guide,
+        data,
+        elbo=config.make_elbo(),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
+        quiet=quiet,
+    )
     train_seconds = history.seconds[-1]
     run = Run(config, model, guide, data.x_shape, path=out)
     run.save(out)
@@ -242,15 +254,25 @@ def evaluate_run(run, data, num_samples=1000, elbo_samples=1, quiet=True):
 def write_figures(run, data, history, log_px=None):
     out = run.path
     name = data.name
-    plots.image_grid(run.sample(100, seed=0), os.path.join(out, "samples.png"),
-                     title=f"{name}: decoder means for z ~ p(z)")
+    plots.image_grid(
+        run.sample(100, seed=0),
+        os.path.join(out, "samples.png"),
+        title=f"{name}: decoder means for z ~ p(z)",
+    )
     originals = data.test_x[:30]
     loc, _ = run.encode(originals)
-    plots.reconstructions(originals, run.decode(loc), os.path.join(out, "reconstructions.png"),
-                          title=f"{name}: test images (upper rows) and reconstructions at the "
-                                "posterior mean")
+    plots.reconstructions(
+        originals,
+        run.decode(loc),
+        os.path.join(out, "reconstructions.png"),
+        title=f"{name}: test images (upper rows) and reconstructions at the posterior mean",
+    )
     n = min(2000, data.test_x.shape[0])
     codes, _ = run.encode(data.test_x[:n])
-    plots.latent_scatter(codes, data.test_y[:n], os.path.join(out, "latent.png"),
-                         title=f"{name}: posterior means of {n} test images")
+    plots.latent_scatter(
+        codes,
+        data.test_y[:n],
+        os.path.join(out, "latent.png"),
+        title=f"{name}: posterior means of {n} test images",
+    )
     plots.training_curve(history, os.path.join(out, "training-curve.png"), log_px=log_px)

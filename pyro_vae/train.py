@@ -31,8 +31,18 @@ class History:
         return asdict(self)
 
 
-def fit(model, guide, data, elbo=None, epochs=10, batch_size=128, lr=1e-3, seed=0,
-        quiet=False, test_samples=1):
+def fit(
+    model,
+    guide,
+    data,
+    elbo=None,
+    epochs=10,
+    batch_size=128,
+    lr=1e-3,
+    seed=0,
+    quiet=False,
+    test_samples=1,
+):
     """Fit ``model`` and ``guide`` to ``data.train_x`` by SVI; return the per-epoch :class:`History`.
 
     Each step samples a minibatch, evaluates ``elbo`` (default :class:`~pyro.infer.Trace_ELBO`)
@@ -100,8 +110,11 @@ def fit(model, guide, data, elbo=None, epochs=10, batch_size=128, lr=1e-3, seed=
             model.eval(), guide.eval()
             test_elbo = evaluate.elbo(model, guide, data.test_x, num_samples=test_samples)
             history.test_elbo.append(test_elbo.mean().item())
-            bar.set_postfix(epoch=epoch, train=f"{history.train_elbo[-1]:.2f}",
-                            test=f"{history.test_elbo[-1]:.2f}")
+            bar.set_postfix(
+                epoch=epoch,
+                train=f"{history.train_elbo[-1]:.2f}",
+                test=f"{history.test_elbo[-1]:.2f}",
+            )
     return history
 
 

@@ -56,4 +56,6 @@ class GaussianGuide(PyroModule):
 
     def forward(self, x, y=None, idx=None, size=None):
         with data_plate(x, idx, size):
-            return pyro.sample("z", dist.MultivariateNormal(self.loc_fn(x), scale_tril=self.scale_tril))
+            return pyro.sample(
+                "z", dist.MultivariateNormal(self.loc_fn(x), scale_tril=self.scale_tril)
+            )

@@ -7,13 +7,29 @@ import sys
 
 import pytest
 
-TINY = ["--z-dim", "4", "--hidden-dims", "32", "--epochs", "1", "--batch-size", "200",
-        "--log-px-samples", "20", "--quiet"]
+TINY = [
+    "--z-dim",
+    "4",
+    "--hidden-dims",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "200",
+    "--log-px-samples",
+    "20",
+    "--quiet",
+]
 
 
 def pyro_vae(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "pyro_vae.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pyro_vae.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def assert_clean_error(result, message):
@@ -67,21 +83,33 @@ def test_train_refuses_an_existing_run_dir(trained):
     assert_clean_error(pyro_vae("train", *TINY, "--out", trained), "--overwrite")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--binarize", "none", "--epochs", "1", "--quiet"], "--binarize"),
-    (["evaluate", "/nonexistent/run"], "no checkpoint"),
-    (["train", "--dataset", "mnist", "--epochs", "1", "--quiet"], "mnist is not available"),
-    (["train", "--batch-size", "5000", "--quiet"], "larger than the training set"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--binarize", "none", "--epochs", "1", "--quiet"], "--binarize"),
+        (["evaluate", "/nonexistent/run"], "no checkpoint"),
+        (["train", "--dataset", "mnist", "--epochs", "1", "--quiet"], "mnist is not available"),
+        (["train", "--batch-size", "5000", "--quiet"], "larger than the training set"),
+    ],
+)
 def test_errors_are_one_line(args, message, tmp_path, monkeypatch):
     monkeypatch.setenv("PYRO_VAE_DATA", str(tmp_path / "data"))
-    assert_clean_error(pyro_vae(*args, "--out", str(tmp_path / "r"))
-                       if args[0] == "train" else pyro_vae(*args), message)
+    assert_clean_error(
+        pyro_vae(*args, "--out", str(tmp_path / "r")) if args[0] == "train" else pyro_vae(*args),
+        message,
+    )
 
 
-@pytest.mark.parametrize("args", [["train", "--epochs", "0"], ["train", "--lr", "-1"],
-                                  ["train", "--dataset", "imagenet"], ["evaluate", "x", "-k", "0"],
-                                  ["train", "--hidden-dims", "a,b"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--epochs", "0"],
+        ["train", "--lr", "-1"],
+        ["train", "--dataset", "imagenet"],
+        ["evaluate", "x", "-k", "0"],
+        ["train", "--hidden-dims", "a,b"],
+    ],
+)
 def test_bad_arguments_are_usage_errors(args):
     result = pyro_vae(*args)
     assert result.returncode == 2

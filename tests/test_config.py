@@ -13,19 +13,22 @@ def test_defaults_are_valid_and_round_trip():
     assert Config.from_dict(c.as_dict()) == c
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
-    ({"binarize": "yes"}, "unknown binarize 'yes'"),
-    ({"elbo": "renyi"}, "unknown elbo 'renyi'"),
-    ({"z_dim": 0}, "z_dim must be a positive integer"),
-    ({"epochs": -1}, "epochs must be a positive integer"),
-    ({"batch_size": 2.5}, "batch_size must be a positive integer"),
-    ({"log_px_samples": 0}, "log_px_samples must be a positive integer"),
-    ({"hidden_dims": ()}, "hidden_dims must be one or more positive integers"),
-    ({"hidden_dims": (64, 0)}, "hidden_dims must be one or more positive integers"),
-    ({"lr": 0.0}, "lr must be a positive number"),
-    ({"lr": float("nan")}, "lr must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+        ({"binarize": "yes"}, "unknown binarize 'yes'"),
+        ({"elbo": "renyi"}, "unknown elbo 'renyi'"),
+        ({"z_dim": 0}, "z_dim must be a positive integer"),
+        ({"epochs": -1}, "epochs must be a positive integer"),
+        ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+        ({"log_px_samples": 0}, "log_px_samples must be a positive integer"),
+        ({"hidden_dims": ()}, "hidden_dims must be one or more positive integers"),
+        ({"hidden_dims": (64, 0)}, "hidden_dims must be one or more positive integers"),
+        ({"lr": 0.0}, "lr must be a positive number"),
+        ({"lr": float("nan")}, "lr must be a positive number"),
+    ],
+)
 def test_bad_settings_are_refused_by_name(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         Config(**kwargs)

@@ -50,8 +50,9 @@ def test_batches_cover_the_training_set_once():
     assert torch.equal(x, data.train_x[idx])  # static: batches are the stored sample
 
 
-@pytest.mark.parametrize("name, message", [("cifar-100", "unknown dataset"),
-                                           ("mnist-small:x", "unknown dataset")])
+@pytest.mark.parametrize(
+    "name, message", [("cifar-100", "unknown dataset"), ("mnist-small:x", "unknown dataset")]
+)
 def test_unknown_dataset(name, message):
     with pytest.raises(DataError, match=message):
         load_dataset(name)
@@ -67,8 +68,10 @@ def test_missing_dataset_says_where_to_put_it(tmp_path):
         load_dataset("mnist", root=str(tmp_path), download=False)
 
 
-@pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not os.path.isdir(DEBIAN_FASHION_MNIST),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_fashion_mnist_from_debian(tmp_path):
     data = load_dataset("fashion-mnist", binarize="dynamic", root=str(tmp_path), download=False)
     assert data.train_x.shape == (60000, 1, 28, 28)
@@ -84,13 +87,21 @@ def test_as_images_accepts_channel_free_and_single_images():
     assert as_images((x * 255).to(torch.uint8) // 255, (1, 28, 28)).dtype == torch.float32
 
 
-@pytest.mark.parametrize("x, shape, binary, message", [
-    (torch.rand(3, 32, 32), (1, 28, 28), False, r"do not fit this model, which expects \(N, 1, 28, 28\)"),
-    (torch.full((2, 1, 28, 28), float("nan")), (1, 28, 28), False, "NaN or infinite"),
-    (torch.full((2, 1, 28, 28), 255.0), (1, 28, 28), False, r"must lie in \[0, 1\]"),
-    (torch.full((2, 1, 28, 28), 0.5), (1, 28, 28), True, "binary pixels"),
-    (torch.zeros(0, 1, 28, 28), (1, 28, 28), False, "empty"),
-])
+@pytest.mark.parametrize(
+    "x, shape, binary, message",
+    [
+        (
+            torch.rand(3, 32, 32),
+            (1, 28, 28),
+            False,
+            r"do not fit this model, which expects \(N, 1, 28, 28\)",
+        ),
+        (torch.full((2, 1, 28, 28), float("nan")), (1, 28, 28), False, "NaN or infinite"),
+        (torch.full((2, 1, 28, 28), 255.0), (1, 28, 28), False, r"must lie in \[0, 1\]"),
+        (torch.full((2, 1, 28, 28), 0.5), (1, 28, 28), True, "binary pixels"),
+        (torch.zeros(0, 1, 28, 28), (1, 28, 28), False, "empty"),
+    ],
+)
 def test_as_images_rejects_bad_input(x, shape, binary, message):
     with pytest.raises(DataError, match=message):
         as_images(x, shape, binary=binary)

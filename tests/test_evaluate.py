@@ -47,8 +47,9 @@ def test_elbo_below_log_px_and_iwae_approaches_it(model_and_data):
     guide = poor_guide(model)
     exact = model.exact_log_px(x).mean().item()
     elbo = evaluate.elbo(model, guide, x, num_samples=200).mean().item()
-    estimates = [evaluate.log_px(model, guide, x, num_samples=k).mean().item()
-                 for k in (1, 3, 30, 2000)]
+    estimates = [
+        evaluate.log_px(model, guide, x, num_samples=k).mean().item() for k in (1, 3, 30, 2000)
+    ]
     assert elbo < exact - 0.5  # a poor guide leaves a clear gap
     # K=1 is the ELBO; more samples tighten the bound towards log p(x) from below.
     assert abs(estimates[0] - elbo) < 0.3  # 4 standard errors of a 512-image mean

@@ -11,8 +11,15 @@ from pyro_vae.errors import CheckpointError, ConfigError, DataError, RunDirError
 from pyro_vae.runs import train_run
 
 TINY = dict(z_dim=4, hidden_dims=(32,), epochs=1, batch_size=200, log_px_samples=20)
-METRIC_KEYS = {"dataset", "epochs", "seconds", "train_elbo", "test_elbo", "test_log_px",
-               "log_px_samples"}
+METRIC_KEYS = {
+    "dataset",
+    "epochs",
+    "seconds",
+    "train_elbo",
+    "test_elbo",
+    "test_log_px",
+    "log_px_samples",
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +31,16 @@ def run_dir(tmp_path_factory):
 
 def test_run_directory_contents(run_dir):
     names = set(os.listdir(run_dir))
-    assert {"config.json", "checkpoint.pt", "metrics.json", "history.json", "samples.png",
-            "reconstructions.png", "latent.png", "training-curve.png"} <= names
+    assert {
+        "config.json",
+        "checkpoint.pt",
+        "metrics.json",
+        "history.json",
+        "samples.png",
+        "reconstructions.png",
+        "latent.png",
+        "training-curve.png",
+    } <= names
     assert not [n for n in names if n.endswith(".tmp")]
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert METRIC_KEYS <= set(metrics)

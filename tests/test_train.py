@@ -19,8 +19,16 @@ def test_training_beats_an_untrained_model_by_a_wide_margin(mnist_small):
     config = Config(z_dim=10, hidden_dims=(200,))
     model, guide = build(config, mnist_small.x_shape)
     before = evaluate.elbo(model, guide, mnist_small.test_x).mean().item()
-    history = fit(model, guide, mnist_small, TraceMeanField_ELBO(), epochs=3, batch_size=100,
-                  lr=3e-3, quiet=True)
+    history = fit(
+        model,
+        guide,
+        mnist_small,
+        TraceMeanField_ELBO(),
+        epochs=3,
+        batch_size=100,
+        lr=3e-3,
+        quiet=True,
+    )
     after = evaluate.elbo(model, guide, mnist_small.test_x).mean().item()
     assert history.epoch == [1, 2, 3]
     assert len(history.train_elbo) == len(history.test_elbo) == len(history.seconds) == 3
@@ -31,8 +39,14 @@ def test_training_beats_an_untrained_model_by_a_wide_margin(mnist_small):
 
 
 def test_same_seed_same_history(mnist_small):
-    small = Data("tiny", "dynamic", mnist_small.train_x[:256], mnist_small.train_y[:256],
-                 mnist_small.test_x[:64], mnist_small.test_y[:64])
+    small = Data(
+        "tiny",
+        "dynamic",
+        mnist_small.train_x[:256],
+        mnist_small.train_y[:256],
+        mnist_small.test_x[:64],
+        mnist_small.test_y[:64],
+    )
     histories = []
     for _ in range(2):
         pyro.set_rng_seed(7)
@@ -48,8 +62,14 @@ def test_bad_arguments_are_refused(mnist_small):
         fit(model, guide, mnist_small, epochs=0)
     with pytest.raises(ConfigError, match="learning rate"):
         fit(model, guide, mnist_small, lr=-1.0)
-    empty = Data("empty", "static", mnist_small.train_x[:0], mnist_small.train_y[:0],
-                 mnist_small.test_x, mnist_small.test_y)
+    empty = Data(
+        "empty",
+        "static",
+        mnist_small.train_x[:0],
+        mnist_small.train_y[:0],
+        mnist_small.test_x,
+        mnist_small.test_y,
+    )
     with pytest.raises(DataError, match="empty"):
         fit(model, guide, empty)
 
@@ -58,5 +78,8 @@ def test_divergence_names_epoch_and_step(mnist_small):
     model, guide = build(Config(z_dim=2, hidden_dims=(8,)), mnist_small.x_shape)
     with torch.no_grad():
         guide.encoder.fc[0].weight.fill_(float("nan"))
-    with pytest.raises(DivergenceError, match="parameters became non-finite at epoch 1, step 1; try a lower learning rate"):
+    with pytest.raises(
+        DivergenceError,
+        match="parameters became non-finite at epoch 1, step 1; try a lower learning rate",
+    ):
         fit(model, guide, mnist_small, epochs=1, quiet=True)
