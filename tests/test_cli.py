@@ -22,12 +22,18 @@ TINY = [
 ]
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def pyro_vae(*args, cwd=None):
+    """Run ``python -m pyro_vae.cli`` from this source tree, wherever the test runs."""
+    env = {**os.environ, "PYTHONPATH": ROOT}
     return subprocess.run(
         [sys.executable, "-m", "pyro_vae.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=env,
         timeout=600,
     )
 
