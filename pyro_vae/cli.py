@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-from .errors import PyroVAEError, RunDirError
+from .errors import ConfigError, PyroVAEError, RunDirError
 
 
 def _positive_int(text):
@@ -75,6 +75,13 @@ def _add_train_args(p, d):
         "--lr", type=_positive_float, default=d.lr, help="Adam learning rate (default: %(default)s)"
     )
     p.add_argument(
+        "--clip-grad",
+        type=_positive_float,
+        default=d.clip_grad,
+        metavar="NORM",
+        help="rescale each step's gradient to at most this norm (default: no clipping)",
+    )
+    p.add_argument(
         "--elbo",
         default=d.elbo,
         choices=tuple(ELBOS),
@@ -122,6 +129,7 @@ def _config_from_args(args):
         num_particles=args.num_particles,
         seed=args.seed,
         log_px_samples=args.log_px_samples,
+        clip_grad=args.clip_grad,
     )
 
 
@@ -139,12 +147,85 @@ def _print_metrics(metrics, out):
 
 
 def cmd_train(args):
-    from .runs import default_run_dir, train_run
+    from .runs import default_run_dir, resume_run, train_run
 
-    config = _config_from_args(args)
+    if args.resume:
+        _check_resume_args(args)
+        _, metrics = resume_run(
+            args.resume, quiet=args.quiet, checkpoint_every=args.checkpoint_every
+        )
+        _print_metrics(metrics, args.resume)
+        return
+    config = _config_from_file(args) if args.config else _config_from_args(args)
     out = args.out or default_run_dir(config.dataset)
-    _, metrics = train_run(config, out, overwrite=args.overwrite, quiet=args.quiet)
+    _, metrics = train_run(
+        config,
+        out,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        checkpoint_every=args.checkpoint_every,
+    )
     _print_metrics(metrics, out)
+
+
+def _add_resume_args(p):
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint, with its saved settings",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from the settings in FILE (a run's config.json, or its directory); options "
+        "given on the command line override them",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="N",
+        help="also checkpoint every N steps (default: at the end of each epoch only)",
+    )
+
+
+# Options that change how a run is carried out, not what it computes.
+_RESUME_ALLOWED = {"resume", "quiet", "checkpoint_every"}
+
+
+def _given_options(argv):
+    """The names of the train options that ``argv`` sets explicitly (argparse fills in the rest)."""
+    from .config import Config
+
+    p = _Parser(add_help=False)
+    _add_train_args(p, Config())
+    _add_resume_args(p)
+    p.set_defaults(**{name: argparse.SUPPRESS for name in vars(p.parse_args([]))})
+    return set(vars(p.parse_args(argv)))
+
+
+def _check_resume_args(args):
+    extra = sorted(_given_options(args.argv[1:]) - _RESUME_ALLOWED)
+    if extra:
+        flag = "--" + extra[0].replace("_", "-")
+        raise ConfigError(
+            f"--resume continues {args.resume} with its saved settings and takes no {flag}; to "
+            f"change settings start a new run: pyro-vae train --config "
+            f"{os.path.join(args.resume, 'config.json')} {flag} ..."
+        )
+
+
+def _config_from_file(args):
+    """The config in ``--config``, overridden by the config options given on the command line."""
+    from dataclasses import fields
+
+    from .config import Config
+    from .runs import CONFIG, read_config
+
+    path = os.path.join(args.config, CONFIG) if os.path.isdir(args.config) else args.config
+    config = read_config(path)
+    given = _given_options(args.argv[1:])
+    overrides = {f.name: getattr(args, f.name) for f in fields(config) if f.name in given}
+    return Config.from_dict({**config.as_dict(), **overrides})
 
 
 def cmd_demo(args):
@@ -200,10 +281,17 @@ def cmd_sample(args):
     print(out)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of pyro-vae."""
+
+    def error(self, message):
+        self.exit(2, f"pyro-vae: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser():
     from .config import Config
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pyro-vae",
         description="Variational autoencoders as Pyro model/guide pairs. Numbers are nats per "
         "image; higher is better.",
@@ -217,6 +305,7 @@ def make_parser():
 
     p = sub.add_parser("train", help="train a VAE and write a run directory")
     _add_train_args(p, Config())
+    _add_resume_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="ELBO and importance-sampled log p(x) of a run")
@@ -252,6 +341,7 @@ def make_parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = make_parser().parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
     except PyroVAEError as e:

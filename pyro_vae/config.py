@@ -32,6 +32,7 @@ class Config:
     num_particles: int = 1
     seed: int = 0
     log_px_samples: int = 1000
+    clip_grad: float = None  # max gradient norm; None: no clipping
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
@@ -58,12 +59,12 @@ class Config:
             raise ConfigError(
                 f"hidden_dims must be one or more positive integers, got {list(self.hidden_dims)!r}"
             )
-        if (
-            isinstance(self.lr, bool)
-            or not isinstance(self.lr, (int, float))
-            or not (math.isfinite(self.lr) and self.lr > 0)
-        ):
+        if not _positive_number(self.lr):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        if self.clip_grad is not None and not _positive_number(self.clip_grad):
+            raise ConfigError(
+                f"clip_grad must be a positive number or None, got {self.clip_grad!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
 
@@ -86,6 +87,15 @@ class Config:
             kwargs["vectorize_particles"] = True
             kwargs["max_plate_nesting"] = 1
         return ELBOS[self.elbo](**kwargs)
+
+
+def _positive_number(value):
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def build(config, x_shape):

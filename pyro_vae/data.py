@@ -68,14 +68,16 @@ class Data:
     def binary(self):
         return self.binarize != "none"
 
-    def batches(self, batch_size, generator=None):
+    def batches(self, batch_size, generator=None, order=None, start=0):
         """Yield ``(x, idx)`` minibatches over a random permutation of the training set.
 
         ``idx`` holds the images' positions in the training set (per-datapoint guides use it).
-        The last batch may be smaller.
+        The last batch may be smaller. ``order`` gives the permutation instead (a resumed epoch
+        passes its own), and ``start`` skips that many batches of it.
         """
-        n = self.train_x.shape[0]
-        for idx in torch.randperm(n, generator=generator).split(batch_size):
+        if order is None:
+            order = torch.randperm(self.train_x.shape[0], generator=generator)
+        for idx in order.split(batch_size)[start:]:
             x = self.train_x[idx]
             if self.binarize == "dynamic":
                 x = torch.bernoulli(x, generator=generator)

@@ -3,7 +3,8 @@
 A run directory holds::
 
     config.json            the Config that reproduces the run
-    checkpoint.pt          plain tensors and primitives only (loaded with weights_only=True)
+    checkpoint.pt          plain tensors and primitives only (loaded with weights_only=True):
+                           the model and guide, and the training state to resume from
     metrics.json           ELBO and log p(x) in nats per image, and what they were measured with
     history.json           per-epoch train and test ELBO
     samples.png  reconstructions.png  latent.png  training-curve.png
@@ -12,6 +13,7 @@ A run directory holds::
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 import warnings
@@ -23,12 +25,21 @@ import torchvision
 from . import evaluate, plots
 from .config import Config, build
 from .data import as_images, load_dataset
-from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, RunDirError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    PyroVAEError,
+    RunDirError,
+)
 from .train import fit
 
 CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
 FORMAT = "pyro_vae.checkpoint"
-FORMAT_VERSION = 1
+# 2 added the training state (optimizer, position, generators); 1 held the model and guide only.
+FORMAT_VERSION = 2
 
 
 def versions():
@@ -42,12 +53,17 @@ def versions():
 
 
 def _atomic_write(path, write):
-    """Write through ``write(file)`` to a temporary file beside ``path``, fsync, then replace."""
+    """Write through ``write(file)`` to a temporary file beside ``path``, fsync, then replace.
+
+    A reader, or a process killed at any moment, sees the old file or the new one, never half of
+    one; a write that fails leaves the old file and no temporary one.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            _fault_point(path, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -55,6 +71,33 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+TMP_SUFFIX = ".tmp"
+_writes = {}
+
+
+def _fault_point(path, f):
+    """Testing hook for the kill-and-resume tests: with ``PYRO_VAE_TEST_PAUSE_IN_WRITE=NAME:K``
+    in the environment, the K-th write of a file named NAME stops halfway (temporary file written,
+    not yet in place), says so on stderr and sleeps, so that a test can SIGKILL the process there."""
+    spec = os.environ.get("PYRO_VAE_TEST_PAUSE_IN_WRITE")
+    if not spec:
+        return
+    name, count = spec.rsplit(":", 1)
+    if os.path.basename(path) == name:
+        _writes[name] = _writes.get(name, 0) + 1
+        if _writes[name] == int(count):
+            f.flush()
+            print(f"pyro_vae: paused in write {count} of {name}", file=sys.stderr, flush=True)
+            time.sleep(600)
+
+
+def _remove_stray_temporaries(folder):
+    """Delete temporary files that a killed process left behind in ``folder``."""
+    for name in os.listdir(folder):
+        if name.startswith(".") and name.endswith(TMP_SUFFIX):
+            os.unlink(os.path.join(folder, name))
 
 
 def write_json(path, obj):
@@ -133,17 +176,54 @@ class Run:
 
     def state(self):
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.as_dict(),
-            "x_shape": list(self.x_shape),
+            **checkpoint_header(self.config, self.x_shape),
             "model": self.model.state_dict(),
             "guide": self.guide.state_dict(),
-            "versions": versions(),
         }
 
     def save(self, path):
         _atomic_write(os.path.join(path, CHECKPOINT), lambda f: torch.save(self.state(), f))
+
+
+def checkpoint_header(config, x_shape):
+    """What every checkpoint holds besides the states: format, config, image shape, versions."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config.as_dict(),
+        "x_shape": list(x_shape),
+        "versions": versions(),
+    }
+
+
+def read_checkpoint(file):
+    """The dict in a pyro_vae checkpoint file, loaded without running any code it might hold.
+
+    Raises :class:`~pyro_vae.errors.CheckpointError` for a missing, truncated, corrupt or foreign
+    file, and for a pickle that would build anything but tensors and plain values.
+    """
+    if not os.path.isfile(file):
+        raise CheckpointError(f"no checkpoint at {file}; is it a pyro_vae run directory?")
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols; we refuse anyway
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, corrupt, or a pickle with non-tensor objects
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {file}: {reason}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not a pyro_vae checkpoint")
+    version = state.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} has checkpoint format {version!r}, newer than this pyro_vae reads "
+            f"({FORMAT_VERSION}); upgrade pyro_vae"
+        )
+    try:
+        state["config"] = Config.from_dict(state["config"])
+    except (ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{file} holds a bad config ({e})") from None
+    return state
 
 
 def _check_count(name, value):
@@ -157,18 +237,8 @@ def load_run(path):
     :rtype: Run
     """
     file = path if os.path.isfile(path) else os.path.join(path, CHECKPOINT)
-    if not os.path.exists(file):
-        raise CheckpointError(f"no checkpoint at {file}; is {path} a pyro_vae run directory?")
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickle protocols; we refuse anyway
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupt, or a pickle with non-tensor objects
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {file}: {reason}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{file} is not a pyro_vae checkpoint")
-    config = Config.from_dict(state["config"])
+    state = read_checkpoint(file)
+    config = state["config"]
     model, guide = build(config, state["x_shape"])
     try:
         model.load_state_dict(state["model"])
@@ -180,16 +250,69 @@ def load_run(path):
     return Run(config, model, guide, state["x_shape"], path=os.path.dirname(os.path.abspath(file)))
 
 
-def train_run(config, out=None, overwrite=False, quiet=False):
+def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=None):
     """Train the run ``config`` describes and write its run directory; return the :class:`Run`.
+
+    ``checkpoint.pt`` is rewritten atomically at the end of every epoch (and every
+    ``checkpoint_every`` steps), so a run killed at any moment continues with :func:`resume_run`.
 
     :param Config config: what to train.
     :param str out: the run directory (default ``runs/DATASET-TIMESTAMP``).
     :param bool overwrite: allow writing into a non-empty directory.
     :param bool quiet: no progress bars.
+    :param int checkpoint_every: steps between checkpoints within an epoch (default: none).
     """
     out = out or default_run_dir(config.dataset)
-    start = time.perf_counter()
+    data = _training_data(config)
+    prepare_run_dir(out, overwrite)
+    write_json(os.path.join(out, CONFIG), config.as_dict())
+    return _train(config, data, out, None, quiet, checkpoint_every)
+
+
+def resume_run(path, quiet=False, checkpoint_every=None):
+    """Continue the run in ``path`` from its last checkpoint; return what :func:`train_run` does.
+
+    The result is the same, parameter for parameter, as that of the run never interrupted. A run
+    killed before its first checkpoint starts again from its ``config.json``; a finished one is
+    evaluated again.
+
+    :param str path: a run directory written by :func:`train_run` or ``pyro-vae train``.
+    """
+    config = read_config(os.path.join(path, CONFIG))
+    file = os.path.join(path, CHECKPOINT)
+    state = read_checkpoint(file) if os.path.exists(file) else None
+    if state is not None and state["config"] != config:
+        theirs, ours = state["config"].as_dict(), config.as_dict()
+        key = next(k for k in ours if theirs.get(k) != ours[k])
+        raise CheckpointError(
+            f"{file} comes from a different configuration than {CONFIG} ({key} {theirs.get(key)!r} "
+            f"there, {ours[key]!r} here); put back the run's own checkpoint or start a new run"
+        )
+    data = _training_data(config)
+    if state is not None and tuple(state["x_shape"]) != data.x_shape:
+        raise CheckpointError(
+            f"{file} was trained on images of shape {tuple(state['x_shape'])}, but {config.dataset} "
+            f"has {data.x_shape}"
+        )
+    _remove_stray_temporaries(path)
+    return _train(config, data, path, state, quiet, checkpoint_every)
+
+
+def read_config(file):
+    """The :class:`Config` saved in ``file`` (a ``config.json``), checked like any other."""
+    if not os.path.isfile(file):
+        raise RunDirError(f"no {os.path.basename(file)} at {file}; is it a pyro_vae run directory?")
+    try:
+        with open(file) as f:
+            d = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read {file}: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{file} does not hold a JSON object of settings")
+    return Config.from_dict(d)
+
+
+def _training_data(config):
     data = load_dataset(config.dataset, config.binarize)
     if not data.binary:
         raise DataError(
@@ -201,25 +324,49 @@ def train_run(config, out=None, overwrite=False, quiet=False):
             f"batch_size {config.batch_size} is larger than the training set "
             f"({data.train_x.shape[0]} images)"
         )
-    prepare_run_dir(out, overwrite)
-    write_json(os.path.join(out, "config.json"), config.as_dict())
+    return data
+
+
+def _train(config, data, out, state, quiet, checkpoint_every):
+    """Fit (from ``state`` if given), checkpointing into ``out``, then evaluate and draw."""
+    start = time.perf_counter()
+    file = os.path.join(out, CHECKPOINT)
+    header = checkpoint_header(config, data.x_shape)
+    saved = {}
+
+    def checkpoint(train_state):
+        _atomic_write(file, lambda f: torch.save({**header, **train_state}, f))
+        saved.update(epoch=train_state["epoch"], step=train_state["step"])
 
     pyro.set_rng_seed(config.seed)  # the networks' initial weights come from the seed too
     model, guide = build(config, data.x_shape)
-    history = fit(
-        model,
-        guide,
-        data,
-        elbo=config.make_elbo(),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        seed=config.seed,
-        quiet=quiet,
-    )
+    try:
+        history = fit(
+            model,
+            guide,
+            data,
+            elbo=config.make_elbo(),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed,
+            quiet=quiet,
+            clip_grad=config.clip_grad,
+            resume_from=state,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+        )
+    except DivergenceError as e:
+        last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})
+        kept = (
+            f"the last good checkpoint ({last['epoch']} epochs and {last['step']} steps) stays "
+            f"in {file}"
+            if last
+            else "no checkpoint was written"
+        )
+        raise DivergenceError(f"{e}; {kept}") from None
     train_seconds = history.seconds[-1]
     run = Run(config, model, guide, data.x_shape, path=out)
-    run.save(out)
     write_json(os.path.join(out, "history.json"), history.as_dict())
 
     metrics = evaluate_run(run, data, num_samples=config.log_px_samples, quiet=quiet)
