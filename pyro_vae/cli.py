@@ -199,8 +199,10 @@ def _given_options(argv):
     p = _Parser(add_help=False)
     _add_train_args(p, Config())
     _add_resume_args(p)
-    p.set_defaults(**{name: argparse.SUPPRESS for name in vars(p.parse_args([]))})
-    return set(vars(p.parse_args(argv)))
+    unset = object()
+    # argparse fills in a default only where the namespace has no value yet.
+    blank = argparse.Namespace(**dict.fromkeys(vars(p.parse_args([])), unset))
+    return {name for name, value in vars(p.parse_args(argv, blank)).items() if value is not unset}
 
 
 def _check_resume_args(args):

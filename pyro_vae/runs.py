@@ -358,13 +358,16 @@ def _train(config, data, out, state, quiet, checkpoint_every):
         )
     except DivergenceError as e:
         last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})
-        kept = (
-            f"the last good checkpoint ({last['epoch']} epochs and {last['step']} steps) stays "
-            f"in {file}"
-            if last
-            else "no checkpoint was written"
+        if not last:
+            raise DivergenceError(f"{e}; no checkpoint was written") from None
+        where = (
+            f"epoch {last['epoch'] + 1}, step {last['step']}"
+            if last["step"]
+            else f"the end of epoch {last['epoch']}"
         )
-        raise DivergenceError(f"{e}; {kept}") from None
+        raise DivergenceError(
+            f"{e}; the last good checkpoint, from {where}, stays in {file}"
+        ) from None
     train_seconds = history.seconds[-1]
     run = Run(config, model, guide, data.x_shape, path=out)
     write_json(os.path.join(out, "history.json"), history.as_dict())

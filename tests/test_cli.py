@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from pyro_vae.cli import main
+
 TINY = [
     "--z-dim",
     "4",
@@ -36,6 +38,16 @@ def pyro_vae(*args, cwd=None):
         env=env,
         timeout=600,
     )
+
+
+def cli(capsys, *args):
+    """Run the command in this process (no start-up cost), as ``pyro_vae`` would in a child."""
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def assert_clean_error(result, message):
