@@ -250,6 +250,8 @@ def cmd_evaluate(args):
     from .runs import evaluate_run, load_run
 
     run = load_run(args.run)
+    if args.images:
+        return _evaluate_images(run, args)
     data = load_dataset(run.config.dataset, run.config.binarize)
     metrics = evaluate_run(
         run, data, num_samples=args.num_samples, elbo_samples=args.elbo_samples, quiet=args.quiet
@@ -264,6 +266,32 @@ def cmd_evaluate(args):
             f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f}"
             f" nats/image (K={metrics['log_px_samples']})"
         )
+
+
+def _evaluate_images(run, args):
+    """``evaluate --images FILE``: the run's ELBO and log p(x) of the user's own images."""
+    from .data import load_images
+
+    x = load_images(args.images)
+    elbo = run.elbo(x, args.elbo_samples)
+    log_px = run.log_px(x, num_samples=args.num_samples, progress=not args.quiet)
+    metrics = {
+        "images": args.images,
+        "count": len(log_px),
+        "elbo": round(elbo.mean().item(), 3),
+        "log_px": round(log_px.mean().item(), 3),
+        "log_px_stderr": round((log_px.std() / len(log_px) ** 0.5).item(), 3)
+        if len(log_px) > 1
+        else None,
+        "log_px_samples": args.num_samples,
+        "units": "nats per image (higher is better)",
+    }
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{args.images}: {metrics['count']} images, scored by {args.run}")
+        print(f"  ELBO           {metrics['elbo']:.2f} nats/image")
+        print(f"  log p(x)       {metrics['log_px']:.2f} nats/image (K={args.num_samples})")
 
 
 def cmd_sample(args):
@@ -324,6 +352,12 @@ def make_parser():
         type=_positive_int,
         default=1,
         help="latent samples per image for the ELBO (default: %(default)s)",
+    )
+    p.add_argument(
+        "--images",
+        metavar="FILE",
+        help="score these images (.npy, or .pt holding a tensor; values in [0, 1]) instead of "
+        "the run's test split",
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

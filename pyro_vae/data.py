@@ -182,6 +182,26 @@ def _unpack_debian_fashion_mnist(raw):
             os.replace(tmp, target)
 
 
+def load_images(path):
+    """Images a user brings, as a tensor: a ``.npy`` array (read without pickles) or a ``.pt``
+    file holding one tensor (read with ``weights_only=True``). :func:`as_images` checks them."""
+    if not os.path.isfile(path):
+        raise DataError(f"no images at {path}")
+    if not path.endswith((".npy", ".pt")):
+        raise DataError(f"{path}: images must come in a .npy or .pt file")
+    try:
+        if path.endswith(".npy"):
+            x = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            x = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not an array, or a pickle of anything but tensors
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot read images from {path}: {reason}") from None
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{path} holds a {type(x).__name__}, not a tensor of images")
+    return x
+
+
 def as_images(x, x_shape=None, binary=False):
     """Check and convert user images to a float tensor ``(N, *x_shape)``.
 

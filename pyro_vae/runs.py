@@ -335,7 +335,13 @@ def _train(config, data, out, state, quiet, checkpoint_every):
     saved = {}
 
     def checkpoint(train_state):
-        _atomic_write(file, lambda f: torch.save({**header, **train_state}, f))
+        try:
+            _atomic_write(file, lambda f: torch.save({**header, **train_state}, f))
+        except OSError as e:  # a full disk, say: stop cleanly, keeping the last good checkpoint
+            raise RunDirError(
+                f"cannot write {file} ({e.strerror or e}); the last checkpoint, if any, stays and "
+                f"pyro-vae train --resume {out} continues from it"
+            ) from None
         saved.update(epoch=train_state["epoch"], step=train_state["step"])
 
     pyro.set_rng_seed(config.seed)  # the networks' initial weights come from the seed too
