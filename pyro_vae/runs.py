@@ -301,7 +301,7 @@ def resume_run(path, quiet=False, checkpoint_every=None):
 def read_config(file):
     """The :class:`Config` saved in ``file`` (a ``config.json``), checked like any other."""
     if not os.path.isfile(file):
-        raise RunDirError(f"no {os.path.basename(file)} at {file}; is it a pyro_vae run directory?")
+        raise RunDirError(f"no config file at {file}")
     try:
         with open(file) as f:
             d = json.load(f)

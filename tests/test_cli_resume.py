@@ -150,7 +150,7 @@ def test_killed_at_random_moments_and_resumed_gives_the_same_run(reference, tmp_
 
 def test_resume_refuses_what_it_cannot_continue(reference, tmp_path, capsys):
     run = str(tmp_path / "run")
-    assert_clean_error(cli(capsys, "train", "--resume", run), "no config.json")
+    assert_clean_error(cli(capsys, "train", "--resume", run), "no config file at")
     assert_clean_error(
         cli(capsys, "train", "--resume", reference, "--lr", "0.1"), "takes no --lr; to change"
     )

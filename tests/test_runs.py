@@ -191,7 +191,7 @@ def test_a_full_disk_while_checkpointing_is_a_clean_error(tmp_path, monkeypatch)
 @pytest.mark.parametrize(
     "make, error, message",
     [
-        (lambda out: os.remove(os.path.join(out, "config.json")), RunDirError, "no config.json"),
+        (lambda out: os.remove(os.path.join(out, "config.json")), RunDirError, "no config file"),
         (lambda out: _write(out, "config.json", b"{"), ConfigError, "cannot read .*config.json"),
         (lambda out: _write(out, "config.json", b"[]"), ConfigError, "not .* JSON object"),
         (
