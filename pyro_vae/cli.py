@@ -287,11 +287,10 @@ def _evaluate_images(run, args):
         "units": "nats per image (higher is better)",
     }
     if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        print(f"{args.images}: {metrics['count']} images, scored by {args.run}")
-        print(f"  ELBO           {metrics['elbo']:.2f} nats/image")
-        print(f"  log p(x)       {metrics['log_px']:.2f} nats/image (K={args.num_samples})")
+        return print(json.dumps(metrics, indent=2))
+    print(f"{args.images}: {metrics['count']} images, scored by {args.run}")
+    for name, key in (("ELBO", "elbo"), (f"log p(x), K={args.num_samples}", "log_px")):
+        print(f"  {name:<22} {metrics[key]:.2f} nats/image")
 
 
 def cmd_sample(args):

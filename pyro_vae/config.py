@@ -35,7 +35,8 @@ class Config:
     clip_grad: float = None  # max gradient norm; None: no clipping
 
     def __post_init__(self):
-        self.hidden_dims = tuple(self.hidden_dims)
+        if isinstance(self.hidden_dims, list):  # as JSON gives it back
+            self.hidden_dims = tuple(self.hidden_dims)
         self.validate()
 
     def validate(self):
@@ -53,12 +54,14 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not self.hidden_dims or any(
-            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_dims
+        hidden = self.hidden_dims
+        if (
+            not isinstance(hidden, tuple)
+            or not hidden
+            or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)
         ):
-            raise ConfigError(
-                f"hidden_dims must be one or more positive integers, got {list(self.hidden_dims)!r}"
-            )
+            shown = list(hidden) if isinstance(hidden, tuple) else hidden
+            raise ConfigError(f"hidden_dims must be one or more positive integers, got {shown!r}")
         if not _positive_number(self.lr):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if self.clip_grad is not None and not _positive_number(self.clip_grad):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import DataError, DatasetUnavailableError
+from .errors import DataError, DatasetUnavailableError, first_line
 
 DATASETS = ("mnist-small", "mnist", "fashion-mnist")
 BINARIZATIONS = ("none", "static", "dynamic")
@@ -195,8 +195,7 @@ def load_images(path):
         else:
             x = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not an array, or a pickle of anything but tensors
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot read images from {path}: {reason}") from None
+        raise DataError(f"cannot read images from {path}: {first_line(e)}") from None
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{path} holds a {type(x).__name__}, not a tensor of images")
     return x

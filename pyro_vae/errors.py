@@ -27,3 +27,9 @@ class CheckpointError(PyroVAEError, ValueError):
 
 class DivergenceError(PyroVAEError, FloatingPointError):
     """Training produced a non-finite loss or gradient."""
+
+
+def first_line(error, limit=200):
+    """The first line of an exception's message (its type if it has none), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

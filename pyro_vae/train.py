@@ -21,7 +21,7 @@ from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from . import evaluate
-from .errors import CheckpointError, ConfigError, DataError, DivergenceError
+from .errors import CheckpointError, ConfigError, DataError, DivergenceError, first_line
 
 # What a training state holds besides the model's and guide's state_dicts.
 STATE_KEYS = (
@@ -260,8 +260,6 @@ def _restore(state, model, guide, optimizer, generator, n, batch_size, epochs):
         guide.load_state_dict(state["guide"])
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
-        raise CheckpointError(
-            f"the checkpoint does not fit this model ({str(e).strip().splitlines()[0][:200]})"
-        ) from None
+        raise CheckpointError(f"the checkpoint does not fit this model ({first_line(e)})") from None
     set_rng_state(state["rng"])
     generator.set_state(state["generator"])

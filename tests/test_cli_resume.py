@@ -115,10 +115,10 @@ def test_config_json_reproduces_the_run(reference, tmp_path, capsys):
 
 def test_options_given_with_config_override_the_file(reference):
     config = os.path.join(reference, "config.json")
-    argv = ["train", "--config", config, "--epochs", "1", "--seed", "0", "--lr", "0.01"]
+    argv = ["train", "--config", config, "--epochs", "1", "--seed", "0", "--clip-grad", "5"]
     args = make_parser().parse_args(argv)
     args.argv = argv
-    expected = {**read_json(reference, "config.json"), "epochs": 1, "seed": 0, "lr": 0.01}
+    expected = {**read_json(reference, "config.json"), "epochs": 1, "seed": 0, "clip_grad": 5.0}
     assert _config_from_file(args) == Config.from_dict(expected)
 
 

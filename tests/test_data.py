@@ -1,9 +1,11 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
 from pyro_vae.data import DEBIAN_FASHION_MNIST, as_images, load_dataset
 from pyro_vae.errors import DataError, DatasetUnavailableError
@@ -117,3 +119,26 @@ def test_as_images_accepts_exactly_the_finite_unit_interval(values):
     else:
         with pytest.raises(DataError):
             as_images(x, (1,))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arrays(
+        st.sampled_from([np.float32, np.float64, np.uint8, np.int64, np.bool_]),
+        array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=3),
+    ),
+    st.booleans(),
+)
+def test_any_array_is_accepted_as_images_or_refused_with_a_data_error(array, binary):
+    """Whatever a user passes, the answer is images of the model's shape or a one-line DataError."""
+    x_shape = (1, 2, 3)
+    try:
+        x = as_images(array, x_shape, binary=binary)
+    except DataError as e:
+        assert len(str(e).splitlines()) == 1
+        return
+    assert x.dtype == torch.float32 and x.shape[1:] == x_shape and x.shape[0] >= 1
+    assert torch.equal(x.flatten(), torch.as_tensor(array).float().flatten())
+    assert ((x >= 0) & (x <= 1)).all()
+    if binary:
+        assert ((x == 0) | (x == 1)).all()

@@ -1,4 +1,3 @@
-import errno
 import json
 import os
 import pickle
@@ -11,7 +10,8 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro_vae import load_run
 from pyro_vae.config import Config
 from pyro_vae.errors import CheckpointError, ConfigError, DataError, DivergenceError, RunDirError
-from pyro_vae.runs import _atomic_write, resume_run, train_run
+from pyro_vae.runs import resume_run, train_run
+from tests.test_checkpoints import _fail_halfway
 
 TINY = dict(z_dim=4, hidden_dims=(32,), epochs=1, batch_size=200, log_px_samples=20)
 METRIC_KEYS = {
@@ -116,25 +116,6 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path):
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_run(str(tmp_path))
     assert not marker.exists()
-
-
-def _fail_halfway(f):
-    f.write(b"half a checkpoint")
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-
-def _unpicklable_halfway(f):
-    torch.save({"weights": torch.zeros(1000), "oops": lambda: None}, f)
-
-
-@pytest.mark.parametrize("write", [_fail_halfway, _unpicklable_halfway])
-def test_a_failing_write_leaves_the_previous_file_and_no_temporary(tmp_path, write):
-    path = str(tmp_path / "checkpoint.pt")
-    _atomic_write(path, lambda f: f.write(b"the good one"))
-    with pytest.raises(Exception):  # noqa: B017  whatever the writer raised, unchanged
-        _atomic_write(path, write)
-    assert os.listdir(tmp_path) == ["checkpoint.pt"]
-    assert open(path, "rb").read() == b"the good one"
 
 
 class _NaNAfter(TraceMeanField_ELBO):

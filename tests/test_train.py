@@ -166,3 +166,23 @@ def test_rng_state_round_trips_every_generator():
     assert torch.equal(again[0], expected[0])
     assert again[1] == expected[1]
     assert (again[2] == expected[2]).all()
+
+
+def test_gradient_clipping_bounds_the_update(mnist_small):
+    small = _tiny(mnist_small)
+    moves = {}
+    for clip_grad in (None, 1e-9):
+        pyro.set_rng_seed(7)
+        model, guide = build(Config(z_dim=4, hidden_dims=(32,)), small.x_shape)
+        before = [p.detach().clone() for p in model.parameters()]
+        fit(model, guide, small, epochs=1, batch_size=64, quiet=True, clip_grad=clip_grad)
+        moves[clip_grad] = max(
+            (p - b).abs().max().item() for p, b in zip(model.parameters(), before)
+        )
+    # Adam moves each weight by about lr per step, whatever the gradient's size. Clipped to a norm
+    # of 1e-9, every gradient entry is at most 1e-9, so each of the 4 steps moves a weight by at
+    # most lr * 1e-9 / eps (Adam's eps = 1e-8).
+    assert moves[None] > 1e-3
+    assert moves[1e-9] <= 4 * 1e-3 * 1e-9 / 1e-8
+    with pytest.raises(ConfigError, match="clip_grad must be a positive number"):
+        fit(model, guide, small, clip_grad=0.0)
