@@ -5,7 +5,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vae import evaluate
 from pyro_vae.config import Config, build
@@ -186,3 +186,42 @@ def test_gradient_clipping_bounds_the_update(mnist_small):
     assert moves[1e-9] <= 4 * 1e-3 * 1e-9 / 1e-8
     with pytest.raises(ConfigError, match="clip_grad must be a positive number"):
         fit(model, guide, small, clip_grad=0.0)
+
+
+class _NaNGradientAfter(Trace_ELBO):
+    """A finite loss whose gradient is NaN after ``steps`` evaluations: 0 * sqrt(p - p) is 0, but
+    its derivative is 0 * inf."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        self.steps -= 1
+        loss = super().differentiable_loss(model, guide, *args, **kwargs)
+        if self.steps >= 0:
+            return loss
+        weight = next(guide.parameters())
+        return loss + 0 * (weight - weight).sqrt().sum()
+
+
+def test_a_non_finite_gradient_stops_training_before_the_step(mnist_small):
+    small = _tiny(mnist_small)
+    model, guide = build(Config(z_dim=4, hidden_dims=(32,)), small.x_shape)
+    states = []
+    with pytest.raises(
+        DivergenceError, match="the gradient norm became nan at epoch 2, step 2; try a lower"
+    ):
+        fit(
+            model,
+            guide,
+            small,
+            _NaNGradientAfter(5),
+            epochs=2,
+            batch_size=64,
+            quiet=True,
+            checkpoint=states.append,
+        )
+    # No step was taken with the NaN gradient, and no checkpoint after it.
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert [(s["epoch"], s["step"]) for s in states] == [(1, 0)]
