@@ -42,11 +42,13 @@ def fit(
     seed=0,
     quiet=False,
     test_samples=1,
+    on_epoch=None,
 ):
     """Fit ``model`` and ``guide`` to ``data.train_x`` by SVI; return the per-epoch :class:`History`.
 
-    Each step samples a minibatch, evaluates ``elbo`` (default :class:`~pyro.infer.Trace_ELBO`)
-    with the ``"data"`` plate subsampled, so the loss is an unbiased estimate of the full training
+    Each step samples a minibatch ``(x, y, idx)`` (``y``: the labels, or whatever the data says
+    the model conditions on, see :meth:`pyro_vae.data.Data.batches`), evaluates ``elbo`` (default
+    :class:`~pyro.infer.Trace_ELBO`) on ``(x, y, idx, n)`` with the ``"data"`` plate subsampled, so the loss is an unbiased estimate of the full training
     set's negative ELBO, and takes one Adam step on all parameters of model and guide.
 
     :param model: a pyro_vae model (see :mod:`pyro_vae.models`).
@@ -59,6 +61,8 @@ def fit(
     :param int seed: seeds Pyro, torch and the minibatch order.
     :param bool quiet: no progress bar.
     :param int test_samples: latent samples per image for the per-epoch test ELBO.
+    :param on_epoch: an optional hook called as ``on_epoch(epoch)`` before each epoch (from 1),
+        e.g. :func:`pyro_vae.objectives.kl_warmup`.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
@@ -81,11 +85,13 @@ def fit(
     optimizer = torch.optim.Adam(params, lr=lr)
     with tqdm(total=epochs * steps_per_epoch, disable=quiet, unit="step", desc="train") as bar:
         for epoch in range(1, epochs + 1):
+            if on_epoch is not None:
+                on_epoch(epoch)
             model.train(), guide.train()
             total = 0.0
-            for step, (x, idx) in enumerate(data.batches(batch_size, generator), 1):
+            for step, (x, y, idx) in enumerate(data.batches(batch_size, generator), 1):
                 try:
-                    loss = loss_fn(x, None, idx, n)
+                    loss = loss_fn(x, y, idx, n)
                 except ValueError:
                     # Pyro's validation rejects NaN parameters of a distribution before any loss.
                     if all(torch.isfinite(p).all() for p in params):
@@ -108,7 +114,9 @@ def fit(
             history.train_elbo.append(-total / n)
             history.seconds.append(time.perf_counter() - start)
             model.eval(), guide.eval()
-            test_elbo = evaluate.elbo(model, guide, data.test_x, num_samples=test_samples)
+            test_elbo = evaluate.elbo(
+                model, guide, data.test_x, data.model_y(*data.split("test")), test_samples
+            )
             history.test_elbo.append(test_elbo.mean().item())
             bar.set_postfix(
                 epoch=epoch,
