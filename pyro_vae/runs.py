@@ -315,7 +315,18 @@ def evaluate_run(run, data, num_samples=1000, elbo_samples=1, quiet=True):
         "test_images": int(data.test_x.shape[0]),
         "log_px_seconds": round(time.perf_counter() - started, 2),
         "units": "nats per image (higher is better)",
+        "measures": _what_log_px_measures(run),
     }
+
+
+def _what_log_px_measures(run):
+    if run.conditioned_on == "image":
+        return "log p(hidden quadrants | observed quadrants), binary pixels"
+    if run.conditioned_on == "label":
+        return "log p(x | label)" + ("" if run.binary else ", a density")
+    if run.binary:
+        return "log p(x) of binary images"
+    return "log p(x), a density of pixels in [0, 1]^D: not comparable with binarized numbers"
 
 
 def load_run_data(config):
