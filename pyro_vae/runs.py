@@ -290,6 +290,12 @@ def train_run(config, out=None, overwrite=False, quiet=False):
     metrics = evaluate_run(run, data, num_samples=config.log_px_samples, quiet=quiet)
     metrics.update(epochs=config.epochs, seconds=round(train_seconds, 2))
     write_figures(run, data, history.as_dict(), metrics["test_log_px"])
+    metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
+    if run.conditioned_on == "image":
+        from . import completion
+
+        metrics.update(completion.report(run, data, quiet))
+        metrics["figures"].append("inpainting.png")
     metrics["total_seconds"] = round(time.perf_counter() - start, 2)
     write_json(os.path.join(out, "metrics.json"), metrics)
     return run, metrics
