@@ -180,10 +180,14 @@ def _family_from_args(args):
     """The model-family settings of ``args``, with defaults that depend on each other."""
     elbo = args.elbo or ("trace" if args.model == "hierarchical" else "meanfield")
     binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
+    model = args.model
+    if model.endswith(".py") or ".py:" in model:  # saved absolute, so the run loads from anywhere
+        path, _, cls = model.rpartition(":") if ".py:" in model else (model, "", "")
+        model = f"{os.path.abspath(path)}:{cls}"
     return dict(
         binarize=binarize,
         elbo=elbo,
-        model=args.model,
+        model=model,
         likelihood=args.likelihood,
         sigma=args.sigma,
         net=args.net,
@@ -322,6 +326,31 @@ def cmd_sample(args):
     print(out)
 
 
+def cmd_inspect(args):
+    """Print each sample site's shapes for a batch of real images; write the plate diagram."""
+    from . import inspect as inspect_
+    from .config import build
+    from .runs import load_run, load_run_data
+
+    if os.path.isdir(args.target):
+        run = load_run(args.target)
+        config, model, guide = run.config, run.model, run.guide
+        data = load_run_data(config)
+    else:
+        args.model = args.target
+        config = _config_from_args(args)
+        data = load_run_data(config)
+        model, guide = build(config, data.x_shape, data.num_classes)
+    x = data.test_x[: args.batch]
+    print(
+        f"{args.target} on {config.dataset}: a batch of {len(x)} test images {tuple(x.shape[1:])}"
+    )
+    print(inspect_.site_table(model, guide, x, data.model_y(x, data.test_y[: args.batch])))
+    if args.diagram != "none":
+        inspect_.render(model, x, data.model_y(x, data.test_y[: args.batch]), args.diagram)
+        print(f"plate diagram: {args.diagram}")
+
+
 def make_parser():
     from .config import Config
 
@@ -373,6 +402,23 @@ def make_parser():
         help="for a label-conditioned run: the class to generate (default: one row per class)",
     )
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "inspect",
+        help="print a model's sample sites with their shapes and draw its plate diagram",
+        description="MODEL is vae, hierarchical, FILE.py:CLASS or a run directory; the train "
+        "options build it exactly as train would.",
+    )
+    p.add_argument("target", metavar="MODEL", help="vae, hierarchical, FILE.py:CLASS or a run")
+    p.add_argument("--batch", type=_positive_int, default=4, help="images (default: %(default)s)")
+    p.add_argument(
+        "--diagram",
+        default="model.png",
+        help="where pyro.render_model writes the plate diagram (needs graphviz), or none "
+        "(default: %(default)s)",
+    )
+    _add_train_args(p, Config())
+    p.set_defaults(func=cmd_inspect)
     return parser
 
 

@@ -27,3 +27,7 @@ class CheckpointError(PyroVAEError, ValueError):
 
 class DivergenceError(PyroVAEError, FloatingPointError):
     """Training produced a non-finite loss or gradient."""
+
+
+class ModelFileError(ConfigError):
+    """A user's model file that cannot be loaded or does not follow the model/guide protocol."""

@@ -25,6 +25,7 @@ from . import evaluate, plots
 from .config import Config, build
 from .data import as_images, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, RunDirError
+from .modelfile import check_protocol
 from .models import LabelCondition, ObservedQuadrants
 from .objectives import kl_warmup
 from .train import fit
@@ -254,7 +255,8 @@ def train_run(config, out=None, overwrite=False, quiet=False):
     out = out or default_run_dir(config.dataset)
     start = time.perf_counter()
     data = load_run_data(config)
-    if config.likelihood == "bernoulli" and not data.binary:
+    built_in = config.model in ("vae", "hierarchical")  # a model file has its own likelihood
+    if built_in and config.likelihood == "bernoulli" and not data.binary:
         raise DataError(
             f"{config.dataset} with --binarize none has grayscale pixels, but the Bernoulli "
             "likelihood needs binary ones; use --binarize dynamic or --binarize static, or a "
@@ -265,11 +267,11 @@ def train_run(config, out=None, overwrite=False, quiet=False):
             f"batch_size {config.batch_size} is larger than the training set "
             f"({data.train_x.shape[0]} images)"
         )
-    prepare_run_dir(out, overwrite)
-    write_json(os.path.join(out, "config.json"), config.as_dict())
-
     pyro.set_rng_seed(config.seed)  # the networks' initial weights come from the seed too
     model, guide = build(config, data.x_shape, data.num_classes)
+    check_protocol(model, guide, data.test_x[:4], data.model_y(data.test_x[:4], data.test_y[:4]))
+    prepare_run_dir(out, overwrite)
+    write_json(os.path.join(out, "config.json"), config.as_dict())
     history = fit(
         model,
         guide,
@@ -363,6 +365,9 @@ def write_figures(run, data, history, log_px=None):
             os.path.join(out, "samples.png"),
             title=f"{name}: decoder means for z ~ p(z)",
         )
+    plots.training_curve(history, os.path.join(out, "training-curve.png"), log_px=log_px)
+    if not (hasattr(run.model, "x_dist") and hasattr(run.guide, "z_dist")):
+        return  # a model file need not give the distributions these figures are made of
     originals = data.test_x[:30]
     y = data.model_y(originals, data.test_y[:30])
     loc, _ = run.encode(originals, y)
@@ -380,4 +385,3 @@ def write_figures(run, data, history, log_px=None):
         os.path.join(out, "latent.png"),
         title=f"{name}: posterior means of {n} test images",
     )
-    plots.training_curve(history, os.path.join(out, "training-curve.png"), log_px=log_px)
