@@ -88,13 +88,15 @@ def write_json(path, obj):
     _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
-def checkpoint_header(config, x_shape):
-    """What every checkpoint holds besides the states: format, config, image shape, versions."""
+def checkpoint_header(config, x_shape, num_classes=10):
+    """What every checkpoint holds besides the states: format, config, image shape, the number of
+    labels (for label-conditioned models), versions."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": config.as_dict(),
         "x_shape": list(x_shape),
+        "num_classes": int(num_classes),
         "versions": versions(),
     }
 

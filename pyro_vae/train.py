@@ -67,11 +67,13 @@ def fit(
     resume_from=None,
     checkpoint=None,
     checkpoint_every=None,
+    on_epoch=None,
 ):
     """Fit ``model`` and ``guide`` to ``data.train_x`` by SVI; return the per-epoch :class:`History`.
 
-    Each step samples a minibatch, evaluates ``elbo`` (default :class:`~pyro.infer.Trace_ELBO`)
-    with the ``"data"`` plate subsampled, so the loss is an unbiased estimate of the full training
+    Each step samples a minibatch ``(x, y, idx)`` (``y``: the labels, or whatever the data says
+    the model conditions on, see :meth:`pyro_vae.data.Data.batches`), evaluates ``elbo`` (default
+    :class:`~pyro.infer.Trace_ELBO`) on ``(x, y, idx, n)`` with the ``"data"`` plate subsampled, so the loss is an unbiased estimate of the full training
     set's negative ELBO, and takes one Adam step on all parameters of model and guide.
 
     A non-finite loss, gradient or parameter stops training with a
@@ -104,6 +106,8 @@ def fit(
         copy them before returning.
     :param int checkpoint_every: steps between checkpoints within an epoch (default: epoch ends
         only).
+    :param on_epoch: an optional hook called as ``on_epoch(epoch)`` before each epoch (from 1),
+        e.g. :func:`pyro_vae.objectives.kl_warmup`.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
@@ -162,13 +166,15 @@ def fit(
         total=epochs * steps_per_epoch, initial=done, disable=quiet, unit="step", desc="train"
     ) as bar:
         for epoch in range(done_epochs + 1, epochs + 1):
+            if on_epoch is not None:
+                on_epoch(epoch)
             model.train(), guide.train()
             if done_steps == 0:
                 order, total = torch.randperm(n, generator=generator), 0.0
             batches = data.batches(batch_size, generator, order=order, start=done_steps)
-            for step, (x, idx) in enumerate(batches, done_steps + 1):
+            for step, (x, y, idx) in enumerate(batches, done_steps + 1):
                 try:
-                    loss = loss_fn(x, None, idx, n)
+                    loss = loss_fn(x, y, idx, n)
                 except ValueError:
                     # Pyro's validation rejects NaN parameters of a distribution before any loss.
                     if all(torch.isfinite(p).all() for p in params):
@@ -195,7 +201,9 @@ def fit(
             history.train_elbo.append(-total / n)
             history.seconds.append(time.perf_counter() - start)
             model.eval(), guide.eval()
-            test_elbo = evaluate.elbo(model, guide, data.test_x, num_samples=test_samples)
+            test_elbo = evaluate.elbo(
+                model, guide, data.test_x, data.model_y(*data.split("test")), test_samples
+            )
             history.test_elbo.append(test_elbo.mean().item())
             bar.set_postfix(
                 epoch=epoch,

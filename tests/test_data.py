@@ -36,8 +36,8 @@ def test_dynamic_binarization_resamples_each_batch_but_fixes_the_test_split():
     # The test split is one fixed-seed sample, the same as under static binarization.
     assert torch.equal(data.test_x, load_dataset("mnist-small", binarize="static").test_x)
     assert set(data.test_x.unique().tolist()) == {0.0, 1.0}
-    x1, _ = next(data.batches(4000, torch.Generator().manual_seed(0)))
-    x2, _ = next(data.batches(4000, torch.Generator().manual_seed(1)))
+    x1, _, _ = next(data.batches(4000, torch.Generator().manual_seed(0)))
+    x2, _, _ = next(data.batches(4000, torch.Generator().manual_seed(1)))
     assert set(x1.unique().tolist()) == {0.0, 1.0}
     # Same images in another order and another Bernoulli draw: pixel means agree, pixels do not.
     assert not torch.equal(x1.sum(0), x2.sum(0))
@@ -46,10 +46,11 @@ def test_dynamic_binarization_resamples_each_batch_but_fixes_the_test_split():
 
 def test_batches_cover_the_training_set_once():
     data = load_dataset("mnist-small", binarize="static")
-    seen = torch.cat([idx for _, idx in data.batches(300, torch.Generator().manual_seed(0))])
+    seen = torch.cat([idx for _, _, idx in data.batches(300, torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(4000))
-    x, idx = next(data.batches(300, torch.Generator().manual_seed(0)))
+    x, y, idx = next(data.batches(300, torch.Generator().manual_seed(0)))
     assert torch.equal(x, data.train_x[idx])  # static: batches are the stored sample
+    assert torch.equal(y, data.train_y[idx])  # and y are their labels
 
 
 @pytest.mark.parametrize(
