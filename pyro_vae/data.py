@@ -295,7 +295,9 @@ def load_images(path):
         if path.endswith(".npy"):
             x = torch.from_numpy(np.load(path, allow_pickle=False))
         else:
-            x = torch.load(path, map_location="cpu", weights_only=True)
+            from .checkpoints import load_plain  # not at the top: checkpoints imports config
+
+            x = load_plain(path)
     except Exception as e:  # truncated, not an array, or a pickle of anything but tensors
         raise DataError(f"cannot read images from {path}: {first_line(e)}") from None
     if not isinstance(x, torch.Tensor):

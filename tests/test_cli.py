@@ -199,6 +199,16 @@ def _payload(marker):
     return {"format": "pyro_vae.checkpoint", "x": Payload()}
 
 
+def test_malicious_images_are_refused_without_running_them(trained, tmp_path, capsys):
+    path, marker = str(tmp_path / "images.pt"), str(tmp_path / "payload-ran")
+    with open(path, "wb") as f:
+        pickle.dump(_payload(marker), f)
+    with pytest.raises(DataError, match="refused: loading it could run code") as error:
+        load_images(path)
+    assert_same_error(cli(capsys, "evaluate", trained, "--images", path), error)
+    assert not os.path.exists(marker)
+
+
 def _tampered(good, **changes):
     state = torch.load(io.BytesIO(good), weights_only=True)
     state.update(changes)
@@ -226,7 +236,7 @@ CHECKPOINTS = {
     ),
     "malicious pickle": (
         lambda good, marker: pickle.dumps(_payload(marker)),
-        "cannot read checkpoint",
+        "cannot read checkpoint .*refused: loading it could run code",
     ),
 }
 
