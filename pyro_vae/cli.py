@@ -223,12 +223,13 @@ def cmd_compare(args):
             f"unknown --strategies {','.join(unknown) or '(none)'}; "
             f"choose from {','.join(STRATEGIES)}"
         )
-    out = args.out or os.path.join("runs", f"compare-{args.dataset}-" + _timestamp())
     if args.run:
         run = load_run(args.run)
+        out = args.out or os.path.join("runs", f"compare-{run.config.dataset}-{_timestamp()}")
         prepare_run_dir(out, args.overwrite)
         train_seconds = _json_field(os.path.join(run.path, "metrics.json"), "seconds")
     else:
+        out = args.out or os.path.join("runs", f"compare-{args.dataset}-{_timestamp()}")
         prepare_run_dir(out, args.overwrite)
         print(f"training the model to compare on: {os.path.join(out, 'run')}", flush=True)
         run, metrics = train_run(

@@ -244,6 +244,7 @@ def _mcmc(model, guides, x, num_samples, warmup, seed, grid=None):
         "seconds_per_image": nuts.seconds / x.shape[0],
         "mean": mean.tolist(),
         "std": std.tolist(),
+        "moved": bool((std > 0).all()),
         "strategies": {},
     }
     for name, q in guides.items():
@@ -278,7 +279,7 @@ def _public(obj):
 
 
 def _fmt(value, stderr=None, digits=2):
-    if value is None:
+    if value is None or not math.isfinite(value):
         return "n/a"
     text = f"{value:.{digits}f}"
     return text if stderr is None else f"{text} ± {stderr:.{digits}f}"
@@ -353,12 +354,18 @@ def markdown(result):
             "| strategy | mean error (in NUTS sds) | sd of q / sd of NUTS |",
             "|---|---|---|",
         ]
-        for name, m in mcmc["strategies"].items():
-            lines.append(f"| {name} | {m['mean_error_in_sds']:.3f} | {m['std_ratio']:.3f} |")
+        compared = dict(mcmc["strategies"])
         if "grid_vs_mcmc" in mcmc:
-            m = mcmc["grid_vs_mcmc"]
+            compared["(NUTS against the exact grid)"] = mcmc["grid_vs_mcmc"]
+        for name, m in compared.items():
             lines.append(
-                f"| (NUTS vs exact grid) | {m['mean_error_in_sds']:.3f} | {m['std_ratio']:.3f} |"
+                f"| {name} | {_fmt(m['mean_error_in_sds'], digits=3)} "
+                f"| {_fmt(m['std_ratio'], digits=3)} |"
+            )
+        if not mcmc["moved"]:
+            lines.append(
+                "\nNUTS did not move in some dimension (a standard deviation of 0): give it more "
+                "warm-up steps (--mcmc-warmup) before reading this table."
             )
     lines += [
         "",

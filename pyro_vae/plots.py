@@ -99,47 +99,57 @@ STRATEGY_COLOURS = {
 
 
 def strategy_bars(rows, path, log_px_line=None, title="test split"):
-    """Test ELBO and test log p(x) per strategy, with standard errors; delta's objective hatched."""
-    import numpy as np
+    """Test ELBO and test log p(x) per strategy, with standard errors; delta's objective hatched.
 
-    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
-    x = np.arange(len(rows))
-    values = []
+    The bars rise from a common floor below the lowest value (nats have no natural zero).
+    """
+    entries = []  # (position, value, stderr, colour, light, hatch)
     for i, row in enumerate(rows):
         colour = STRATEGY_COLOURS.get(row["strategy"], "grey")
         delta = row["strategy"] == "delta"
-        bars = [("test_elbo", -0.2, "///" if delta else None, 0.45)]
-        bars.append(("test_log_px", 0.2, None, 1.0))
-        for key, offset, hatch, alpha in bars:
-            if row.get(key) is None:
-                continue
-            v = row[key]
-            values.append(v)
-            ax.bar(
-                i + offset,
-                v,
-                width=0.38,
-                color=colour,
-                alpha=alpha,
-                hatch=hatch,
-                edgecolor="k",
-                yerr=row.get(f"{key}_stderr"),
-                capsize=3,
-            )
-            ax.annotate(f"{v:.1f}", (i + offset, v), ha="center", va="bottom", fontsize=8)
+        for key, offset, light in (("test_elbo", -0.2, True), ("test_log_px", 0.2, False)):
+            if row.get(key) is not None:
+                hatch = "///" if delta else None
+                entries.append(
+                    (i + offset, row[key], row.get(f"{key}_stderr"), colour, light, hatch)
+                )
+    values = [e[1] for e in entries] + ([log_px_line] if log_px_line is not None else [])
+    lo, hi = min(values), max(values)
+    floor = lo - 0.25 * (hi - lo) - 2
+    fig, ax = plt.subplots(figsize=(1.7 * len(rows) + 2, 4.2))
+    for pos, value, stderr, colour, light, hatch in entries:
+        ax.bar(
+            pos,
+            value - floor,
+            bottom=floor,
+            width=0.38,
+            color=colour,
+            alpha=0.45 if light else 1.0,
+            hatch=hatch,
+            edgecolor="k",
+            yerr=stderr,
+            capsize=3,
+        )
+        ax.annotate(
+            f"{value:.1f}",
+            (pos, value + (stderr or 0)),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     if log_px_line is not None:
         ax.axhline(
             log_px_line, color="k", ls="--", lw=1, label=f"exact log p(x) = {log_px_line:.2f}"
         )
-        values.append(log_px_line)
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_xticks(x, [r["strategy"] for r in rows])
-    lo, hi = min(values), max(values)
-    ax.set_ylim(lo - 0.3 * (hi - lo) - 2, hi + 0.15 * (hi - lo) + 1)
+    ax.set_xticks(range(len(rows)), [r["strategy"] for r in rows])
+    ax.set_ylim(floor, hi + 0.15 * (hi - lo) + 1.5)
     ax.set_ylabel("nats per image (higher is better)")
     ax.set_title(
-        f"{title}: ELBO (light; delta hatched: log p(x, z_MAP), not a bound) "
-        "and importance-sampled log p(x) (dark)",
+        f"{title}: ELBO (left, light) and importance-sampled log p(x) (right, dark)\n"
+        "delta (hatched): log p(x, z_MAP), which is not a bound on log p(x)",
         fontsize=9,
     )
     ax.grid(axis="y", alpha=0.3)
@@ -177,9 +187,17 @@ def _ellipse(ax, loc, scale, colour, label):
 
     # Two standard deviations: about 86% of a 2-D Gaussian's mass.
     ax.add_patch(
-        Ellipse(loc, 4 * scale[0], 4 * scale[1], fill=False, color=colour, lw=1.6, label=label)
+        Ellipse(
+            loc.tolist(),
+            4 * scale[0].item(),
+            4 * scale[1].item(),
+            fill=False,
+            color=colour,
+            lw=1.6,
+            label=label,
+        )
     )
-    ax.plot(*loc, "+", color=colour, ms=8)
+    ax.plot(*loc.tolist(), "+", color=colour, ms=8)
 
 
 def posteriors_2d(grid, qs, images, path, samples=None, title=None):
@@ -201,19 +219,21 @@ def posteriors_2d(grid, qs, images, path, samples=None, title=None):
         for name, (loc, scale) in qs.items():
             colour = STRATEGY_COLOURS.get(name, "grey")
             if scale is None:
-                ax.plot(*loc[i], "x", color=colour, ms=9, mew=2, label=name)
+                ax.plot(*loc[i].tolist(), "x", color=colour, ms=9, mew=2, label=name)
             else:
                 _ellipse(ax, loc[i], scale[i], colour, name)
         reach = 4 * std[i].max().item() + 0.05
-        ax.set_xlim(mean[i, 0] - reach, mean[i, 0] + reach)
-        ax.set_ylim(mean[i, 1] - reach, mean[i, 1] + reach)
+        centre = mean[i].tolist()
+        ax.set_xlim(centre[0] - reach, centre[0] + reach)
+        ax.set_ylim(centre[1] - reach, centre[1] + reach)
         ax.set_aspect("equal")
         ax.set_xlabel("z[0]")
         ax.set_ylabel("z[1]" if i == 0 else "")
         ax.set_title(f"test image {i}: log p(x) = {grid.log_px[i]:.2f}", fontsize=9)
-        inset = ax.inset_axes([0.0, 0.75, 0.25, 0.25])
-        inset.imshow(images[i].reshape(images.shape[-2], -1), cmap="gray_r")
-        inset.set_axis_off()
+        if images.dim() >= 3:  # show the image itself in a corner
+            inset = ax.inset_axes([0.0, 0.75, 0.25, 0.25])
+            inset.imshow(images[i].reshape(images.shape[-2], -1), cmap="gray_r")
+            inset.set_axis_off()
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(
         title or "true posterior p(z|x) (grey, grid) and each q (2-sd ellipses)", fontsize=10
@@ -254,10 +274,16 @@ def posterior_dims(mcmc_mean, mcmc_std, qs, path, dims=10, title=None):
             )
         ax.set_ylabel(f"image {i}\nz (mean ± sd)", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, ncol=len(qs) + 1, loc="upper center", bbox_to_anchor=(0.5, 1.45))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        fontsize=8,
+        ncol=len(qs) + 1,
+        loc="lower center",
+        bbox_to_anchor=(0.5, -0.04),
+    )
     axes[-1, 0].set_xticks(range(dims))
     axes[-1, 0].set_xlabel(f"latent dimension (first {dims})")
-    fig.suptitle(
-        title or "posterior mean ± sd per dimension: NUTS against each q", fontsize=10, y=1.02
-    )
+    fig.suptitle(title or "posterior mean ± sd per dimension: NUTS against each q", fontsize=10)
     _save(fig, path)
