@@ -187,6 +187,7 @@ def compare(
             "lim": 5.0,
             "test_log_px": grid.log_px.mean().item(),
             "quadrature_error_max": grid.error.max().item(),
+            "edge_mass_max": grid.edge_mass.max().item(),
             "seconds": time.perf_counter() - start,
         }
         for strategy in variational:
@@ -342,6 +343,8 @@ def markdown(result):
                 for k, v in g.items()
                 if k.startswith("is_minus_grid_")
             )
+            + f". Largest posterior mass on the grid's edge: {g['edge_mass_max']:.1e}"
+            + (" (the grid is too small for some images)" if g["edge_mass_max"] > 1e-3 else "")
             + ".",
         ]
     mcmc = result.get("mcmc")
@@ -412,7 +415,9 @@ def write_comparison(result, out, title=None):
         qs[strategy] = (fn.mean.detach(), scale)
     samples = mcmc["_samples"] if mcmc else None
     if grid is not None:
-        sub = GridPosterior(grid.z1, grid.z2, grid.log_post[:n], grid.log_px[:n], grid.error[:n])
+        sub = GridPosterior(
+            grid.z1, grid.z2, grid.log_post[:n], grid.log_px[:n], grid.error[:n], grid.edge_mass[:n]
+        )
         plots.posteriors_2d(sub, qs, result["_x"][:n], os.path.join(out, "posteriors.png"), samples)
     elif mcmc:
         plots.posterior_dims(

@@ -78,7 +78,9 @@ class GridPosterior:
 
     ``log_px`` ``(N,)`` is the quadrature estimate of log p(x); ``log_post`` ``(N, P, P)`` the
     log posterior density at the grid points ``z1[i], z2[j]``; ``error`` ``(N,)`` the change in
-    log p(x) when every other grid point is dropped, an estimate of the quadrature error.
+    log p(x) when every other grid point is dropped, an estimate of the quadrature error;
+    ``edge_mass`` ``(N,)`` the posterior mass in the outermost ring of cells: well above 0, the
+    posterior reaches past the grid and log p(x) is underestimated.
     """
 
     z1: torch.Tensor
@@ -86,6 +88,7 @@ class GridPosterior:
     log_post: torch.Tensor
     log_px: torch.Tensor
     error: torch.Tensor
+    edge_mass: torch.Tensor
 
     def moments(self):
         """Posterior mean ``(N, 2)`` and standard deviation ``(N, 2)`` on the grid."""
@@ -142,7 +145,9 @@ def grid_posterior(model, x, lim=5.0, points=200):
     coarse = log_joint.reshape(len(x), points, points)[:, ::2, ::2].reshape(len(x), -1)
     log_px_coarse = torch.logsumexp(coarse, 1) + 2 * math.log(2 * h)
     log_post = (log_joint - log_px[:, None]).reshape(len(x), points, points)
-    return GridPosterior(axis, axis, log_post, log_px, (log_px - log_px_coarse).abs())
+    mass = log_post.exp() * h**2
+    edge_mass = mass.sum((1, 2)) - mass[:, 1:-1, 1:-1].sum((1, 2))
+    return GridPosterior(axis, axis, log_post, log_px, (log_px - log_px_coarse).abs(), edge_mass)
 
 
 @dataclass

@@ -161,7 +161,8 @@ def e_step_curves(curves, path, amortized_elbo=None, title="E-step on the test i
     fig, ax = plt.subplots(figsize=(6, 4))
     ends = []
     for name, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, color=STRATEGY_COLOURS.get(name), label=name)
+        label = "delta: log p(x, z), no bound" if name == "delta" else name
+        ax.plot(range(1, len(values) + 1), values, color=STRATEGY_COLOURS.get(name), label=label)
         ends += values[len(values) // 3 :]
     if amortized_elbo is not None:
         ax.axhline(

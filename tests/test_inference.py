@@ -63,7 +63,9 @@ def test_grid_posterior_is_exact_on_the_linear_gaussian_model():
     mean, std = grid.moments()
     assert_close(mean, loc, atol=1e-3)
     assert_close(std, cov.diag().sqrt().expand(8, 2), atol=1e-3)
-    assert (grid.error < 1e-4).all()
+    assert (grid.error < 1e-4).all() and (grid.edge_mass < 1e-6).all()
+    # A grid that cuts the posterior off says so.
+    assert (grid_posterior(model, x + 20 * model.W[:, 0], lim=2.0).edge_mass > 0.1).any()
 
 
 def test_grid_log_px_matches_large_k_importance_sampling():
