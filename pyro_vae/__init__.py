@@ -10,6 +10,7 @@ import pyro
 pyro.settings.set(module_local_params=True)
 
 from .checkpoints import read_checkpoint  # noqa: E402
+from .compare import compare, compare_run  # noqa: E402
 from .config import Config, build  # noqa: E402
 from .data import Data, load_dataset, load_images  # noqa: E402
 from .errors import (  # noqa: E402
@@ -22,7 +23,8 @@ from .errors import (  # noqa: E402
     RunDirError,
 )
 from .evaluate import elbo, log_px, log_weights  # noqa: E402
-from .guides import AmortizedGuide  # noqa: E402
+from .guides import AmortizedGuide, DeltaGuide, LocalGuide  # noqa: E402
+from .inference import e_step, grid_posterior, nuts_posterior  # noqa: E402
 from .models import VAE, data_plate  # noqa: E402
 from .nets import MLPDecoder, MLPEncoder, make_fc  # noqa: E402
 from .runs import Run, load_run, resume_run, train_run  # noqa: E402
@@ -38,8 +40,10 @@ __all__ = [
     "Data",
     "DataError",
     "DatasetUnavailableError",
+    "DeltaGuide",
     "DivergenceError",
     "History",
+    "LocalGuide",
     "MLPDecoder",
     "MLPEncoder",
     "PyroVAEError",
@@ -47,15 +51,20 @@ __all__ = [
     "RunDirError",
     "VAE",
     "build",
+    "compare",
+    "compare_run",
     "data_plate",
+    "e_step",
     "elbo",
     "fit",
+    "grid_posterior",
     "load_dataset",
     "load_images",
     "load_run",
     "log_px",
     "log_weights",
     "make_fc",
+    "nuts_posterior",
     "read_checkpoint",
     "resume_run",
     "train_run",

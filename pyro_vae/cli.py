@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command line: train, evaluate, sample, demo, inspect."""
+"""The ``pyro-vae`` command line: train, evaluate, sample, demo, inspect, compare."""
 
 import argparse
 import json
@@ -25,6 +25,16 @@ def _positive_float(text):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return value
 
 
@@ -468,6 +478,135 @@ def cmd_inspect(args):
         print(f"plate diagram: {args.diagram}")
 
 
+def cmd_compare(args):
+    from .compare import STRATEGIES, compare_run
+    from .data import load_dataset
+    from .errors import ConfigError
+    from .runs import load_run, prepare_run_dir, train_run
+
+    strategies = [s for s in args.strategies.replace(" ", "").split(",") if s]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ConfigError(
+            f"unknown --strategies {','.join(unknown) or '(none)'}; "
+            f"choose from {','.join(STRATEGIES)}"
+        )
+    if args.run:
+        run = load_run(args.run)
+        out = args.out or os.path.join("runs", f"compare-{run.config.dataset}-{_timestamp()}")
+        prepare_run_dir(out, args.overwrite)
+        train_seconds = _json_field(os.path.join(run.path, "metrics.json"), "seconds")
+    else:
+        out = args.out or os.path.join("runs", f"compare-{args.dataset}-{_timestamp()}")
+        prepare_run_dir(out, args.overwrite)
+        print(f"training the model to compare on: {os.path.join(out, 'run')}", flush=True)
+        run, metrics = train_run(
+            _config_from_args(args), os.path.join(out, "run"), overwrite=True, quiet=args.quiet
+        )
+        train_seconds = metrics["seconds"]
+    data = load_dataset(run.config.dataset, run.config.binarize)
+    result = compare_run(
+        run,
+        data,
+        out,
+        overwrite=True,
+        strategies=strategies,
+        num_images=args.num_images,
+        e_steps=args.e_steps,
+        refine_steps=args.refine_steps,
+        lr=args.e_lr,
+        elbo_samples=args.elbo_samples,
+        log_px_samples=args.log_px_samples,
+        mcmc_images=args.mcmc_images,
+        mcmc_samples=args.mcmc_samples,
+        mcmc_warmup=args.mcmc_warmup,
+        grid_points=args.grid_points,
+        seed=args.seed,
+        train_seconds=train_seconds,
+    )
+    print(open(os.path.join(out, "comparison.md")).read())
+    print(f"wrote {out}: comparison.json comparison.md and figures ({result['seconds']:.0f} s)")
+
+
+def _timestamp():
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _json_field(path, key):
+    try:
+        with open(path) as f:
+            return json.load(f).get(key)
+    except (OSError, ValueError):
+        return None
+
+
+def _add_compare_parser(sub, d):
+    from .compare import STRATEGIES
+
+    p = sub.add_parser(
+        "compare",
+        help="fit one model with each inference strategy and measure the gaps (a few minutes)",
+        description="Train a VAE (or load one with --run), hold its decoder fixed, and compare "
+        "inference strategies on the same images: ELBO, log p(x), cost, and the approximation "
+        "and amortization gaps. Writes OUT/comparison.json, OUT/comparison.md and figures.",
+    )
+    _add_train_args(p, d)
+    p.add_argument("--run", help="compare on this trained run directory instead of training")
+    p.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help="comma-separated, from %(default)s",
+    )
+    p.add_argument(
+        "--num-images",
+        type=_positive_int,
+        default=1000,
+        help="train and test images each strategy is fitted to (default: %(default)s)",
+    )
+    p.add_argument(
+        "--e-steps",
+        type=_positive_int,
+        default=300,
+        help="E-step Adam steps for local and delta (default: %(default)s)",
+    )
+    p.add_argument(
+        "--refine-steps",
+        type=_non_negative_int,
+        default=20,
+        help="E-step steps refining the encoder's q for semi-amortized (default: %(default)s)",
+    )
+    p.add_argument(
+        "--e-lr",
+        type=_positive_float,
+        default=0.1,
+        help="the E-step's Adam learning rate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--elbo-samples",
+        type=_positive_int,
+        default=100,
+        help="latent samples per image for each ELBO (default: %(default)s)",
+    )
+    p.add_argument(
+        "--mcmc-images", type=_positive_int, default=3, help="test images for NUTS (default: 3)"
+    )
+    p.add_argument(
+        "--mcmc-samples", type=_positive_int, default=200, help="NUTS samples (default: 200)"
+    )
+    p.add_argument(
+        "--mcmc-warmup", type=_positive_int, default=200, help="NUTS warm-up steps (default: 200)"
+    )
+    p.add_argument(
+        "--grid-points",
+        type=_positive_int,
+        default=200,
+        help="grid points per axis for the exact posterior when z_dim is 2 (default: 200)",
+    )
+    p.set_defaults(func=cmd_compare)
+
+
 def make_parser():
     from .config import Config
 
@@ -543,6 +682,8 @@ def make_parser():
     )
     _add_train_args(p, Config())
     p.set_defaults(func=cmd_inspect)
+
+    _add_compare_parser(sub, Config())
     return parser
 
 

@@ -350,3 +350,57 @@ def test_an_existing_run_dir_is_left_alone(trained, capsys):
         train_run(Config(**TINY_CONFIG), trained)
     assert_same_error(cli(capsys, "train", "--out", trained, "--quiet"), error)
     assert {n: open(os.path.join(trained, n), "rb").read() for n in os.listdir(trained)} == before
+
+
+COMPARE_TINY = [
+    "--num-images",
+    "30",
+    "--e-steps",
+    "10",
+    "--refine-steps",
+    "3",
+    "--elbo-samples",
+    "5",
+    "--mcmc-images",
+    "2",
+    "--mcmc-samples",
+    "10",
+    "--mcmc-warmup",
+    "10",
+]
+
+
+def test_compare_trains_then_compares_a_2d_model(tmp_path):
+    out = str(tmp_path / "cmp")
+    result = pyro_vae(
+        "compare", *TINY, "--z-dim", "2", "--grid-points", "40", *COMPARE_TINY, "--out", out
+    )
+    assert result.returncode == 0, result.stderr
+    assert "amortization: L[q*] − L[q_amortized]" in result.stdout
+    names = set(os.listdir(out))
+    assert {"comparison.json", "comparison.md", "strategies.png", "e-step.png"} <= names
+    assert {"posteriors.png", "run"} <= names
+    saved = json.load(open(os.path.join(out, "comparison.json")))
+    assert [r["strategy"] for r in saved["rows"]] == [
+        "amortized",
+        "local",
+        "semi-amortized",
+        "delta",
+    ]
+    assert saved["gaps"]["log_px"] == "exact (grid quadrature)" and saved["mcmc"]["images"] == 2
+
+
+def test_compare_on_a_trained_run(trained, tmp_path):
+    out = str(tmp_path / "cmp")
+    args = ["compare", "--run", trained, "--strategies", "amortized,local,mcmc", "--quiet"]
+    result = pyro_vae(*args, *COMPARE_TINY, "--log-px-samples", "10", "--out", out)
+    assert result.returncode == 0, result.stderr
+    saved = json.load(open(os.path.join(out, "comparison.json")))
+    assert [r["strategy"] for r in saved["rows"]] == ["amortized", "local"]
+    assert saved["gaps"]["log_px_samples"] == 10 and saved["z_dim"] == 4
+    assert os.path.exists(os.path.join(out, "posteriors.png"))
+    assert_clean_error(pyro_vae(*args, "--out", out), "--overwrite")
+    assert_clean_error(
+        pyro_vae("compare", "--run", trained, "--strategies", "gibbs", "--out", out + "2"),
+        "unknown --strategies gibbs",
+    )
