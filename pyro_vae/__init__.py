@@ -17,13 +17,25 @@ from .errors import (  # noqa: E402
     DataError,
     DatasetUnavailableError,
     DivergenceError,
+    ModelFileError,
     PyroVAEError,
     RunDirError,
 )
 from .evaluate import elbo, log_px, log_weights  # noqa: E402
 from .guides import AmortizedGuide  # noqa: E402
-from .models import VAE, data_plate  # noqa: E402
-from .nets import MLPDecoder, MLPEncoder, make_fc  # noqa: E402
+from .likelihoods import Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood  # noqa: E402
+from .modelfile import check_protocol  # noqa: E402
+from .models import (  # noqa: E402
+    VAE,
+    ConditionalPrior,
+    HierarchicalPrior,
+    LabelCondition,
+    ObservedQuadrants,
+    StandardNormalPrior,
+    data_plate,
+)
+from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_fc  # noqa: E402
+from .objectives import IWAE, kl_warmup  # noqa: E402
 from .runs import Run, load_run, train_run  # noqa: E402
 from .train import History, fit  # noqa: E402
 
@@ -31,28 +43,43 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmortizedGuide",
+    "Bernoulli",
     "CheckpointError",
+    "ConditionalPrior",
     "Config",
     "ConfigError",
+    "ContinuousBernoulli",
+    "ConvDecoder",
+    "ConvEncoder",
     "Data",
     "DataError",
     "DatasetUnavailableError",
     "DivergenceError",
+    "Gaussian",
+    "HierarchicalPrior",
     "History",
+    "IWAE",
+    "LabelCondition",
     "MLPDecoder",
     "MLPEncoder",
+    "ModelFileError",
+    "ObservedQuadrants",
     "PyroVAEError",
     "Run",
     "RunDirError",
+    "StandardNormalPrior",
     "VAE",
     "build",
+    "check_protocol",
     "data_plate",
     "elbo",
     "fit",
+    "kl_warmup",
     "load_dataset",
     "load_run",
     "log_px",
     "log_weights",
     "make_fc",
+    "make_likelihood",
     "train_run",
 ]
