@@ -19,14 +19,26 @@ from .errors import (  # noqa: E402
     DataError,
     DatasetUnavailableError,
     DivergenceError,
+    ModelFileError,
     PyroVAEError,
     RunDirError,
 )
 from .evaluate import elbo, log_px, log_weights  # noqa: E402
 from .guides import AmortizedGuide, DeltaGuide, LocalGuide  # noqa: E402
 from .inference import e_step, grid_posterior, nuts_posterior  # noqa: E402
-from .models import VAE, data_plate  # noqa: E402
-from .nets import MLPDecoder, MLPEncoder, make_fc  # noqa: E402
+from .likelihoods import Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood  # noqa: E402
+from .modelfile import check_protocol  # noqa: E402
+from .models import (  # noqa: E402
+    VAE,
+    ConditionalPrior,
+    HierarchicalPrior,
+    LabelCondition,
+    ObservedQuadrants,
+    StandardNormalPrior,
+    data_plate,
+)
+from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_fc  # noqa: E402
+from .objectives import IWAE, kl_warmup  # noqa: E402
 from .runs import Run, load_run, resume_run, train_run  # noqa: E402
 from .train import History, fit  # noqa: E402
 
@@ -34,23 +46,36 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmortizedGuide",
+    "Bernoulli",
     "CheckpointError",
+    "ConditionalPrior",
     "Config",
     "ConfigError",
+    "ContinuousBernoulli",
+    "ConvDecoder",
+    "ConvEncoder",
     "Data",
     "DataError",
     "DatasetUnavailableError",
     "DeltaGuide",
     "DivergenceError",
+    "Gaussian",
+    "HierarchicalPrior",
     "History",
+    "IWAE",
+    "LabelCondition",
     "LocalGuide",
     "MLPDecoder",
     "MLPEncoder",
+    "ModelFileError",
+    "ObservedQuadrants",
     "PyroVAEError",
     "Run",
     "RunDirError",
+    "StandardNormalPrior",
     "VAE",
     "build",
+    "check_protocol",
     "compare",
     "compare_run",
     "data_plate",
@@ -58,12 +83,14 @@ __all__ = [
     "elbo",
     "fit",
     "grid_posterior",
+    "kl_warmup",
     "load_dataset",
     "load_images",
     "load_run",
     "log_px",
     "log_weights",
     "make_fc",
+    "make_likelihood",
     "nuts_posterior",
     "read_checkpoint",
     "resume_run",

@@ -201,19 +201,10 @@ def _family_from_args(args):
     if model.endswith(".py") or ".py:" in model:  # saved absolute, so the run loads from anywhere
         path, _, cls = model.rpartition(":") if ".py:" in model else (model, "", "")
         model = f"{os.path.abspath(path)}:{cls}"
+    same = ("likelihood", "sigma", "net", "condition", "learned_prior", "z1_dim", "beta")
+    same += ("kl_warmup", "image_size")
     return dict(
-        binarize=binarize,
-        elbo=elbo,
-        model=model,
-        likelihood=args.likelihood,
-        sigma=args.sigma,
-        net=args.net,
-        condition=args.condition,
-        learned_prior=args.learned_prior,
-        z1_dim=args.z1_dim,
-        beta=args.beta,
-        kl_warmup=args.kl_warmup,
-        image_size=args.image_size,
+        {name: getattr(args, name) for name in same}, binarize=binarize, elbo=elbo, model=model
     )
 
 

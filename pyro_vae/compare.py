@@ -249,7 +249,7 @@ def _mcmc(model, guides, x, num_samples, warmup, seed, grid=None):
         "strategies": {},
     }
     for name, q in guides.items():
-        fn = q.z_dist(x, torch.arange(x.shape[0]))
+        fn = q.z_dist(x, idx=torch.arange(x.shape[0]))
         q_mean = fn.mean.detach()
         q_std = fn.base_dist.scale.detach() if name != "delta" else torch.zeros_like(q_mean)
         out["strategies"][name] = {
@@ -410,7 +410,7 @@ def write_comparison(result, out, title=None):
     n = mcmc["images"] if mcmc else min(4, len(result["_x"]))
     qs = {}
     for strategy, q in result["_guides"].items():
-        fn = q.z_dist(result["_x"][:n], torch.arange(n))
+        fn = q.z_dist(result["_x"][:n], idx=torch.arange(n))
         scale = None if strategy == "delta" else fn.base_dist.scale.detach()
         qs[strategy] = (fn.mean.detach(), scale)
     samples = mcmc["_samples"] if mcmc else None

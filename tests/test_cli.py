@@ -4,6 +4,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -123,6 +124,12 @@ def test_train_refuses_an_existing_run_dir(trained):
         (["evaluate", "/nonexistent/run"], "no checkpoint"),
         (["train", "--dataset", "mnist", "--epochs", "1", "--quiet"], "mnist is not available"),
         (["train", "--batch-size", "5000", "--quiet"], "larger than the training set"),
+        (["train", "--dataset", "cifar10", "--epochs", "1", "--quiet"], "cifar10 is not available"),
+        (["train", "--dataset", "folder:/nonexistent", "--quiet"], "no such directory"),
+        (["train", "--likelihood", "bernoulli", "--binarize", "none", "--quiet"], "continuous"),
+        (["train", "--model", "hierarchical", "--elbo", "meanfield", "--quiet"], "--elbo trace"),
+        (["train", "--net", "conv", "--hidden-dims", "8,8,8", "--quiet"], "divisible by 8"),
+        (["train", "--model", "nope.py:VAE", "--quiet"], "nope.py does not exist"),
     ],
 )
 def test_errors_are_one_line(args, message, tmp_path, monkeypatch):
@@ -404,3 +411,80 @@ def test_compare_on_a_trained_run(trained, tmp_path):
         pyro_vae("compare", "--run", trained, "--strategies", "gibbs", "--out", out + "2"),
         "unknown --strategies gibbs",
     )
+
+
+# The model family from the command line: each variant trains, evaluates and samples.
+
+
+def test_label_cvae_samples_one_row_per_class_or_one_label(tmp_path):
+    out = str(tmp_path / "cvae")
+    result = pyro_vae("train", *TINY, "--condition", "label", "--learned-prior", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "log p(x | label)" in result.stdout
+    for args in (["--label", "3", "--n", "8"], []):
+        result = pyro_vae("sample", out, *args)
+        assert result.returncode == 0, result.stderr
+        assert os.path.getsize(result.stdout.strip()) > 1000
+    assert_clean_error(
+        pyro_vae("sample", out, "--label", "12"), "labels must be integers from 0 to 9"
+    )
+    metrics = json.loads(pyro_vae("evaluate", out, "-k", "5", "--json", "--quiet").stdout)
+    assert metrics["measures"] == "log p(x | label)"
+
+
+def test_image_folder_with_conv_nets_and_a_gaussian(tmp_path):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(24):  # two "classes" of coloured blobs, 40x30 pixels, RGB
+        folder = tmp_path / "faces" / ("round" if i % 2 else "square")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (torch.rand(30, 40, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    out = str(tmp_path / "run")
+    result = pyro_vae(
+        "train",
+        *TINY,
+        "--dataset",
+        f"folder:{tmp_path / 'faces'}",
+        "--image-size",
+        "16",
+        "--net",
+        "conv",
+        "--hidden-dims",
+        "8,16",
+        "--likelihood",
+        "gaussian",
+        "--batch-size",
+        "8",
+        "--out",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "a density" in result.stdout
+    run = load_run(out)
+    assert run.x_shape == (3, 16, 16) and run.config.binarize == "none"
+    assert run.sample(2).shape == (2, 3, 16, 16)
+
+
+def test_completion_reports_the_baseline_and_draws_the_inpainting(tmp_path):
+    out = str(tmp_path / "complete")
+    result = pyro_vae("train", *TINY, "--condition", "quadrants:2", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["test_log_px"] > metrics["baseline_test_log_px"] - 100  # same scale of numbers
+    assert os.path.getsize(os.path.join(out, "inpainting.png")) > 1000
+
+
+def test_model_file_trains_and_inspects(tmp_path):
+    spec = os.path.join(ROOT, "examples", "gmm_prior_vae.py") + ":GMMPriorVAE"
+    out = str(tmp_path / "mine")
+    result = pyro_vae("train", *TINY, "--model", spec, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert load_run(out).sample(3).shape == (3, 1, 28, 28)
+    diagram = "none" if shutil.which("dot") is None else str(tmp_path / "model.png")
+    result = pyro_vae("inspect", spec, "--z-dim", "3", "--diagram", diagram)
+    assert result.returncode == 0, result.stderr
+    assert "MixtureSameFamily" in result.stdout and "(1, 28, 28)" in result.stdout
+    if diagram != "none":
+        assert os.path.getsize(diagram) > 1000

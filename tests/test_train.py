@@ -226,6 +226,8 @@ def test_a_non_finite_gradient_stops_training_before_the_step(mnist_small):
     # No step was taken with the NaN gradient, and no checkpoint after it.
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert [(s["epoch"], s["step"]) for s in states] == [(1, 0)]
+
+
 @pytest.mark.parametrize("e_steps", [0, 2], ids=["joint", "alternating"])
 def test_variational_em_trains_decoder_and_local_parameters(mnist_small, e_steps):
     x = load_dataset("mnist-small", binarize="static").train_x[:200]
