@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command line: train, evaluate, sample, demo."""
+"""The ``pyro-vae`` command line: train, evaluate, sample, demo, gradvar, anomaly."""
 
 import argparse
 import json
@@ -40,6 +40,31 @@ def _int_list(text):
             f"expected comma-separated positive integers such as 512,256, got {text!r}"
         )
     return tuple(values)
+
+
+def _label_list(text):
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        values = [-1]
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated class labels (integers >= 0) such as 1,7, got {text!r}"
+        )
+    return tuple(values)
+
+
+def _choice_list(choices):
+    def parse(text):
+        values = tuple(v for v in text.replace(" ", "").split(",") if v)
+        bad = [v for v in values if v not in choices]
+        if not values or bad:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated names from {', '.join(choices)}, got {text!r}"
+            )
+        return values
+
+    return parse
 
 
 def _add_train_args(p, d):
@@ -89,6 +114,12 @@ def _add_train_args(p, d):
     )
     p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
     p.add_argument(
+        "--exclude-classes",
+        type=_label_list,
+        default=d.exclude_classes,
+        help="labels left out of both splits, e.g. 1 (for out-of-distribution tests)",
+    )
+    p.add_argument(
         "--log-px-samples",
         type=_positive_int,
         default=d.log_px_samples,
@@ -122,6 +153,7 @@ def _config_from_args(args):
         num_particles=args.num_particles,
         seed=args.seed,
         log_px_samples=args.log_px_samples,
+        exclude_classes=args.exclude_classes,
     )
 
 
@@ -167,7 +199,9 @@ def cmd_evaluate(args):
     from .runs import evaluate_run, load_run
 
     run = load_run(args.run)
-    data = load_dataset(run.config.dataset, run.config.binarize)
+    data = load_dataset(
+        run.config.dataset, run.config.binarize, exclude_classes=run.config.exclude_classes
+    )
     metrics = evaluate_run(
         run, data, num_samples=args.num_samples, elbo_samples=args.elbo_samples, quiet=args.quiet
     )
@@ -198,6 +232,207 @@ def cmd_sample(args):
         images, out, title=f"{args.n} samples, seed {args.seed}", nrow=min(args.n, args.nrow)
     )
     print(out)
+
+
+# --- the teaching labs: gradvar and anomaly -------------------------------------------------
+
+
+def _run_and_data(path):
+    from .data import load_dataset
+    from .runs import load_run
+
+    run = load_run(path)
+    c = run.config
+    return run, load_dataset(c.dataset, c.binarize, exclude_classes=c.exclude_classes)
+
+
+def cmd_gradvar(args):
+    from . import plots
+    from .gradvar import gradient_variance, training_stages
+    from .runs import prepare_run_dir, write_json
+
+    run, data = _run_and_data(args.run)
+    out = args.out or os.path.join(run.path, "gradvar")
+    prepare_run_dir(out, args.overwrite)
+    x = data.test_x[: args.batch_size]
+    stages = list(training_stages(run.config, data, args.progress, quiet=args.quiet))
+    stages.append((f"trained ({run.config.epochs} epochs)", run.model, run.guide))
+    rows = []
+    for label, model, guide in stages:
+        for row in gradient_variance(
+            model, guide, x, args.estimators, args.particles, args.draws, seed=args.seed
+        ):
+            rows.append({"stage": label, **row})
+    result = {
+        "run": os.path.abspath(run.path),
+        "images": int(x.shape[0]),
+        "gradient_of": "negative ELBO per image",
+        "rows": rows,
+    }
+    write_json(os.path.join(out, "gradvar.json"), result)
+    plots.gradient_variance(
+        rows,
+        os.path.join(out, "gradvar.png"),
+        title=f"{data.name}: variance of {args.draws} gradient estimates on {x.shape[0]} images",
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"{'stage':22} {'estimator':20} {'K':>4} {'encoder var':>12} {'x reparam':>10} "
+        f"{'decoder var':>12} {'x reparam':>10} {'var |g_enc|':>12}"
+    )
+    for r in rows:
+        e, d = r["encoder"], r["decoder"]
+        print(
+            f"{r['stage']:22} {r['estimator']:20} {r['num_particles']:>4} {e['variance']:>12.4g} "
+            f"{e.get('ratio', float('nan')):>10.3g} {d['variance']:>12.4g} "
+            f"{d.get('ratio', float('nan')):>10.3g} {e['norm_variance']:>12.4g}"
+        )
+    print(f"written: {out}/gradvar.json {out}/gradvar.png")
+
+
+def _ood_sets(run, data, names, n):
+    """name -> images to detect: another dataset's test split, or the run's held-out classes."""
+    from .data import load_dataset
+    from .errors import ConfigError
+
+    sets = {}
+    for name in names:
+        if name == "held-out":
+            if not run.config.exclude_classes:
+                raise ConfigError(
+                    "--ood held-out needs a run trained with --exclude-classes; this one saw "
+                    "every class"
+                )
+            held_out = load_dataset(run.config.dataset, run.config.binarize).select_classes(
+                run.config.exclude_classes
+            )
+            label = ",".join(map(str, run.config.exclude_classes))
+            sets[f"held-out {label}"] = held_out.test_x[:n]
+        else:
+            binarize = run.config.binarize if run.config.binarize != "none" else "static"
+            sets[name] = load_dataset(name, binarize).test_x[:n]
+    return sets
+
+
+def cmd_anomaly(args):
+    from . import plots
+    from .anomaly import SCORES, anomaly_scores, detection_table
+    from .runs import prepare_run_dir, write_json
+
+    run, data = _run_and_data(args.run)
+    names = args.ood or (["held-out"] if run.config.exclude_classes else ["fashion-mnist"])
+    out = args.out or os.path.join(run.path, "anomaly")
+    oods = _ood_sets(run, data, names, args.n)
+    prepare_run_dir(out, args.overwrite)
+    x_in = data.test_x[: args.n]
+    scores_in = anomaly_scores(run, x_in, num_samples=args.num_samples)
+    result = {
+        "run": os.path.abspath(run.path),
+        "in": data.name,
+        "num_samples": args.num_samples,
+        "images_in": int(x_in.shape[0]),
+        "tables": {},
+    }
+    for name, x_out in oods.items():
+        scores_out = anomaly_scores(run, x_out, num_samples=args.num_samples)
+        table = detection_table(scores_in, scores_out)
+        result["tables"][name] = {"images_out": int(x_out.shape[0]), "rows": table}
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        plots.score_histograms(
+            scores_in,
+            scores_out,
+            {r["score"]: (SCORES[r["score"]], r["auroc"]) for r in table},
+            os.path.join(out, f"scores-{slug}.png"),
+            title=f"model trained on {data.name}: {data.name} test images vs {name}",
+            names=(f"{data.name} (in)", f"{name} (out)"),
+        )
+    write_json(os.path.join(out, "anomaly.json"), result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"in-distribution: {data.name} test split, {x_in.shape[0]} images; "
+        f"log p(x) with K={args.num_samples}"
+    )
+    print(f"{'out-of-distribution':24} {'score':22} {'AUROC':>6} {'mean in':>9} {'mean out':>9}")
+    for name, t in result["tables"].items():
+        for r in t["rows"]:
+            print(
+                f"{name:24} {SCORES[r['score']]:22} {r['auroc']:>6.3f} {r['mean_in']:>9.2f} "
+                f"{r['mean_out']:>9.2f}"
+            )
+    print(f"written: {out}")
+
+
+def _add_lab_commands(sub):
+    from .gradvar import ESTIMATORS
+
+    p = sub.add_parser("gradvar", help="the gradient-variance lab: how noisy is each estimator")
+    p.add_argument("run", help="a run directory")
+    p.add_argument(
+        "--draws",
+        type=_positive_int,
+        default=100,
+        help="gradient estimates per estimator (default: %(default)s)",
+    )
+    p.add_argument(
+        "--particles",
+        type=_int_list,
+        default=(1, 10),
+        help="latent samples per image, e.g. 1,10,100 (default: 1,10)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        help="test images in the fixed minibatch (default: %(default)s)",
+    )
+    p.add_argument(
+        "--estimators",
+        type=_choice_list(ESTIMATORS),
+        default=tuple(ESTIMATORS),
+        help=f"comma-separated, from {','.join(ESTIMATORS)} (default: all)",
+    )
+    p.add_argument(
+        "--progress",
+        type=_label_list,
+        default=(0,),
+        help="also measure a fresh model from the run's config and seed, trained this "
+        "many epochs, e.g. 0,1,10 (default: 0, the untrained model)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--out", help="output directory (default: RUN/gradvar)")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if not empty")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_gradvar)
+
+    p = sub.add_parser("anomaly", help="out-of-distribution detection by -ELBO, KL and -log p(x)")
+    p.add_argument("run", help="a run directory")
+    p.add_argument(
+        "--ood",
+        action="append",
+        choices=("held-out", "mnist-small", "mnist", "fashion-mnist"),
+        help="images to detect, repeatable: a dataset's test split, or held-out for "
+        "the classes the run excluded (default: held-out if the run excluded classes, "
+        "else fashion-mnist)",
+    )
+    p.add_argument(
+        "--n", type=_positive_int, default=1000, help="images per side (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num-samples",
+        "-k",
+        type=_positive_int,
+        default=100,
+        help="importance samples K for log p(x) (default: %(default)s)",
+    )
+    p.add_argument("--out", help="output directory (default: RUN/anomaly)")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if not empty")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_anomaly)
 
 
 def make_parser():
@@ -246,6 +481,8 @@ def make_parser():
     p.add_argument("--out", help="PNG path (default: RUN/samples-seedSEED.png)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_sample)
+
+    _add_lab_commands(sub)
     return parser
 
 

@@ -32,9 +32,11 @@ class Config:
     num_particles: int = 1
     seed: int = 0
     log_px_samples: int = 1000
+    exclude_classes: tuple = ()
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
+        self.exclude_classes = tuple(self.exclude_classes)
         self.validate()
 
     def validate(self):
@@ -66,10 +68,17 @@ class Config:
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in self.exclude_classes
+        ):
+            raise ConfigError(
+                f"exclude_classes must be class labels (integers >= 0), got {list(self.exclude_classes)!r}"
+            )
 
     def as_dict(self):
         d = asdict(self)
         d["hidden_dims"] = list(self.hidden_dims)
+        d["exclude_classes"] = list(self.exclude_classes)
         return d
 
     @classmethod

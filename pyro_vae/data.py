@@ -81,6 +81,24 @@ class Data:
                 x = torch.bernoulli(x, generator=generator)
             yield x, idx
 
+    def select_classes(self, classes, keep=True):
+        """A copy with only the images whose label is in ``classes`` (``keep=False``: all others),
+        in both splits.
+
+        Held-out classes make out-of-distribution tests: train on the rest, score the held-out.
+        """
+        classes = torch.as_tensor(list(classes), dtype=torch.long)
+        keep_train = torch.isin(self.train_y, classes) == keep
+        keep_test = torch.isin(self.test_y, classes) == keep
+        return Data(
+            self.name,
+            self.binarize,
+            self.train_x[keep_train],
+            self.train_y[keep_train],
+            self.test_x[keep_test],
+            self.test_y[keep_test],
+        )
+
     def split(self, name):
         """The ``(x, y)`` of the ``"train"`` or ``"test"`` split, as scored by evaluation.
 
@@ -96,7 +114,9 @@ class Data:
         raise DataError(f"unknown split {name!r}; choose 'train' or 'test'")
 
 
-def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=True):
+def load_dataset(
+    name="mnist-small", binarize="dynamic", root=None, download=True, exclude_classes=()
+):
     """Load a dataset by name into memory.
 
     :param str name: one of :data:`DATASETS`.
@@ -105,6 +125,7 @@ def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=Tru
     :param str root: where torchvision datasets are looked for and downloaded
         (default :func:`default_root`).
     :param bool download: whether ``mnist`` / ``fashion-mnist`` may be downloaded.
+    :param exclude_classes: labels to leave out of both splits (see :meth:`Data.select_classes`).
     :rtype: Data
     """
     if binarize not in BINARIZATIONS:
@@ -126,7 +147,19 @@ def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=Tru
         test_x = binarize_once(test_x, TEST_BINARIZATION_SEED)
     if binarize == "static":
         train_x = binarize_once(train_x, STATIC_TRAIN_SEED)
-    return Data(name, binarize, train_x, train_y, test_x, test_y)
+    data = Data(name, binarize, train_x, train_y, test_x, test_y)
+    if not exclude_classes:
+        return data
+    labels = sorted(set(train_y.tolist()))
+    unknown = [c for c in exclude_classes if c not in labels]
+    if unknown:
+        raise DataError(
+            f"{name} has no class {unknown[0]!r} to exclude; its labels are {labels[0]}..{labels[-1]}"
+        )
+    if len(set(exclude_classes)) == len(labels):
+        raise DataError(f"excluding every class of {name} leaves no training data")
+    # Excluding after binarization keeps every remaining image exactly as it is without exclusion.
+    return data.select_classes(exclude_classes, keep=False)
 
 
 def _to_float_images(images):

@@ -32,6 +32,7 @@ from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from .errors import ConfigError
+from .evaluate import log_weights
 from .nets import make_fc
 
 #: name -> (the Pyro ELBO, the score-function baseline or None for a pathwise gradient)
@@ -91,9 +92,13 @@ class LearnedBaseline(nn.Module):
         super().__init__()
         self.x_shape = tuple(x_shape)
         self.fc = make_fc([math.prod(self.x_shape), hidden_dim, 1])
+        # The network predicts standardized costs; costs of hundreds of nats would take Adam
+        # thousands of steps to reach from an output near zero.
+        self.register_buffer("shift", torch.tensor(0.0))
+        self.register_buffer("scale", torch.tensor(1.0))
 
     def forward(self, x):
-        return self.fc(x.reshape(x.shape[0], -1)).squeeze(-1)
+        return self.shift + self.scale * self.fc(x.reshape(x.shape[0], -1)).squeeze(-1)
 
 
 def _groups(model, guide):
@@ -116,14 +121,14 @@ def gradient_draws(
     estimator="reparam",
     num_draws=100,
     num_particles=1,
-    warmup=50,
+    warmup=20,
     baseline_steps=300,
     seed=0,
 ):
     """``num_draws`` independent estimates of the gradient of the per-image negative ELBO.
 
     The model and guide are not changed. Baselines are warmed up first: the average baseline over
-    ``warmup`` draws, the learned one by ``baseline_steps`` Adam steps on ``x``. The minibatch is
+    ``warmup`` draws, the learned one by ``baseline_steps`` Adam steps of least squares on ``x``. The minibatch is
     fixed, so both end up close to a per-image baseline: the best case for a baseline.
 
     :param model: a pyro_vae model.
@@ -144,12 +149,15 @@ def gradient_draws(
         raise ConfigError("num_draws must be at least 2 to estimate a variance")
     elbo_class, baseline = ESTIMATORS[estimator]
     elbo = elbo_class()
+    pyro.set_rng_seed(seed)
+    if baseline == "learned":
+        net = LearnedBaseline(x.shape[1:])
+        _train_baseline(model, guide, x, net, baseline_steps)
     # k particles = each image k times in the batch: the same average of k independent latents
     # per image as an ELBO's num_particles, and it works for every baseline alike.
     x = x.repeat_interleave(num_particles, dim=0)
     groups = _groups(model, guide)
     params = groups["encoder"] + groups["decoder"]
-    pyro.set_rng_seed(seed)
     store = pyro.get_param_store()
     saved = store.get_state()
     store.clear()  # the average baseline lives in the param store; the caller's is put back
@@ -158,9 +166,7 @@ def gradient_draws(
     try:
         q = guide
         if baseline == "learned":
-            net = LearnedBaseline(x.shape[1:])
             q = ScoreFunction(baseline=lambda: net(x))(guide)
-            _train_baseline(elbo, model, q, x, net, baseline_steps)
         elif baseline is not None:
             q = ScoreFunction(baseline=None if baseline == "none" else baseline)(guide)
         skip = warmup if baseline == "average" else 0
@@ -177,12 +183,18 @@ def gradient_draws(
     return {"encoder": encoder, "decoder": decoder}
 
 
-def _train_baseline(elbo, model, guide, x, net, steps, lr=1e-2):
-    """Fit the learned baseline to the downstream cost; model and guide stay as they are."""
+def _train_baseline(model, guide, x, net, steps, num_samples=32, lr=1e-2):
+    """Fit the learned baseline by least squares to the downstream cost of ``z``, which for this
+    model is the log weight log p(x, z) - log q(z|x): the regression TraceGraph_ELBO's baseline
+    loss performs, done here on a batch of samples at once. Model and guide are not changed.
+    """
+    target = log_weights(model, guide, x, num_samples=num_samples).mean(0)
+    net.shift.fill_(target.mean())
+    net.scale.fill_(target.std() if len(target) > 1 else 1.0)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        elbo.loss_and_grads(model, guide, x)  # also fills model/guide grads, which _draw clears
+        (net(x) - target).pow(2).mean().backward()
         optimizer.step()
     net.requires_grad_(False)
 
@@ -229,3 +241,33 @@ def gradient_variance(
                 for group in ("encoder", "decoder"):
                     r[group]["ratio"] = r[group]["variance"] / reference[group]["variance"]
     return rows
+
+
+def training_stages(config, data, epochs=(0,), quiet=True):
+    """Yield ``(label, model, guide)`` along a training run: the model and guide that ``config``
+    builds from its seed, trained with :func:`~pyro_vae.train.fit` to each of ``epochs`` in turn.
+
+    Each stage continues from the previous one with a fresh Adam optimizer, so the states are
+    close to, not identical with, those of one uninterrupted run.
+    """
+    from .config import build
+    from .train import fit
+
+    pyro.set_rng_seed(config.seed)
+    model, guide = build(config, data.x_shape)
+    done = 0
+    for target in sorted(set(epochs)):
+        if target > done:
+            fit(
+                model,
+                guide,
+                data,
+                config.make_elbo(),
+                epochs=target - done,
+                batch_size=config.batch_size,
+                lr=config.lr,
+                seed=config.seed + done,
+                quiet=quiet,
+            )
+            done = target
+        yield f"epoch {done}", model, guide

@@ -85,3 +85,64 @@ def training_curve(history, path, log_px=None):
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
+
+
+def score_histograms(scores_in, scores_out, labels, path, title, names=("in", "out")):
+    """One panel per anomaly score: histograms of the in- and out-of-distribution scores.
+
+    :param dict scores_in: score name -> tensor; ``scores_out`` likewise.
+    :param dict labels: score name -> axis label; the AUROC goes in each panel's title if given as
+        ``labels[name] = (label, auroc)``.
+    """
+    keys = [k for k in scores_in if k in scores_out]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        a, b = scores_in[key].detach().cpu(), scores_out[key].detach().cpu()
+        both = torch.cat([a, b])
+        lo, hi = both.quantile(0.005).item(), both.quantile(0.995).item()
+        bins = torch.linspace(lo, hi, 41).numpy()
+        ax.hist(a.clamp(lo, hi).numpy(), bins=bins, alpha=0.6, density=True, label=names[0])
+        ax.hist(b.clamp(lo, hi).numpy(), bins=bins, alpha=0.6, density=True, label=names[1])
+        label, value = labels[key]
+        ax.set_xlabel(f"{label}, nats")
+        ax.set_title(f"AUROC {value:.3f}", fontsize=10)
+        ax.set_yticks([])
+    axes[0][0].set_ylabel("density")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def gradient_variance(rows, path, title="gradient variance of the ELBO estimators"):
+    """Total gradient variance against the number of particles, encoder and decoder side by side.
+
+    :param list rows: :func:`pyro_vae.gradvar.gradient_variance` rows with a ``"stage"`` key.
+    """
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, group in zip(axes, ("encoder", "decoder")):
+        for i, name in enumerate(estimators):
+            for j, stage in enumerate(stages):
+                sel = [r for r in rows if r["estimator"] == name and r["stage"] == stage]
+                ax.plot(
+                    [r["num_particles"] for r in sel],
+                    [r[group]["variance"] for r in sel],
+                    styles[j % len(styles)],
+                    marker="o",
+                    ms=4,
+                    color=f"C{i}",
+                    label=f"{name} ({stage})" if len(stages) > 1 else name,
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("particles per image (K)")
+        ax.set_ylabel("total variance of the gradient")
+        ax.set_title(f"{group} parameters", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

@@ -190,7 +190,7 @@ def train_run(config, out=None, overwrite=False, quiet=False):
     """
     out = out or default_run_dir(config.dataset)
     start = time.perf_counter()
-    data = load_dataset(config.dataset, config.binarize)
+    data = load_dataset(config.dataset, config.binarize, exclude_classes=config.exclude_classes)
     if not data.binary:
         raise DataError(
             f"{config.dataset} with --binarize none has grayscale pixels, but the Bernoulli "

@@ -76,7 +76,8 @@ def test_variance_ordering_and_particles(problem):
         enc = {name: by[name, k]["encoder"]["variance"] for name in ESTIMATORS}
         assert by["reparam", k]["encoder"]["ratio"] == 1.0
         assert enc["score"] > 20 * enc["reparam"]  # the score function is far noisier
-        assert enc["score-avg-baseline"] < enc["score"] / 2  # baselines help a lot
+        # baselines help; a decaying average of noisy costs less than a per-image prediction
+        assert enc["score-avg-baseline"] < 0.8 * enc["score"]
         assert enc["score-nn-baseline"] < enc["score"] / 2
         # the decoder's gradient never differentiates through z's sampling
         dec = by["score", k]["decoder"]["variance"]
