@@ -146,3 +146,17 @@ def gradient_variance(rows, path, title="gradient variance of the ELBO estimator
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
+
+
+def image_rows(rows, labels, path, title=None):
+    """Rows of images, each ``(n, C, H, W)``, with a label to the left of each row."""
+    ncol = max(r.shape[0] for r in rows)
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(ncol * 0.62 + 1.6, len(rows) * 0.7 + 0.5), squeeze=False
+    )
+    for ax, row, label in zip(axes[:, 0], rows, labels):
+        _show_grid(ax, row, row.shape[0])
+        ax.text(-0.01, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
