@@ -91,3 +91,31 @@ def detection_table(scores_in, scores_out):
         for name in scores_in
         if name in scores_out
     ]
+
+
+def detect(run, scores_in, x_out, num_samples=100, path=None, title="", names=("in", "out")):
+    """Score ``x_out``, compare with ``scores_in`` (:func:`detection_table`), and if ``path`` is
+    given draw the histograms of both (:func:`pyro_vae.plots.score_histograms`).
+
+    :returns: the table rows and the outsiders' scores.
+    """
+    scores_out = anomaly_scores(run, x_out, num_samples=num_samples, scores=tuple(scores_in))
+    table = detection_table(scores_in, scores_out)
+    if path is not None:
+        from . import plots
+
+        aurocs = {r["score"]: (SCORES[r["score"]], r["auroc"]) for r in table}
+        plots.score_histograms(scores_in, scores_out, aurocs, path, title=title, names=names)
+    return table, scores_out
+
+
+def format_tables(tables):
+    """``{outsiders' name: detection_table rows}`` as a plain-text table."""
+    lines = [f"{'out-of-distribution':24} {'score':22} {'AUROC':>6} {'mean in':>9} {'mean out':>9}"]
+    for name, rows in tables.items():
+        for r in rows:
+            lines.append(
+                f"{name:24} {SCORES[r['score']]:22} {r['auroc']:>6.3f} {r['mean_in']:>9.2f} "
+                f"{r['mean_out']:>9.2f}"
+            )
+    return "\n".join(lines)

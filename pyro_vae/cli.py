@@ -1,6 +1,7 @@
 """The ``pyro-vae`` command line: train, evaluate, sample, demo, gradvar, anomaly."""
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -248,21 +249,26 @@ def _run_and_data(path):
 
 def cmd_gradvar(args):
     from . import plots
-    from .gradvar import gradient_variance, training_stages
+    from .gradvar import format_rows, measure_stages, training_stages
     from .runs import prepare_run_dir, write_json
 
     run, data = _run_and_data(args.run)
     out = args.out or os.path.join(run.path, "gradvar")
     prepare_run_dir(out, args.overwrite)
     x = data.test_x[: args.batch_size]
-    stages = list(training_stages(run.config, data, args.progress, quiet=args.quiet))
-    stages.append((f"trained ({run.config.epochs} epochs)", run.model, run.guide))
-    rows = []
-    for label, model, guide in stages:
-        for row in gradient_variance(
-            model, guide, x, args.estimators, args.particles, args.draws, seed=args.seed
-        ):
-            rows.append({"stage": label, **row})
+    # a generator, so each stage is measured before training moves on to the next
+    stages = itertools.chain(
+        training_stages(run.config, data, args.progress, quiet=args.quiet),
+        [(f"trained ({run.config.epochs} epochs)", run.model, run.guide)],
+    )
+    rows = measure_stages(
+        stages,
+        x,
+        estimators=args.estimators,
+        particles=args.particles,
+        num_draws=args.draws,
+        seed=args.seed,
+    )
     result = {
         "run": os.path.abspath(run.path),
         "images": int(x.shape[0]),
@@ -275,21 +281,9 @@ def cmd_gradvar(args):
         os.path.join(out, "gradvar.png"),
         title=f"{data.name}: variance of {args.draws} gradient estimates on {x.shape[0]} images",
     )
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return
-    print(
-        f"{'stage':22} {'estimator':20} {'K':>4} {'encoder var':>12} {'x reparam':>10} "
-        f"{'decoder var':>12} {'x reparam':>10} {'var |g_enc|':>12}"
-    )
-    for r in rows:
-        e, d = r["encoder"], r["decoder"]
-        print(
-            f"{r['stage']:22} {r['estimator']:20} {r['num_particles']:>4} {e['variance']:>12.4g} "
-            f"{e.get('ratio', float('nan')):>10.3g} {d['variance']:>12.4g} "
-            f"{d.get('ratio', float('nan')):>10.3g} {e['norm_variance']:>12.4g}"
-        )
-    print(f"written: {out}/gradvar.json {out}/gradvar.png")
+    print(json.dumps(result, indent=2) if args.json else format_rows(rows))
+    if not args.json:
+        print(f"written: {out}/gradvar.json {out}/gradvar.png")
 
 
 def _ood_sets(run, data, names, n):
@@ -317,8 +311,7 @@ def _ood_sets(run, data, names, n):
 
 
 def cmd_anomaly(args):
-    from . import plots
-    from .anomaly import SCORES, anomaly_scores, detection_table
+    from .anomaly import anomaly_scores, detect, format_tables
     from .runs import prepare_run_dir, write_json
 
     run, data = _run_and_data(args.run)
@@ -328,42 +321,36 @@ def cmd_anomaly(args):
     prepare_run_dir(out, args.overwrite)
     x_in = data.test_x[: args.n]
     scores_in = anomaly_scores(run, x_in, num_samples=args.num_samples)
+    tables = {}
+    for name, x_out in oods.items():
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        tables[name], _ = detect(
+            run,
+            scores_in,
+            x_out,
+            num_samples=args.num_samples,
+            path=os.path.join(out, f"scores-{slug}.png"),
+            title=f"model trained on {data.name}: its test images vs {name}",
+            names=(f"{data.name} (in)", f"{name} (out)"),
+        )
     result = {
         "run": os.path.abspath(run.path),
         "in": data.name,
         "num_samples": args.num_samples,
         "images_in": int(x_in.shape[0]),
-        "tables": {},
+        "tables": {
+            name: {"images_out": int(oods[name].shape[0]), "rows": rows}
+            for name, rows in tables.items()
+        },
     }
-    for name, x_out in oods.items():
-        scores_out = anomaly_scores(run, x_out, num_samples=args.num_samples)
-        table = detection_table(scores_in, scores_out)
-        result["tables"][name] = {"images_out": int(x_out.shape[0]), "rows": table}
-        slug = "".join(c if c.isalnum() else "-" for c in name)
-        plots.score_histograms(
-            scores_in,
-            scores_out,
-            {r["score"]: (SCORES[r["score"]], r["auroc"]) for r in table},
-            os.path.join(out, f"scores-{slug}.png"),
-            title=f"model trained on {data.name}: {data.name} test images vs {name}",
-            names=(f"{data.name} (in)", f"{name} (out)"),
-        )
     write_json(os.path.join(out, "anomaly.json"), result)
     if args.json:
         print(json.dumps(result, indent=2))
-        return
-    print(
-        f"in-distribution: {data.name} test split, {x_in.shape[0]} images; "
-        f"log p(x) with K={args.num_samples}"
-    )
-    print(f"{'out-of-distribution':24} {'score':22} {'AUROC':>6} {'mean in':>9} {'mean out':>9}")
-    for name, t in result["tables"].items():
-        for r in t["rows"]:
-            print(
-                f"{name:24} {SCORES[r['score']]:22} {r['auroc']:>6.3f} {r['mean_in']:>9.2f} "
-                f"{r['mean_out']:>9.2f}"
-            )
-    print(f"written: {out}")
+    else:
+        print(
+            f"in: {data.name} test split, {x_in.shape[0]} images; log p(x) with K={args.num_samples}"
+        )
+        print(format_tables(tables))
 
 
 def _add_lab_commands(sub):

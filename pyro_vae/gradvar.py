@@ -271,3 +271,33 @@ def training_stages(config, data, epochs=(0,), quiet=True):
             )
             done = target
         yield f"epoch {done}", model, guide
+
+
+def measure_stages(stages, x, **kwargs):
+    """:func:`gradient_variance` rows for each ``(label, model, guide)`` of ``stages``, each row
+    tagged with its ``"stage"``. ``kwargs`` go to :func:`gradient_variance`.
+
+    Pass :func:`training_stages` itself, not a list of it: it trains one model and guide in place,
+    so each stage must be measured before the generator moves on.
+    """
+    return [
+        {"stage": label, **row}
+        for label, model, guide in stages
+        for row in gradient_variance(model, guide, x, **kwargs)
+    ]
+
+
+def format_rows(rows):
+    """The rows of :func:`measure_stages` as a plain-text table."""
+    lines = [
+        f"{'stage':22} {'estimator':20} {'K':>4} {'encoder var':>12} {'x reparam':>10} "
+        f"{'decoder var':>12} {'x reparam':>10} {'var |g_enc|':>12}"
+    ]
+    for r in rows:
+        e, d = r["encoder"], r["decoder"]
+        lines.append(
+            f"{r['stage']:22} {r['estimator']:20} {r['num_particles']:>4} {e['variance']:>12.4g} "
+            f"{e.get('ratio', float('nan')):>10.3g} {d['variance']:>12.4g} "
+            f"{d.get('ratio', float('nan')):>10.3g} {e['norm_variance']:>12.4g}"
+        )
+    return "\n".join(lines)

@@ -133,19 +133,11 @@ DRAWS = 5 if smoke_test else 50
 # %%
 rows = []
 for label, model, guide in gradvar.training_stages(config, data, (0, EPOCHS)):
-    for row in gradvar.gradient_variance(
-        model, guide, x, particles=PARTICLES, num_draws=DRAWS, baseline_steps=300
-    ):
-        rows.append({"stage": label, **row})
-print(
-    f"{'stage':10} {'estimator':20} {'K':>4} {'encoder var':>12} {'x reparam':>10} {'decoder var':>12}"
-)
-for r in rows:
-    e, d = r["encoder"], r["decoder"]
-    print(
-        f"{r['stage']:10} {r['estimator']:20} {r['num_particles']:>4} {e['variance']:>12.4g} "
-        f"{e['ratio']:>10.3g} {d['variance']:>12.4g}"
+    # measure at once: the next stage goes on training this model and guide in place
+    rows += gradvar.measure_stages(
+        [(label, model, guide)], x, particles=PARTICLES, num_draws=DRAWS, baseline_steps=300
     )
+print(gradvar.format_rows(rows))
 path = os.path.join(OUT, "gradient-variance.png")
 plots.gradient_variance(rows, path, title=f"mnist-small: variance of {DRAWS} gradient estimates")
 print(path)

@@ -193,25 +193,18 @@ except pyro_vae.DatasetUnavailableError as e:
     print("skipping Fashion-MNIST:", e)
 tables = {}
 for name, x_out in outsiders.items():
-    scores_out = anomaly.anomaly_scores(run_no1, x_out, num_samples=K)
-    tables[name] = anomaly.detection_table(scores_in, scores_out)
     path = os.path.join(OUT, f"anomaly-{name.split()[0].lower()}.png")
-    plots.score_histograms(
+    tables[name], _ = anomaly.detect(
+        run_no1,
         scores_in,
-        scores_out,
-        {r["score"]: (anomaly.SCORES[r["score"]], r["auroc"]) for r in tables[name]},
-        path,
+        x_out,
+        num_samples=K,
+        path=path,
         title=f"model trained without 1s: test digits 0, 2-9 vs {name}",
         names=("digits 0, 2-9 (in)", f"{name} (out)"),
     )
     print(path)
-print(f"{'outsiders':16} {'score':22} {'AUROC':>6} {'mean in':>8} {'mean out':>9}")
-for name, table in tables.items():
-    for r in table:
-        print(
-            f"{name:16} {anomaly.SCORES[r['score']]:22} {r['auroc']:>6.3f} "
-            f"{r['mean_in']:>8.1f} {r['mean_out']:>9.1f}"
-        )
+print(anomaly.format_tables(tables))
 
 # %% [markdown]
 # **Where likelihood fails.** The held-out 1s are *not* flagged: they get a *higher* likelihood
