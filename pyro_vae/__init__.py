@@ -9,6 +9,7 @@ import pyro
 
 pyro.settings.set(module_local_params=True)
 
+from .anomaly import anomaly_scores, auroc  # noqa: E402
 from .config import Config, build  # noqa: E402
 from .data import Data, load_dataset  # noqa: E402
 from .errors import (  # noqa: E402
@@ -21,6 +22,7 @@ from .errors import (  # noqa: E402
     RunDirError,
 )
 from .evaluate import elbo, log_px, log_weights  # noqa: E402
+from .gradvar import ScoreFunction, gradient_draws, gradient_variance  # noqa: E402
 from .guides import AmortizedGuide  # noqa: E402
 from .models import VAE, data_plate  # noqa: E402
 from .nets import MLPDecoder, MLPEncoder, make_fc  # noqa: E402
@@ -44,11 +46,16 @@ __all__ = [
     "PyroVAEError",
     "Run",
     "RunDirError",
+    "ScoreFunction",
     "VAE",
+    "anomaly_scores",
+    "auroc",
     "build",
     "data_plate",
     "elbo",
     "fit",
+    "gradient_draws",
+    "gradient_variance",
     "load_dataset",
     "load_run",
     "log_px",

@@ -117,12 +117,18 @@ def score_histograms(scores_in, scores_out, labels, path, title, names=("in", "o
 def gradient_variance(rows, path, title="gradient variance of the ELBO estimators"):
     """Total gradient variance against the number of particles, encoder and decoder side by side.
 
-    :param list rows: :func:`pyro_vae.gradvar.gradient_variance` rows with a ``"stage"`` key.
+    Colours are estimators, line styles training stages.
+
+    :param list rows: :func:`pyro_vae.gradvar.measure_stages` rows (with a ``"stage"`` key).
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    particles = sorted({r["num_particles"] for r in rows})
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, group in zip(axes, ("encoder", "decoder")):
         for i, name in enumerate(estimators):
             for j, stage in enumerate(stages):
@@ -134,15 +140,26 @@ def gradient_variance(rows, path, title="gradient variance of the ELBO estimator
                     marker="o",
                     ms=4,
                     color=f"C{i}",
-                    label=f"{name} ({stage})" if len(stages) > 1 else name,
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(particles))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("particles per image (K)")
         ax.set_ylabel("total variance of the gradient")
-        ax.set_title(f"{group} parameters", fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-    axes[1].legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("encoder (guide) parameters", fontsize=10)
+    axes[1].set_title(
+        "decoder (model) parameters\n(the same for every estimator without a baseline)", fontsize=10
+    )
+    handles = [Line2D([], [], color=f"C{i}", marker="o", ms=4) for i in range(len(estimators))]
+    axes[0].legend(handles, estimators, fontsize=8, loc="upper right")
+    if len(stages) > 1:
+        handles = [
+            Line2D([], [], color="k", ls=styles[j % len(styles)]) for j in range(len(stages))
+        ]
+        axes[1].legend(handles, stages, fontsize=8, loc="upper right", handlelength=3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
