@@ -177,11 +177,12 @@ print(path)
 # ## Generation: only one of them can do this
 #
 # To generate, draw `z ~ Normal(0, I)` and decode. The VAE was trained so that its codes look like
-# draws from the prior: the KL term pulls every q(z|x) towards `Normal(0, I)` and the entropy keeps
-# it wide, so the prior's typical region is covered by codes the decoder knows. The autoencoder's
-# codes were only pushed towards 0 by the `½‖z‖²` penalty; the decoder can undo any shrinking by
-# growing its first-layer weights, so the codes shrink into a small region the prior rarely visits.
-# Let us look at the code norms: under `Normal(0, I)` in d dimensions, ‖z‖ concentrates near √d.
+# draws from the prior: the KL term pulls every q(z|x) towards `Normal(0, I)` and the entropy of q
+# keeps it wide, so the region where the prior puts its mass is covered by codes the decoder has
+# been trained on. The autoencoder's codes were only pushed towards 0 by the `½‖z‖²` penalty, and
+# the decoder can undo any shrinking by growing its first-layer weights: nothing fixes the scale or
+# the shape of the cloud of codes, so the prior has no reason to land where they are. A first
+# check is the length of the codes: under `Normal(0, I)` in d dimensions, ‖z‖ concentrates near √d.
 
 # %%
 with torch.no_grad():
@@ -223,8 +224,8 @@ print(path)
 
 # %% [markdown]
 # The VAE's decoded prior draws are digits (blurry ones: each image is the *mean* of p(x|z), an
-# average over the pixels the model is unsure about). The autoencoder's are not: the prior sends its
-# decoder codes far from any it was trained on.
+# average over the pixels the model is unsure about). The autoencoder's are mostly not: the prior
+# hands its decoder codes unlike the ones it was trained on, as the norms above show.
 #
 # **What to take away.** Same decoder, same likelihood, same trainer; the difference is the guide.
 # A spread-out q plus the KL to the prior turns a compressor into a generative model, and the ELBO is
