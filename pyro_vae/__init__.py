@@ -9,6 +9,7 @@ import pyro
 
 pyro.settings.set(module_local_params=True)
 
+from .anomaly import anomaly_scores, auroc  # noqa: E402
 from .checkpoints import read_checkpoint  # noqa: E402
 from .compare import compare, compare_run  # noqa: E402
 from .config import Config, build  # noqa: E402
@@ -24,6 +25,7 @@ from .errors import (  # noqa: E402
     RunDirError,
 )
 from .evaluate import elbo, log_px, log_weights  # noqa: E402
+from .gradvar import ScoreFunction, gradient_draws, gradient_variance  # noqa: E402
 from .guides import AmortizedGuide, DeltaGuide, LocalGuide  # noqa: E402
 from .inference import e_step, grid_posterior, nuts_posterior  # noqa: E402
 from .likelihoods import Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood  # noqa: E402
@@ -72,8 +74,11 @@ __all__ = [
     "PyroVAEError",
     "Run",
     "RunDirError",
+    "ScoreFunction",
     "StandardNormalPrior",
     "VAE",
+    "anomaly_scores",
+    "auroc",
     "build",
     "check_protocol",
     "compare",
@@ -82,6 +87,8 @@ __all__ = [
     "e_step",
     "elbo",
     "fit",
+    "gradient_draws",
+    "gradient_variance",
     "grid_posterior",
     "kl_warmup",
     "load_dataset",

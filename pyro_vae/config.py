@@ -56,10 +56,12 @@ class Config:
     beta: float = 1.0
     kl_warmup: int = 0
     image_size: Optional[int] = None
+    exclude_classes: tuple = ()  # labels left out of both splits (anomaly detection)
 
     def __post_init__(self):
         if isinstance(self.hidden_dims, list):  # as JSON gives it back
             self.hidden_dims = tuple(self.hidden_dims)
+        self.exclude_classes = tuple(self.exclude_classes)
         self.validate()
 
     def validate(self):
@@ -127,10 +129,17 @@ class Config:
             )
         if self.learned_prior and self.condition == "none":
             raise ConfigError("a learned prior p(z|y) needs a condition; add --condition label")
+        if any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in self.exclude_classes
+        ):
+            raise ConfigError(
+                f"exclude_classes must be class labels (integers >= 0), got {list(self.exclude_classes)!r}"
+            )
 
     def as_dict(self):
         d = asdict(self)
         d["hidden_dims"] = list(self.hidden_dims)
+        d["exclude_classes"] = list(self.exclude_classes)
         return d
 
     @classmethod

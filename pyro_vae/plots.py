@@ -87,17 +87,6 @@ def training_curve(history, path, log_px=None):
     _save(fig, path)
 
 
-def image_rows(rows, path, title=None):
-    """Labelled rows of images: ``rows`` is a list of ``(label, images (N, C, H, W))``."""
-    n = rows[0][1].shape[0]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(n * 0.6 + 1.2, len(rows) * 0.65 + 0.8))
-    for ax, (label, images) in zip(axes, rows):
-        _show_grid(ax, images, n)
-        ax.text(-0.01, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-
-
 # Figures of pyro_vae.compare: one model, several inference strategies.
 
 STRATEGY_COLOURS = {
@@ -298,4 +287,95 @@ def posterior_dims(mcmc_mean, mcmc_std, qs, path, dims=10, title=None):
     axes[-1, 0].set_xticks(range(dims))
     axes[-1, 0].set_xlabel(f"latent dimension (first {dims})")
     fig.suptitle(title or "posterior mean ± sd per dimension: NUTS against each q", fontsize=10)
+
+
+def score_histograms(scores_in, scores_out, labels, path, title, names=("in", "out")):
+    """One panel per anomaly score: histograms of the in- and out-of-distribution scores.
+
+    :param dict scores_in: score name -> tensor; ``scores_out`` likewise.
+    :param dict labels: score name -> axis label; the AUROC goes in each panel's title if given as
+        ``labels[name] = (label, auroc)``.
+    """
+    keys = [k for k in scores_in if k in scores_out]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        a, b = scores_in[key].detach().cpu(), scores_out[key].detach().cpu()
+        both = torch.cat([a, b])
+        lo, hi = both.quantile(0.005).item(), both.quantile(0.995).item()
+        bins = torch.linspace(lo, hi, 41).numpy()
+        ax.hist(a.clamp(lo, hi).numpy(), bins=bins, alpha=0.6, density=True, label=names[0])
+        ax.hist(b.clamp(lo, hi).numpy(), bins=bins, alpha=0.6, density=True, label=names[1])
+        label, value = labels[key]
+        ax.set_xlabel(f"{label}, nats")
+        ax.set_title(f"AUROC {value:.3f}", fontsize=10)
+        ax.set_yticks([])
+    axes[0][0].set_ylabel("density")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def gradient_variance(rows, path, title="gradient variance of the ELBO estimators"):
+    """Total gradient variance against the number of particles, encoder and decoder side by side.
+
+    Colours are estimators, line styles training stages.
+
+    :param list rows: :func:`pyro_vae.gradvar.measure_stages` rows (with a ``"stage"`` key).
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    particles = sorted({r["num_particles"] for r in rows})
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, group in zip(axes, ("encoder", "decoder")):
+        for i, name in enumerate(estimators):
+            for j, stage in enumerate(stages):
+                sel = [r for r in rows if r["estimator"] == name and r["stage"] == stage]
+                ax.plot(
+                    [r["num_particles"] for r in sel],
+                    [r[group]["variance"] for r in sel],
+                    styles[j % len(styles)],
+                    marker="o",
+                    ms=4,
+                    color=f"C{i}",
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(particles))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("particles per image (K)")
+        ax.set_ylabel("total variance of the gradient")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("encoder (guide) parameters", fontsize=10)
+    axes[1].set_title(
+        "decoder (model) parameters\n(the same for every estimator without a baseline)", fontsize=10
+    )
+    handles = [Line2D([], [], color=f"C{i}", marker="o", ms=4) for i in range(len(estimators))]
+    axes[0].legend(handles, estimators, fontsize=8, loc="upper right")
+    if len(stages) > 1:
+        handles = [
+            Line2D([], [], color="k", ls=styles[j % len(styles)]) for j in range(len(stages))
+        ]
+        axes[1].legend(handles, stages, fontsize=8, loc="upper right", handlelength=3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def image_rows(rows, labels, path, title=None):
+    """Rows of images, each ``(n, C, H, W)``, with a label to the left of each row."""
+    ncol = max(r.shape[0] for r in rows)
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(ncol * 0.62 + 1.6, len(rows) * 0.7 + 0.5), squeeze=False
+    )
+    for ax, row, label in zip(axes[:, 0], rows, labels):
+        _show_grid(ax, row, row.shape[0])
+        ax.text(-0.01, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     _save(fig, path)

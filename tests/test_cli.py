@@ -148,6 +148,9 @@ def test_errors_are_one_line(args, message, tmp_path, monkeypatch):
         ["train", "--dataset", "imagenet"],
         ["evaluate", "x", "-k", "0"],
         ["train", "--hidden-dims", "a,b"],
+        ["train", "--exclude-classes", "-1"],
+        ["gradvar", "x", "--estimators", "magic"],
+        ["anomaly", "x", "--ood", "cifar"],
     ],
 )
 def test_bad_arguments_are_usage_errors(args):
@@ -488,3 +491,42 @@ def test_model_file_trains_and_inspects(tmp_path):
     assert "MixtureSameFamily" in result.stdout and "(1, 28, 28)" in result.stdout
     if diagram != "none":
         assert os.path.getsize(diagram) > 1000
+
+
+@pytest.fixture(scope="module")
+def trained_without_ones(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("cli") / "no1")
+    result = pyro_vae("train", *TINY, "--exclude-classes", "1", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert json.load(open(os.path.join(out, "config.json")))["exclude_classes"] == [1]
+    return out
+
+
+def test_gradvar(trained_without_ones, tmp_path):
+    out = str(tmp_path / "gv")
+    args = ["--draws", "3", "--particles", "1,2", "--batch-size", "4", "--quiet", "--out", out]
+    result = pyro_vae("gradvar", trained_without_ones, *args)
+    assert result.returncode == 0, result.stderr
+    assert "score-nn-baseline" in result.stdout
+    rows = json.load(open(os.path.join(out, "gradvar.json")))["rows"]
+    # 5 estimators x 2 particle counts x 2 stages (untrained, the run itself)
+    assert len(rows) == 20 and {r["stage"] for r in rows} == {"epoch 0", "trained (1 epochs)"}
+    assert os.path.getsize(os.path.join(out, "gradvar.png")) > 1000
+    assert_clean_error(pyro_vae("gradvar", trained_without_ones, *args), "--overwrite")
+
+
+def test_anomaly_held_out_class(trained_without_ones, tmp_path):
+    out = str(tmp_path / "an")
+    result = pyro_vae("anomaly", trained_without_ones, "--n", "50", "-k", "5", "--out", out)
+    assert result.returncode == 0, result.stderr
+    table = json.load(open(os.path.join(out, "anomaly.json")))["tables"]["held-out 1"]
+    assert table["images_out"] == 50
+    assert {r["score"] for r in table["rows"]} == {"elbo", "kl", "log_px"}
+    assert all(0 <= r["auroc"] <= 1 for r in table["rows"])
+    assert os.path.exists(os.path.join(out, "scores-held-out-1.png"))
+
+
+def test_anomaly_needs_excluded_classes_for_held_out(trained, tmp_path):
+    result = pyro_vae("anomaly", trained, "--ood", "held-out", "--out", str(tmp_path / "a"))
+    assert_clean_error(result, "--exclude-classes")
+    assert not os.path.exists(tmp_path / "a")
