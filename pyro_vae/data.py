@@ -350,7 +350,7 @@ def as_images(x, x_shape=None, binary=False):
     the batch dimension. Values must be finite and in [0, 1]; with ``binary=True``, 0 or 1.
     """
     x = torch.as_tensor(x)
-    if not x.is_floating_point():
+    if x.dtype != torch.float32:  # the networks' dtype; uint8, bool, float64 all arrive here
         x = x.float()
     if x_shape is not None:
         x_shape = tuple(x_shape)

@@ -78,7 +78,14 @@ def manifold_grid(run, n=20, span=0.95):
     q = grid_axis(n, span)
     z0, z1 = torch.meshgrid(q, q.flip(0), indexing="xy")
     z = torch.stack([z0.reshape(-1), z1.reshape(-1)], -1)
-    return run.decode(z * run.model.prior_scale + run.model.prior_loc)
+    loc, scale = _prior(run)
+    return run.decode(z * scale + loc)
+
+
+def _prior(run):
+    """``loc`` and ``scale`` of the (unconditioned) prior p(z) of ``run``'s model."""
+    fn = run.model.z_dist().base_dist
+    return fn.loc, fn.scale
 
 
 def grid_axis(n=20, span=0.95):
@@ -102,8 +109,9 @@ def traversals(run, x, dims=None, values=None):
         raise ConfigError(f"dimension {bad[0]} does not exist; z_dim is {z.shape[0]}")
     values = torch.linspace(-3, 3, 9) if values is None else torch.as_tensor(values).float()
     codes = z.repeat(len(dims), len(values), 1)
+    loc, scale = _prior(run)
     for row, d in enumerate(dims):
-        codes[row, :, d] = values * run.model.prior_scale[d] + run.model.prior_loc[d]
+        codes[row, :, d] = values * scale[d] + loc[d]
     return run.decode(codes.reshape(-1, z.shape[0]))
 
 
