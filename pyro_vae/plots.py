@@ -287,6 +287,7 @@ def posterior_dims(mcmc_mean, mcmc_std, qs, path, dims=10, title=None):
     axes[-1, 0].set_xticks(range(dims))
     axes[-1, 0].set_xlabel(f"latent dimension (first {dims})")
     fig.suptitle(title or "posterior mean ± sd per dimension: NUTS against each q", fontsize=10)
+    _save(fig, path)
 
 
 def score_histograms(scores_in, scores_out, labels, path, title, names=("in", "out")):
