@@ -106,6 +106,7 @@ def test_sample_refuses_to_overwrite(trained, tmp_path):
     assert pyro_vae("sample", trained, "--n", "4", "--out", out, "--overwrite").returncode == 0
 
 
+@pytest.mark.slow  # the full demo evaluation (K=1000 on 1,000 images): minutes on 2 cores
 def test_demo_writes_a_run_dir(tmp_path):
     result = pyro_vae("demo", "--epochs", "1", "--quiet", "--out", "demo", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
