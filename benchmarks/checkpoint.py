@@ -10,12 +10,12 @@ the rest of the checkpointed run's).
 
 import json
 import os
-import platform
 import tempfile
 import time
 
 import pyro
 import torch
+from _machine import machine  # benchmarks/_machine.py, beside this script
 
 import pyro_vae
 from pyro_vae.checkpoints import _atomic_write, checkpoint_header, read_checkpoint
@@ -75,11 +75,7 @@ def main():
         "checkpoint_megabytes": round(size / 2**20, 2),
         "targets": {"overhead_fraction_max": 0.10},
         "targets_met": overhead <= 0.10,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine(),
     }
     print(json.dumps(result, indent=2))
 
