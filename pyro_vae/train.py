@@ -162,7 +162,9 @@ def fit(
         history, done_epochs, done_steps, order, total, seconds = History(), 0, 0, None, 0.0, 0.0
     else:
         _restore(resume_from, model, guide, steppers, generator, n, batch_size, epochs)
-        history = History(**resume_from["history"])
+        history = History(
+            **{k: list(v) for k, v in resume_from["history"].items()}
+        )  # not the caller's lists
         done_epochs, done_steps = resume_from["epoch"], resume_from["step"]
         order, total = resume_from["order"], resume_from["epoch_total"]
         seconds = resume_from["seconds"]
