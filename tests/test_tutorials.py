@@ -19,6 +19,7 @@ SMOKE_RUNS = [
     pytest.param("benchmarks/demo.py", marks=pytest.mark.slow),
     "benchmarks/checkpoint.py",
     "benchmarks/e_step.py",
+    "benchmarks/step_overhead.py",
     "tutorials/01_autoencoder_to_vae.py",
     "tutorials/03_reparameterization.py",
     "tutorials/06_latent_space.py",
