@@ -138,10 +138,44 @@ def _print_metrics(metrics, out):
     print("  figures        samples.png reconstructions.png latent.png training-curve.png")
 
 
+def _add_distributed_args(p):
+    g = p.add_argument_group(
+        "data-parallel training on PyTorch Lightning (any of these flags turns it on; needs "
+        "pip install 'pyro_vae[distributed]')"
+    )
+    g.add_argument(
+        "--devices",
+        type=_positive_int,
+        help="processes per machine, one per GPU (default: 1); --batch-size is split among all",
+    )
+    g.add_argument("--num-nodes", type=_positive_int, help="machines (default: 1)")
+    g.add_argument("--strategy", choices=("ddp", "auto"), help="(default: ddp)")
+    g.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), help="(default: auto)")
+
+
+def _train_distributed(args, config):
+    from .distributed import train_run_distributed
+
+    _, metrics = train_run_distributed(
+        config,
+        args.out,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        devices=args.devices or 1,
+        num_nodes=args.num_nodes or 1,
+        strategy=args.strategy or "ddp",
+        accelerator=args.accelerator or "auto",
+    )
+    if metrics is not None:  # the process of global rank 0 reports for all
+        _print_metrics(metrics, args.out)
+
+
 def cmd_train(args):
     from .runs import default_run_dir, train_run
 
     config = _config_from_args(args)
+    if any(v is not None for v in (args.devices, args.num_nodes, args.strategy, args.accelerator)):
+        return _train_distributed(args, config)
     out = args.out or default_run_dir(config.dataset)
     _, metrics = train_run(config, out, overwrite=args.overwrite, quiet=args.quiet)
     _print_metrics(metrics, out)
@@ -217,6 +251,7 @@ def make_parser():
 
     p = sub.add_parser("train", help="train a VAE and write a run directory")
     _add_train_args(p, Config())
+    _add_distributed_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="ELBO and importance-sampled log p(x) of a run")

@@ -76,10 +76,14 @@ class Data:
         """
         n = self.train_x.shape[0]
         for idx in torch.randperm(n, generator=generator).split(batch_size):
-            x = self.train_x[idx]
-            if self.binarize == "dynamic":
-                x = torch.bernoulli(x, generator=generator)
-            yield x, idx
+            yield self.batch(idx, generator), idx
+
+    def batch(self, idx, generator=None):
+        """The training images at positions ``idx``, freshly binarized under ``"dynamic"``."""
+        x = self.train_x[idx]
+        if self.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=generator)
+        return x
 
     def split(self, name):
         """The ``(x, y)`` of the ``"train"`` or ``"test"`` split, as scored by evaluation.

@@ -27,3 +27,7 @@ class CheckpointError(PyroVAEError, ValueError):
 
 class DivergenceError(PyroVAEError, FloatingPointError):
     """Training produced a non-finite loss or gradient."""
+
+
+class MissingDependencyError(PyroVAEError, ImportError):
+    """A feature needs an optional extra that is not installed; the message says how to install it."""

@@ -180,13 +180,19 @@ def load_run(path):
     return Run(config, model, guide, state["x_shape"], path=os.path.dirname(os.path.abspath(file)))
 
 
-def train_run(config, out=None, overwrite=False, quiet=False):
-    """Train the run ``config`` describes and write its run directory; return the :class:`Run`.
+def train_run(config, out=None, overwrite=False, quiet=False, fit=fit):
+    """Train the run ``config`` describes and write its run directory.
+
+    Returns the :class:`Run` and its metrics, or ``(None, None)`` in a process that leaves the writing
+    to another (a data-parallel process other than global rank 0).
 
     :param Config config: what to train.
     :param str out: the run directory (default ``runs/DATASET-TIMESTAMP``).
     :param bool overwrite: allow writing into a non-empty directory.
     :param bool quiet: no progress bars.
+    :param fit: the trainer, :func:`pyro_vae.train.fit` or one with its signature that returns
+        ``None`` in the processes that must not write, such as
+        :func:`pyro_vae.distributed.fit_distributed`.
     """
     out = out or default_run_dir(config.dataset)
     start = time.perf_counter()
@@ -201,9 +207,9 @@ def train_run(config, out=None, overwrite=False, quiet=False):
             f"batch_size {config.batch_size} is larger than the training set "
             f"({data.train_x.shape[0]} images)"
         )
+    # The directory stays empty until training ends: data-parallel processes learn their rank only
+    # once they have met, and every one of them passes through here first.
     prepare_run_dir(out, overwrite)
-    write_json(os.path.join(out, "config.json"), config.as_dict())
-
     pyro.set_rng_seed(config.seed)  # the networks' initial weights come from the seed too
     model, guide = build(config, data.x_shape)
     history = fit(
@@ -217,6 +223,9 @@ def train_run(config, out=None, overwrite=False, quiet=False):
         seed=config.seed,
         quiet=quiet,
     )
+    if history is None:
+        return None, None
+    write_json(os.path.join(out, "config.json"), config.as_dict())
     train_seconds = history.seconds[-1]
     run = Run(config, model, guide, data.x_shape, path=out)
     run.save(out)

@@ -60,15 +60,7 @@ def fit(
     :param bool quiet: no progress bar.
     :param int test_samples: latent samples per image for the per-epoch test ELBO.
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"the learning rate must be a positive number, got {lr!r}")
-    n = data.train_x.shape[0]
-    if n == 0:
-        raise DataError("the training set is empty")
-
+    n = check_fit_arguments(data, epochs, batch_size, lr)
     pyro.set_rng_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     elbo = elbo if elbo is not None else Trace_ELBO()
@@ -84,21 +76,13 @@ def fit(
             model.train(), guide.train()
             total = 0.0
             for step, (x, idx) in enumerate(data.batches(batch_size, generator), 1):
-                try:
-                    loss = loss_fn(x, None, idx, n)
-                except ValueError:
-                    # Pyro's validation rejects NaN parameters of a distribution before any loss.
-                    if all(torch.isfinite(p).all() for p in params):
-                        raise
-                    _diverged("the parameters", "non-finite", epoch, step)
+                loss = elbo_loss(loss_fn, params, x, idx, n, epoch, step)
                 value = loss.item()
                 if not math.isfinite(value):
                     _diverged("the ELBO", value, epoch, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-                if not torch.isfinite(grad_norm):
-                    _diverged("the gradient norm", grad_norm.item(), epoch, step)
+                check_gradient(params, epoch, step)
                 optimizer.step()
                 total += value * len(idx) / n
                 bar.update()
@@ -116,6 +100,38 @@ def fit(
                 test=f"{history.test_elbo[-1]:.2f}",
             )
     return history
+
+
+def check_fit_arguments(data, epochs, batch_size, lr):
+    """Refuse what :func:`fit` cannot train with; return the training set's size."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"the learning rate must be a positive number, got {lr!r}")
+    n = data.train_x.shape[0]
+    if n == 0:
+        raise DataError("the training set is empty")
+    return n
+
+
+def elbo_loss(loss_fn, params, x, idx, size, epoch, step):
+    """``loss_fn(x, None, idx, size)``: the minibatch's estimate of the negative ELBO of all ``size``
+    training images; non-finite parameters become a :class:`DivergenceError` naming the step."""
+    try:
+        return loss_fn(x, None, idx, size)
+    except ValueError:
+        # Pyro's validation rejects NaN parameters of a distribution before any loss.
+        if all(torch.isfinite(p).all() for p in params):
+            raise
+        _diverged("the parameters", "non-finite", epoch, step)
+
+
+def check_gradient(params, epoch, step):
+    """Raise :class:`DivergenceError` when the gradient of ``params`` is not finite."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+    if not torch.isfinite(grad_norm):
+        _diverged("the gradient norm", grad_norm.item(), epoch, step)
 
 
 def _diverged(what, value, epoch, step):

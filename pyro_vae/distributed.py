@@ -1,0 +1,290 @@
+"""Data-parallel training on PyTorch Lightning: the same model, guide and ELBO on many processes.
+
+Needs the optional extra: ``pip install 'pyro_vae[distributed]'``.
+
+The route is the one Pyro shows in ``examples/svi_lightning.py``: the ELBO becomes a loss module
+(``elbo(model, guide)``), parameters live in the modules (importing pyro_vae turned on
+``module_local_params``), and a plain torch optimizer steps them. Lightning's DDP strategy runs one
+process per device and averages the gradients of all processes after every backward pass. Nothing
+about the model changes::
+
+    pyro-vae train --devices 4 --accelerator gpu --strategy ddp --out runs/big
+
+Why the gradient is the single-process one. A global minibatch of ``B`` images is split over ``W``
+processes; each draws its ``B / W`` images from its own shard of the training set (a
+:class:`~torch.utils.data.DistributedSampler`, reshuffled every epoch) and evaluates the ELBO with
+the ``"data"`` plate at the full training-set size ``N``. Its loss, ``N / (B / W)`` times the sum
+over its images, is then on its own an unbiased estimate of the whole training set's loss, and the
+average DDP takes is ``N / B`` times the sum over all ``B`` images: exactly what one process computes
+on the concatenated minibatch.
+
+Reference: S. Li et al., PyTorch Distributed: Experiences on Accelerating Data Parallel Training,
+VLDB 2020.
+"""
+
+import functools
+import logging
+import time
+import warnings
+from contextlib import contextmanager
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+from torch.utils.data import DataLoader, DistributedSampler
+
+from . import evaluate
+from .errors import ConfigError, MissingDependencyError
+from .guides import AmortizedGuide
+from .runs import train_run
+from .train import History, check_fit_arguments, check_gradient, elbo_loss
+
+try:
+    import lightning.pytorch as pl
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+except ImportError:
+    raise MissingDependencyError(
+        "data-parallel training (--devices, --num-nodes, --strategy, --accelerator) needs PyTorch "
+        "Lightning; install it with: pip install 'pyro_vae[distributed]'"
+    ) from None
+
+STRATEGIES = ("ddp", "auto")
+ACCELERATORS = ("cpu", "gpu", "auto")
+
+
+class SVIModule(pl.LightningModule):
+    """A Pyro model and guide trained by stochastic variational inference inside Lightning.
+
+    Each process trains on its shard of the training set; see the module docstring for why the
+    averaged gradient equals the single-process gradient of the global minibatch. The process of
+    global rank 0 records the per-epoch :class:`~pyro_vae.train.History` in ``history``.
+
+    :param model: a pyro_vae model (see :mod:`pyro_vae.models` for the calling convention).
+    :param guide: a guide with the same signature.
+    :param data: a :class:`pyro_vae.data.Data`.
+    :param elbo: a Pyro ELBO instance (default :class:`~pyro.infer.Trace_ELBO`).
+    :param int batch_size: images per step over all processes together, split evenly among them.
+    :param float lr: Adam's learning rate.
+    :param int seed: seeds the shuffling (the same in every process) and, offset by the rank, each
+        process's Monte Carlo and binarization noise.
+    :param int test_samples: latent samples per image for the per-epoch test ELBO.
+    """
+
+    def __init__(
+        self, model, guide, data, elbo=None, batch_size=128, lr=1e-3, seed=0, test_samples=1
+    ):
+        super().__init__()
+        self.loss_fn = (elbo if elbo is not None else Trace_ELBO())(model, guide)
+        self.data = data
+        self.size = data.train_x.shape[0]
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+        self.test_samples = test_samples
+        self.history = History()
+
+    @property
+    def model(self):
+        return self.loss_fn.model
+
+    @property
+    def guide(self):
+        return self.loss_fn.guide
+
+    def train_dataloader(self):
+        world = self.trainer.world_size
+        positions = range(self.size)
+        sampler = DistributedSampler(
+            positions, num_replicas=world, rank=self.trainer.global_rank, seed=self.seed
+        )
+        # Lightning calls sampler.set_epoch at every epoch, so each epoch reshuffles the shards.
+        # The loader yields positions only; the images are sliced and binarized a minibatch at a
+        # time, as in Data.batches.
+        return DataLoader(
+            positions, batch_size=self.batch_size // world, sampler=sampler, collate_fn=self._slice
+        )
+
+    def _slice(self, positions):
+        idx = torch.tensor(positions)
+        return self.data.batch(idx), idx
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.loss_fn.parameters(), lr=self.lr)
+
+    def on_fit_start(self):
+        # DDP gives every process rank 0's initial weights; the noise should differ between ranks.
+        pyro.set_rng_seed(self.seed + self.global_rank)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_start(self):
+        self._totals = torch.zeros(2, dtype=torch.float64)  # sum of per-image losses, images
+
+    def training_step(self, batch, batch_idx):
+        x, idx = batch
+        self._step = batch_idx + 1
+        loss = elbo_loss(
+            self.loss_fn, self.parameters(), x, idx, self.size, self.current_epoch + 1, self._step
+        )
+        value = loss.item()
+        self._totals += torch.tensor([value * len(idx) / self.size, len(idx)], dtype=torch.float64)
+        self.log("elbo", -value / self.size, prog_bar=True)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        # Checked after DDP's all-reduce: every process holds the same gradient, so a divergence on
+        # any one of them stops all of them at the same step instead of leaving the others waiting.
+        check_gradient(self.parameters(), self.current_epoch + 1, self._step)
+
+    def on_train_epoch_end(self):
+        total, count = self.trainer.strategy.reduce(
+            self._totals.to(self.device), reduce_op="sum"
+        ).tolist()
+        if not self.trainer.is_global_zero:
+            return
+        self.eval()
+        test_elbo = evaluate.elbo(
+            self.model, self.guide, self.data.test_x.to(self.device), num_samples=self.test_samples
+        )
+        self.train()
+        self.history.epoch.append(self.current_epoch + 1)
+        self.history.train_elbo.append(-total / count)
+        self.history.test_elbo.append(test_elbo.mean().item())
+        self.history.seconds.append(time.perf_counter() - self._start)
+        self.log_dict(
+            {"train": self.history.train_elbo[-1], "test": self.history.test_elbo[-1]},
+            prog_bar=True,
+            rank_zero_only=True,
+        )
+
+
+def fit_distributed(
+    model,
+    guide,
+    data,
+    elbo=None,
+    epochs=10,
+    batch_size=128,
+    lr=1e-3,
+    seed=0,
+    quiet=False,
+    test_samples=1,
+    devices=1,
+    num_nodes=1,
+    strategy="ddp",
+    accelerator="auto",
+    callbacks=(),
+):
+    """:func:`pyro_vae.train.fit` on ``devices`` processes on each of ``num_nodes`` machines.
+
+    Takes the arguments of :func:`~pyro_vae.train.fit`, with ``batch_size`` the global minibatch,
+    and returns the per-epoch :class:`~pyro_vae.train.History` in the process of global rank 0 and
+    ``None`` in the others. Every process runs this function with the same arguments: Lightning
+    starts the other processes of a machine itself, or finds them started by ``torchrun`` or a
+    cluster launcher (SLURM and others Lightning knows).
+
+    :param int devices: processes per machine, one per GPU (or CPU process).
+    :param int num_nodes: machines.
+    :param str strategy: Lightning's ``"ddp"`` (or ``"auto"`` to let Lightning choose).
+    :param str accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
+    :param callbacks: extra Lightning callbacks.
+    """
+    check_fit_arguments(data, epochs, batch_size, lr)
+    for name, value, choices in (
+        ("strategy", strategy, STRATEGIES),
+        ("accelerator", accelerator, ACCELERATORS),
+    ):
+        if value not in choices:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+    for name, value in (("devices", devices), ("num_nodes", num_nodes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    world = devices * num_nodes
+    if world > 1 and not isinstance(guide, AmortizedGuide):
+        raise ConfigError(
+            f"data-parallel training supports only the amortized guide, not "
+            f"{type(guide).__name__}: a per-datapoint guide keeps parameters for every training "
+            "image, and each process would have to hold and update its own shard of them; train it "
+            "in one process"
+        )
+    if batch_size % world:
+        raise ConfigError(
+            f"batch_size {batch_size} does not split evenly over {world} processes (--devices "
+            f"times --num-nodes); choose a multiple of {world}"
+        )
+    module = SVIModule(model, guide, data, elbo, batch_size, lr, seed, test_samples)
+    with _lightning_quiet(quiet):
+        try:
+            trainer = pl.Trainer(
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=num_nodes,
+                strategy=strategy,
+                max_epochs=epochs,
+                use_distributed_sampler=False,  # SVIModule shards the data itself
+                logger=False,
+                enable_checkpointing=False,  # the run directory's checkpoint is written by runs.py
+                enable_model_summary=False,
+                enable_progress_bar=not quiet,
+                callbacks=list(callbacks),
+            )
+        except MisconfigurationException as e:
+            raise ConfigError(
+                f"cannot train with --accelerator {accelerator} --devices {devices}: "
+                f"{str(e).strip().splitlines()[0]}"
+            ) from None
+        trainer.fit(module)
+    model.cpu(), guide.cpu()
+    return module.history if trainer.is_global_zero else None
+
+
+def train_run_distributed(
+    config,
+    out,
+    overwrite=False,
+    quiet=False,
+    devices=1,
+    num_nodes=1,
+    strategy="ddp",
+    accelerator="auto",
+    callbacks=(),
+):
+    """:func:`pyro_vae.runs.train_run` through :func:`fit_distributed` (see it for the options).
+
+    Every process must name the same run directory ``out``; the process of global rank 0 writes it,
+    in the same format as a single-process run, and the others return ``(None, None)``.
+    """
+    if not out and devices * num_nodes > 1:
+        raise ConfigError(
+            "a data-parallel run needs --out: every process must write to the same run directory"
+        )
+    fit = functools.partial(
+        fit_distributed,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        accelerator=accelerator,
+        callbacks=callbacks,
+    )
+    return train_run(config, out, overwrite=overwrite, quiet=quiet, fit=fit)
+
+
+@contextmanager
+def _lightning_quiet(quiet):
+    """Silence Lightning's device report under ``quiet``, and advice that does not apply here."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [log.level for log in loggers]
+    with warnings.catch_warnings():
+        # The images are in memory and a minibatch is one slice: loader workers would only copy.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        # The epoch's numbers that SVIModule logs are reduced over the processes already.
+        warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
+        # Lightning's own use of a torch API that newer torch deprecates.
+        warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+        if quiet:
+            for log in loggers:
+                log.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for log, level in zip(loggers, levels):
+                log.setLevel(level)

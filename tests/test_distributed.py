@@ -1,0 +1,247 @@
+"""Data-parallel training: two CPU processes (gloo) measured against one process.
+
+The two-process run happens once, in a subprocess: ``python -m tests.test_distributed OUT`` trains
+a tiny VAE on mnist-small through :func:`pyro_vae.distributed.train_run_distributed`, as
+``pyro-vae train --devices 2 --accelerator cpu`` does, and each process saves what it saw: the
+minibatch positions of every step, and for the first step the images, the initial weights and the
+gradient after DDP's all-reduce. The tests then recompute that gradient in this process on the
+concatenated minibatch.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from pyro.poutine.messenger import Messenger
+
+from pyro_vae import load_run
+from pyro_vae.config import Config, build
+from pyro_vae.data import load_dataset
+from pyro_vae.errors import ConfigError
+from pyro_vae.runs import Run, evaluate_run
+from tests.conftest import assert_close
+from tests.test_cli import ROOT, assert_clean_error
+from tests.test_runs import METRIC_KEYS
+
+needs_lightning = pytest.mark.skipif(
+    importlib.util.find_spec("lightning") is None, reason="pyro_vae[distributed] is not installed"
+)
+
+CONFIG = Config(z_dim=4, hidden_dims=(32,), epochs=2, batch_size=200, log_px_samples=20)
+N = 4000  # mnist-small's training images
+PROCESSES = 2
+
+
+class FixedNoise(Messenger):
+    """Draw the guide's ``z`` as ``loc + scale * eps`` with a given ``eps``: still reparameterized,
+    but the same Monte Carlo noise wherever the same images are used."""
+
+    def __init__(self, eps):
+        super().__init__()
+        self.eps = eps
+
+    def _pyro_sample(self, msg):
+        # The model's "z" is replayed from the guide's (its value is set); only the guide draws.
+        if msg["name"] == "z" and msg["value"] is None and not msg["is_observed"]:
+            normal = msg["fn"].base_dist
+            msg["value"] = normal.loc + normal.scale * self.eps
+
+
+def noise(idx):
+    return torch.randn(N, CONFIG.z_dim, generator=torch.Generator().manual_seed(5))[idx]
+
+
+def probe(out):
+    """Run in every process of the two-process run; writes ``out/run`` and ``out/rankR.pt``."""
+    import lightning.pytorch as pl
+
+    from pyro_vae.distributed import train_run_distributed
+
+    class Recorder(pl.Callback):
+        def __init__(self):
+            self.steps, self.first, self.noise = [], {}, None
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            x, idx = batch
+            self.steps.append((trainer.current_epoch, idx.clone()))
+            if trainer.global_step == 0:
+                self.first.update(x=x.clone(), idx=idx.clone())
+                for name in ("model", "guide"):
+                    state = getattr(module, name).state_dict()
+                    self.first[name] = {k: v.clone() for k, v in state.items()}
+                self.noise = FixedNoise(noise(idx)).__enter__()
+
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            if trainer.global_step == 0:
+                params = module.loss_fn.named_parameters()
+                self.first["grad"] = {name: p.grad.clone() for name, p in params}
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if self.noise is not None:
+                self.noise.__exit__(None, None, None)
+                self.noise = None
+
+        def on_fit_end(self, trainer, module):
+            record = {"steps": self.steps, **self.first}
+            torch.save(record, os.path.join(out, f"rank{trainer.global_rank}.pt"))
+
+    train_run_distributed(
+        CONFIG,
+        os.path.join(out, "run"),
+        quiet=True,
+        devices=PROCESSES,
+        accelerator="cpu",
+        strategy="ddp",
+        callbacks=[Recorder()],
+    )
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ddp"))
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.test_distributed", out],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(PROCESSES)]
+    return os.path.join(out, "run"), ranks
+
+
+def single_process_gradient(record, x, idx):
+    """The gradient one process computes for ``x`` at positions ``idx`` from the initial weights."""
+    model, guide = build(CONFIG, x.shape[1:])
+    model.load_state_dict(record["model"])
+    guide.load_state_dict(record["guide"])
+    loss_fn = CONFIG.make_elbo()(model, guide)
+    with FixedNoise(noise(idx)):
+        loss_fn(x, None, idx, N).backward()
+    return {name: p.grad for name, p in loss_fn.named_parameters()}
+
+
+@needs_lightning
+def test_gradient_equals_the_single_process_gradient_of_the_global_batch(two_processes):
+    _, ranks = two_processes
+    assert [len(r["idx"]) for r in ranks] == [CONFIG.batch_size // PROCESSES] * PROCESSES
+    x = torch.cat([r["x"] for r in ranks])
+    idx = torch.cat([r["idx"] for r in ranks])
+    expected = single_process_gradient(ranks[0], x, idx)
+    for name, grad in expected.items():
+        tol = 1e-4 * grad.abs().max().item()
+        for r in ranks:
+            assert_close(r["grad"][name], grad, rtol=1e-4, atol=tol, msg=name)
+    # Rank 0's gradient of its own shard is far from it: the average over processes matters.
+    own = single_process_gradient(ranks[0], ranks[0]["x"], ranks[0]["idx"])
+    flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
+    assert (flat(own) - flat(expected)).norm() > 0.05 * flat(expected).norm()
+
+
+@needs_lightning
+def test_each_epoch_deals_every_image_to_one_process_in_a_new_order(two_processes):
+    _, ranks = two_processes
+    shards = {
+        (rank, epoch): torch.cat([idx for e, idx in r["steps"] if e == epoch])
+        for rank, r in enumerate(ranks)
+        for epoch in range(CONFIG.epochs)
+    }
+    for epoch in range(CONFIG.epochs):
+        dealt = torch.cat([shards[rank, epoch] for rank in range(PROCESSES)])
+        assert sorted(dealt.tolist()) == list(range(N))
+    assert not torch.equal(shards[0, 0], shards[0, 1])  # the sampler's set_epoch reshuffles
+
+
+@needs_lightning
+def test_the_run_directory_is_that_of_a_single_process_run(two_processes):
+    out, _ = two_processes
+    assert {
+        "config.json",
+        "checkpoint.pt",
+        "metrics.json",
+        "history.json",
+        "samples.png",
+        "reconstructions.png",
+        "latent.png",
+        "training-curve.png",
+    } <= set(os.listdir(out))
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    model, guide = build(CONFIG, (1, 28, 28))
+    assert state.keys() == Run(CONFIG, model, guide, (1, 28, 28)).state().keys()
+
+    run = load_run(out)
+    assert run.config == CONFIG
+    history = json.load(open(os.path.join(out, "history.json")))
+    assert history["epoch"] == [1, 2] and history["test_elbo"][1] > history["test_elbo"][0]
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["test_elbo"] > -500  # an untrained model scores about -543 nats
+    again = evaluate_run(run, load_dataset("mnist-small"), num_samples=CONFIG.log_px_samples)
+    for key in ("train_elbo", "test_elbo", "test_log_px"):
+        assert again[key] == pytest.approx(metrics[key], abs=0.01)
+
+
+@needs_lightning
+def test_only_the_amortized_guide_is_data_parallel():
+    from pyro_vae.distributed import fit_distributed
+    from tests.linear_gaussian import GaussianGuide, LinearGaussian
+
+    data = load_dataset("mnist-small")
+    model = LinearGaussian()
+    guide = GaussianGuide(lambda x: x[..., :2], torch.eye(2))
+    with pytest.raises(ConfigError, match="only the amortized guide, not GaussianGuide"):
+        fit_distributed(model, guide, data, devices=2, accelerator="cpu")
+
+
+@needs_lightning
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--devices", "2"], "needs --out"),
+        (["--devices", "3", "--out", "{tmp}/r"], "does not split evenly over 3 processes"),
+        (["--num-nodes", "2", "--batch-size", "101", "--out", "{tmp}/r"], "multiple of 2"),
+    ],
+)
+def test_bad_distributed_settings_are_one_line_errors(args, message, tmp_path, capsys):
+    from pyro_vae.cli import main
+
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["train", "--epochs", "1", "--quiet", *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pyro-vae: error:") and message in err[0], err
+
+
+@needs_lightning
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
+    from pyro_vae.cli import main
+
+    argv = ["train", "--accelerator", "gpu", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    assert "cannot train with --accelerator gpu" in capsys.readouterr().err
+
+
+def test_without_lightning_the_flags_say_how_to_install_it(tmp_path):
+    # None in sys.modules makes "import lightning" fail as if it were not installed.
+    code = "import sys; sys.modules['lightning'] = None; from pyro_vae.cli import main; "
+    code += "sys.exit(main(sys.argv[1:]))"
+    out = tmp_path / "r"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "train", "--devices", "2", "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=600,
+    )
+    assert_clean_error(result, "pip install 'pyro_vae[distributed]'")
+    assert not out.exists()
+
+
+if __name__ == "__main__":
+    probe(sys.argv[1])
