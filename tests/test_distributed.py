@@ -24,8 +24,8 @@ from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.runs import Run, evaluate_run
 from tests.conftest import assert_close
-from tests.test_cli import ROOT, assert_clean_error
-from tests.test_runs import METRIC_KEYS
+from tests.test_cli import ROOT, TINY, assert_clean_error, pyro_vae
+from tests.test_runs import METRIC_KEYS, RUN_FILES
 
 needs_lightning = pytest.mark.skipif(
     importlib.util.find_spec("lightning") is None, reason="pyro_vae[distributed] is not installed"
@@ -161,16 +161,7 @@ def test_each_epoch_deals_every_image_to_one_process_in_a_new_order(two_processe
 @needs_lightning
 def test_the_run_directory_is_that_of_a_single_process_run(two_processes):
     out, _ = two_processes
-    assert {
-        "config.json",
-        "checkpoint.pt",
-        "metrics.json",
-        "history.json",
-        "samples.png",
-        "reconstructions.png",
-        "latent.png",
-        "training-curve.png",
-    } <= set(os.listdir(out))
+    assert RUN_FILES <= set(os.listdir(out))
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     model, guide = build(CONFIG, (1, 28, 28))
     assert state.keys() == Run(CONFIG, model, guide, (1, 28, 28)).state().keys()
@@ -185,6 +176,23 @@ def test_the_run_directory_is_that_of_a_single_process_run(two_processes):
     again = evaluate_run(run, load_dataset("mnist-small"), num_samples=CONFIG.log_px_samples)
     for key in ("train_elbo", "test_elbo", "test_log_px"):
         assert again[key] == pytest.approx(metrics[key], abs=0.01)
+
+
+@needs_lightning
+@pytest.mark.slow
+def test_cli_trains_on_two_processes_and_evaluate_reads_the_run(tmp_path):
+    out = str(tmp_path / "run")
+    flags = ["--devices", "2", "--accelerator", "cpu", "--strategy", "ddp", "--out", out]
+    result = pyro_vae("train", *TINY, *flags)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("test log p(x)") == 1  # rank 0 reports for both processes
+    result = pyro_vae("evaluate", out, "-k", "20", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert json.loads(result.stdout)["test_log_px"] == pytest.approx(
+        metrics["test_log_px"], abs=0.01
+    )
+    assert_clean_error(pyro_vae("train", *TINY, *flags), "--overwrite")
 
 
 @needs_lightning
