@@ -12,8 +12,9 @@ import pyro
 
 pyro.settings.set(module_local_params=True)
 
+from .checkpoints import read_checkpoint  # noqa: E402
 from .config import Config, build  # noqa: E402
-from .data import Data, load_dataset  # noqa: E402
+from .data import Data, load_dataset, load_images  # noqa: E402
 from .errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
@@ -28,7 +29,7 @@ from .evaluate import elbo, log_px, log_weights  # noqa: E402
 from .guides import AmortizedGuide  # noqa: E402
 from .models import VAE, data_plate  # noqa: E402
 from .nets import MLPDecoder, MLPEncoder, make_fc  # noqa: E402
-from .runs import Run, load_run, train_run  # noqa: E402
+from .runs import Run, load_run, resume_run, train_run  # noqa: E402
 from .train import History, fit  # noqa: E402
 
 __version__ = "0.1.0"
@@ -55,9 +56,12 @@ __all__ = [
     "elbo",
     "fit",
     "load_dataset",
+    "load_images",
     "load_run",
     "log_px",
     "log_weights",
     "make_fc",
+    "read_checkpoint",
+    "resume_run",
     "train_run",
 ]

@@ -1,11 +1,11 @@
-"""The ``pyro-vae`` command line: train, evaluate, sample, demo."""
+"""The ``pyro-vae`` command line: train, evaluate, sample, demo, inspect."""
 
 import argparse
 import json
 import os
 import sys
 
-from .errors import PyroVAEError, RunDirError
+from .errors import ConfigError, PyroVAEError, RunDirError
 
 
 def _positive_int(text):
@@ -42,23 +42,33 @@ def _int_list(text):
     return tuple(values)
 
 
+def _dataset_name(text):
+    from .data import is_dataset_name
+
+    if not is_dataset_name(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown dataset {text!r}; choose mnist-small, mnist, fashion-mnist, cifar10 or "
+            "folder:PATH"
+        )
+    return text
+
+
 def _add_train_args(p, d):
     from .config import ELBOS
-    from .data import BINARIZATIONS, DATASETS
+    from .data import BINARIZATIONS
 
     p.add_argument(
         "--dataset",
         default=d.dataset,
-        choices=DATASETS,
-        help="mnist-small is embedded; mnist and fashion-mnist come through torchvision "
-        "(default: %(default)s)",
+        type=_dataset_name,
+        help="mnist-small is embedded; mnist, fashion-mnist and cifar10 come through "
+        "torchvision; folder:PATH reads your own images (default: %(default)s)",
     )
     p.add_argument(
         "--binarize",
-        default=d.binarize,
         choices=BINARIZATIONS,
         help="none, static (one fixed-seed sample) or dynamic (fresh per minibatch) "
-        "(default: %(default)s)",
+        "(default: dynamic for the Bernoulli likelihood, none for the others)",
     )
     p.add_argument("--z-dim", type=_positive_int, default=d.z_dim, help="(default: %(default)s)")
     p.add_argument(
@@ -75,17 +85,24 @@ def _add_train_args(p, d):
         "--lr", type=_positive_float, default=d.lr, help="Adam learning rate (default: %(default)s)"
     )
     p.add_argument(
+        "--clip-grad",
+        type=_positive_float,
+        default=d.clip_grad,
+        metavar="NORM",
+        help="rescale each step's gradient to at most this norm (default: no clipping)",
+    )
+    p.add_argument(
         "--elbo",
-        default=d.elbo,
         choices=tuple(ELBOS),
         help="trace: Monte Carlo KL (Trace_ELBO); meanfield: analytic KL "
-        "(TraceMeanField_ELBO) (default: %(default)s)",
+        "(TraceMeanField_ELBO); iwae: the importance-weighted bound with --num-particles K "
+        "(default: meanfield, trace for --model hierarchical)",
     )
     p.add_argument(
         "--num-particles",
         type=_positive_int,
         default=d.num_particles,
-        help="latent samples per image per step (default: %(default)s)",
+        help="latent samples per image per step; K of --elbo iwae (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
     p.add_argument(
@@ -94,7 +111,100 @@ def _add_train_args(p, d):
         default=d.log_px_samples,
         help="importance samples K for the final test log p(x) (default: %(default)s)",
     )
+    _add_family_args(p.add_argument_group("model family (see the README's Model family)"), d)
     _add_out_args(p)
+
+
+def _add_family_args(g, d):
+    from .likelihoods import LIKELIHOODS
+    from .nets import NETS
+
+    g.add_argument(
+        "--model",
+        default=d.model,
+        help="vae, hierarchical (two latent layers z1 -> z -> x) or FILE.py:CLASS, your own "
+        "model file (default: %(default)s)",
+    )
+    g.add_argument(
+        "--likelihood",
+        default=d.likelihood,
+        choices=LIKELIHOODS,
+        help="p(x|z) per pixel; gaussian learns a per-pixel scale unless --sigma fixes it "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--sigma",
+        type=_positive_float,
+        help="fixed scale of the gaussian likelihood (the MSE loss with its constant)",
+    )
+    g.add_argument(
+        "--net",
+        default=d.net,
+        choices=NETS,
+        help="mlp, or conv (strided convolutions; --hidden-dims are then channels, e.g. 32,64) "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--condition",
+        default=d.condition,
+        metavar="{none,label,quadrants:N}",
+        help="label: a CVAE conditioned on the class; quadrants:N (N = 1, 2, 3): image "
+        "completion from N observed quadrants (default: %(default)s)",
+    )
+    g.add_argument(
+        "--learned-prior",
+        action="store_true",
+        help="learn a conditional prior p(z|y) instead of Normal(0, I)",
+    )
+    g.add_argument("--z1-dim", type=_positive_int, help="top layer of --model hierarchical")
+    g.add_argument(
+        "--beta",
+        type=_positive_float,
+        default=d.beta,
+        help="weight of the KL term (beta-VAE); evaluation always reports the ELBO at beta=1 "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--kl-warmup",
+        type=_non_negative_int,
+        default=d.kl_warmup,
+        metavar="EPOCHS",
+        help="raise the KL weight linearly from beta/EPOCHS to beta over EPOCHS epochs "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--image-size",
+        type=_positive_int,
+        help="resize images to SIZE x SIZE (default: the dataset's size; 64 for folder:PATH)",
+    )
+
+
+def _non_negative_int(text):
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _family_from_args(args):
+    """The model-family settings of ``args``, with defaults that depend on each other."""
+    elbo = args.elbo or ("trace" if args.model == "hierarchical" else "meanfield")
+    binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
+    model = args.model
+    if model.endswith(".py") or ".py:" in model:  # saved absolute, so the run loads from anywhere
+        path, _, cls = model.rpartition(":") if ".py:" in model else (model, "", "")
+        model = f"{os.path.abspath(path)}:{cls}"
+    return dict(
+        binarize=binarize,
+        elbo=elbo,
+        model=model,
+        likelihood=args.likelihood,
+        sigma=args.sigma,
+        net=args.net,
+        condition=args.condition,
+        learned_prior=args.learned_prior,
+        z1_dim=args.z1_dim,
+        beta=args.beta,
+        kl_warmup=args.kl_warmup,
+        image_size=args.image_size,
+    )
 
 
 def _add_out_args(p):
@@ -112,17 +222,20 @@ def _config_from_args(args):
 
     return Config(
         dataset=args.dataset,
-        binarize=args.binarize,
         z_dim=args.z_dim,
         hidden_dims=args.hidden_dims,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        elbo=args.elbo,
         num_particles=args.num_particles,
         seed=args.seed,
         log_px_samples=args.log_px_samples,
+        clip_grad=args.clip_grad,
+        **_family_from_args(args),
     )
+
+
+FIGURES = ("samples.png", "reconstructions.png", "latent.png", "training-curve.png")
 
 
 def _print_metrics(metrics, out):
@@ -135,7 +248,14 @@ def _print_metrics(metrics, out):
         f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f} "
         f"nats/image (importance sampling, K={metrics['log_px_samples']})"
     )
-    print("  figures        samples.png reconstructions.png latent.png training-curve.png")
+    if metrics.get("measures"):
+        print(f"                 {metrics['measures']}")
+    if "baseline_test_log_px" in metrics:
+        print(
+            f"  baseline       {metrics['baseline_test_log_px']:.2f} nats/image "
+            "(deterministic network, same task)"
+        )
+    print("  figures        " + " ".join(metrics.get("figures", FIGURES)))
 
 
 def _add_distributed_args(p):
@@ -153,6 +273,13 @@ def _add_distributed_args(p):
     g.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), help="(default: auto)")
 
 
+def _distributed(args):
+    return any(
+        getattr(args, name) is not None
+        for name in ("devices", "num_nodes", "strategy", "accelerator")
+    )
+
+
 def _train_distributed(args, config):
     from .distributed import train_run_distributed
 
@@ -165,20 +292,103 @@ def _train_distributed(args, config):
         num_nodes=args.num_nodes or 1,
         strategy=args.strategy or "ddp",
         accelerator=args.accelerator or "auto",
+        checkpoint_every=args.checkpoint_every,
     )
     if metrics is not None:  # the process of global rank 0 reports for all
         _print_metrics(metrics, args.out)
 
 
 def cmd_train(args):
-    from .runs import default_run_dir, train_run
+    from .runs import default_run_dir, resume_run, train_run
 
-    config = _config_from_args(args)
-    if any(v is not None for v in (args.devices, args.num_nodes, args.strategy, args.accelerator)):
+    if args.resume:
+        if _distributed(args):
+            raise ConfigError(
+                "--resume continues a run in one process; a data-parallel run cannot be resumed "
+                "on several (--devices, --num-nodes, --strategy, --accelerator), but pyro-vae "
+                f"train --resume {args.resume} alone continues it from its last epoch"
+            )
+        _check_resume_args(args)
+        _, metrics = resume_run(
+            args.resume, quiet=args.quiet, checkpoint_every=args.checkpoint_every
+        )
+        _print_metrics(metrics, args.resume)
+        return
+    config = _config_from_file(args) if args.config else _config_from_args(args)
+    if _distributed(args):
         return _train_distributed(args, config)
     out = args.out or default_run_dir(config.dataset)
-    _, metrics = train_run(config, out, overwrite=args.overwrite, quiet=args.quiet)
+    _, metrics = train_run(
+        config,
+        out,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        checkpoint_every=args.checkpoint_every,
+    )
     _print_metrics(metrics, out)
+
+
+def _add_resume_args(p):
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint, with its saved settings",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from the settings in FILE (a run's config.json, or its directory); options "
+        "given on the command line override them",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="N",
+        help="also checkpoint every N steps (default: at the end of each epoch only)",
+    )
+
+
+# Options that change how a run is carried out, not what it computes.
+_RESUME_ALLOWED = {"resume", "quiet", "checkpoint_every"}
+
+
+def _given_options(argv):
+    """The names of the train options that ``argv`` sets explicitly (argparse fills in the rest)."""
+    from .config import Config
+
+    p = _Parser(add_help=False)
+    _add_train_args(p, Config())
+    _add_resume_args(p)
+    _add_distributed_args(p)
+    unset = object()
+    # argparse fills in a default only where the namespace has no value yet.
+    blank = argparse.Namespace(**dict.fromkeys(vars(p.parse_args([])), unset))
+    return {name for name, value in vars(p.parse_args(argv, blank)).items() if value is not unset}
+
+
+def _check_resume_args(args):
+    extra = sorted(_given_options(args.argv[1:]) - _RESUME_ALLOWED)
+    if extra:
+        flag = "--" + extra[0].replace("_", "-")
+        raise ConfigError(
+            f"--resume continues {args.resume} with its saved settings and takes no {flag}; to "
+            f"change settings start a new run: pyro-vae train --config "
+            f"{os.path.join(args.resume, 'config.json')} {flag} ..."
+        )
+
+
+def _config_from_file(args):
+    """The config in ``--config``, overridden by the config options given on the command line."""
+    from dataclasses import fields
+
+    from .config import Config
+    from .runs import CONFIG, read_config
+
+    path = os.path.join(args.config, CONFIG) if os.path.isdir(args.config) else args.config
+    config = read_config(path)
+    given = _given_options(args.argv[1:])
+    overrides = {f.name: getattr(args, f.name) for f in fields(config) if f.name in given}
+    return Config.from_dict({**config.as_dict(), **overrides})
 
 
 def cmd_demo(args):
@@ -197,11 +407,12 @@ def cmd_demo(args):
 
 
 def cmd_evaluate(args):
-    from .data import load_dataset
-    from .runs import evaluate_run, load_run
+    from .runs import evaluate_run, load_run, load_run_data
 
     run = load_run(args.run)
-    data = load_dataset(run.config.dataset, run.config.binarize)
+    if args.images:
+        return _evaluate_images(run, args)
+    data = load_run_data(run.config)
     metrics = evaluate_run(
         run, data, num_samples=args.num_samples, elbo_samples=args.elbo_samples, quiet=args.quiet
     )
@@ -217,27 +428,99 @@ def cmd_evaluate(args):
         )
 
 
+def _evaluate_images(run, args):
+    """``evaluate --images FILE``: the run's ELBO and log p(x) of the user's own images."""
+    from .data import load_images
+
+    x = load_images(args.images)
+    elbo = run.elbo(x, args.elbo_samples)
+    log_px = run.log_px(x, num_samples=args.num_samples, progress=not args.quiet)
+    metrics = {
+        "images": args.images,
+        "count": len(log_px),
+        "elbo": round(elbo.mean().item(), 3),
+        "log_px": round(log_px.mean().item(), 3),
+        "log_px_stderr": round((log_px.std() / len(log_px) ** 0.5).item(), 3)
+        if len(log_px) > 1
+        else None,
+        "log_px_samples": args.num_samples,
+        "units": "nats per image (higher is better)",
+    }
+    if args.json:
+        return print(json.dumps(metrics, indent=2))
+    print(f"{args.images}: {metrics['count']} images, scored by {args.run}")
+    for name, key in (("ELBO", "elbo"), (f"log p(x), K={args.num_samples}", "log_px")):
+        print(f"  {name:<22} {metrics[key]:.2f} nats/image")
+
+
 def cmd_sample(args):
     from . import plots
-    from .runs import load_run
+    from .errors import ConfigError
+    from .runs import class_samples, load_run
 
     run = load_run(args.run)
-    out = args.out or os.path.join(run.path, f"samples-seed{args.seed}.png")
+    label = "" if args.label is None else f"-label{args.label}"
+    out = args.out or os.path.join(run.path, f"samples{label}-seed{args.seed}.png")
     if os.path.exists(out) and not args.overwrite:
         raise RunDirError(f"{out} exists; pass --overwrite or choose another --out")
     if not out.lower().endswith(".png"):
         raise RunDirError(f"--out must name a .png file, got {out}")
-    images = run.sample(args.n, seed=args.seed)
-    plots.image_grid(
-        images, out, title=f"{args.n} samples, seed {args.seed}", nrow=min(args.n, args.nrow)
-    )
+    if run.conditioned_on == "label" and args.label is None:
+        # one row per class
+        images = class_samples(run, per_class=args.nrow, seed=args.seed)
+        title = f"{args.nrow} samples per label (one row each), seed {args.seed}"
+        nrow = args.nrow
+    else:
+        if args.label is not None and run.conditioned_on != "label":
+            raise ConfigError("--label needs a label-conditioned run (--condition label)")
+        if run.conditioned_on == "image":
+            raise ConfigError(
+                "an image-completion run completes images; its inpainting.png shows them"
+            )
+        images = run.sample(args.n, seed=args.seed, y=args.label)
+        label = "" if args.label is None else f" of label {args.label}"
+        title = f"{args.n} samples{label}, seed {args.seed}"
+        nrow = min(args.n, args.nrow)
+    plots.image_grid(images, out, title=title, nrow=nrow)
     print(out)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of pyro-vae."""
+
+    def error(self, message):
+        self.exit(2, f"pyro-vae: error: {message} (see {self.prog} --help)\n")
+
+
+def cmd_inspect(args):
+    """Print each sample site's shapes for a batch of real images; write the plate diagram."""
+    from . import inspect as inspect_
+    from .config import build
+    from .runs import load_run, load_run_data
+
+    if os.path.isdir(args.target):
+        run = load_run(args.target)
+        config, model, guide = run.config, run.model, run.guide
+        data = load_run_data(config)
+    else:
+        args.model = args.target
+        config = _config_from_args(args)
+        data = load_run_data(config)
+        model, guide = build(config, data.x_shape, data.num_classes)
+    x = data.test_x[: args.batch]
+    print(
+        f"{args.target} on {config.dataset}: a batch of {len(x)} test images {tuple(x.shape[1:])}"
+    )
+    print(inspect_.site_table(model, guide, x, data.model_y(x, data.test_y[: args.batch])))
+    if args.diagram != "none":
+        inspect_.render(model, x, data.model_y(x, data.test_y[: args.batch]), args.diagram)
+        print(f"plate diagram: {args.diagram}")
 
 
 def make_parser():
     from .config import Config
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pyro-vae",
         description="Variational autoencoders as Pyro model/guide pairs. Numbers are nats per "
         "image; higher is better.",
@@ -251,6 +534,7 @@ def make_parser():
 
     p = sub.add_parser("train", help="train a VAE and write a run directory")
     _add_train_args(p, Config())
+    _add_resume_args(p)
     _add_distributed_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -269,6 +553,12 @@ def make_parser():
         default=1,
         help="latent samples per image for the ELBO (default: %(default)s)",
     )
+    p.add_argument(
+        "--images",
+        metavar="FILE",
+        help="score these images (.npy, or .pt holding a tensor; values in [0, 1]) instead of "
+        "the run's test split",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -280,13 +570,36 @@ def make_parser():
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--out", help="PNG path (default: RUN/samples-seedSEED.png)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument(
+        "--label",
+        type=int,
+        help="for a label-conditioned run: the class to generate (default: one row per class)",
+    )
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "inspect",
+        help="print a model's sample sites with their shapes and draw its plate diagram",
+        description="MODEL is vae, hierarchical, FILE.py:CLASS or a run directory; the train "
+        "options build it exactly as train would.",
+    )
+    p.add_argument("target", metavar="MODEL", help="vae, hierarchical, FILE.py:CLASS or a run")
+    p.add_argument("--batch", type=_positive_int, default=4, help="images (default: %(default)s)")
+    p.add_argument(
+        "--diagram",
+        default="model.png",
+        help="where pyro.render_model writes the plate diagram (needs graphviz), or none "
+        "(default: %(default)s)",
+    )
+    _add_train_args(p, Config())
+    p.set_defaults(func=cmd_inspect)
     return parser
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = make_parser().parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
     except PyroVAEError as e:

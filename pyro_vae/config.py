@@ -2,16 +2,27 @@
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Optional
 
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from .data import BINARIZATIONS, DATASETS
+from .data import BINARIZATIONS, is_dataset_name
 from .errors import ConfigError
 from .guides import AmortizedGuide
-from .models import VAE
-from .nets import MLPDecoder, MLPEncoder
+from .likelihoods import LIKELIHOODS, make_likelihood
+from .models import (
+    VAE,
+    ConditionalPrior,
+    HierarchicalPrior,
+    LabelCondition,
+    ObservedQuadrants,
+)
+from .nets import NETS, make_fc, make_networks
+from .objectives import IWAE
 
-ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": IWAE}
+MODELS = ("vae", "hierarchical", "FILE.py:CLASS")
+CONDITIONS = ("none", "label", "quadrants:1", "quadrants:2", "quadrants:3")
 
 
 @dataclass
@@ -32,40 +43,90 @@ class Config:
     num_particles: int = 1
     seed: int = 0
     log_px_samples: int = 1000
+    clip_grad: float = None  # max gradient norm; None: no clipping
+    # The model family (see README "Model family"): structure, likelihood, networks, condition,
+    # objective. The defaults are the plain VAE above.
+    model: str = "vae"
+    likelihood: str = "bernoulli"
+    sigma: Optional[float] = None
+    net: str = "mlp"
+    condition: str = "none"
+    learned_prior: bool = False
+    z1_dim: Optional[int] = None
+    beta: float = 1.0
+    kl_warmup: int = 0
+    image_size: Optional[int] = None
 
     def __post_init__(self):
-        self.hidden_dims = tuple(self.hidden_dims)
+        if isinstance(self.hidden_dims, list):  # as JSON gives it back
+            self.hidden_dims = tuple(self.hidden_dims)
         self.validate()
 
     def validate(self):
         """Raise :class:`~pyro_vae.errors.ConfigError` naming the first bad setting."""
+        if not is_dataset_name(self.dataset):
+            raise ConfigError(
+                f"unknown dataset {self.dataset!r}; choose one of mnist-small, mnist, "
+                "fashion-mnist, cifar10, folder:PATH"
+            )
         for name, choices in (
-            ("dataset", DATASETS),
             ("binarize", BINARIZATIONS),
             ("elbo", tuple(ELBOS)),
+            ("likelihood", LIKELIHOODS),
+            ("net", NETS),
+            ("condition", CONDITIONS),
         ):
             if getattr(self, name) not in choices:
                 raise ConfigError(
                     f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}"
                 )
-        for name in ("z_dim", "epochs", "batch_size", "num_particles", "log_px_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not self.hidden_dims or any(
-            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_dims
-        ):
+        if self.model not in MODELS[:2] and not _is_model_file(self.model):
             raise ConfigError(
-                f"hidden_dims must be one or more positive integers, got {list(self.hidden_dims)!r}"
+                f"unknown model {self.model!r}; choose vae, hierarchical or FILE.py:CLASS"
             )
+        for name in ("z_dim", "epochs", "batch_size", "num_particles", "log_px_samples"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("z1_dim", "image_size"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name))
         if (
-            isinstance(self.lr, bool)
-            or not isinstance(self.lr, (int, float))
-            or not (math.isfinite(self.lr) and self.lr > 0)
+            isinstance(self.kl_warmup, bool)
+            or not isinstance(self.kl_warmup, int)
+            or self.kl_warmup < 0
         ):
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+            raise ConfigError(f"kl_warmup must be a whole number of epochs, got {self.kl_warmup!r}")
+        hidden = self.hidden_dims
+        if (
+            not isinstance(hidden, tuple)
+            or not hidden
+            or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)
+        ):
+            shown = list(hidden) if isinstance(hidden, tuple) else hidden
+            raise ConfigError(f"hidden_dims must be one or more positive integers, got {shown!r}")
+        for name in ("lr", "beta") + (("sigma",) if self.sigma is not None else ()):
+            if not _positive_number(getattr(self, name)):
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if self.clip_grad is not None and not _positive_number(self.clip_grad):
+            raise ConfigError(
+                f"clip_grad must be a positive number or None, got {self.clip_grad!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if self.sigma is not None and self.likelihood != "gaussian":
+            raise ConfigError(
+                f"sigma fixes the scale of a gaussian likelihood, not of {self.likelihood}"
+            )
+        if self.z1_dim is not None and self.model != "hierarchical":
+            raise ConfigError(
+                "z1_dim is the top layer of the hierarchical model; use --model hierarchical"
+            )
+        if self.model == "hierarchical" and self.elbo == "meanfield":
+            raise ConfigError(
+                "the mean-field ELBO's analytic KL needs latents that are independent given x, but "
+                "the hierarchical model's z depends on z1; use --elbo trace or --elbo iwae"
+            )
+        if self.learned_prior and self.condition == "none":
+            raise ConfigError("a learned prior p(z|y) needs a condition; add --condition label")
 
     def as_dict(self):
         d = asdict(self)
@@ -81,6 +142,8 @@ class Config:
         return cls(**d)
 
     def make_elbo(self):
+        if self.elbo == "iwae":
+            return IWAE(num_particles=self.num_particles, max_plate_nesting=1)
         kwargs = {"num_particles": self.num_particles}
         if self.num_particles > 1:
             kwargs["vectorize_particles"] = True
@@ -88,9 +151,60 @@ class Config:
         return ELBOS[self.elbo](**kwargs)
 
 
-def build(config, x_shape):
-    """The model and amortized guide that ``config`` describes, for images of ``x_shape``."""
-    hidden = list(config.hidden_dims)
-    encoder = MLPEncoder(x_shape, config.z_dim, hidden)
-    decoder = MLPDecoder(x_shape, config.z_dim, hidden[::-1])
-    return VAE(decoder, config.z_dim, x_shape), AmortizedGuide(encoder)
+def _positive_number(value):
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _is_model_file(name):
+    path, _, cls = name.rpartition(":")
+    return path.endswith(".py") and cls.isidentifier()
+
+
+def build(config, x_shape, num_classes=10):
+    """The model and amortized guide that ``config`` describes, for images of ``x_shape``.
+
+    Every variant is the one :class:`~pyro_vae.models.VAE` and
+    :class:`~pyro_vae.guides.AmortizedGuide`, composed of the parts the config names.
+
+    :param int num_classes: the number of labels, for a label-conditioned model.
+    """
+    if _is_model_file(config.model):
+        from .modelfile import build_from_file
+
+        return build_from_file(config, x_shape)
+    x_shape = tuple(x_shape)
+    likelihood = make_likelihood(config.likelihood, x_shape, config.sigma)
+    hidden = None
+    condition = None
+    if config.condition == "label":
+        condition = LabelCondition(num_classes)
+    elif config.condition.startswith("quadrants:"):
+        condition = ObservedQuadrants(x_shape, int(config.condition.split(":")[1]))
+        hidden = condition.hidden
+    c_dim = condition.dim if condition is not None else 0
+    encoder, decoder = make_networks(
+        config.net, x_shape, config.z_dim, config.hidden_dims, c_dim, likelihood.outputs
+    )
+    width = config.hidden_dims[-1] if config.net == "mlp" else 2 * config.z_dim
+    prior, top = None, None
+    if config.model == "hierarchical":
+        z1_dim = config.z1_dim or max(1, config.z_dim // 2)
+        prior = HierarchicalPrior(z1_dim, make_fc([z1_dim + c_dim, width, 2 * config.z_dim]))
+        top = make_fc([config.z_dim, width, 2 * z1_dim])
+    elif config.learned_prior or hidden is not None:
+        # Image completion always learns p(z | observed part), as Sohn et al. do.
+        prior = ConditionalPrior(make_fc([c_dim, width, 2 * config.z_dim]))
+    model = VAE(decoder, config.z_dim, x_shape, likelihood, prior, condition, hidden)
+    guide = AmortizedGuide(encoder, condition, top)
+    model.z_scale = guide.z_scale = config.beta
+    return model, guide

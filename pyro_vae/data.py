@@ -10,6 +10,14 @@ Datasets:
 - ``mnist``, ``fashion-mnist``: the full 60,000 / 10,000 sets through ``torchvision.datasets``,
   downloaded into the data root for users with internet. Offline, Fashion-MNIST is also found where
   Debian's ``dataset-fashion-mnist`` package installs it (``/usr/share/datasets/fashion-mnist``).
+- ``cifar10``: 50,000 / 10,000 colour images of 32x32 through ``torchvision.datasets.CIFAR10``
+  (Krizhevsky 2009), downloaded likewise.
+- ``folder:PATH``: every image below ``PATH`` (PNG, JPEG, ...), resized and centre-cropped to
+  ``image_size`` (default 64), one channel if all are grayscale, else RGB. Images in a
+  subfolder get that subfolder's label (sorted names, like ``torchvision``'s ``ImageFolder``);
+  a fixed-seed tenth (at least one image) is the test split.
+
+``image_size`` resizes any dataset (bilinear, antialiased) to square images of that size.
 """
 
 import gzip
@@ -20,9 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import DataError, DatasetUnavailableError
+from .errors import DataError, DatasetUnavailableError, first_line
 
-DATASETS = ("mnist-small", "mnist", "fashion-mnist")
+DATASETS = ("mnist-small", "mnist", "fashion-mnist", "cifar10", "folder:PATH")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+DEFAULT_FOLDER_SIZE = 64
+FOLDER_SPLIT_SEED = 2024
 BINARIZATIONS = ("none", "static", "dynamic")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -51,6 +62,9 @@ class Data:
     ``train_x`` is binarized already for ``binarize="static"`` and stays grayscale for
     ``"dynamic"`` (:meth:`batches` samples it); ``test_x`` is binarized once, with a fixed seed,
     for both.
+
+    ``y_is_x`` says what a model is conditioned on: the labels (``False``), or the image itself
+    (``True``, for image completion, where the model sees only part of it).
     """
 
     name: str
@@ -59,6 +73,7 @@ class Data:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    y_is_x: bool = False
 
     @property
     def x_shape(self):
@@ -68,22 +83,34 @@ class Data:
     def binary(self):
         return self.binarize != "none"
 
-    def batches(self, batch_size, generator=None):
-        """Yield ``(x, idx)`` minibatches over a random permutation of the training set.
+    @property
+    def num_classes(self):
+        return int(max(self.train_y.max(), self.test_y.max()).item()) + 1
 
-        ``idx`` holds the images' positions in the training set (per-datapoint guides use it).
-        The last batch may be smaller.
+    def model_y(self, x, labels):
+        """What the model is conditioned on for images ``x`` with ``labels``."""
+        return x if self.y_is_x else labels
+
+    def batches(self, batch_size, generator=None, order=None, start=0):
+        """Yield ``(x, y, idx)`` minibatches over a random permutation of the training set.
+
+        ``y`` is the model's condition (:meth:`model_y`: the labels, or the binarized ``x``
+        itself); ``idx`` holds the images' positions in the training set (per-datapoint guides use
+        it). The last batch may be smaller. ``order`` gives the permutation instead (a resumed
+        epoch passes its own), and ``start`` skips that many batches of it.
         """
-        n = self.train_x.shape[0]
-        for idx in torch.randperm(n, generator=generator).split(batch_size):
-            yield self.batch(idx, generator), idx
+        if order is None:
+            order = torch.randperm(self.train_x.shape[0], generator=generator)
+        for idx in order.split(batch_size)[start:]:
+            yield self.batch(idx, generator)
 
     def batch(self, idx, generator=None):
-        """The training images at positions ``idx``, freshly binarized under ``"dynamic"``."""
+        """The minibatch ``(x, y, idx)`` of the training images at positions ``idx``, freshly
+        binarized under ``"dynamic"``, with the model's condition ``y`` (see :meth:`batches`)."""
         x = self.train_x[idx]
         if self.binarize == "dynamic":
             x = torch.bernoulli(x, generator=generator)
-        return x
+        return x, self.model_y(x, self.train_y[idx]), idx
 
     def split(self, name):
         """The ``(x, y)`` of the ``"train"`` or ``"test"`` split, as scored by evaluation.
@@ -100,15 +127,25 @@ class Data:
         raise DataError(f"unknown split {name!r}; choose 'train' or 'test'")
 
 
-def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=True):
+def is_dataset_name(name):
+    """Whether ``name`` names a dataset: one of :data:`DATASETS` or ``folder:PATH``."""
+    return isinstance(name, str) and (
+        (name in DATASETS and name != "folder:PATH")
+        or (name.startswith("folder:") and len(name) > 7)
+    )
+
+
+def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=True, image_size=None):
     """Load a dataset by name into memory.
 
-    :param str name: one of :data:`DATASETS`.
+    :param str name: one of :data:`DATASETS`, ``folder:PATH`` with a real path.
     :param str binarize: ``"none"``, ``"static"`` (one fixed-seed Bernoulli sample) or
         ``"dynamic"`` (a fresh sample per minibatch).
     :param str root: where torchvision datasets are looked for and downloaded
         (default :func:`default_root`).
-    :param bool download: whether ``mnist`` / ``fashion-mnist`` may be downloaded.
+    :param bool download: whether ``mnist`` / ``fashion-mnist`` / ``cifar10`` may be downloaded.
+    :param int image_size: resize images to ``image_size`` x ``image_size`` (default: the
+        dataset's own size; 64 for a folder).
     :rtype: Data
     """
     if binarize not in BINARIZATIONS:
@@ -117,13 +154,15 @@ def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=Tru
         )
     if name == "mnist-small":
         train, test = _load_mnist_small()
-    elif name in ("mnist", "fashion-mnist"):
+    elif name in ("mnist", "fashion-mnist", "cifar10"):
         train, test = _load_torchvision(name, root or default_root(), download)
+    elif is_dataset_name(name):
+        train, test = _load_folder(name[len("folder:") :], image_size or DEFAULT_FOLDER_SIZE)
     else:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
     (train_x, train_y), (test_x, test_y) = [
-        (_to_float_images(images), torch.as_tensor(labels, dtype=torch.long))
+        (_resized(_to_float_images(images), image_size), torch.as_tensor(labels, dtype=torch.long))
         for images, labels in (train, test)
     ]
     if binarize != "none":
@@ -140,6 +179,63 @@ def _to_float_images(images):
     return x.float().div_(255.0)
 
 
+def _resized(x, size):
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    if not isinstance(size, int) or size < 1:
+        raise DataError(f"image_size must be a positive integer, got {size!r}")
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    return x.clamp_(0, 1)
+
+
+def _load_folder(path, size):
+    """Images below ``path``, resized (shorter side) and centre-cropped to ``size``, as uint8."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import functional as TF
+
+    if not os.path.isdir(path):
+        raise DatasetUnavailableError(f"folder:{path}: no such directory")
+    files = sorted(
+        os.path.join(folder, f)
+        for folder, _, names in os.walk(path)
+        for f in names
+        if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if len(files) < 2:
+        raise DataError(
+            f"folder:{path} has {len(files)} image(s); it needs at least 2 "
+            f"({', '.join(IMAGE_EXTENSIONS)}), one for the test split"
+        )
+
+    def subfolder(f):  # the label's name: the subfolder right below path, "" for path itself
+        parts = os.path.relpath(f, path).split(os.sep)
+        return parts[0] if len(parts) > 1 else ""
+
+    classes = sorted({subfolder(f) for f in files})
+    images, labels, modes = [], [], set()
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.load()
+                modes.add(img.mode)
+                images.append(img.copy())
+        except (OSError, UnidentifiedImageError) as e:
+            raise DataError(f"cannot read image {f}: {e}") from None
+        labels.append(classes.index(subfolder(f)))
+    mode = "L" if modes <= {"1", "L", "LA", "I", "I;16"} else "RGB"
+    x = np.stack(
+        [
+            TF.pil_to_tensor(TF.center_crop(TF.resize(img.convert(mode), size), size)).numpy()
+            for img in images
+        ]
+    )
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(FOLDER_SPLIT_SEED))
+    n_test = max(1, round(0.1 * len(files)))
+    test, train = order[:n_test].numpy(), order[n_test:].numpy()
+    y = np.asarray(labels)
+    return (x[train], y[train]), (x[test], y[test])
+
+
 def _load_mnist_small():
     path = os.path.join(os.path.dirname(__file__), "_embedded", "mnist_small.npz")
     with np.load(path, allow_pickle=False) as f:
@@ -149,7 +245,11 @@ def _load_mnist_small():
 def _load_torchvision(name, root, download):
     from torchvision import datasets
 
-    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+    cls = {
+        "mnist": datasets.MNIST,
+        "fashion-mnist": datasets.FashionMNIST,
+        "cifar10": datasets.CIFAR10,
+    }[name]
     if name == "fashion-mnist":
         _unpack_debian_fashion_mnist(os.path.join(root, cls.__name__, "raw"))
     splits = []
@@ -163,10 +263,15 @@ def _load_torchvision(name, root, download):
                 "fashion-mnist": "install Debian's dataset-fashion-mnist (apt-get install "
                 "dataset-fashion-mnist), connect to the internet once, or put the four IDX files in "
                 f"{os.path.join(root, cls.__name__, 'raw')}",
+                "cifar10": "connect to the internet once (it downloads 163 MB), or put "
+                f"cifar-10-python.tar.gz in {root}",
             }[name]
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DatasetUnavailableError(f"{name} is not available ({reason}); {hint}") from None
-        splits.append((ds.data.numpy(), ds.targets.numpy()))
+        images, labels = np.asarray(ds.data), np.asarray(ds.targets)
+        if images.ndim == 4:  # CIFAR stores (N, H, W, C)
+            images = images.transpose(0, 3, 1, 2)
+        splits.append((images, labels))
     return splits
 
 
@@ -182,6 +287,25 @@ def _unpack_debian_fashion_mnist(raw):
             with gzip.open(os.path.join(DEBIAN_FASHION_MNIST, gz)) as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             os.replace(tmp, target)
+
+
+def load_images(path):
+    """Images a user brings, as a tensor: a ``.npy`` array (read without pickles) or a ``.pt``
+    file holding one tensor (read with ``weights_only=True``). :func:`as_images` checks them."""
+    if not os.path.isfile(path):
+        raise DataError(f"no images at {path}")
+    if not path.endswith((".npy", ".pt")):
+        raise DataError(f"{path}: images must come in a .npy or .pt file")
+    try:
+        if path.endswith(".npy"):
+            x = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            x = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not an array, or a pickle of anything but tensors
+        raise DataError(f"cannot read images from {path}: {first_line(e)}") from None
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{path} holds a {type(x).__name__}, not a tensor of images")
+    return x
 
 
 def as_images(x, x_shape=None, binary=False):

@@ -33,11 +33,17 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import evaluate
 from .errors import ConfigError, MissingDependencyError
 from .guides import AmortizedGuide
-from .runs import train_run
-from .train import History, check_fit_arguments, check_gradient, elbo_loss
+from .runs import _train, _training_data, default_run_dir, prepare_run_dir
+from .train import (
+    History,
+    check_fit_arguments,
+    check_gradient,
+    elbo_loss,
+    mean_test_elbo,
+    training_state,
+)
 
 try:
     import lightning.pytorch as pl
@@ -57,7 +63,9 @@ class SVIModule(pl.LightningModule):
 
     Each process trains on its shard of the training set; see the module docstring for why the
     averaged gradient equals the single-process gradient of the global minibatch. The process of
-    global rank 0 records the per-epoch :class:`~pyro_vae.train.History` in ``history``.
+    global rank 0 records the per-epoch :class:`~pyro_vae.train.History` in ``history`` and hands
+    the training state to ``checkpoint`` at the end of every epoch, as :func:`~pyro_vae.train.fit`
+    does.
 
     :param model: a pyro_vae model (see :mod:`pyro_vae.models` for the calling convention).
     :param guide: a guide with the same signature.
@@ -68,10 +76,25 @@ class SVIModule(pl.LightningModule):
     :param int seed: seeds the shuffling (the same in every process) and, offset by the rank, each
         process's Monte Carlo and binarization noise.
     :param int test_samples: latent samples per image for the per-epoch test ELBO.
+    :param float clip_grad: rescale the gradient to at most this norm (default: no clipping).
+    :param callable checkpoint: called as ``checkpoint(state)`` by global rank 0 after every epoch.
+    :param on_epoch: called as ``on_epoch(epoch)`` before each epoch (from 1) in every process,
+        e.g. :func:`pyro_vae.objectives.kl_warmup`.
     """
 
     def __init__(
-        self, model, guide, data, elbo=None, batch_size=128, lr=1e-3, seed=0, test_samples=1
+        self,
+        model,
+        guide,
+        data,
+        elbo=None,
+        batch_size=128,
+        lr=1e-3,
+        seed=0,
+        test_samples=1,
+        clip_grad=None,
+        checkpoint=None,
+        on_epoch=None,
     ):
         super().__init__()
         self.loss_fn = (elbo if elbo is not None else Trace_ELBO())(model, guide)
@@ -81,7 +104,11 @@ class SVIModule(pl.LightningModule):
         self.lr = lr
         self.seed = seed
         self.test_samples = test_samples
+        self.clip_grad = clip_grad
+        self.checkpoint = checkpoint
+        self.on_epoch = on_epoch
         self.history = History()
+        self.generator = torch.Generator()
 
     @property
     def model(self):
@@ -105,8 +132,7 @@ class SVIModule(pl.LightningModule):
         )
 
     def _slice(self, positions):
-        idx = torch.tensor(positions)
-        return self.data.batch(idx), idx
+        return self.data.batch(torch.tensor(positions), self.generator)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.loss_fn.parameters(), lr=self.lr)
@@ -114,16 +140,23 @@ class SVIModule(pl.LightningModule):
     def on_fit_start(self):
         # DDP gives every process rank 0's initial weights; the noise should differ between ranks.
         pyro.set_rng_seed(self.seed + self.global_rank)
+        self.generator.manual_seed(self.seed + self.global_rank)
         self._start = time.perf_counter()
 
     def on_train_epoch_start(self):
+        if self.on_epoch is not None:
+            self.on_epoch(self.current_epoch + 1)
         self._totals = torch.zeros(2, dtype=torch.float64)  # sum of per-image losses, images
 
     def training_step(self, batch, batch_idx):
-        x, idx = batch
+        x, y, idx = batch
         self._step = batch_idx + 1
         loss = elbo_loss(
-            self.loss_fn, self.parameters(), x, idx, self.size, self.current_epoch + 1, self._step
+            self.loss_fn,
+            self.parameters(),
+            (x, y, idx, self.size),
+            self.current_epoch + 1,
+            self._step,
         )
         value = loss.item()
         self._totals += torch.tensor([value * len(idx) / self.size, len(idx)], dtype=torch.float64)
@@ -133,7 +166,7 @@ class SVIModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer):
         # Checked after DDP's all-reduce: every process holds the same gradient, so a divergence on
         # any one of them stops all of them at the same step instead of leaving the others waiting.
-        check_gradient(self.parameters(), self.current_epoch + 1, self._step)
+        check_gradient(self.parameters(), self.clip_grad, self.current_epoch + 1, self._step)
 
     def on_train_epoch_end(self):
         total, count = self.trainer.strategy.reduce(
@@ -141,15 +174,36 @@ class SVIModule(pl.LightningModule):
         ).tolist()
         if not self.trainer.is_global_zero:
             return
+        epoch, seconds = self.current_epoch + 1, time.perf_counter() - self._start
         self.eval()
-        test_elbo = evaluate.elbo(
-            self.model, self.guide, self.data.test_x.to(self.device), num_samples=self.test_samples
+        test_elbo = mean_test_elbo(
+            self.model, self.guide, self.data, self.test_samples, device=self.device
         )
         self.train()
-        self.history.epoch.append(self.current_epoch + 1)
+        self.history.epoch.append(epoch)
         self.history.train_elbo.append(-total / count)
-        self.history.test_elbo.append(test_elbo.mean().item())
-        self.history.seconds.append(time.perf_counter() - self._start)
+        self.history.test_elbo.append(test_elbo)
+        self.history.seconds.append(seconds)
+        if self.checkpoint is not None:
+            # The run directory's checkpoint, as fit writes it at an epoch's end: a single process
+            # can continue it (pyro-vae train --resume), though not bit for bit as these would.
+            optimizer = self.trainer.optimizers[0]
+            self.checkpoint(
+                training_state(
+                    self.model,
+                    self.guide,
+                    optimizer,
+                    epoch,
+                    self._step,
+                    None,
+                    0.0,
+                    self.history,
+                    seconds,
+                    self.generator,
+                    self.size,
+                    self.batch_size,
+                )
+            )
         self.log_dict(
             {"train": self.history.train_elbo[-1], "test": self.history.test_elbo[-1]},
             prog_bar=True,
@@ -168,6 +222,11 @@ def fit_distributed(
     seed=0,
     quiet=False,
     test_samples=1,
+    clip_grad=None,
+    resume_from=None,
+    checkpoint=None,
+    checkpoint_every=None,
+    on_epoch=None,
     devices=1,
     num_nodes=1,
     strategy="ddp",
@@ -180,7 +239,10 @@ def fit_distributed(
     and returns the per-epoch :class:`~pyro_vae.train.History` in the process of global rank 0 and
     ``None`` in the others. Every process runs this function with the same arguments: Lightning
     starts the other processes of a machine itself, or finds them started by ``torchrun`` or a
-    cluster launcher (SLURM and others Lightning knows).
+    cluster launcher (SLURM and others Lightning knows). ``checkpoint`` receives the training state
+    at the end of every epoch, in global rank 0; resuming (``resume_from``) and checkpoints within
+    an epoch (``checkpoint_every``) are single-process features: a data-parallel run's checkpoint
+    continues in one process (:func:`pyro_vae.runs.resume_run`).
 
     :param int devices: processes per machine, one per GPU (or CPU process).
     :param int num_nodes: machines.
@@ -188,7 +250,15 @@ def fit_distributed(
     :param str accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
     :param callbacks: extra Lightning callbacks.
     """
-    check_fit_arguments(data, epochs, batch_size, lr)
+    check_fit_arguments(data, epochs, batch_size, lr, clip_grad)
+    if resume_from is not None:
+        raise ConfigError(
+            "a data-parallel run cannot resume from a checkpoint; continue it in one process"
+        )
+    if checkpoint_every is not None:
+        raise ConfigError(
+            "data-parallel training checkpoints at the end of each epoch only; drop --checkpoint-every"
+        )
     for name, value, choices in (
         ("strategy", strategy, STRATEGIES),
         ("accelerator", accelerator, ACCELERATORS),
@@ -211,7 +281,19 @@ def fit_distributed(
             f"batch_size {batch_size} does not split evenly over {world} processes (--devices "
             f"times --num-nodes); choose a multiple of {world}"
         )
-    module = SVIModule(model, guide, data, elbo, batch_size, lr, seed, test_samples)
+    module = SVIModule(
+        model,
+        guide,
+        data,
+        elbo,
+        batch_size,
+        lr,
+        seed,
+        test_samples,
+        clip_grad,
+        checkpoint,
+        on_epoch,
+    )
     with _lightning_quiet(quiet):
         try:
             trainer = pl.Trainer(
@@ -247,16 +329,23 @@ def train_run_distributed(
     strategy="ddp",
     accelerator="auto",
     callbacks=(),
+    checkpoint_every=None,
 ):
     """:func:`pyro_vae.runs.train_run` through :func:`fit_distributed` (see it for the options).
 
     Every process must name the same run directory ``out``; the process of global rank 0 writes it,
-    in the same format as a single-process run, and the others return ``(None, None)``.
+    in the same format as a single-process run (its checkpoint at the end of every epoch), and the
+    others return ``(None, None)``.
     """
     if not out and devices * num_nodes > 1:
         raise ConfigError(
             "a data-parallel run needs --out: every process must write to the same run directory"
         )
+    out = out or default_run_dir(config.dataset)
+    data = _training_data(config)
+    # The directory stays empty until the processes have met and rank 0's first checkpoint brings
+    # config.json: every process passes through here first, and must not find it taken.
+    prepare_run_dir(out, overwrite)
     fit = functools.partial(
         fit_distributed,
         devices=devices,
@@ -265,7 +354,7 @@ def train_run_distributed(
         accelerator=accelerator,
         callbacks=callbacks,
     )
-    return train_run(config, out, overwrite=overwrite, quiet=quiet, fit=fit)
+    return _train(config, data, out, None, quiet, checkpoint_every, fit=fit)
 
 
 @contextmanager

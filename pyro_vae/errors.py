@@ -31,3 +31,13 @@ class DivergenceError(PyroVAEError, FloatingPointError):
 
 class MissingDependencyError(PyroVAEError, ImportError):
     """A feature needs an optional extra that is not installed; the message says how to install it."""
+
+
+def first_line(error, limit=200):
+    """The first line of an exception's message (its type if it has none), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
+class ModelFileError(ConfigError):
+    """A user's model file that cannot be loaded or does not follow the model/guide protocol."""

@@ -1,13 +1,21 @@
-"""Networks: one fully connected builder and the MLP encoder/decoder built from it.
+"""Networks: one fully connected builder, the MLP encoder/decoder and the convolutional family.
 
-The networks accept any number of leading batch dimensions, so a decoder can be called on
-``(num_particles, batch, z_dim)`` latents inside a vectorized particle plate.
+Every network accepts any number of leading batch dimensions, so a decoder can be called on
+``(num_particles, batch, z_dim)`` latents inside a vectorized particle plate. An optional condition
+``c`` (a flat feature vector per image: a one-hot label, the observed part of an image) is
+concatenated wherever a network is fully connected: at the MLP's input, at the end of the conv
+encoder, at the start of the conv decoder.
 """
 
 import math
 
+import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .errors import ConfigError
+
+NETS = ("mlp", "conv")
 
 
 def make_fc(dims, activation=nn.Softplus):
@@ -26,46 +34,171 @@ def make_fc(dims, activation=nn.Softplus):
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
-    """Maps images ``(..., *x_shape)`` to the ``loc`` and ``scale`` of a diagonal Normal over z.
+def join(h, c):
+    """``h`` with the condition ``c`` concatenated on its last dimension (``c=None``: ``h``).
+
+    ``c`` has the batch shape of the data, ``h`` may have extra leading (particle) dimensions.
+    """
+    if c is None:
+        return h
+    return torch.cat([h, c.expand(*h.shape[:-1], c.shape[-1])], dim=-1)
+
+
+def loc_scale(h, min_scale=1e-3):
+    """Split ``h`` in halves on its last dimension into a Normal's ``loc`` and ``scale``.
 
     The scale goes through softplus with a small floor, so it never collapses to zero.
+    """
+    loc, raw_scale = h.chunk(2, dim=-1)
+    return loc, F.softplus(raw_scale) + min_scale
+
+
+class MLPEncoder(nn.Module):
+    """Maps images ``(..., *x_shape)`` to the ``loc`` and ``scale`` of a diagonal Normal over z.
 
     :param tuple x_shape: the shape of one image, e.g. ``(1, 28, 28)``.
     :param int z_dim: latent dimension.
     :param list hidden_dims: widths of the hidden layers.
+    :param int c_dim: width of the condition concatenated to the flattened image (0: none).
     :param float min_scale: the floor added to the softplus scale.
     """
 
-    def __init__(self, x_shape, z_dim, hidden_dims, min_scale=1e-3):
+    def __init__(self, x_shape, z_dim, hidden_dims, c_dim=0, min_scale=1e-3):
         super().__init__()
         self.x_shape = tuple(x_shape)
         self.z_dim = z_dim
         self.min_scale = min_scale
-        self.fc = make_fc([math.prod(self.x_shape), *hidden_dims, 2 * z_dim])
+        self.fc = make_fc([math.prod(self.x_shape) + c_dim, *hidden_dims, 2 * z_dim])
 
-    def forward(self, x):
+    def forward(self, x, c=None):
         batch_shape = x.shape[: x.dim() - len(self.x_shape)]
-        h = self.fc(x.reshape(*batch_shape, -1))
-        loc, raw_scale = h.split(self.z_dim, dim=-1)
-        return loc, F.softplus(raw_scale) + self.min_scale
+        return loc_scale(self.fc(join(x.reshape(*batch_shape, -1), c)), self.min_scale)
 
 
 class MLPDecoder(nn.Module):
-    """Maps latents ``(..., z_dim)`` to one unconstrained output per pixel, shaped ``(..., *x_shape)``.
+    """Maps latents ``(..., z_dim)`` to unconstrained outputs shaped ``(..., *out_shape)``.
 
-    The likelihood decides what the output means (logits for a Bernoulli).
+    The likelihood decides what the outputs mean (logits for a Bernoulli; a location and a scale
+    per pixel for a Gaussian with a learned variance, stacked on the channel dimension).
 
-    :param tuple x_shape: the shape of one image, e.g. ``(1, 28, 28)``.
+    :param tuple out_shape: the output shape for one latent, e.g. ``(1, 28, 28)``.
     :param int z_dim: latent dimension.
     :param list hidden_dims: widths of the hidden layers, from z towards x.
+    :param int c_dim: width of the condition concatenated to z (0: none).
     """
 
-    def __init__(self, x_shape, z_dim, hidden_dims):
+    def __init__(self, out_shape, z_dim, hidden_dims, c_dim=0):
         super().__init__()
-        self.x_shape = tuple(x_shape)
+        self.out_shape = tuple(out_shape)
         self.z_dim = z_dim
-        self.fc = make_fc([z_dim, *hidden_dims, math.prod(self.x_shape)])
+        self.fc = make_fc([z_dim + c_dim, *hidden_dims, math.prod(self.out_shape)])
 
-    def forward(self, z):
-        return self.fc(z).reshape(*z.shape[:-1], *self.x_shape)
+    def forward(self, z, c=None):
+        return self.fc(join(z, c)).reshape(*z.shape[:-1], *self.out_shape)
+
+
+def _check_conv_shape(x_shape, channels):
+    if len(x_shape) != 3:
+        raise ConfigError(f"the conv networks need images (C, H, W), got shape {tuple(x_shape)}")
+    stride = 2 ** len(channels)
+    if x_shape[1] % stride or x_shape[2] % stride:
+        raise ConfigError(
+            f"{len(channels)} strided conv layers halve the image {len(channels)} times, so its "
+            f"height and width must be divisible by {stride}, got {x_shape[1]}x{x_shape[2]}; "
+            "use fewer --hidden-dims or another --image-size"
+        )
+
+
+def _flat_batch(net, x, event_dims):
+    """Apply ``net`` to ``x`` with its leading dimensions flattened into one batch dimension.
+
+    Batch norm and convolutions want exactly one batch dimension; evaluation and vectorized
+    particles call the networks on ``(K, B, ...)``.
+    """
+    batch_shape = x.shape[: x.dim() - event_dims]
+    out = net(x.reshape(-1, *x.shape[x.dim() - event_dims :]))
+    return out.reshape(*batch_shape, *out.shape[1:])
+
+
+def _conv_block(conv):
+    return [conv, nn.BatchNorm2d(conv.out_channels), nn.LeakyReLU(0.2)]
+
+
+class ConvEncoder(nn.Module):
+    """Strided convolutions down (each halves height and width), batch norm and LeakyReLU, then a
+    linear layer to the ``loc`` and ``scale`` of a diagonal Normal over z (the DCGAN-style design
+    of Radford, Metz & Chintala 2016).
+
+    :param tuple x_shape: ``(C, H, W)`` with H and W divisible by ``2 ** len(channels)``.
+    :param int z_dim: latent dimension.
+    :param list channels: output channels of the strided conv layers, e.g. ``[32, 64]``.
+    :param int c_dim: width of the condition concatenated before the linear layer (0: none).
+    """
+
+    def __init__(self, x_shape, z_dim, channels, c_dim=0, min_scale=1e-3):
+        super().__init__()
+        _check_conv_shape(x_shape, channels)
+        self.x_shape = tuple(x_shape)
+        self.min_scale = min_scale
+        layers = []
+        for c_in, c_out in zip([x_shape[0], *channels[:-1]], channels):
+            layers += _conv_block(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1))
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        stride = 2 ** len(channels)
+        features = channels[-1] * (x_shape[1] // stride) * (x_shape[2] // stride)
+        self.fc = nn.Linear(features + c_dim, 2 * z_dim)
+
+    def forward(self, x, c=None):
+        h = _flat_batch(self.conv, x, 3)
+        return loc_scale(self.fc(join(h, c)), self.min_scale)
+
+
+class ConvDecoder(nn.Module):
+    """A linear layer from z to a small feature map, then transposed convolutions up (each doubles
+    height and width) with batch norm and LeakyReLU; the last layer is linear.
+
+    :param tuple out_shape: ``(C_out, H, W)``, H and W divisible by ``2 ** len(channels)``.
+    :param int z_dim: latent dimension.
+    :param list channels: channels of the feature maps from z towards x, e.g. ``[64, 32]``.
+    :param int c_dim: width of the condition concatenated to z (0: none).
+    """
+
+    def __init__(self, out_shape, z_dim, channels, c_dim=0):
+        super().__init__()
+        _check_conv_shape(out_shape, channels)
+        self.out_shape = tuple(out_shape)
+        stride = 2 ** len(channels)
+        self.start_shape = (channels[0], out_shape[1] // stride, out_shape[2] // stride)
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim + c_dim, math.prod(self.start_shape)), nn.LeakyReLU(0.2)
+        )
+        layers = []
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += _conv_block(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+        layers.append(nn.ConvTranspose2d(channels[-1], out_shape[0], 4, stride=2, padding=1))
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z, c=None):
+        h = self.fc(join(z, c))
+        return _flat_batch(lambda h: self.deconv(h.reshape(-1, *self.start_shape)), h, 1)
+
+
+def make_networks(net, x_shape, z_dim, hidden_dims, c_dim=0, outputs=1):
+    """The encoder and decoder of kind ``net`` (``"mlp"`` or ``"conv"``).
+
+    ``hidden_dims`` are the MLP's hidden widths or the conv layers' channels, encoder first; the
+    decoder mirrors them. The decoder makes ``outputs`` numbers per pixel (stacked as channels).
+    """
+    if net not in NETS:
+        raise ConfigError(f"unknown net {net!r}; choose one of {', '.join(NETS)}")
+    x_shape = tuple(x_shape)
+    out_shape = (outputs * x_shape[0], *x_shape[1:])
+    hidden = list(hidden_dims)
+    if net == "mlp":
+        return (
+            MLPEncoder(x_shape, z_dim, hidden, c_dim),
+            MLPDecoder(out_shape, z_dim, hidden[::-1], c_dim),
+        )
+    return ConvEncoder(x_shape, z_dim, hidden, c_dim), ConvDecoder(
+        out_shape, z_dim, hidden[::-1], c_dim
+    )

@@ -85,3 +85,15 @@ def training_curve(history, path, log_px=None):
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
+
+
+def image_rows(rows, path, title=None):
+    """Labelled rows of images: ``rows`` is a list of ``(label, images (N, C, H, W))``."""
+    n = rows[0][1].shape[0]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(n * 0.6 + 1.2, len(rows) * 0.65 + 0.8))
+    for ax, (label, images) in zip(axes, rows):
+        _show_grid(ax, images, n)
+        ax.text(-0.01, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)

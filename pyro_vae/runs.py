@@ -3,7 +3,8 @@
 A run directory holds::
 
     config.json            the Config that reproduces the run
-    checkpoint.pt          plain tensors and primitives only (loaded with weights_only=True)
+    checkpoint.pt          plain tensors and primitives only (loaded with weights_only=True):
+                           the model and guide, and the training state to resume from
     metrics.json           ELBO and log p(x) in nats per image, and what they were measured with
     history.json           per-epoch train and test ELBO
     samples.png  reconstructions.png  latent.png  training-curve.png
@@ -11,54 +12,37 @@ A run directory holds::
 
 import json
 import os
-import platform
-import tempfile
 import time
-import warnings
 
 import pyro
 import torch
-import torchvision
+from pyro import poutine
 
 from . import evaluate, plots
+from .checkpoints import (
+    CHECKPOINT,
+    _atomic_write,
+    checkpoint_header,
+    read_checkpoint,
+    remove_stray_temporaries,
+    write_json,
+)
 from .config import Config, build
 from .data import as_images, load_dataset
-from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, RunDirError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    PyroVAEError,
+    RunDirError,
+)
+from .modelfile import check_protocol
+from .models import LabelCondition, ObservedQuadrants
+from .objectives import kl_warmup
 from .train import fit
 
-CHECKPOINT = "checkpoint.pt"
-FORMAT = "pyro_vae.checkpoint"
-FORMAT_VERSION = 1
-
-
-def versions():
-    return {
-        "pyro_vae": "0.1.0",
-        "pyro": str(pyro.__version__),
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-        "python": platform.python_version(),
-    }
-
-
-def _atomic_write(path, write):
-    """Write through ``write(file)`` to a temporary file beside ``path``, fsync, then replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path, obj):
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+CONFIG = "config.json"
 
 
 def prepare_run_dir(path, overwrite=False):
@@ -73,6 +57,8 @@ def prepare_run_dir(path, overwrite=False):
 
 
 def default_run_dir(dataset):
+    if dataset.startswith("folder:"):  # name the run after the folder, not its path
+        dataset = os.path.basename(os.path.normpath(dataset[len("folder:") :])) or "folder"
     return os.path.join("runs", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
@@ -81,39 +67,88 @@ class Run:
 
     ``x`` arguments are image tensors shaped like the dataset's, ``(N, C, H, W)`` or ``(N, H, W)``
     for one channel, with values in [0, 1]; binarize them yourself (e.g. ``torch.bernoulli(x)``)
-    when the model has a Bernoulli likelihood. Results are in nats.
+    when the model has a Bernoulli likelihood. Results are in nats: log-probabilities for binary
+    images, log-densities for a continuous likelihood. ``y`` is what a conditional model is
+    conditioned on: integer labels ``(N,)`` (or one label for all) for ``condition="label"``;
+    for image completion the images whose observed quadrants are given (default: ``x`` itself, so
+    ``log_px(x)`` is log p(hidden part | observed part)). Unconditional models ignore ``y``.
     """
 
-    def __init__(self, config, model, guide, x_shape, path=None):
+    def __init__(self, config, model, guide, x_shape, path=None, num_classes=10):
         self.config = config
         self.model = model.eval()
         self.guide = guide.eval()
         self.x_shape = tuple(x_shape)
         self.path = path
+        self.num_classes = num_classes
+
+    @property
+    def binary(self):
+        likelihood = getattr(self.model, "likelihood", None)
+        return bool(getattr(likelihood, "binary", False))
+
+    @property
+    def conditioned_on(self):
+        """``"label"``, ``"image"`` (completion) or ``None``: what this model's ``y`` is."""
+        condition = getattr(self.model, "condition", None)
+        if isinstance(condition, LabelCondition):
+            return "label"
+        return "image" if isinstance(condition, ObservedQuadrants) else None
 
     def _images(self, x):
-        return as_images(x, self.x_shape, binary=True)
+        return as_images(x, self.x_shape, binary=self.binary)
 
-    def elbo(self, x, num_samples=1):
+    def _inputs(self, x, y=None):
+        x = self._images(x)
+        return x, self._condition(y, x.shape[0], default=x)
+
+    def _condition(self, y, n, default=None):
+        kind = self.conditioned_on
+        if kind is None:
+            return None
+        if kind == "image":
+            if y is None and default is not None:
+                return default
+            y = self._images(y) if y is not None else None
+        elif y is not None:
+            y = torch.as_tensor(y)
+            if y.dim() == 0:
+                y = y.expand(n)
+            if (
+                y.is_floating_point()
+                or y.dim() != 1
+                or not ((y >= 0) & (y < self.num_classes)).all()
+            ):
+                raise DataError(
+                    f"labels must be integers from 0 to {self.num_classes - 1}, one per image"
+                )
+        if y is None or y.shape[0] != n:
+            what = "labels" if kind == "label" else "images with the observed quadrants"
+            raise DataError(f"this model is conditional: pass y, {n} {what}")
+        return y
+
+    def elbo(self, x, num_samples=1, y=None):
         """Per-image ELBO estimates, shape ``(N,)``."""
         _check_count("num_samples", num_samples)
-        return evaluate.elbo(self.model, self.guide, self._images(x), num_samples=num_samples)
+        x, y = self._inputs(x, y)
+        return evaluate.elbo(self.model, self.guide, x, y, num_samples=num_samples)
 
-    def log_px(self, x, num_samples=1000, progress=False):
+    def log_px(self, x, num_samples=1000, progress=False, y=None):
         """Per-image importance-sampled log p(x) with ``num_samples`` samples, shape ``(N,)``."""
         _check_count("num_samples", num_samples)
+        x, y = self._inputs(x, y)
         return evaluate.log_px(
-            self.model, self.guide, self._images(x), num_samples=num_samples, progress=progress
+            self.model, self.guide, x, y, num_samples=num_samples, progress=progress
         )
 
     @torch.no_grad()
-    def encode(self, x):
+    def encode(self, x, y=None):
         """The guide's ``loc`` and ``scale`` for each image, each ``(N, z_dim)``."""
-        fn = self.guide.z_dist(self._images(x)).base_dist
+        fn = self.guide.z_dist(*self._inputs(x, y)).base_dist
         return fn.loc, fn.scale
 
     @torch.no_grad()
-    def decode(self, z):
+    def decode(self, z, y=None):
         """The mean image of p(x|z) for each latent ``z`` ``(N, z_dim)``."""
         z = torch.as_tensor(z, dtype=torch.float32)
         if z.dim() != 2 or z.shape[1] != self.config.z_dim:
@@ -121,25 +156,27 @@ class Run:
                 f"latents of shape {tuple(z.shape)} do not fit this model, which expects "
                 f"(N, {self.config.z_dim})"
             )
-        return self.model.x_dist(z).mean
+        return self.model.x_dist(z, self._condition(y, z.shape[0])).mean
 
     @torch.no_grad()
-    def sample(self, n, seed=None):
-        """``n`` images: decoder means for latents drawn from the prior, ``(n, *x_shape)``."""
+    def sample(self, n, seed=None, y=None):
+        """``n`` images: decoder means for latents drawn from the prior, ``(n, *x_shape)``.
+
+        For a conditional model ``y`` is the label(s) to generate, or the images to complete.
+        """
         _check_count("n", n)
-        generator = None if seed is None else torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.config.z_dim, generator=generator)
-        return self.decode(z * self.model.prior_scale + self.model.prior_loc)
+        y = self._condition(y, n)
+        with torch.random.fork_rng():
+            if seed is not None:
+                torch.manual_seed(seed)
+            trace = poutine.trace(self.model).get_trace(None, y, None, n)
+        return trace.nodes["x"]["fn"].mean
 
     def state(self):
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.as_dict(),
-            "x_shape": list(self.x_shape),
+            **checkpoint_header(self.config, self.x_shape, self.num_classes),
             "model": self.model.state_dict(),
             "guide": self.guide.state_dict(),
-            "versions": versions(),
         }
 
     def save(self, path):
@@ -157,19 +194,10 @@ def load_run(path):
     :rtype: Run
     """
     file = path if os.path.isfile(path) else os.path.join(path, CHECKPOINT)
-    if not os.path.exists(file):
-        raise CheckpointError(f"no checkpoint at {file}; is {path} a pyro_vae run directory?")
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickle protocols; we refuse anyway
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupt, or a pickle with non-tensor objects
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {file}: {reason}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{file} is not a pyro_vae checkpoint")
-    config = Config.from_dict(state["config"])
-    model, guide = build(config, state["x_shape"])
+    state = read_checkpoint(file)
+    config = state["config"]
+    num_classes = int(state.get("num_classes", 10))
+    model, guide = build(config, state["x_shape"], num_classes)
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
@@ -177,63 +205,161 @@ def load_run(path):
         raise CheckpointError(
             f"{file} does not match its own config ({str(e).splitlines()[0][:200]})"
         ) from None
-    return Run(config, model, guide, state["x_shape"], path=os.path.dirname(os.path.abspath(file)))
+    path = os.path.dirname(os.path.abspath(file))
+    return Run(config, model, guide, state["x_shape"], path=path, num_classes=num_classes)
 
 
-def train_run(config, out=None, overwrite=False, quiet=False, fit=fit):
-    """Train the run ``config`` describes and write its run directory.
+def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=None):
+    """Train the run ``config`` describes and write its run directory; return the :class:`Run`.
 
-    Returns the :class:`Run` and its metrics, or ``(None, None)`` in a process that leaves the writing
-    to another (a data-parallel process other than global rank 0).
+    ``checkpoint.pt`` is rewritten atomically at the end of every epoch (and every
+    ``checkpoint_every`` steps), so a run killed at any moment continues with :func:`resume_run`.
 
     :param Config config: what to train.
     :param str out: the run directory (default ``runs/DATASET-TIMESTAMP``).
     :param bool overwrite: allow writing into a non-empty directory.
     :param bool quiet: no progress bars.
-    :param fit: the trainer, :func:`pyro_vae.train.fit` or one with its signature that returns
-        ``None`` in the processes that must not write, such as
-        :func:`pyro_vae.distributed.fit_distributed`.
+    :param int checkpoint_every: steps between checkpoints within an epoch (default: none).
     """
     out = out or default_run_dir(config.dataset)
-    start = time.perf_counter()
-    data = load_dataset(config.dataset, config.binarize)
-    if not data.binary:
+    data = _training_data(config)
+    prepare_run_dir(out, overwrite)
+    write_json(os.path.join(out, CONFIG), config.as_dict())
+    return _train(config, data, out, None, quiet, checkpoint_every)
+
+
+def resume_run(path, quiet=False, checkpoint_every=None):
+    """Continue the run in ``path`` from its last checkpoint; return what :func:`train_run` does.
+
+    The result is the same, parameter for parameter, as that of the run never interrupted. A run
+    killed before its first checkpoint starts again from its ``config.json``; a finished one is
+    evaluated again.
+
+    :param str path: a run directory written by :func:`train_run` or ``pyro-vae train``.
+    """
+    config = read_config(os.path.join(path, CONFIG))
+    file = os.path.join(path, CHECKPOINT)
+    state = read_checkpoint(file) if os.path.exists(file) else None
+    if state is not None and state["config"] != config:
+        theirs, ours = state["config"].as_dict(), config.as_dict()
+        key = next(k for k in ours if theirs.get(k) != ours[k])
+        raise CheckpointError(
+            f"{file} comes from a different configuration than {CONFIG} ({key} {theirs.get(key)!r} "
+            f"there, {ours[key]!r} here); put back the run's own checkpoint or start a new run"
+        )
+    data = _training_data(config)
+    if state is not None and tuple(state["x_shape"]) != data.x_shape:
+        raise CheckpointError(
+            f"{file} was trained on images of shape {tuple(state['x_shape'])}, but {config.dataset} "
+            f"has {data.x_shape}"
+        )
+    remove_stray_temporaries(path)
+    return _train(config, data, path, state, quiet, checkpoint_every)
+
+
+def read_config(file):
+    """The :class:`Config` saved in ``file`` (a ``config.json``), checked like any other."""
+    if not os.path.isfile(file):
+        raise RunDirError(f"no config file at {file}")
+    try:
+        with open(file) as f:
+            d = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read {file}: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{file} does not hold a JSON object of settings")
+    return Config.from_dict(d)
+
+
+def _training_data(config):
+    data = load_run_data(config)
+    built_in = config.model in ("vae", "hierarchical")  # a model file has its own likelihood
+    if built_in and config.likelihood == "bernoulli" and not data.binary:
         raise DataError(
             f"{config.dataset} with --binarize none has grayscale pixels, but the Bernoulli "
-            "likelihood needs binary ones; use --binarize dynamic or --binarize static"
+            "likelihood needs binary ones; use --binarize dynamic or --binarize static, or a "
+            "continuous --likelihood"
         )
     if data.train_x.shape[0] < config.batch_size:
         raise ConfigError(
             f"batch_size {config.batch_size} is larger than the training set "
             f"({data.train_x.shape[0]} images)"
         )
-    # The directory stays empty until training ends: data-parallel processes learn their rank only
-    # once they have met, and every one of them passes through here first.
-    prepare_run_dir(out, overwrite)
+    return data
+
+
+def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
+    """Fit (from ``state`` if given), checkpointing into ``out``, then evaluate and draw.
+
+    ``fit`` is :func:`pyro_vae.train.fit` or a trainer with its signature that returns ``None`` in
+    the processes that must not write (:func:`pyro_vae.distributed.fit_distributed` in those other
+    than global rank 0); there ``_train`` returns ``(None, None)``. Only the writing process calls
+    ``checkpoint``, and it writes ``config.json`` first if it is not there yet.
+    """
+    start = time.perf_counter()
+    file = os.path.join(out, CHECKPOINT)
+    header = checkpoint_header(config, data.x_shape, data.num_classes)
+    saved = {}
+
+    def checkpoint(train_state):
+        try:
+            if not os.path.exists(os.path.join(out, CONFIG)):
+                write_json(os.path.join(out, CONFIG), config.as_dict())
+            _atomic_write(file, lambda f: torch.save({**header, **train_state}, f))
+        except OSError as e:  # a full disk, say: stop cleanly, keeping the last good checkpoint
+            raise RunDirError(
+                f"cannot write {file} ({e.strerror or e}); the last checkpoint, if any, stays and "
+                f"pyro-vae train --resume {out} continues from it"
+            ) from None
+        saved.update(epoch=train_state["epoch"], step=train_state["step"])
+
     pyro.set_rng_seed(config.seed)  # the networks' initial weights come from the seed too
-    model, guide = build(config, data.x_shape)
-    history = fit(
-        model,
-        guide,
-        data,
-        elbo=config.make_elbo(),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        seed=config.seed,
-        quiet=quiet,
-    )
+    model, guide = build(config, data.x_shape, data.num_classes)
+    check_protocol(model, guide, data.test_x[:4], data.model_y(data.test_x[:4], data.test_y[:4]))
+    try:
+        history = fit(
+            model,
+            guide,
+            data,
+            elbo=config.make_elbo(),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed,
+            quiet=quiet,
+            clip_grad=config.clip_grad,
+            resume_from=state,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            on_epoch=kl_warmup([model, guide], config.beta, config.kl_warmup),
+        )
+    except DivergenceError as e:
+        last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})
+        if not last:
+            raise DivergenceError(f"{e}; no checkpoint was written") from None
+        where = (
+            f"epoch {last['epoch'] + 1}, step {last['step']}"
+            if last["step"]
+            else f"the end of epoch {last['epoch']}"
+        )
+        raise DivergenceError(
+            f"{e}; the last good checkpoint, from {where}, stays in {file}"
+        ) from None
     if history is None:
         return None, None
-    write_json(os.path.join(out, "config.json"), config.as_dict())
     train_seconds = history.seconds[-1]
-    run = Run(config, model, guide, data.x_shape, path=out)
-    run.save(out)
+    run = Run(config, model, guide, data.x_shape, path=out, num_classes=data.num_classes)
     write_json(os.path.join(out, "history.json"), history.as_dict())
 
     metrics = evaluate_run(run, data, num_samples=config.log_px_samples, quiet=quiet)
     metrics.update(epochs=config.epochs, seconds=round(train_seconds, 2))
     write_figures(run, data, history.as_dict(), metrics["test_log_px"])
+    metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
+    if run.conditioned_on == "image":
+        from . import completion
+
+        metrics.update(completion.report(run, data, quiet))
+        metrics["figures"].append("inpainting.png")
     metrics["total_seconds"] = round(time.perf_counter() - start, 2)
     write_json(os.path.join(out, "metrics.json"), metrics)
     return run, metrics
@@ -242,14 +368,16 @@ def train_run(config, out=None, overwrite=False, quiet=False, fit=fit):
 def evaluate_run(run, data, num_samples=1000, elbo_samples=1, quiet=True):
     """ELBO on both splits and importance-sampled log p(x) on the test split, nats per image."""
     pyro.set_rng_seed(0)
-    train_x, _ = data.split("train")
+    train_x, train_y = data.split("train")
+    train_y = data.model_y(train_x, train_y)
+    test_y = data.model_y(data.test_x, data.test_y)
     started = time.perf_counter()
-    log_px = run.log_px(data.test_x, num_samples=num_samples, progress=not quiet)
+    log_px = run.log_px(data.test_x, num_samples=num_samples, progress=not quiet, y=test_y)
     return {
         "dataset": data.name,
         "binarize": data.binarize,
-        "train_elbo": round(run.elbo(train_x, elbo_samples).mean().item(), 3),
-        "test_elbo": round(run.elbo(data.test_x, elbo_samples).mean().item(), 3),
+        "train_elbo": round(run.elbo(train_x, elbo_samples, y=train_y).mean().item(), 3),
+        "test_elbo": round(run.elbo(data.test_x, elbo_samples, y=test_y).mean().item(), 3),
         "test_log_px": round(log_px.mean().item(), 3),
         "test_log_px_stderr": round((log_px.std() / len(log_px) ** 0.5).item(), 3),
         "log_px_samples": num_samples,
@@ -257,31 +385,65 @@ def evaluate_run(run, data, num_samples=1000, elbo_samples=1, quiet=True):
         "test_images": int(data.test_x.shape[0]),
         "log_px_seconds": round(time.perf_counter() - started, 2),
         "units": "nats per image (higher is better)",
+        "measures": _what_log_px_measures(run),
     }
+
+
+def _what_log_px_measures(run):
+    if run.conditioned_on == "image":
+        return "log p(hidden quadrants | observed quadrants), binary pixels"
+    if run.conditioned_on == "label":
+        return "log p(x | label)" + ("" if run.binary else ", a density")
+    if run.binary:
+        return "log p(x) of binary images"
+    return "log p(x), a density of pixels in [0, 1]^D: not comparable with binarized numbers"
+
+
+def load_run_data(config):
+    """The dataset a run with ``config`` trains and is evaluated on."""
+    data = load_dataset(config.dataset, config.binarize, image_size=config.image_size)
+    data.y_is_x = config.condition.startswith("quadrants:")
+    return data
+
+
+def class_samples(run, per_class=10, seed=0):
+    """Images generated for each label of a label-conditioned run, one row of ``per_class`` each."""
+    labels = torch.arange(run.num_classes).repeat_interleave(per_class)
+    return run.sample(len(labels), seed=seed, y=labels)
 
 
 def write_figures(run, data, history, log_px=None):
     out = run.path
     name = data.name
-    plots.image_grid(
-        run.sample(100, seed=0),
-        os.path.join(out, "samples.png"),
-        title=f"{name}: decoder means for z ~ p(z)",
-    )
+    if run.conditioned_on == "label":
+        plots.image_grid(
+            class_samples(run),
+            os.path.join(out, "samples.png"),
+            title=f"{name}: decoder means for z ~ p(z|y), one row per label y = 0, 1, ...",
+        )
+    elif run.conditioned_on is None:
+        plots.image_grid(
+            run.sample(100, seed=0),
+            os.path.join(out, "samples.png"),
+            title=f"{name}: decoder means for z ~ p(z)",
+        )
+    plots.training_curve(history, os.path.join(out, "training-curve.png"), log_px=log_px)
+    if not (hasattr(run.model, "x_dist") and hasattr(run.guide, "z_dist")):
+        return  # a model file need not give the distributions these figures are made of
     originals = data.test_x[:30]
-    loc, _ = run.encode(originals)
+    y = data.model_y(originals, data.test_y[:30])
+    loc, _ = run.encode(originals, y)
     plots.reconstructions(
         originals,
-        run.decode(loc),
+        run.decode(loc, y),
         os.path.join(out, "reconstructions.png"),
         title=f"{name}: test images (upper rows) and reconstructions at the posterior mean",
     )
     n = min(2000, data.test_x.shape[0])
-    codes, _ = run.encode(data.test_x[:n])
+    codes, _ = run.encode(data.test_x[:n], data.model_y(data.test_x[:n], data.test_y[:n]))
     plots.latent_scatter(
         codes,
         data.test_y[:n],
         os.path.join(out, "latent.png"),
         title=f"{name}: posterior means of {n} test images",
     )
-    plots.training_curve(history, os.path.join(out, "training-curve.png"), log_px=log_px)

@@ -3,19 +3,40 @@
 Nothing here knows what the model is. :func:`fit` turns a Pyro ELBO into a loss module
 (``elbo(model, guide)``), optimizes the parameters of model and guide together with one torch
 optimizer, and records the ELBO per epoch in nats per data point.
+
+Training can stop at any point and continue exactly: :func:`fit` hands a ``checkpoint`` callback
+everything the rest of the run depends on (parameters, optimizer state, position in the epoch's
+permutation, every random number generator), and ``resume_from`` takes it back.
 """
 
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pyro
 import torch
 from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from . import evaluate
-from .errors import ConfigError, DataError, DivergenceError
+from .errors import CheckpointError, ConfigError, DataError, DivergenceError, first_line
+
+# What a training state holds besides the model's and guide's state_dicts.
+STATE_KEYS = (
+    "optimizer",
+    "epoch",
+    "step",
+    "order",
+    "epoch_total",
+    "history",
+    "seconds",
+    "rng",
+    "generator",
+    "train_size",
+    "batch_size",
+)
 
 
 @dataclass
@@ -42,12 +63,28 @@ def fit(
     seed=0,
     quiet=False,
     test_samples=1,
+    clip_grad=None,
+    resume_from=None,
+    checkpoint=None,
+    checkpoint_every=None,
+    on_epoch=None,
 ):
     """Fit ``model`` and ``guide`` to ``data.train_x`` by SVI; return the per-epoch :class:`History`.
 
-    Each step samples a minibatch, evaluates ``elbo`` (default :class:`~pyro.infer.Trace_ELBO`)
-    with the ``"data"`` plate subsampled, so the loss is an unbiased estimate of the full training
+    Each step samples a minibatch ``(x, y, idx)`` (``y``: the labels, or whatever the data says
+    the model conditions on, see :meth:`pyro_vae.data.Data.batches`), evaluates ``elbo`` (default
+    :class:`~pyro.infer.Trace_ELBO`) on ``(x, y, idx, n)`` with the ``"data"`` plate subsampled, so the loss is an unbiased estimate of the full training
     set's negative ELBO, and takes one Adam step on all parameters of model and guide.
+
+    A non-finite loss, gradient or parameter stops training with a
+    :class:`~pyro_vae.errors.DivergenceError` naming the epoch and step; no checkpoint is taken
+    after it, so the last one stays good.
+
+    Resuming::
+
+        states = []
+        fit(model, guide, data, epochs=5, checkpoint=lambda s: states.append(copy.deepcopy(s)))
+        fit(model2, guide2, data, epochs=5, resume_from=states[2])  # same result, bit for bit
 
     :param model: a pyro_vae model (see :mod:`pyro_vae.models`).
     :param guide: a guide with the same signature.
@@ -56,70 +93,131 @@ def fit(
     :param int epochs: passes over the training set.
     :param int batch_size: images per step.
     :param float lr: Adam's learning rate.
-    :param int seed: seeds Pyro, torch and the minibatch order.
+    :param int seed: seeds Pyro, torch and the minibatch order (unused when resuming).
     :param bool quiet: no progress bar.
     :param int test_samples: latent samples per image for the per-epoch test ELBO.
+    :param float clip_grad: rescale the gradient of all parameters to at most this norm
+        (default: no clipping).
+    :param dict resume_from: a state that ``checkpoint`` received, from a run with the same
+        model, data and settings; training continues from there exactly as if never interrupted.
+    :param callable checkpoint: called as ``checkpoint(state)`` at the end of every epoch and every
+        ``checkpoint_every`` steps. ``state`` is a dict of tensors and plain Python values
+        (``torch.save`` it, loadable with ``weights_only=True``); its tensors are live, so save or
+        copy them before returning.
+    :param int checkpoint_every: steps between checkpoints within an epoch (default: epoch ends
+        only).
+    :param on_epoch: an optional hook called as ``on_epoch(epoch)`` before each epoch (from 1),
+        e.g. :func:`pyro_vae.objectives.kl_warmup`.
     """
-    n = check_fit_arguments(data, epochs, batch_size, lr)
-    pyro.set_rng_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad)
     elbo = elbo if elbo is not None else Trace_ELBO()
-    history = History()
     steps_per_epoch = math.ceil(n / batch_size)
-    start = time.perf_counter()
-
     loss_fn = elbo(model, guide)
     params = list(loss_fn.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
-    with tqdm(total=epochs * steps_per_epoch, disable=quiet, unit="step", desc="train") as bar:
-        for epoch in range(1, epochs + 1):
+    generator = torch.Generator()
+    if resume_from is None:
+        pyro.set_rng_seed(seed)
+        generator.manual_seed(seed)
+        history, done_epochs, done_steps, order, total, seconds = History(), 0, 0, None, 0.0, 0.0
+    else:
+        _restore(resume_from, model, guide, optimizer, generator, n, batch_size, epochs)
+        history = History(**resume_from["history"])
+        done_epochs, done_steps = resume_from["epoch"], resume_from["step"]
+        order, total = resume_from["order"], resume_from["epoch_total"]
+        seconds = resume_from["seconds"]
+    every = checkpoint_every if checkpoint is not None and checkpoint_every else 0
+    done = done_epochs * steps_per_epoch + done_steps
+    start = time.perf_counter() - seconds
+
+    def save(epoch, step, order, total):
+        checkpoint(
+            training_state(
+                model,
+                guide,
+                optimizer,
+                epoch,
+                step,
+                order,
+                total,
+                history,
+                time.perf_counter() - start,
+                generator,
+                n,
+                batch_size,
+            )
+        )
+
+    with tqdm(
+        total=epochs * steps_per_epoch, initial=done, disable=quiet, unit="step", desc="train"
+    ) as bar:
+        for epoch in range(done_epochs + 1, epochs + 1):
+            if on_epoch is not None:
+                on_epoch(epoch)
             model.train(), guide.train()
-            total = 0.0
-            for step, (x, idx) in enumerate(data.batches(batch_size, generator), 1):
-                loss = elbo_loss(loss_fn, params, x, idx, n, epoch, step)
+            if done_steps == 0:
+                order, total = torch.randperm(n, generator=generator), 0.0
+            batches = data.batches(batch_size, generator, order=order, start=done_steps)
+            for step, (x, y, idx) in enumerate(batches, done_steps + 1):
+                loss = elbo_loss(loss_fn, params, (x, y, idx, n), epoch, step)
                 value = loss.item()
                 if not math.isfinite(value):
                     _diverged("the ELBO", value, epoch, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                check_gradient(params, epoch, step)
+                check_gradient(params, clip_grad, epoch, step)
                 optimizer.step()
                 total += value * len(idx) / n
+                done += 1
                 bar.update()
                 if step % 10 == 0 or step == steps_per_epoch:
                     bar.set_postfix(epoch=epoch, elbo=f"{-value / n:.2f}", refresh=False)
+                if every and done % every == 0 and step < steps_per_epoch:
+                    save(epoch, step, order, total)
+            done_steps = 0
             history.epoch.append(epoch)
             history.train_elbo.append(-total / n)
             history.seconds.append(time.perf_counter() - start)
             model.eval(), guide.eval()
-            test_elbo = evaluate.elbo(model, guide, data.test_x, num_samples=test_samples)
-            history.test_elbo.append(test_elbo.mean().item())
+            history.test_elbo.append(mean_test_elbo(model, guide, data, test_samples))
             bar.set_postfix(
                 epoch=epoch,
                 train=f"{history.train_elbo[-1]:.2f}",
                 test=f"{history.test_elbo[-1]:.2f}",
             )
+            # After the test ELBO, which draws from the global generator too.
+            if checkpoint is not None:
+                save(epoch, steps_per_epoch, None, 0.0)
     return history
 
 
-def check_fit_arguments(data, epochs, batch_size, lr):
+def mean_test_elbo(model, guide, data, num_samples=1, device=None):
+    """The mean ELBO per test image (nats) that :func:`fit` records after each epoch."""
+    x, labels = data.split("test")
+    y = data.model_y(x, labels)
+    return evaluate.elbo(model, guide, x.to(device), y.to(device), num_samples).mean().item()
+
+
+def check_fit_arguments(data, epochs, batch_size, lr, clip_grad=None):
     """Refuse what :func:`fit` cannot train with; return the training set's size."""
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"the learning rate must be a positive number, got {lr!r}")
+    if clip_grad is not None and not (math.isfinite(clip_grad) and clip_grad > 0):
+        raise ConfigError(f"clip_grad must be a positive number, got {clip_grad!r}")
     n = data.train_x.shape[0]
     if n == 0:
         raise DataError("the training set is empty")
     return n
 
 
-def elbo_loss(loss_fn, params, x, idx, size, epoch, step):
-    """``loss_fn(x, None, idx, size)``: the minibatch's estimate of the negative ELBO of all ``size``
+def elbo_loss(loss_fn, params, args, epoch, step):
+    """``loss_fn(x, y, idx, size)``: the minibatch's estimate of the negative ELBO of all ``size``
     training images; non-finite parameters become a :class:`DivergenceError` naming the step."""
     try:
-        return loss_fn(x, None, idx, size)
+        return loss_fn(*args)
     except ValueError:
         # Pyro's validation rejects NaN parameters of a distribution before any loss.
         if all(torch.isfinite(p).all() for p in params):
@@ -127,15 +225,106 @@ def elbo_loss(loss_fn, params, x, idx, size, epoch, step):
         _diverged("the parameters", "non-finite", epoch, step)
 
 
-def check_gradient(params, epoch, step):
-    """Raise :class:`DivergenceError` when the gradient of ``params`` is not finite."""
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+def check_gradient(params, clip_grad, epoch, step):
+    """Rescale the gradient of ``params`` to at most norm ``clip_grad`` (``None``: no clipping);
+    raise :class:`DivergenceError` when it is not finite."""
+    max_norm = float("inf") if clip_grad is None else float(clip_grad)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     if not torch.isfinite(grad_norm):
         _diverged("the gradient norm", grad_norm.item(), epoch, step)
+
+
+def training_state(
+    model,
+    guide,
+    optimizer,
+    epoch,
+    step,
+    order,
+    total,
+    history,
+    seconds,
+    generator,
+    train_size,
+    batch_size,
+):
+    """What a ``checkpoint`` callback of :func:`fit` receives, taken at ``step`` of ``epoch``.
+
+    ``order`` is that epoch's permutation of the training set, ``None`` at the end of the epoch;
+    ``total`` the epoch's loss so far. A parameter that overflowed in the last step raises
+    :class:`DivergenceError` instead, so it never replaces the last good checkpoint.
+    """
+    if not all(torch.isfinite(p).all() for p in (*model.parameters(), *guide.parameters())):
+        _diverged("the parameters", "non-finite", epoch, step)
+    return {
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch if order is None else epoch - 1,  # completed epochs
+        "step": 0 if order is None else step,  # completed steps of the next epoch
+        "order": order,  # that epoch's permutation of the training set
+        "epoch_total": total,
+        "history": history.as_dict(),
+        "seconds": seconds,
+        "rng": rng_state(),
+        "generator": generator.get_state(),
+        "train_size": train_size,
+        "batch_size": batch_size,
+    }
 
 
 def _diverged(what, value, epoch, step):
     raise DivergenceError(
         f"{what} became {value} at epoch {epoch}, step {step}; try a lower learning rate (--lr), "
-        "gradient clipping or a KL warm-up"
+        "gradient clipping (--clip-grad) or a KL warm-up"
     )
+
+
+def rng_state():
+    """The states of torch's, Python's and NumPy's global generators (all that Pyro draws from),
+    as tensors and plain values."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "random": random.getstate(),
+        "numpy": [name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss],
+    }
+
+
+def set_rng_state(state):
+    """Restore what :func:`rng_state` returned."""
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    pyro.util.set_rng_state(
+        {
+            "torch": state["torch"],
+            "random": state["random"],
+            "numpy": (name, key.numpy().astype(np.uint32), pos, has_gauss, gauss),
+        }
+    )
+
+
+def _restore(state, model, guide, optimizer, generator, n, batch_size, epochs):
+    """Load a training state into the modules, optimizer and generators, or say why it won't fit."""
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(
+            f"the checkpoint holds no training state to resume from (no {missing[0]!r})"
+        )
+    for name, value, expected in (
+        ("training set size", state["train_size"], n),
+        ("batch_size", state["batch_size"], batch_size),
+    ):
+        if value != expected:
+            raise CheckpointError(f"the checkpoint was taken with {name} {value}, not {expected}")
+    if state["epoch"] > epochs:
+        raise CheckpointError(
+            f"the checkpoint has trained {state['epoch']} epochs already, more than epochs={epochs}"
+        )
+    try:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"the checkpoint does not fit this model ({first_line(e)})") from None
+    set_rng_state(state["rng"])
+    generator.set_state(state["generator"])

@@ -1,7 +1,9 @@
+import json
 import math
+from dataclasses import fields
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyro_vae.config import Config
@@ -56,3 +58,23 @@ def test_learning_rate_accepts_exactly_the_positive_finite_numbers(value):
     else:
         with pytest.raises(ConfigError):
             Config(lr=value)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 600) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([f.name for f in fields(Config)] + ["colour"]), JSON))
+def test_any_json_config_is_accepted_valid_or_refused_with_a_config_error(changes):
+    """Whatever a config.json holds, the answer is a valid Config or a ConfigError, nothing else."""
+    try:
+        config = Config.from_dict({**Config().as_dict(), **changes})
+    except ConfigError as e:
+        assert len(str(e).splitlines()) == 1
+        return
+    assert Config.from_dict(json.loads(json.dumps(config.as_dict()))) == config
+    config.validate()

@@ -1,9 +1,11 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
 from pyro_vae.data import DEBIAN_FASHION_MNIST, as_images, load_dataset
 from pyro_vae.errors import DataError, DatasetUnavailableError
@@ -34,8 +36,8 @@ def test_dynamic_binarization_resamples_each_batch_but_fixes_the_test_split():
     # The test split is one fixed-seed sample, the same as under static binarization.
     assert torch.equal(data.test_x, load_dataset("mnist-small", binarize="static").test_x)
     assert set(data.test_x.unique().tolist()) == {0.0, 1.0}
-    x1, _ = next(data.batches(4000, torch.Generator().manual_seed(0)))
-    x2, _ = next(data.batches(4000, torch.Generator().manual_seed(1)))
+    x1, _, _ = next(data.batches(4000, torch.Generator().manual_seed(0)))
+    x2, _, _ = next(data.batches(4000, torch.Generator().manual_seed(1)))
     assert set(x1.unique().tolist()) == {0.0, 1.0}
     # Same images in another order and another Bernoulli draw: pixel means agree, pixels do not.
     assert not torch.equal(x1.sum(0), x2.sum(0))
@@ -44,10 +46,11 @@ def test_dynamic_binarization_resamples_each_batch_but_fixes_the_test_split():
 
 def test_batches_cover_the_training_set_once():
     data = load_dataset("mnist-small", binarize="static")
-    seen = torch.cat([idx for _, idx in data.batches(300, torch.Generator().manual_seed(0))])
+    seen = torch.cat([idx for _, _, idx in data.batches(300, torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == list(range(4000))
-    x, idx = next(data.batches(300, torch.Generator().manual_seed(0)))
+    x, y, idx = next(data.batches(300, torch.Generator().manual_seed(0)))
     assert torch.equal(x, data.train_x[idx])  # static: batches are the stored sample
+    assert torch.equal(y, data.train_y[idx])  # and y are their labels
 
 
 @pytest.mark.parametrize(
@@ -117,3 +120,26 @@ def test_as_images_accepts_exactly_the_finite_unit_interval(values):
     else:
         with pytest.raises(DataError):
             as_images(x, (1,))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arrays(
+        st.sampled_from([np.float32, np.float64, np.uint8, np.int64, np.bool_]),
+        array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=3),
+    ),
+    st.booleans(),
+)
+def test_any_array_is_accepted_as_images_or_refused_with_a_data_error(array, binary):
+    """Whatever a user passes, the answer is images of the model's shape or a one-line DataError."""
+    x_shape = (1, 2, 3)
+    try:
+        x = as_images(array, x_shape, binary=binary)
+    except DataError as e:
+        assert len(str(e).splitlines()) == 1
+        return
+    assert x.dtype == torch.float32 and x.shape[1:] == x_shape and x.shape[0] >= 1
+    assert torch.equal(x.flatten(), torch.as_tensor(array).float().flatten())
+    assert ((x >= 0) & (x <= 1)).all()
+    if binary:
+        assert ((x == 0) | (x == 1)).all()

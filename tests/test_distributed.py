@@ -19,10 +19,12 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from pyro_vae import load_run
+from pyro_vae.checkpoints import read_checkpoint
 from pyro_vae.config import Config, build
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.runs import Run, evaluate_run
+from pyro_vae.train import STATE_KEYS, fit
 from tests.conftest import assert_close
 from tests.test_cli import ROOT, TINY, assert_clean_error, pyro_vae
 from tests.test_runs import METRIC_KEYS, RUN_FILES
@@ -66,10 +68,10 @@ def probe(out):
             self.steps, self.first, self.noise = [], {}, None
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            x, idx = batch
+            x, y, idx = batch
             self.steps.append((trainer.current_epoch, idx.clone()))
             if trainer.global_step == 0:
-                self.first.update(x=x.clone(), idx=idx.clone())
+                self.first.update(x=x.clone(), y=y.clone(), idx=idx.clone())
                 for name in ("model", "guide"):
                     state = getattr(module, name).state_dict()
                     self.first[name] = {k: v.clone() for k, v in state.items()}
@@ -116,14 +118,15 @@ def two_processes(tmp_path_factory):
     return os.path.join(out, "run"), ranks
 
 
-def single_process_gradient(record, x, idx):
-    """The gradient one process computes for ``x`` at positions ``idx`` from the initial weights."""
+def single_process_gradient(record, x, y, idx):
+    """The gradient one process computes for ``(x, y)`` at positions ``idx`` from the initial
+    weights."""
     model, guide = build(CONFIG, x.shape[1:])
     model.load_state_dict(record["model"])
     guide.load_state_dict(record["guide"])
     loss_fn = CONFIG.make_elbo()(model, guide)
     with FixedNoise(noise(idx)):
-        loss_fn(x, None, idx, N).backward()
+        loss_fn(x, y, idx, N).backward()
     return {name: p.grad for name, p in loss_fn.named_parameters()}
 
 
@@ -131,15 +134,14 @@ def single_process_gradient(record, x, idx):
 def test_gradient_equals_the_single_process_gradient_of_the_global_batch(two_processes):
     _, ranks = two_processes
     assert [len(r["idx"]) for r in ranks] == [CONFIG.batch_size // PROCESSES] * PROCESSES
-    x = torch.cat([r["x"] for r in ranks])
-    idx = torch.cat([r["idx"] for r in ranks])
-    expected = single_process_gradient(ranks[0], x, idx)
+    x, y, idx = (torch.cat([r[key] for r in ranks]) for key in ("x", "y", "idx"))
+    expected = single_process_gradient(ranks[0], x, y, idx)
     for name, grad in expected.items():
         tol = 1e-4 * grad.abs().max().item()
         for r in ranks:
             assert_close(r["grad"][name], grad, rtol=1e-4, atol=tol, msg=name)
     # Rank 0's gradient of its own shard is far from it: the average over processes matters.
-    own = single_process_gradient(ranks[0], ranks[0]["x"], ranks[0]["idx"])
+    own = single_process_gradient(ranks[0], ranks[0]["x"], ranks[0]["y"], ranks[0]["idx"])
     flat = lambda grads: torch.cat([g.flatten() for g in grads.values()])  # noqa: E731
     assert (flat(own) - flat(expected)).norm() > 0.05 * flat(expected).norm()
 
@@ -162,9 +164,11 @@ def test_each_epoch_deals_every_image_to_one_process_in_a_new_order(two_processe
 def test_the_run_directory_is_that_of_a_single_process_run(two_processes):
     out, _ = two_processes
     assert RUN_FILES <= set(os.listdir(out))
-    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    state = read_checkpoint(os.path.join(out, "checkpoint.pt"))
     model, guide = build(CONFIG, (1, 28, 28))
-    assert state.keys() == Run(CONFIG, model, guide, (1, 28, 28)).state().keys()
+    # What a single-process run's checkpoint holds: the run, and the state to continue training.
+    assert state.keys() == {*Run(CONFIG, model, guide, (1, 28, 28)).state(), *STATE_KEYS}
+    assert state["num_classes"] == 10 and state["epoch"] == CONFIG.epochs
 
     run = load_run(out)
     assert run.config == CONFIG
@@ -196,6 +200,28 @@ def test_cli_trains_on_two_processes_and_evaluate_reads_the_run(tmp_path):
 
 
 @needs_lightning
+def test_a_data_parallel_checkpoint_continues_in_one_process(two_processes):
+    out, _ = two_processes
+    state = read_checkpoint(os.path.join(out, "checkpoint.pt"))
+    recorded = list(state["history"]["test_elbo"])
+    data = load_dataset("mnist-small")
+    model, guide = build(CONFIG, data.x_shape)
+    history = fit(
+        model,
+        guide,
+        data,
+        CONFIG.make_elbo(),
+        epochs=CONFIG.epochs + 1,
+        batch_size=CONFIG.batch_size,
+        resume_from=state,
+        quiet=True,
+    )
+    assert history.epoch == [1, 2, 3]
+    assert history.test_elbo[:2] == recorded
+    assert history.test_elbo[2] > history.test_elbo[0]
+
+
+@needs_lightning
 def test_only_the_amortized_guide_is_data_parallel():
     from pyro_vae.distributed import fit_distributed
     from tests.linear_gaussian import GaussianGuide, LinearGaussian
@@ -214,6 +240,8 @@ def test_only_the_amortized_guide_is_data_parallel():
         (["--devices", "2"], "needs --out"),
         (["--devices", "3", "--out", "{tmp}/r"], "does not split evenly over 3 processes"),
         (["--num-nodes", "2", "--batch-size", "101", "--out", "{tmp}/r"], "multiple of 2"),
+        (["--resume", "{tmp}", "--devices", "2"], "cannot be resumed on several"),
+        (["--devices", "2", "--checkpoint-every", "5", "--out", "{tmp}/r"], "end of each epoch"),
     ],
 )
 def test_bad_distributed_settings_are_one_line_errors(args, message, tmp_path, capsys):

@@ -1,14 +1,17 @@
 import json
 import os
 import pickle
+import shutil
 
 import pytest
 import torch
+from pyro.infer import TraceMeanField_ELBO
 
 from pyro_vae import load_run
 from pyro_vae.config import Config
-from pyro_vae.errors import CheckpointError, ConfigError, DataError, RunDirError
-from pyro_vae.runs import train_run
+from pyro_vae.errors import CheckpointError, ConfigError, DataError, DivergenceError, RunDirError
+from pyro_vae.runs import resume_run, train_run
+from tests.test_checkpoints import _fail_halfway
 
 TINY = dict(z_dim=4, hidden_dims=(32,), epochs=1, batch_size=200, log_px_samples=20)
 METRIC_KEYS = {
@@ -115,3 +118,124 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path):
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_run(str(tmp_path))
     assert not marker.exists()
+
+
+class _NaNAfter(TraceMeanField_ELBO):
+    """An ELBO that turns NaN after ``steps`` evaluations, as a diverging run's would."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        self.steps -= 1
+        loss = super().differentiable_loss(model, guide, *args, **kwargs)
+        return loss if self.steps >= 0 else loss * float("nan")
+
+
+def test_divergence_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch
+):
+    out = str(tmp_path / "run")
+    monkeypatch.setattr(Config, "make_elbo", lambda self: _NaNAfter(24))  # 20 steps per epoch
+    with pytest.raises(
+        DivergenceError,
+        match=r"the ELBO became nan at epoch 2, step 5; try a lower learning rate \(--lr\), "
+        r"gradient clipping \(--clip-grad\) or a KL warm-up; the last good checkpoint, from epoch "
+        r"2, step 4, stays in .*checkpoint.pt",
+    ):
+        train_run(Config(**{**TINY, "epochs": 2}), out, quiet=True, checkpoint_every=3)
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 4)  # global step 24
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert load_run(out).elbo(torch.zeros(1, 28, 28)).isfinite().all()
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+
+
+def test_a_full_disk_while_checkpointing_is_a_clean_error(tmp_path, monkeypatch):
+    out = str(tmp_path / "run")
+    writes = []
+
+    def torch_save(obj, f):
+        writes.append(obj["step"])
+        if len(writes) == 2:
+            _fail_halfway(f)
+        original(obj, f)
+
+    original = torch.save
+    monkeypatch.setattr(torch, "save", torch_save)
+    with pytest.raises(RunDirError, match="No space left on device.*--resume"):
+        train_run(Config(**TINY), out, quiet=True, checkpoint_every=2)
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json"]
+    monkeypatch.undo()
+    assert torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["step"] == 2
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda out: os.remove(os.path.join(out, "config.json")), RunDirError, "no config file"),
+        (lambda out: _write(out, "config.json", b"{"), ConfigError, "cannot read .*config.json"),
+        (lambda out: _write(out, "config.json", b"[]"), ConfigError, "not .* JSON object"),
+        (
+            lambda out: _write(out, "config.json", b'{"epochs": 0}'),
+            ConfigError,
+            "epochs must be a positive integer, got 0",
+        ),
+        (
+            lambda out: _write(out, "config.json", b'{"guide": "flow"}'),
+            ConfigError,
+            "unknown config keys: guide",
+        ),
+        (lambda out: _resave(out, format_version=99), CheckpointError, "newer than this"),
+        (lambda out: _resave(out, optimizer=None, keep=False), CheckpointError, "no training"),
+    ],
+    ids=[
+        "no config",
+        "bad JSON",
+        "not an object",
+        "bad setting",
+        "unknown setting",
+        "newer format",
+        "no training state",
+    ],
+)
+def test_resume_refuses_a_broken_run_dir(run_dir, tmp_path, make, error, message):
+    out = str(tmp_path / "copy")
+    shutil.copytree(run_dir, out)
+    make(out)
+    before = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
+    with pytest.raises(error, match=message):
+        resume_run(out)
+    assert {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)} == before
+
+
+def _write(out, name, data):
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(data)
+
+
+def _resave(out, keep=True, **changes):
+    file = os.path.join(out, "checkpoint.pt")
+    state = torch.load(file, weights_only=True)
+    state.update(changes)
+    if not keep:
+        state = {k: v for k, v in state.items() if k not in changes}
+    torch.save(state, file)
+
+
+def test_resuming_a_finished_run_evaluates_it_again(run_dir, tmp_path):
+    out = str(tmp_path / "copy")
+    shutil.copytree(run_dir, out)
+    os.remove(os.path.join(out, "metrics.json"))
+    before = open(os.path.join(out, "checkpoint.pt"), "rb").read()
+    _, metrics = resume_run(out, quiet=True)
+    assert metrics == {
+        **json.load(open(os.path.join(run_dir, "metrics.json"))),
+        **_timings(metrics),
+    }
+    assert open(os.path.join(out, "checkpoint.pt"), "rb").read() == before
+
+
+def _timings(metrics):
+    return {k: v for k, v in metrics.items() if "seconds" in k}

@@ -1,0 +1,130 @@
+"""Checkpoint files: written atomically, read without running anything they might hold.
+
+A checkpoint is a ``torch.save`` of a dict of tensors and plain Python values only: the format and
+its version, the :class:`~pyro_vae.config.Config`, the image shape, the library versions, the model's
+and guide's ``state_dict`` and, from :func:`pyro_vae.train.fit`, the training state to resume from.
+It is read back with ``torch.load(..., weights_only=True)``, which refuses any pickle that would
+build other objects, so a malicious file is rejected before its payload can run.
+"""
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+
+import pyro
+import torch
+import torchvision
+
+from .config import Config
+from .errors import CheckpointError, ConfigError, first_line
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "pyro_vae.checkpoint"
+# 2 added the training state (optimizer, position, generators); 1 held the model and guide only.
+FORMAT_VERSION = 2
+TMP_SUFFIX = ".tmp"
+_writes = {}  # per file name, for the testing hook in _fault_point
+
+
+def versions():
+    return {
+        "pyro_vae": "0.1.0",
+        "pyro": str(pyro.__version__),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def _atomic_write(path, write):
+    """Write through ``write(file)`` to a temporary file beside ``path``, fsync, then replace.
+
+    A reader, or a process killed at any moment, sees the old file or the new one, never half of
+    one; a write that fails leaves the old file and no temporary one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            _fault_point(path, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fault_point(path, f):
+    """Testing hook for the kill-and-resume tests: with ``PYRO_VAE_TEST_PAUSE_IN_WRITE=NAME:K``
+    in the environment, the K-th write of a file named NAME stops halfway (temporary file written,
+    not yet in place), says so on stderr and sleeps, so that a test can SIGKILL the process there."""
+    spec = os.environ.get("PYRO_VAE_TEST_PAUSE_IN_WRITE")
+    if not spec:
+        return
+    name, count = spec.rsplit(":", 1)
+    if os.path.basename(path) == name:
+        _writes[name] = _writes.get(name, 0) + 1
+        if _writes[name] == int(count):
+            f.flush()
+            print(f"pyro_vae: paused in write {count} of {name}", file=sys.stderr, flush=True)
+            time.sleep(600)
+
+
+def remove_stray_temporaries(folder):
+    """Delete temporary files that a killed process left behind in ``folder``."""
+    for name in os.listdir(folder):
+        if name.startswith(".") and name.endswith(TMP_SUFFIX):
+            os.unlink(os.path.join(folder, name))
+
+
+def write_json(path, obj):
+    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def checkpoint_header(config, x_shape, num_classes=10):
+    """What every checkpoint holds besides the states: format, config, image shape, the number of
+    labels (for label-conditioned models), versions."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config.as_dict(),
+        "x_shape": list(x_shape),
+        "num_classes": int(num_classes),
+        "versions": versions(),
+    }
+
+
+def read_checkpoint(file):
+    """The dict in a pyro_vae checkpoint file, loaded without running any code it might hold.
+
+    Raises :class:`~pyro_vae.errors.CheckpointError` for a missing, truncated, corrupt or foreign
+    file, and for a pickle that would build anything but tensors and plain values.
+    """
+    if not os.path.isfile(file):
+        raise CheckpointError(f"no checkpoint at {file}; is it a pyro_vae run directory?")
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols; we refuse anyway
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, corrupt, or a pickle with non-tensor objects
+        raise CheckpointError(f"cannot read checkpoint {file}: {first_line(e)}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not a pyro_vae checkpoint")
+    version = state.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} has checkpoint format {version!r}, newer than this pyro_vae reads "
+            f"({FORMAT_VERSION}); upgrade pyro_vae"
+        )
+    try:
+        state["config"] = Config.from_dict(state["config"])
+    except (ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{file} holds a bad config ({e})") from None
+    return state

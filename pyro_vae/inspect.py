@@ -1,0 +1,79 @@
+"""Model-writing aids: each sample site with its shapes, and the plate diagram."""
+
+import os
+import shutil
+
+import torch
+from pyro.poutine.util import site_is_subsample
+
+from .errors import PyroVAEError
+from .modelfile import check_protocol
+
+
+@torch.no_grad()
+def site_table(model, guide, x, y=None):
+    """A text table of every sample site of the guide and of the model (replayed on the guide),
+    with its distribution, batch and event shapes, for the batch ``x``. Checks the protocol first,
+    so a broken model file gets a clear message instead of a table."""
+    model_trace, guide_trace = check_protocol(model, guide, x, y)
+    rows = [("site", "program", "kind", "distribution", "batch shape", "event shape")]
+    for program, trace in (("guide", guide_trace), ("model", model_trace)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            fn = site["fn"]
+            kind = "observed" if site["is_observed"] else "latent"
+            rows.append(
+                (
+                    name,
+                    program,
+                    kind,
+                    _describe(fn),
+                    str(tuple(fn.batch_shape)),
+                    str(tuple(fn.event_shape)),
+                )
+            )
+    plates = [
+        f'plate "{f.name}": {f.size} of {f.full_size or f.size}, dim {f.dim}'
+        for f in {
+            f
+            for s in model_trace.nodes.values()
+            if s["type"] == "sample"
+            for f in s["cond_indep_stack"]
+        }
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines + sorted(plates))
+
+
+def _describe(fn):
+    names = []
+    while True:
+        names.append(type(fn).__name__)
+        inner = getattr(fn, "base_dist", None)
+        if inner is None:
+            return "(".join(names) + ")" * (len(names) - 1)
+        fn = inner
+
+
+def render(model, x, y, path):
+    """Write the model's plate diagram with ``pyro.render_model`` (graphviz) to ``path``."""
+    try:
+        import graphviz  # noqa: F401
+    except ImportError:
+        raise PyroVAEError(
+            "the plate diagram needs the graphviz Python package (pip install graphviz) and "
+            "Graphviz itself (apt-get install graphviz); pass --diagram none to skip it"
+        ) from None
+    if shutil.which("dot") is None:
+        raise PyroVAEError(
+            "the plate diagram needs Graphviz's dot program (apt-get install graphviz, or brew "
+            "install graphviz); pass --diagram none to skip it"
+        )
+    import pyro
+
+    with torch.no_grad():
+        pyro.render_model(
+            model, model_args=(x, y), filename=os.fspath(path), render_distributions=True
+        )

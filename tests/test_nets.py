@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from pyro_vae.errors import ConfigError
+from pyro_vae.nets import ConvDecoder, ConvEncoder, make_networks
+
+
+@pytest.mark.parametrize(
+    "x_shape, channels",
+    [((1, 28, 28), [8, 16]), ((3, 32, 32), [8, 16, 16]), ((3, 64, 64), [4, 8, 8, 16])],
+)
+def test_conv_networks_round_trip_any_leading_dims(x_shape, channels):
+    enc, dec = make_networks("conv", x_shape, 5, channels, outputs=2)
+    x = torch.rand(2, 3, *x_shape)
+    loc, scale = enc(x)
+    assert loc.shape == scale.shape == (2, 3, 5) and (scale > 0).all()
+    # (K, B, z_dim) latents, as in a vectorized particle plate
+    out = dec(torch.randn(7, 3, 5))
+    assert out.shape == (7, 3, 2 * x_shape[0], *x_shape[1:])
+
+
+def test_conv_networks_take_a_condition():
+    enc = ConvEncoder((1, 28, 28), 4, [8, 16], c_dim=10)
+    dec = ConvDecoder((1, 28, 28), 4, [16, 8], c_dim=10)
+    c = torch.eye(10)[:6]
+    assert enc(torch.rand(6, 1, 28, 28), c)[0].shape == (6, 4)
+    assert dec(torch.randn(5, 6, 4), c).shape == (5, 6, 1, 28, 28)
+
+
+def test_batch_norm_sees_particles_and_images_as_one_batch():
+    dec = ConvDecoder((1, 8, 8), 2, [4, 4])
+    z = torch.randn(3, 5, 2)
+    # In training mode batch norm normalizes over all 15 rows: flattening first gives the same.
+    assert torch.allclose(dec(z), dec(z.reshape(15, 2)).reshape(3, 5, 1, 8, 8), atol=1e-5)
+
+
+def test_sizes_must_be_divisible_by_the_strides():
+    with pytest.raises(ConfigError, match="divisible by 8, got 28x28"):
+        make_networks("conv", (1, 28, 28), 4, [8, 8, 8])
+    with pytest.raises(ConfigError, match="unknown net 'rnn'"):
+        make_networks("rnn", (1, 28, 28), 4, [8])
