@@ -12,7 +12,9 @@ import pyro
 
 pyro.settings.set(module_local_params=True)
 
+from .anomaly import anomaly_scores, auroc  # noqa: E402
 from .checkpoints import read_checkpoint  # noqa: E402
+from .compare import compare, compare_run  # noqa: E402
 from .config import Config, build  # noqa: E402
 from .data import Data, load_dataset, load_images  # noqa: E402
 from .errors import (  # noqa: E402
@@ -22,13 +24,27 @@ from .errors import (  # noqa: E402
     DatasetUnavailableError,
     DivergenceError,
     MissingDependencyError,
+    ModelFileError,
     PyroVAEError,
     RunDirError,
 )
 from .evaluate import elbo, log_px, log_weights  # noqa: E402
-from .guides import AmortizedGuide  # noqa: E402
-from .models import VAE, data_plate  # noqa: E402
-from .nets import MLPDecoder, MLPEncoder, make_fc  # noqa: E402
+from .gradvar import ScoreFunction, gradient_draws, gradient_variance  # noqa: E402
+from .guides import AmortizedGuide, DeltaGuide, LocalGuide  # noqa: E402
+from .inference import e_step, grid_posterior, nuts_posterior  # noqa: E402
+from .likelihoods import Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood  # noqa: E402
+from .modelfile import check_protocol  # noqa: E402
+from .models import (  # noqa: E402
+    VAE,
+    ConditionalPrior,
+    HierarchicalPrior,
+    LabelCondition,
+    ObservedQuadrants,
+    StandardNormalPrior,
+    data_plate,
+)
+from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_fc  # noqa: E402
+from .objectives import IWAE, kl_warmup  # noqa: E402
 from .runs import Run, load_run, resume_run, train_run  # noqa: E402
 from .train import History, fit  # noqa: E402
 
@@ -36,31 +52,58 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmortizedGuide",
+    "Bernoulli",
     "CheckpointError",
+    "ConditionalPrior",
     "Config",
     "ConfigError",
+    "ContinuousBernoulli",
+    "ConvDecoder",
+    "ConvEncoder",
     "Data",
     "DataError",
     "DatasetUnavailableError",
+    "DeltaGuide",
     "DivergenceError",
+    "Gaussian",
+    "HierarchicalPrior",
     "History",
+    "IWAE",
+    "LabelCondition",
+    "LocalGuide",
     "MLPDecoder",
     "MLPEncoder",
     "MissingDependencyError",
+    "ModelFileError",
+    "ObservedQuadrants",
     "PyroVAEError",
     "Run",
     "RunDirError",
+    "ScoreFunction",
+    "StandardNormalPrior",
     "VAE",
+    "anomaly_scores",
+    "auroc",
     "build",
+    "check_protocol",
+    "compare",
+    "compare_run",
     "data_plate",
+    "e_step",
     "elbo",
     "fit",
+    "gradient_draws",
+    "gradient_variance",
+    "grid_posterior",
+    "kl_warmup",
     "load_dataset",
     "load_images",
     "load_run",
     "log_px",
     "log_weights",
     "make_fc",
+    "make_likelihood",
+    "nuts_posterior",
     "read_checkpoint",
     "resume_run",
     "train_run",

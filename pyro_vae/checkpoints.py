@@ -101,6 +101,13 @@ def checkpoint_header(config, x_shape, num_classes=10):
     }
 
 
+def load_plain(file):
+    """``torch.load`` that builds tensors and plain values only, never other Python objects."""
+    with warnings.catch_warnings():  # torch warns about odd pickle protocols; we refuse anyway
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(file, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(file):
     """The dict in a pyro_vae checkpoint file, loaded without running any code it might hold.
 
@@ -110,9 +117,7 @@ def read_checkpoint(file):
     if not os.path.isfile(file):
         raise CheckpointError(f"no checkpoint at {file}; is it a pyro_vae run directory?")
     try:
-        with warnings.catch_warnings():  # torch warns about odd pickle protocols; we refuse anyway
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(file, map_location="cpu", weights_only=True)
+        state = load_plain(file)
     except Exception as e:  # truncated, corrupt, or a pickle with non-tensor objects
         raise CheckpointError(f"cannot read checkpoint {file}: {first_line(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -1,6 +1,7 @@
-"""The ``pyro-vae`` command line: train, evaluate, sample, demo, inspect."""
+"""The ``pyro-vae`` command line: train, evaluate, sample, demo, inspect, compare, gradvar, anomaly."""
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -28,6 +29,16 @@ def _positive_float(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _int_list(text):
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
@@ -51,6 +62,31 @@ def _dataset_name(text):
             "folder:PATH"
         )
     return text
+
+
+def _label_list(text):
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        values = [-1]
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated class labels (integers >= 0) such as 1,7, got {text!r}"
+        )
+    return tuple(values)
+
+
+def _choice_list(choices):
+    def parse(text):
+        values = tuple(v for v in text.replace(" ", "").split(",") if v)
+        bad = [v for v in values if v not in choices]
+        if not values or bad:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated names from {', '.join(choices)}, got {text!r}"
+            )
+        return values
+
+    return parse
 
 
 def _add_train_args(p, d):
@@ -105,6 +141,12 @@ def _add_train_args(p, d):
         help="latent samples per image per step; K of --elbo iwae (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    p.add_argument(
+        "--exclude-classes",
+        type=_label_list,
+        default=d.exclude_classes,
+        help="labels left out of both splits, e.g. 1 (for out-of-distribution tests)",
+    )
     p.add_argument(
         "--log-px-samples",
         type=_positive_int,
@@ -191,19 +233,10 @@ def _family_from_args(args):
     if model.endswith(".py") or ".py:" in model:  # saved absolute, so the run loads from anywhere
         path, _, cls = model.rpartition(":") if ".py:" in model else (model, "", "")
         model = f"{os.path.abspath(path)}:{cls}"
+    same = ("likelihood", "sigma", "net", "condition", "learned_prior", "z1_dim", "beta")
+    same += ("kl_warmup", "image_size")
     return dict(
-        binarize=binarize,
-        elbo=elbo,
-        model=model,
-        likelihood=args.likelihood,
-        sigma=args.sigma,
-        net=args.net,
-        condition=args.condition,
-        learned_prior=args.learned_prior,
-        z1_dim=args.z1_dim,
-        beta=args.beta,
-        kl_warmup=args.kl_warmup,
-        image_size=args.image_size,
+        {name: getattr(args, name) for name in same}, binarize=binarize, elbo=elbo, model=model
     )
 
 
@@ -232,6 +265,7 @@ def _config_from_args(args):
         log_px_samples=args.log_px_samples,
         clip_grad=args.clip_grad,
         **_family_from_args(args),
+        exclude_classes=args.exclude_classes,
     )
 
 
@@ -517,6 +551,319 @@ def cmd_inspect(args):
         print(f"plate diagram: {args.diagram}")
 
 
+def cmd_compare(args):
+    from .compare import STRATEGIES, compare_run
+    from .errors import ConfigError
+    from .runs import load_run, load_run_data, prepare_run_dir, train_run
+
+    strategies = [s for s in args.strategies.replace(" ", "").split(",") if s]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ConfigError(
+            f"unknown --strategies {','.join(unknown) or '(none)'}; "
+            f"choose from {','.join(STRATEGIES)}"
+        )
+    if args.run:
+        run = load_run(args.run)
+        out = args.out or os.path.join("runs", f"compare-{run.config.dataset}-{_timestamp()}")
+        prepare_run_dir(out, args.overwrite)
+        train_seconds = _json_field(os.path.join(run.path, "metrics.json"), "seconds")
+    else:
+        out = args.out or os.path.join("runs", f"compare-{args.dataset}-{_timestamp()}")
+        prepare_run_dir(out, args.overwrite)
+        print(f"training the model to compare on: {os.path.join(out, 'run')}", flush=True)
+        run, metrics = train_run(
+            _config_from_args(args), os.path.join(out, "run"), overwrite=True, quiet=args.quiet
+        )
+        train_seconds = metrics["seconds"]
+    data = load_run_data(run.config)
+    result = compare_run(
+        run,
+        data,
+        out,
+        overwrite=True,
+        strategies=strategies,
+        num_images=args.num_images,
+        e_steps=args.e_steps,
+        refine_steps=args.refine_steps,
+        lr=args.e_lr,
+        elbo_samples=args.elbo_samples,
+        log_px_samples=args.log_px_samples,
+        mcmc_images=args.mcmc_images,
+        mcmc_samples=args.mcmc_samples,
+        mcmc_warmup=args.mcmc_warmup,
+        grid_points=args.grid_points,
+        seed=args.seed,
+        train_seconds=train_seconds,
+    )
+    print(open(os.path.join(out, "comparison.md")).read())
+    print(f"wrote {out}: comparison.json comparison.md and figures ({result['seconds']:.0f} s)")
+
+
+def _timestamp():
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _json_field(path, key):
+    try:
+        with open(path) as f:
+            return json.load(f).get(key)
+    except (OSError, ValueError):
+        return None
+
+
+def _add_compare_parser(sub, d):
+    from .compare import STRATEGIES
+
+    p = sub.add_parser(
+        "compare",
+        help="fit one model with each inference strategy and measure the gaps (a few minutes)",
+        description="Train a VAE (or load one with --run), hold its decoder fixed, and compare "
+        "inference strategies on the same images: ELBO, log p(x), cost, and the approximation "
+        "and amortization gaps. Writes OUT/comparison.json, OUT/comparison.md and figures.",
+    )
+    _add_train_args(p, d)
+    p.add_argument("--run", help="compare on this trained run directory instead of training")
+    p.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help="comma-separated, from %(default)s",
+    )
+    p.add_argument(
+        "--num-images",
+        type=_positive_int,
+        default=1000,
+        help="train and test images each strategy is fitted to (default: %(default)s)",
+    )
+    p.add_argument(
+        "--e-steps",
+        type=_positive_int,
+        default=300,
+        help="E-step Adam steps for local and delta (default: %(default)s)",
+    )
+    p.add_argument(
+        "--refine-steps",
+        type=_non_negative_int,
+        default=20,
+        help="E-step steps refining the encoder's q for semi-amortized (default: %(default)s)",
+    )
+    p.add_argument(
+        "--e-lr",
+        type=_positive_float,
+        default=0.1,
+        help="the E-step's Adam learning rate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--elbo-samples",
+        type=_positive_int,
+        default=100,
+        help="latent samples per image for each ELBO (default: %(default)s)",
+    )
+    p.add_argument(
+        "--mcmc-images", type=_positive_int, default=3, help="test images for NUTS (default: 3)"
+    )
+    p.add_argument(
+        "--mcmc-samples", type=_positive_int, default=200, help="NUTS samples (default: 200)"
+    )
+    p.add_argument(
+        "--mcmc-warmup", type=_positive_int, default=200, help="NUTS warm-up steps (default: 200)"
+    )
+    p.add_argument(
+        "--grid-points",
+        type=_positive_int,
+        default=200,
+        help="grid points per axis for the exact posterior when z_dim is 2 (default: 200)",
+    )
+    p.set_defaults(func=cmd_compare)
+
+
+# --- the teaching labs: gradvar and anomaly -------------------------------------------------
+
+
+def _run_and_data(path):
+    from .runs import load_run, load_run_data
+
+    run = load_run(path)
+    return run, load_run_data(run.config)
+
+
+def cmd_gradvar(args):
+    from . import plots
+    from .gradvar import format_rows, measure_stages, training_stages
+    from .runs import prepare_run_dir, write_json
+
+    run, data = _run_and_data(args.run)
+    out = args.out or os.path.join(run.path, "gradvar")
+    prepare_run_dir(out, args.overwrite)
+    x = data.test_x[: args.batch_size]
+    # a generator, so each stage is measured before training moves on to the next
+    stages = itertools.chain(
+        training_stages(run.config, data, args.progress, quiet=args.quiet),
+        [(f"trained ({run.config.epochs} epochs)", run.model, run.guide)],
+    )
+    rows = measure_stages(
+        stages,
+        x,
+        estimators=args.estimators,
+        particles=args.particles,
+        num_draws=args.draws,
+        seed=args.seed,
+    )
+    result = {
+        "run": os.path.abspath(run.path),
+        "images": int(x.shape[0]),
+        "gradient_of": "negative ELBO per image",
+        "rows": rows,
+    }
+    write_json(os.path.join(out, "gradvar.json"), result)
+    plots.gradient_variance(
+        rows,
+        os.path.join(out, "gradvar.png"),
+        title=f"{data.name}: variance of {args.draws} gradient estimates on {x.shape[0]} images",
+    )
+    print(json.dumps(result, indent=2) if args.json else format_rows(rows))
+    if not args.json:
+        print(f"written: {out}/gradvar.json {out}/gradvar.png")
+
+
+def _ood_sets(run, data, names, n):
+    """name -> images to detect: another dataset's test split, or the run's held-out classes."""
+    from .data import load_dataset
+    from .errors import ConfigError
+
+    sets = {}
+    for name in names:
+        if name == "held-out":
+            if not run.config.exclude_classes:
+                raise ConfigError(
+                    "--ood held-out needs a run trained with --exclude-classes; this one saw "
+                    "every class"
+                )
+            held_out = load_dataset(run.config.dataset, run.config.binarize).select_classes(
+                run.config.exclude_classes
+            )
+            label = ",".join(map(str, run.config.exclude_classes))
+            sets[f"held-out {label}"] = held_out.test_x[:n]
+        else:
+            binarize = run.config.binarize if run.config.binarize != "none" else "static"
+            sets[name] = load_dataset(name, binarize).test_x[:n]
+    return sets
+
+
+def cmd_anomaly(args):
+    from .anomaly import anomaly_scores, detect, format_tables
+    from .runs import prepare_run_dir, write_json
+
+    run, data = _run_and_data(args.run)
+    names = args.ood or (["held-out"] if run.config.exclude_classes else ["fashion-mnist"])
+    out = args.out or os.path.join(run.path, "anomaly")
+    oods = _ood_sets(run, data, names, args.n)
+    prepare_run_dir(out, args.overwrite)
+    x_in = data.test_x[: args.n]
+    scores_in = anomaly_scores(run, x_in, num_samples=args.num_samples)
+    tables = {}
+    for name, x_out in oods.items():
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        tables[name], _ = detect(
+            run,
+            scores_in,
+            x_out,
+            num_samples=args.num_samples,
+            path=os.path.join(out, f"scores-{slug}.png"),
+            title=f"model trained on {data.name}: its test images vs {name}",
+            names=(f"{data.name} (in)", f"{name} (out)"),
+        )
+    result = {
+        "run": os.path.abspath(run.path),
+        "in": data.name,
+        "num_samples": args.num_samples,
+        "images_in": int(x_in.shape[0]),
+        "tables": {
+            name: {"images_out": int(oods[name].shape[0]), "rows": rows}
+            for name, rows in tables.items()
+        },
+    }
+    write_json(os.path.join(out, "anomaly.json"), result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"in: {data.name} test split, {x_in.shape[0]} images; log p(x) with K={args.num_samples}"
+        )
+        print(format_tables(tables))
+
+
+def _add_lab_commands(sub):
+    from .gradvar import ESTIMATORS
+
+    p = sub.add_parser("gradvar", help="the gradient-variance lab: how noisy is each estimator")
+    p.add_argument("run", help="a run directory")
+    p.add_argument(
+        "--draws",
+        type=_positive_int,
+        default=100,
+        help="gradient estimates per estimator (default: %(default)s)",
+    )
+    p.add_argument(
+        "--particles",
+        type=_int_list,
+        default=(1, 10),
+        help="latent samples per image, e.g. 1,10,100 (default: 1,10)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        help="test images in the fixed minibatch (default: %(default)s)",
+    )
+    p.add_argument(
+        "--estimators",
+        type=_choice_list(ESTIMATORS),
+        default=tuple(ESTIMATORS),
+        help=f"comma-separated, from {','.join(ESTIMATORS)} (default: all)",
+    )
+    p.add_argument(
+        "--progress",
+        type=_label_list,
+        default=(0,),
+        help="also measure a fresh model from the run's config and seed, trained this "
+        "many epochs, e.g. 0,1,10 (default: 0, the untrained model)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--out", help="output directory (default: RUN/gradvar)")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if not empty")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_gradvar)
+
+    p = sub.add_parser("anomaly", help="out-of-distribution detection by -ELBO, KL and -log p(x)")
+    p.add_argument("run", help="a run directory")
+    p.add_argument(
+        "--ood",
+        action="append",
+        choices=("held-out", "mnist-small", "mnist", "fashion-mnist"),
+        help="images to detect, repeatable: a dataset's test split, or held-out for "
+        "the classes the run excluded (default: held-out if the run excluded classes, "
+        "else fashion-mnist)",
+    )
+    p.add_argument(
+        "--n", type=_positive_int, default=1000, help="images per side (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num-samples",
+        "-k",
+        type=_positive_int,
+        default=100,
+        help="importance samples K for log p(x) (default: %(default)s)",
+    )
+    p.add_argument("--out", help="output directory (default: RUN/anomaly)")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if not empty")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_anomaly)
+
+
 def make_parser():
     from .config import Config
 
@@ -593,6 +940,10 @@ def make_parser():
     )
     _add_train_args(p, Config())
     p.set_defaults(func=cmd_inspect)
+
+    _add_compare_parser(sub, Config())
+
+    _add_lab_commands(sub)
     return parser
 
 

@@ -89,8 +89,10 @@ def inpainting_figure(run, x, path, baseline=None, samples=3, seed=0):
         zeros = torch.zeros(len(x), run.config.z_dim)
         rows.append(("baseline", composite(x, baseline.x_dist(zeros, x).mean, observed)))
     rows.append(("truth", x))
+    labels, images = zip(*rows)
     plots.image_rows(
-        rows,
+        list(images),
+        list(labels),
         path,
         title="completing test images from their observed quadrants\n(grey: the hidden part; "
         "completions are decoder means for z ~ p(z | observed))",

@@ -56,10 +56,13 @@ class Config:
     beta: float = 1.0
     kl_warmup: int = 0
     image_size: Optional[int] = None
+    exclude_classes: tuple = ()  # labels left out of both splits (anomaly detection)
 
     def __post_init__(self):
         if isinstance(self.hidden_dims, list):  # as JSON gives it back
             self.hidden_dims = tuple(self.hidden_dims)
+        if isinstance(self.exclude_classes, list):
+            self.exclude_classes = tuple(self.exclude_classes)
         self.validate()
 
     def validate(self):
@@ -127,10 +130,21 @@ class Config:
             )
         if self.learned_prior and self.condition == "none":
             raise ConfigError("a learned prior p(z|y) needs a condition; add --condition label")
+        if not isinstance(self.exclude_classes, tuple) or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in self.exclude_classes
+        ):
+            shown = self.exclude_classes
+            shown = list(shown) if isinstance(shown, tuple) else shown
+            raise ConfigError(
+                f"exclude_classes must be a list of class labels (integers >= 0), got {shown!r}"
+            )
+        if not isinstance(self.learned_prior, bool):
+            raise ConfigError(f"learned_prior must be true or false, got {self.learned_prior!r}")
 
     def as_dict(self):
         d = asdict(self)
         d["hidden_dims"] = list(self.hidden_dims)
+        d["exclude_classes"] = list(self.exclude_classes)
         return d
 
     @classmethod
@@ -166,6 +180,8 @@ def _check_positive_int(name, value):
 
 
 def _is_model_file(name):
+    if not isinstance(name, str):
+        return False
     path, _, cls = name.rpartition(":")
     return path.endswith(".py") and cls.isidentifier()
 

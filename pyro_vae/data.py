@@ -112,6 +112,24 @@ class Data:
             x = torch.bernoulli(x, generator=generator)
         return x, self.model_y(x, self.train_y[idx]), idx
 
+    def select_classes(self, classes, keep=True):
+        """A copy with only the images whose label is in ``classes`` (``keep=False``: all others),
+        in both splits.
+
+        Held-out classes make out-of-distribution tests: train on the rest, score the held-out.
+        """
+        classes = torch.as_tensor(list(classes), dtype=torch.long)
+        keep_train = torch.isin(self.train_y, classes) == keep
+        keep_test = torch.isin(self.test_y, classes) == keep
+        return Data(
+            self.name,
+            self.binarize,
+            self.train_x[keep_train],
+            self.train_y[keep_train],
+            self.test_x[keep_test],
+            self.test_y[keep_test],
+        )
+
     def split(self, name):
         """The ``(x, y)`` of the ``"train"`` or ``"test"`` split, as scored by evaluation.
 
@@ -135,7 +153,14 @@ def is_dataset_name(name):
     )
 
 
-def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=True, image_size=None):
+def load_dataset(
+    name="mnist-small",
+    binarize="dynamic",
+    root=None,
+    download=True,
+    image_size=None,
+    exclude_classes=(),
+):
     """Load a dataset by name into memory.
 
     :param str name: one of :data:`DATASETS`, ``folder:PATH`` with a real path.
@@ -146,6 +171,7 @@ def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=Tru
     :param bool download: whether ``mnist`` / ``fashion-mnist`` / ``cifar10`` may be downloaded.
     :param int image_size: resize images to ``image_size`` x ``image_size`` (default: the
         dataset's own size; 64 for a folder).
+    :param exclude_classes: labels to leave out of both splits (see :meth:`Data.select_classes`).
     :rtype: Data
     """
     if binarize not in BINARIZATIONS:
@@ -169,7 +195,19 @@ def load_dataset(name="mnist-small", binarize="dynamic", root=None, download=Tru
         test_x = binarize_once(test_x, TEST_BINARIZATION_SEED)
     if binarize == "static":
         train_x = binarize_once(train_x, STATIC_TRAIN_SEED)
-    return Data(name, binarize, train_x, train_y, test_x, test_y)
+    data = Data(name, binarize, train_x, train_y, test_x, test_y)
+    if not exclude_classes:
+        return data
+    labels = sorted(set(train_y.tolist()))
+    unknown = [c for c in exclude_classes if c not in labels]
+    if unknown:
+        raise DataError(
+            f"{name} has no class {unknown[0]!r} to exclude; its labels are {labels[0]}..{labels[-1]}"
+        )
+    if len(set(exclude_classes)) == len(labels):
+        raise DataError(f"excluding every class of {name} leaves no training data")
+    # Excluding after binarization keeps every remaining image exactly as it is without exclusion.
+    return data.select_classes(exclude_classes, keep=False)
 
 
 def _to_float_images(images):
@@ -300,7 +338,9 @@ def load_images(path):
         if path.endswith(".npy"):
             x = torch.from_numpy(np.load(path, allow_pickle=False))
         else:
-            x = torch.load(path, map_location="cpu", weights_only=True)
+            from .checkpoints import load_plain  # not at the top: checkpoints imports config
+
+            x = load_plain(path)
     except Exception as e:  # truncated, not an array, or a pickle of anything but tensors
         raise DataError(f"cannot read images from {path}: {first_line(e)}") from None
     if not isinstance(x, torch.Tensor):
@@ -315,7 +355,7 @@ def as_images(x, x_shape=None, binary=False):
     the batch dimension. Values must be finite and in [0, 1]; with ``binary=True``, 0 or 1.
     """
     x = torch.as_tensor(x)
-    if not x.is_floating_point():
+    if x.dtype != torch.float32:  # the networks' dtype; uint8, bool, float64 all arrive here
         x = x.float()
     if x_shape is not None:
         x_shape = tuple(x_shape)

@@ -34,16 +34,9 @@ from pyro.infer import Trace_ELBO
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .errors import ConfigError, MissingDependencyError
-from .guides import AmortizedGuide
+from .guides import AmortizedGuide, DeltaGuide
 from .runs import _train, _training_data, default_run_dir, prepare_run_dir
-from .train import (
-    History,
-    check_fit_arguments,
-    check_gradient,
-    elbo_loss,
-    mean_test_elbo,
-    training_state,
-)
+from .train import History, Schedule, check_fit_arguments, mean_test_elbo, training_state
 
 try:
     import lightning.pytorch as pl
@@ -62,10 +55,13 @@ class SVIModule(pl.LightningModule):
     """A Pyro model and guide trained by stochastic variational inference inside Lightning.
 
     Each process trains on its shard of the training set; see the module docstring for why the
-    averaged gradient equals the single-process gradient of the global minibatch. The process of
-    global rank 0 records the per-epoch :class:`~pyro_vae.train.History` in ``history`` and hands
-    the training state to ``checkpoint`` at the end of every epoch, as :func:`~pyro_vae.train.fit`
-    does.
+    averaged gradient equals the single-process gradient of the global minibatch. The steps are
+    :func:`~pyro_vae.train.fit`'s own (:class:`~pyro_vae.train.Schedule`: Adam, learning-rate
+    decay, clipping, divergence checks, the E/M alternation), taken in Lightning's manual
+    optimization with its backward pass, which averages the gradients over the processes. The
+    process of global rank 0 records the per-epoch :class:`~pyro_vae.train.History` in
+    ``history`` and hands the training state to ``checkpoint`` at the end of every epoch, in
+    :func:`~pyro_vae.train.fit`'s format.
 
     :param model: a pyro_vae model (see :mod:`pyro_vae.models` for the calling convention).
     :param guide: a guide with the same signature.
@@ -75,12 +71,16 @@ class SVIModule(pl.LightningModule):
     :param float lr: Adam's learning rate.
     :param int seed: seeds the shuffling (the same in every process) and, offset by the rank, each
         process's Monte Carlo and binarization noise.
-    :param int test_samples: latent samples per image for the per-epoch test ELBO.
+    :param int test_samples: latent samples per image for the per-epoch test ELBO; 0 skips it.
     :param float clip_grad: rescale the gradient to at most this norm (default: no clipping).
     :param callable checkpoint: called as ``checkpoint(state)`` by global rank 0 after every epoch.
     :param on_epoch: called as ``on_epoch(epoch)`` before each epoch (from 1) in every process,
         e.g. :func:`pyro_vae.objectives.kl_warmup`.
+    :param int e_steps: guide-only steps before each model step (0: joint steps on both).
+    :param float lr_decay: the learning rate is multiplied by this after every epoch.
     """
+
+    automatic_optimization = False  # the Schedule steps, as in fit
 
     def __init__(
         self,
@@ -95,6 +95,8 @@ class SVIModule(pl.LightningModule):
         clip_grad=None,
         checkpoint=None,
         on_epoch=None,
+        e_steps=0,
+        lr_decay=1.0,
     ):
         super().__init__()
         self.loss_fn = (elbo if elbo is not None else Trace_ELBO())(model, guide)
@@ -107,6 +109,8 @@ class SVIModule(pl.LightningModule):
         self.clip_grad = clip_grad
         self.checkpoint = checkpoint
         self.on_epoch = on_epoch
+        self.e_steps = e_steps
+        self.lr_decay = lr_decay
         self.history = History()
         self.generator = torch.Generator()
 
@@ -135,9 +139,18 @@ class SVIModule(pl.LightningModule):
         return self.data.batch(torch.tensor(positions), self.generator)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.loss_fn.parameters(), lr=self.lr)
+        self.schedule = Schedule(
+            self.loss_fn, self.lr, self.lr_decay, self.clip_grad, self.e_steps, self.manual_backward
+        )
+        return [stepper.optimizer for stepper in self.schedule.steppers]
 
     def on_fit_start(self):
+        # Step through Lightning's wrappers of the same optimizers, so that its hooks run and
+        # its step count advances.
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for stepper, optimizer in zip(self.schedule.steppers, optimizers):
+            stepper.optimizer = optimizer
         # DDP gives every process rank 0's initial weights; the noise should differ between ranks.
         pyro.set_rng_seed(self.seed + self.global_rank)
         self.generator.manual_seed(self.seed + self.global_rank)
@@ -151,48 +164,42 @@ class SVIModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y, idx = batch
         self._step = batch_idx + 1
-        loss = elbo_loss(
-            self.loss_fn,
-            self.parameters(),
-            (x, y, idx, self.size),
-            self.current_epoch + 1,
-            self._step,
-        )
-        value = loss.item()
+        # The gradient checks come after the all-reduce: every process holds the same gradient,
+        # so a divergence on any one of them stops all of them at the same step instead of
+        # leaving the others waiting.
+        value = self.schedule(x, y, idx, self.size, self.current_epoch + 1, self._step)
         self._totals += torch.tensor([value * len(idx) / self.size, len(idx)], dtype=torch.float64)
         self.log("elbo", -value / self.size, prog_bar=True)
-        return loss
-
-    def on_before_optimizer_step(self, optimizer):
-        # Checked after DDP's all-reduce: every process holds the same gradient, so a divergence on
-        # any one of them stops all of them at the same step instead of leaving the others waiting.
-        check_gradient(self.parameters(), self.clip_grad, self.current_epoch + 1, self._step)
 
     def on_train_epoch_end(self):
+        self.schedule.end_epoch()
         total, count = self.trainer.strategy.reduce(
             self._totals.to(self.device), reduce_op="sum"
         ).tolist()
         if not self.trainer.is_global_zero:
             return
         epoch, seconds = self.current_epoch + 1, time.perf_counter() - self._start
-        self.eval()
-        test_elbo = mean_test_elbo(
-            self.model, self.guide, self.data, self.test_samples, device=self.device
-        )
-        self.train()
         self.history.epoch.append(epoch)
         self.history.train_elbo.append(-total / count)
-        self.history.test_elbo.append(test_elbo)
         self.history.seconds.append(seconds)
+        logged = {"train": self.history.train_elbo[-1]}
+        if self.test_samples:
+            self.eval()
+            self.history.test_elbo.append(
+                mean_test_elbo(
+                    self.model, self.guide, self.data, self.test_samples, device=self.device
+                )
+            )
+            self.train()
+            logged["test"] = self.history.test_elbo[-1]
         if self.checkpoint is not None:
             # The run directory's checkpoint, as fit writes it at an epoch's end: a single process
             # can continue it (pyro-vae train --resume), though not bit for bit as these would.
-            optimizer = self.trainer.optimizers[0]
             self.checkpoint(
                 training_state(
                     self.model,
                     self.guide,
-                    optimizer,
+                    self.schedule,
                     epoch,
                     self._step,
                     None,
@@ -204,11 +211,7 @@ class SVIModule(pl.LightningModule):
                     self.batch_size,
                 )
             )
-        self.log_dict(
-            {"train": self.history.train_elbo[-1], "test": self.history.test_elbo[-1]},
-            prog_bar=True,
-            rank_zero_only=True,
-        )
+        self.log_dict(logged, prog_bar=True, rank_zero_only=True)
 
 
 def fit_distributed(
@@ -227,6 +230,8 @@ def fit_distributed(
     checkpoint=None,
     checkpoint_every=None,
     on_epoch=None,
+    e_steps=0,
+    lr_decay=1.0,
     devices=1,
     num_nodes=1,
     strategy="ddp",
@@ -250,7 +255,7 @@ def fit_distributed(
     :param str accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
     :param callbacks: extra Lightning callbacks.
     """
-    check_fit_arguments(data, epochs, batch_size, lr, clip_grad)
+    check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay)
     if resume_from is not None:
         raise ConfigError(
             "a data-parallel run cannot resume from a checkpoint; continue it in one process"
@@ -269,12 +274,11 @@ def fit_distributed(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     world = devices * num_nodes
-    if world > 1 and not isinstance(guide, AmortizedGuide):
+    if world > 1 and not _amortized(guide):
         raise ConfigError(
-            f"data-parallel training supports only the amortized guide, not "
-            f"{type(guide).__name__}: a per-datapoint guide keeps parameters for every training "
-            "image, and each process would have to hold and update its own shard of them; train it "
-            "in one process"
+            f"data-parallel training supports only the amortized guide, not {_name(guide)}: a "
+            "per-datapoint guide keeps parameters for every training image, and each process "
+            "would have to hold and update its own shard of them; train it in one process"
         )
     if batch_size % world:
         raise ConfigError(
@@ -293,6 +297,8 @@ def fit_distributed(
         clip_grad,
         checkpoint,
         on_epoch,
+        e_steps,
+        lr_decay,
     )
     with _lightning_quiet(quiet):
         try:
@@ -355,6 +361,24 @@ def train_run_distributed(
         callbacks=callbacks,
     )
     return _train(config, data, out, None, quiet, checkpoint_every, fit=fit)
+
+
+def _amortized(guide):
+    """Whether ``guide`` is the amortized guide, alone or inside a :class:`DeltaGuide`."""
+    return (
+        _amortized(guide.guide)
+        if isinstance(guide, DeltaGuide)
+        else isinstance(guide, AmortizedGuide)
+    )
+
+
+def _name(guide):
+    """``LocalGuide``, ``DeltaGuide(LocalGuide)``, ...: what the refusal names."""
+    return (
+        f"DeltaGuide({_name(guide.guide)})"
+        if isinstance(guide, DeltaGuide)
+        else type(guide).__name__
+    )
 
 
 @contextmanager

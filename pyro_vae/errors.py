@@ -34,8 +34,17 @@ class MissingDependencyError(PyroVAEError, ImportError):
 
 
 def first_line(error, limit=200):
-    """The first line of an exception's message (its type if it has none), for one-line errors."""
+    """The first line of an exception's message (its type if it has none), for one-line errors.
+
+    ``torch.load(..., weights_only=True)`` refusing a pickle gets a reason of our own: torch's
+    suggests loading the file again with ``weights_only=False``, which would run what it holds.
+    """
     text = str(error).strip()
+    if text.startswith("Weights only load failed"):
+        return (
+            "it holds Python objects other than tensors and plain values "
+            "(refused: loading it could run code)"
+        )
     return text.splitlines()[0][:limit] if text else type(error).__name__
 
 

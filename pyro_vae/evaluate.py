@@ -34,7 +34,7 @@ def _log_joint(trace):
 
 
 @torch.no_grad()
-def log_weights(model, guide, x, y=None, num_samples=1, max_plate_nesting=1):
+def log_weights(model, guide, x, y=None, num_samples=1, max_plate_nesting=1, idx=None, size=None):
     """Log importance weights ``log p(x, z) - log q(z|x)``, shape ``(num_samples, N)``.
 
     :param model: a pyro_vae model (see :mod:`pyro_vae.models` for the calling convention).
@@ -44,22 +44,28 @@ def log_weights(model, guide, x, y=None, num_samples=1, max_plate_nesting=1):
     :param int num_samples: number of latent samples per image.
     :param int max_plate_nesting: the number of plates the model nests (the particles plate goes
         to their left).
+    :param idx: the images' positions in a set of ``size`` images, for per-datapoint guides; the
+        weights stay unscaled.
     """
     with pyro.plate("particles", num_samples, dim=-(max_plate_nesting + 1)):
-        guide_trace = poutine.trace(guide).get_trace(x, y)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+        guide_trace = poutine.trace(guide).get_trace(x, y, idx, size)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            x, y, idx, size
+        )
     log_w = _log_joint(model_trace) - _log_joint(guide_trace)
     return log_w.expand(num_samples, x.shape[0])
 
 
 def _chunked(x, y, num_samples, max_rows):
-    """Yield ``(x, y, k)`` chunks: images in blocks, samples in blocks of ``k`` per image."""
+    """Yield ``(x, y, idx, k)`` chunks: images in blocks with their positions ``idx`` (so
+    per-datapoint guides find their parameters), samples in blocks of ``k`` per image."""
     per_image = max(1, max_rows // num_samples)
     k = min(num_samples, max_rows)
     for start in range(0, x.shape[0], per_image):
         yield (
             x[start : start + per_image],
             None if y is None else y[start : start + per_image],
+            torch.arange(start, min(start + per_image, x.shape[0])),
             k,
         )
 
@@ -67,9 +73,12 @@ def _chunked(x, y, num_samples, max_rows):
 def _per_image(reduce, model, guide, x, y, num_samples, max_rows, max_plate_nesting, progress):
     out = []
     chunks = list(_chunked(x, y, num_samples, max_rows))
-    for xc, yc, k in tqdm(chunks, disable=not progress, desc="log p(x)", unit="chunk", leave=False):
+    bar = tqdm(chunks, disable=not progress, desc="log p(x)", unit="chunk", leave=False)
+    for xc, yc, idx, k in bar:
         blocks = [
-            log_weights(model, guide, xc, yc, min(k, num_samples - s), max_plate_nesting)
+            log_weights(
+                model, guide, xc, yc, min(k, num_samples - s), max_plate_nesting, idx, x.shape[0]
+            )
             for s in range(0, num_samples, k)
         ]
         out.append(reduce(blocks))

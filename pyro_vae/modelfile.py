@@ -118,6 +118,13 @@ def check_protocol(model, guide, x, y=None):
         ) from None
     try:
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+    except ValueError as e:
+        if "Shape mismatch inside plate" not in str(e):
+            raise ModelFileError(f"the model failed: {_first_line(e)}") from None
+        raise ModelFileError(
+            f"the model failed: {_first_line(e)}; only the data dimension may be a batch "
+            f"dimension: use .to_event({x.dim() - 1}) on the image's distribution"
+        ) from None
     except Exception as e:
         raise ModelFileError(
             f"the model failed on a batch {tuple(x.shape)}: {_first_line(e)}"

@@ -87,12 +87,295 @@ def training_curve(history, path, log_px=None):
     _save(fig, path)
 
 
-def image_rows(rows, path, title=None):
-    """Labelled rows of images: ``rows`` is a list of ``(label, images (N, C, H, W))``."""
-    n = rows[0][1].shape[0]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(n * 0.6 + 1.2, len(rows) * 0.65 + 0.8))
-    for ax, (label, images) in zip(axes, rows):
-        _show_grid(ax, images, n)
+# Figures of pyro_vae.compare: one model, several inference strategies.
+
+STRATEGY_COLOURS = {
+    "amortized": "tab:blue",
+    "local": "tab:orange",
+    "semi-amortized": "tab:green",
+    "delta": "tab:red",
+    "mcmc": "k",
+}
+
+
+def strategy_bars(rows, path, log_px_line=None, title="test split"):
+    """Test ELBO and test log p(x) per strategy, with standard errors; delta's objective hatched.
+
+    The bars rise from a common floor below the lowest value (nats have no natural zero).
+    """
+    entries = []  # (position, value, stderr, colour, light, hatch)
+    for i, row in enumerate(rows):
+        colour = STRATEGY_COLOURS.get(row["strategy"], "grey")
+        delta = row["strategy"] == "delta"
+        for key, offset, light in (("test_elbo", -0.2, True), ("test_log_px", 0.2, False)):
+            if row.get(key) is not None:
+                hatch = "///" if delta else None
+                entries.append(
+                    (i + offset, row[key], row.get(f"{key}_stderr"), colour, light, hatch)
+                )
+    values = [e[1] for e in entries] + ([log_px_line] if log_px_line is not None else [])
+    lo, hi = min(values), max(values)
+    floor = lo - 0.25 * (hi - lo) - 2
+    fig, ax = plt.subplots(figsize=(1.7 * len(rows) + 2, 4.2))
+    for pos, value, stderr, colour, light, hatch in entries:
+        ax.bar(
+            pos,
+            value - floor,
+            bottom=floor,
+            width=0.38,
+            color=colour,
+            alpha=0.45 if light else 1.0,
+            hatch=hatch,
+            edgecolor="k",
+            yerr=stderr,
+            capsize=3,
+        )
+        ax.annotate(
+            f"{value:.1f}",
+            (pos, value + (stderr or 0)),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    if log_px_line is not None:
+        ax.axhline(
+            log_px_line, color="k", ls="--", lw=1, label=f"exact log p(x) = {log_px_line:.2f}"
+        )
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xticks(range(len(rows)), [r["strategy"] for r in rows])
+    ax.set_ylim(floor, hi + 0.15 * (hi - lo) + 1.5)
+    ax.set_ylabel("nats per image (higher is better)")
+    ax.set_title(
+        f"{title}: ELBO (left, light) and importance-sampled log p(x) (right, dark)\n"
+        "delta (hatched): log p(x, z_MAP), which is not a bound on log p(x)",
+        fontsize=9,
+    )
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def e_step_curves(curves, path, amortized_elbo=None, title="E-step on the test images"):
+    """Each E-step's minibatch ELBO against its step count; the amortized ELBO as a line."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ends = []
+    for name, values in curves.items():
+        label = "delta: log p(x, z), no bound" if name == "delta" else name
+        ax.plot(range(1, len(values) + 1), values, color=STRATEGY_COLOURS.get(name), label=label)
+        ends += values[len(values) // 3 :]
+    if amortized_elbo is not None:
+        ax.axhline(
+            amortized_elbo,
+            color=STRATEGY_COLOURS["amortized"],
+            ls="--",
+            label=f"amortized encoder: {amortized_elbo:.2f}",
+        )
+        ends.append(amortized_elbo)
+    if ends:  # the first steps from the prior would squash the converged part
+        ax.set_ylim(min(ends) - 5, max(ends) + 3)
+    ax.set_xscale("log")
+    ax.set_xlabel("E-step (Adam steps with the decoder frozen)")
+    ax.set_ylabel("ELBO, nats per image")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _ellipse(ax, loc, scale, colour, label):
+    from matplotlib.patches import Ellipse
+
+    # Two standard deviations: about 86% of a 2-D Gaussian's mass.
+    ax.add_patch(
+        Ellipse(
+            loc.tolist(),
+            4 * scale[0].item(),
+            4 * scale[1].item(),
+            fill=False,
+            color=colour,
+            lw=1.6,
+            label=label,
+        )
+    )
+    ax.plot(*loc.tolist(), "+", color=colour, ms=8)
+
+
+def posteriors_2d(grid, qs, images, path, samples=None, title=None):
+    """True posterior contours (grid) per image with each q's 2-sd ellipse and MCMC samples.
+
+    :param grid: a :class:`pyro_vae.inference.GridPosterior` for ``images``.
+    :param dict qs: strategy name -> ``(loc, scale)`` tensors ``(N, 2)`` (scale ``None``: a point).
+    :param samples: MCMC samples ``(S, N, 2)`` or ``None``.
+    """
+    n = images.shape[0]
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.9), squeeze=False)
+    mean, std = grid.moments()
+    for i, ax in enumerate(axes[0]):
+        density = grid.log_post[i].exp().T  # rows: z2, columns: z1
+        ax.contourf(grid.z1, grid.z2, density, levels=12, cmap="Greys")
+        if samples is not None:
+            s = samples[:, i]
+            ax.plot(s[:, 0], s[:, 1], ".", color="k", ms=2, alpha=0.5, label="NUTS samples")
+        for name, (loc, scale) in qs.items():
+            colour = STRATEGY_COLOURS.get(name, "grey")
+            if scale is None:
+                ax.plot(*loc[i].tolist(), "x", color=colour, ms=9, mew=2, label=name)
+            else:
+                _ellipse(ax, loc[i], scale[i], colour, name)
+        reach = 4 * std[i].max().item() + 0.05
+        centre = mean[i].tolist()
+        ax.set_xlim(centre[0] - reach, centre[0] + reach)
+        ax.set_ylim(centre[1] - reach, centre[1] + reach)
+        ax.set_aspect("equal")
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("z[1]" if i == 0 else "")
+        ax.set_title(f"test image {i}: log p(x) = {grid.log_px[i]:.2f}", fontsize=9)
+        if images.dim() >= 3:  # show the image itself in a corner
+            inset = ax.inset_axes([0.0, 0.75, 0.25, 0.25])
+            inset.imshow(images[i].reshape(images.shape[-2], -1), cmap="gray_r")
+            inset.set_axis_off()
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(
+        title or "true posterior p(z|x) (grey, grid) and each q (2-sd ellipses)", fontsize=10
+    )
+    _save(fig, path)
+
+
+def posterior_dims(mcmc_mean, mcmc_std, qs, path, dims=10, title=None):
+    """Per-dimension posterior mean +- sd: NUTS against each q, one panel per image.
+
+    :param dict qs: strategy name -> ``(loc, scale)`` tensors ``(N, z_dim)`` (scale ``None``: a point).
+    """
+    n = mcmc_mean.shape[0]
+    dims = min(dims, mcmc_mean.shape[1])
+    fig, axes = plt.subplots(n, 1, figsize=(7, 2.3 * n), squeeze=False, sharex=True)
+    width = 0.8 / (len(qs) + 1)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.errorbar(
+            torch.arange(dims) - 0.4 + width / 2,
+            mcmc_mean[i, :dims],
+            mcmc_std[i, :dims],
+            fmt="o",
+            color="k",
+            ms=3,
+            capsize=2,
+            label="NUTS",
+        )
+        for j, (name, (loc, scale)) in enumerate(qs.items(), 1):
+            ax.errorbar(
+                torch.arange(dims) - 0.4 + (j + 0.5) * width,
+                loc[i, :dims],
+                None if scale is None else scale[i, :dims],
+                fmt="o",
+                color=STRATEGY_COLOURS.get(name, "grey"),
+                ms=3,
+                capsize=2,
+                label=name,
+            )
+        ax.set_ylabel(f"image {i}\nz (mean ± sd)", fontsize=8)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        fontsize=8,
+        ncol=len(qs) + 1,
+        loc="lower center",
+        bbox_to_anchor=(0.5, -0.04),
+    )
+    axes[-1, 0].set_xticks(range(dims))
+    axes[-1, 0].set_xlabel(f"latent dimension (first {dims})")
+    fig.suptitle(title or "posterior mean ± sd per dimension: NUTS against each q", fontsize=10)
+    _save(fig, path)
+
+
+def score_histograms(scores_in, scores_out, labels, path, title, names=("in", "out")):
+    """One panel per anomaly score: histograms of the in- and out-of-distribution scores.
+
+    :param dict scores_in: score name -> tensor; ``scores_out`` likewise.
+    :param dict labels: score name -> axis label; the AUROC goes in each panel's title if given as
+        ``labels[name] = (label, auroc)``.
+    """
+    keys = [k for k in scores_in if k in scores_out]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        a, b = scores_in[key].detach().cpu(), scores_out[key].detach().cpu()
+        both = torch.cat([a, b])
+        lo, hi = both.quantile(0.005).item(), both.quantile(0.995).item()
+        bins = torch.linspace(lo, hi, 41).numpy()
+        ax.hist(a.clamp(lo, hi).numpy(), bins=bins, alpha=0.6, density=True, label=names[0])
+        ax.hist(b.clamp(lo, hi).numpy(), bins=bins, alpha=0.6, density=True, label=names[1])
+        label, value = labels[key]
+        ax.set_xlabel(f"{label}, nats")
+        ax.set_title(f"AUROC {value:.3f}", fontsize=10)
+        ax.set_yticks([])
+    axes[0][0].set_ylabel("density")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def gradient_variance(rows, path, title="gradient variance of the ELBO estimators"):
+    """Total gradient variance against the number of particles, encoder and decoder side by side.
+
+    Colours are estimators, line styles training stages.
+
+    :param list rows: :func:`pyro_vae.gradvar.measure_stages` rows (with a ``"stage"`` key).
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    particles = sorted({r["num_particles"] for r in rows})
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, group in zip(axes, ("encoder", "decoder")):
+        for i, name in enumerate(estimators):
+            for j, stage in enumerate(stages):
+                sel = [r for r in rows if r["estimator"] == name and r["stage"] == stage]
+                ax.plot(
+                    [r["num_particles"] for r in sel],
+                    [r[group]["variance"] for r in sel],
+                    styles[j % len(styles)],
+                    marker="o",
+                    ms=4,
+                    color=f"C{i}",
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(particles))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("particles per image (K)")
+        ax.set_ylabel("total variance of the gradient")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("encoder (guide) parameters", fontsize=10)
+    axes[1].set_title(
+        "decoder (model) parameters\n(the same for every estimator without a baseline)", fontsize=10
+    )
+    handles = [Line2D([], [], color=f"C{i}", marker="o", ms=4) for i in range(len(estimators))]
+    axes[0].legend(handles, estimators, fontsize=8, loc="upper right")
+    if len(stages) > 1:
+        handles = [
+            Line2D([], [], color="k", ls=styles[j % len(styles)]) for j in range(len(stages))
+        ]
+        axes[1].legend(handles, stages, fontsize=8, loc="upper right", handlelength=3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def image_rows(rows, labels, path, title=None):
+    """Rows of images, each ``(n, C, H, W)``, with a label to the left of each row."""
+    ncol = max(r.shape[0] for r in rows)
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(ncol * 0.62 + 1.6, len(rows) * 0.7 + 0.5), squeeze=False
+    )
+    for ax, row, label in zip(axes[:, 0], rows, labels):
+        _show_grid(ax, row, row.shape[0])
         ax.text(-0.01, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)

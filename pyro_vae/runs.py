@@ -401,7 +401,12 @@ def _what_log_px_measures(run):
 
 def load_run_data(config):
     """The dataset a run with ``config`` trains and is evaluated on."""
-    data = load_dataset(config.dataset, config.binarize, image_size=config.image_size)
+    data = load_dataset(
+        config.dataset,
+        config.binarize,
+        image_size=config.image_size,
+        exclude_classes=config.exclude_classes,
+    )
     data.y_is_x = config.condition.startswith("quadrants:")
     return data
 

@@ -68,13 +68,21 @@ def fit(
     checkpoint=None,
     checkpoint_every=None,
     on_epoch=None,
+    e_steps=0,
+    lr_decay=1.0,
 ):
     """Fit ``model`` and ``guide`` to ``data.train_x`` by SVI; return the per-epoch :class:`History`.
 
     Each step samples a minibatch ``(x, y, idx)`` (``y``: the labels, or whatever the data says
     the model conditions on, see :meth:`pyro_vae.data.Data.batches`), evaluates ``elbo`` (default
     :class:`~pyro.infer.Trace_ELBO`) on ``(x, y, idx, n)`` with the ``"data"`` plate subsampled, so the loss is an unbiased estimate of the full training
-    set's negative ELBO, and takes one Adam step on all parameters of model and guide.
+    set's negative ELBO, and takes one Adam step on all parameters of model and guide that require
+    gradients (freeze the model with ``model.requires_grad_(False)`` to fit only the guide: that is
+    the E-step of :func:`pyro_vae.inference.e_step`).
+
+    With ``e_steps > 0`` the schedule alternates instead, as in classical variational EM: on each
+    minibatch, ``e_steps`` steps on the guide's parameters with the model held fixed (E), then one
+    step on the model's parameters with the guide held fixed (M).
 
     A non-finite loss, gradient or parameter stops training with a
     :class:`~pyro_vae.errors.DivergenceError` naming the epoch and step; no checkpoint is taken
@@ -95,7 +103,7 @@ def fit(
     :param float lr: Adam's learning rate.
     :param int seed: seeds Pyro, torch and the minibatch order (unused when resuming).
     :param bool quiet: no progress bar.
-    :param int test_samples: latent samples per image for the per-epoch test ELBO.
+    :param int test_samples: latent samples per image for the per-epoch test ELBO; 0 skips it.
     :param float clip_grad: rescale the gradient of all parameters to at most this norm
         (default: no clipping).
     :param dict resume_from: a state that ``checkpoint`` received, from a run with the same
@@ -108,21 +116,25 @@ def fit(
         only).
     :param on_epoch: an optional hook called as ``on_epoch(epoch)`` before each epoch (from 1),
         e.g. :func:`pyro_vae.objectives.kl_warmup`.
+    :param int e_steps: guide-only steps before each model step (0: joint steps on both).
+    :param float lr_decay: the learning rate is multiplied by this after every epoch; below 1 it
+        lets Adam settle into an optimum instead of jittering around it with step size ``lr``.
     """
-    n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad)
+    n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay)
     elbo = elbo if elbo is not None else Trace_ELBO()
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
-    params = list(loss_fn.parameters())
-    optimizer = torch.optim.Adam(params, lr=lr)
+    schedule = Schedule(loss_fn, lr, lr_decay, clip_grad, e_steps)
     generator = torch.Generator()
     if resume_from is None:
         pyro.set_rng_seed(seed)
         generator.manual_seed(seed)
         history, done_epochs, done_steps, order, total, seconds = History(), 0, 0, None, 0.0, 0.0
     else:
-        _restore(resume_from, model, guide, optimizer, generator, n, batch_size, epochs)
-        history = History(**resume_from["history"])
+        _restore(resume_from, model, guide, schedule, generator, n, batch_size, epochs)
+        history = History(
+            **{k: list(v) for k, v in resume_from["history"].items()}
+        )  # not the caller's lists
         done_epochs, done_steps = resume_from["epoch"], resume_from["step"]
         order, total = resume_from["order"], resume_from["epoch_total"]
         seconds = resume_from["seconds"]
@@ -135,7 +147,7 @@ def fit(
             training_state(
                 model,
                 guide,
-                optimizer,
+                schedule,
                 epoch,
                 step,
                 order,
@@ -159,14 +171,7 @@ def fit(
                 order, total = torch.randperm(n, generator=generator), 0.0
             batches = data.batches(batch_size, generator, order=order, start=done_steps)
             for step, (x, y, idx) in enumerate(batches, done_steps + 1):
-                loss = elbo_loss(loss_fn, params, (x, y, idx, n), epoch, step)
-                value = loss.item()
-                if not math.isfinite(value):
-                    _diverged("the ELBO", value, epoch, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                check_gradient(params, clip_grad, epoch, step)
-                optimizer.step()
+                value = schedule(x, y, idx, n, epoch, step)
                 total += value * len(idx) / n
                 done += 1
                 bar.update()
@@ -175,16 +180,18 @@ def fit(
                 if every and done % every == 0 and step < steps_per_epoch:
                     save(epoch, step, order, total)
             done_steps = 0
+            schedule.end_epoch()
             history.epoch.append(epoch)
             history.train_elbo.append(-total / n)
             history.seconds.append(time.perf_counter() - start)
             model.eval(), guide.eval()
-            history.test_elbo.append(mean_test_elbo(model, guide, data, test_samples))
-            bar.set_postfix(
-                epoch=epoch,
-                train=f"{history.train_elbo[-1]:.2f}",
-                test=f"{history.test_elbo[-1]:.2f}",
-            )
+            if test_samples:
+                history.test_elbo.append(mean_test_elbo(model, guide, data, test_samples))
+                bar.set_postfix(
+                    epoch=epoch,
+                    train=f"{history.train_elbo[-1]:.2f}",
+                    test=f"{history.test_elbo[-1]:.2f}",
+                )
             # After the test ELBO, which draws from the global generator too.
             if checkpoint is not None:
                 save(epoch, steps_per_epoch, None, 0.0)
@@ -198,13 +205,20 @@ def mean_test_elbo(model, guide, data, num_samples=1, device=None):
     return evaluate.elbo(model, guide, x.to(device), y.to(device), num_samples).mean().item()
 
 
-def check_fit_arguments(data, epochs, batch_size, lr, clip_grad=None):
+def check_fit_arguments(data, epochs, batch_size, lr, clip_grad=None, e_steps=0, lr_decay=1.0):
     """Refuse what :func:`fit` cannot train with; return the training set's size."""
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    for name, value, least in (
+        ("epochs", epochs, 1),
+        ("batch_size", batch_size, 1),
+        ("e_steps", e_steps, 0),
+    ):
+        if not isinstance(value, int) or value < least:
+            kind = "a positive" if least else "a non-negative"
+            raise ConfigError(f"{name} must be {kind} integer, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"the learning rate must be a positive number, got {lr!r}")
+    if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+        raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
     if clip_grad is not None and not (math.isfinite(clip_grad) and clip_grad > 0):
         raise ConfigError(f"clip_grad must be a positive number, got {clip_grad!r}")
     n = data.train_x.shape[0]
@@ -213,31 +227,10 @@ def check_fit_arguments(data, epochs, batch_size, lr, clip_grad=None):
     return n
 
 
-def elbo_loss(loss_fn, params, args, epoch, step):
-    """``loss_fn(x, y, idx, size)``: the minibatch's estimate of the negative ELBO of all ``size``
-    training images; non-finite parameters become a :class:`DivergenceError` naming the step."""
-    try:
-        return loss_fn(*args)
-    except ValueError:
-        # Pyro's validation rejects NaN parameters of a distribution before any loss.
-        if all(torch.isfinite(p).all() for p in params):
-            raise
-        _diverged("the parameters", "non-finite", epoch, step)
-
-
-def check_gradient(params, clip_grad, epoch, step):
-    """Rescale the gradient of ``params`` to at most norm ``clip_grad`` (``None``: no clipping);
-    raise :class:`DivergenceError` when it is not finite."""
-    max_norm = float("inf") if clip_grad is None else float(clip_grad)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    if not torch.isfinite(grad_norm):
-        _diverged("the gradient norm", grad_norm.item(), epoch, step)
-
-
 def training_state(
     model,
     guide,
-    optimizer,
+    schedule,
     epoch,
     step,
     order,
@@ -254,12 +247,12 @@ def training_state(
     ``total`` the epoch's loss so far. A parameter that overflowed in the last step raises
     :class:`DivergenceError` instead, so it never replaces the last good checkpoint.
     """
-    if not all(torch.isfinite(p).all() for p in (*model.parameters(), *guide.parameters())):
+    if not all(torch.isfinite(p).all() for p in schedule.params):
         _diverged("the parameters", "non-finite", epoch, step)
     return {
         "model": model.state_dict(),
         "guide": guide.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": schedule.state_dict(),  # one entry per optimizer
         "epoch": epoch if order is None else epoch - 1,  # completed epochs
         "step": 0 if order is None else step,  # completed steps of the next epoch
         "order": order,  # that epoch's permutation of the training set
@@ -271,6 +264,104 @@ def training_state(
         "train_size": train_size,
         "batch_size": batch_size,
     }
+
+
+class Schedule:
+    """The optimizer steps that :func:`fit` takes on each minibatch.
+
+    With ``e_steps=0``, one joint step on every trainable parameter of model and guide; otherwise
+    ``e_steps`` steps on the guide's (E), then one on the model's (M), each half with its own
+    Adam, so neither half's state sees the other's updates. ``backward(loss)`` computes the
+    gradients (default ``loss.backward()``; :mod:`pyro_vae.distributed` passes Lightning's, which
+    averages them over the processes).
+
+    :param loss_fn: the ELBO as a loss module, ``elbo(model, guide)``.
+    """
+
+    def __init__(self, loss_fn, lr, lr_decay=1.0, clip_grad=None, e_steps=0, backward=None):
+        max_norm = float("inf") if clip_grad is None else float(clip_grad)
+
+        def step(module):
+            params = [p for p in module.parameters() if p.requires_grad]
+            return _Step(loss_fn, params, lr, lr_decay, max_norm, backward)
+
+        self.e_steps = e_steps
+        if e_steps:
+            self.e_step, self.step = step(loss_fn.guide), step(loss_fn.model)
+            self.steppers = (self.step, self.e_step)
+        else:
+            self.step = step(loss_fn)
+            self.steppers = (self.step,)
+        self.params = [p for stepper in self.steppers for p in stepper.params]
+
+    def __call__(self, x, y, idx, n, epoch, step):
+        """Train on the minibatch ``(x, y, idx)`` of a training set of ``n``; return the loss of
+        the last step (the joint or M step)."""
+        for _ in range(self.e_steps):
+            self.e_step(x, y, idx, n, epoch, step)
+        return self.step(x, y, idx, n, epoch, step)
+
+    def end_epoch(self):
+        """Decay the learning rates."""
+        for stepper in self.steppers:
+            stepper.scheduler.step()
+
+    def state_dict(self):
+        return [stepper.state_dict() for stepper in self.steppers]
+
+    def load_state_dict(self, states):
+        if len(states) != len(self.steppers):
+            raise ValueError("the checkpoint's optimizers do not match this training schedule")
+        for stepper, state in zip(self.steppers, states):
+            stepper.load_state_dict(state)
+
+
+class _Step:
+    """One Adam step on ``params`` against ``loss_fn``; returns the loss, refuses non-finite ones.
+
+    The learning rate decays by ``lr_decay`` each time ``scheduler.step()`` is called (per epoch);
+    the gradient is clipped to ``max_norm`` (``inf``: only checked for being finite).
+    ``backward`` replaces ``loss.backward()`` with a collective one (see :class:`Schedule`).
+    """
+
+    def __init__(self, loss_fn, params, lr, lr_decay=1.0, max_norm=float("inf"), backward=None):
+        self.loss_fn, self.params, self.max_norm = loss_fn, params, max_norm
+        self.collective = backward is not None
+        self.backward = backward if backward is not None else torch.Tensor.backward
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, lr_decay)
+
+    def __call__(self, x, y, idx, n, epoch, step):
+        try:
+            loss = self.loss_fn(x, y, idx, n)
+        except ValueError:
+            # Pyro's validation rejects NaN parameters of a distribution before any loss.
+            if all(torch.isfinite(p).all() for p in self.params):
+                raise
+            _diverged("the parameters", "non-finite", epoch, step)
+        value = loss.item()
+        if not math.isfinite(value) and not self.collective:
+            _diverged("the ELBO", value, epoch, step)
+        # Gradients of every parameter are cleared, so a frozen half never accumulates any.
+        for p in self.loss_fn.parameters():
+            p.grad = None
+        self.backward(loss)
+        if not math.isfinite(value):
+            # Only now under data parallelism: every process must reach the backward pass, whose
+            # all-reduce the others wait on; their averaged gradient is non-finite, so all stop.
+            _diverged("the ELBO", value, epoch, step)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        if not torch.isfinite(grad_norm):
+            _diverged("the gradient norm", grad_norm.item(), epoch, step)
+        self.optimizer.step()
+        return value
+
+    def state_dict(self):
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
 
 def _diverged(what, value, epoch, step):
@@ -303,7 +394,7 @@ def set_rng_state(state):
     )
 
 
-def _restore(state, model, guide, optimizer, generator, n, batch_size, epochs):
+def _restore(state, model, guide, schedule, generator, n, batch_size, epochs):
     """Load a training state into the modules, optimizer and generators, or say why it won't fit."""
     missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
@@ -323,7 +414,7 @@ def _restore(state, model, guide, optimizer, generator, n, batch_size, epochs):
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
-        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"the checkpoint does not fit this model ({first_line(e)})") from None
     set_rng_state(state["rng"])

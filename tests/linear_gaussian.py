@@ -27,12 +27,15 @@ class LinearGaussian(PyroModule):
         self.sigma = sigma
         self.z_dim = z_dim
 
+    def z_dist(self):
+        return dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1)
+
     def x_dist(self, z):
         return dist.Normal(z @ self.W.T + self.b, self.sigma).to_event(1)
 
     def forward(self, x=None, y=None, idx=None, size=None):
         with data_plate(x, idx, size):
-            z = pyro.sample("z", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
+            z = pyro.sample("z", self.z_dist())
             return pyro.sample("x", self.x_dist(z), obs=x)
 
     def exact_log_px(self, x):

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -105,6 +106,7 @@ def test_sample_refuses_to_overwrite(trained, tmp_path):
     assert pyro_vae("sample", trained, "--n", "4", "--out", out, "--overwrite").returncode == 0
 
 
+@pytest.mark.slow  # the full demo evaluation (K=1000 on 1,000 images): minutes on 2 cores
 def test_demo_writes_a_run_dir(tmp_path):
     result = pyro_vae("demo", "--epochs", "1", "--quiet", "--out", "demo", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -123,14 +125,19 @@ def test_train_refuses_an_existing_run_dir(trained):
         (["evaluate", "/nonexistent/run"], "no checkpoint"),
         (["train", "--dataset", "mnist", "--epochs", "1", "--quiet"], "mnist is not available"),
         (["train", "--batch-size", "5000", "--quiet"], "larger than the training set"),
+        (["train", "--dataset", "cifar10", "--epochs", "1", "--quiet"], "cifar10 is not available"),
+        (["train", "--dataset", "folder:/nonexistent", "--quiet"], "no such directory"),
+        (["train", "--likelihood", "bernoulli", "--binarize", "none", "--quiet"], "continuous"),
+        (["train", "--model", "hierarchical", "--elbo", "meanfield", "--quiet"], "--elbo trace"),
+        (["train", "--net", "conv", "--hidden-dims", "8,8,8", "--quiet"], "divisible by 8"),
+        (["train", "--model", "nope.py:VAE", "--quiet"], "nope.py does not exist"),
     ],
 )
-def test_errors_are_one_line(args, message, tmp_path, monkeypatch):
+def test_errors_are_one_line(args, message, tmp_path, monkeypatch, capsys):
+    # In this process: the same main() a child would run, without a child's start-up cost.
     monkeypatch.setenv("PYRO_VAE_DATA", str(tmp_path / "data"))
-    assert_clean_error(
-        pyro_vae(*args, "--out", str(tmp_path / "r")) if args[0] == "train" else pyro_vae(*args),
-        message,
-    )
+    out = ["--out", str(tmp_path / "r")] if args[0] == "train" else []
+    assert_clean_error(cli(capsys, *args, *out), message)
 
 
 @pytest.mark.parametrize(
@@ -141,10 +148,13 @@ def test_errors_are_one_line(args, message, tmp_path, monkeypatch):
         ["train", "--dataset", "imagenet"],
         ["evaluate", "x", "-k", "0"],
         ["train", "--hidden-dims", "a,b"],
+        ["train", "--exclude-classes", "-1"],
+        ["gradvar", "x", "--estimators", "magic"],
+        ["anomaly", "x", "--ood", "cifar"],
     ],
 )
-def test_bad_arguments_are_usage_errors(args):
-    result = pyro_vae(*args)
+def test_bad_arguments_are_usage_errors(args, capsys):
+    result = cli(capsys, *args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "error:" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -199,6 +209,16 @@ def _payload(marker):
     return {"format": "pyro_vae.checkpoint", "x": Payload()}
 
 
+def test_malicious_images_are_refused_without_running_them(trained, tmp_path, capsys):
+    path, marker = str(tmp_path / "images.pt"), str(tmp_path / "payload-ran")
+    with open(path, "wb") as f:
+        pickle.dump(_payload(marker), f)
+    with pytest.raises(DataError, match="refused: loading it could run code") as error:
+        load_images(path)
+    assert_same_error(cli(capsys, "evaluate", trained, "--images", path), error)
+    assert not os.path.exists(marker)
+
+
 def _tampered(good, **changes):
     state = torch.load(io.BytesIO(good), weights_only=True)
     state.update(changes)
@@ -226,7 +246,7 @@ CHECKPOINTS = {
     ),
     "malicious pickle": (
         lambda good, marker: pickle.dumps(_payload(marker)),
-        "cannot read checkpoint",
+        "cannot read checkpoint .*refused: loading it could run code",
     ),
 }
 
@@ -286,7 +306,7 @@ def test_bad_training_setups(case, tmp_path, capsys, monkeypatch):
         (["train", "--num-particles", "0"], "--num-particles: expected a positive integer"),
         (["train", "--log-px-samples", "0"], "--log-px-samples: expected a positive integer"),
         (["train", "--checkpoint-every", "0"], "--checkpoint-every: expected a positive"),
-        (["train", "--dataset", "cifar"], "--dataset: invalid choice: 'cifar'"),
+        (["train", "--dataset", "cifar"], "--dataset: unknown dataset 'cifar'"),
         (["train", "--binarize", "maybe"], "--binarize: invalid choice: 'maybe'"),
         (["train", "--elbo", "renyi"], "--elbo: invalid choice: 'renyi'"),
         (["train", "--guide", "flow"], "unrecognized arguments: --guide flow"),
@@ -340,3 +360,174 @@ def test_an_existing_run_dir_is_left_alone(trained, capsys):
         train_run(Config(**TINY_CONFIG), trained)
     assert_same_error(cli(capsys, "train", "--out", trained, "--quiet"), error)
     assert {n: open(os.path.join(trained, n), "rb").read() for n in os.listdir(trained)} == before
+
+
+COMPARE_TINY = [
+    "--num-images",
+    "30",
+    "--e-steps",
+    "10",
+    "--refine-steps",
+    "3",
+    "--elbo-samples",
+    "5",
+    "--mcmc-images",
+    "2",
+    "--mcmc-samples",
+    "10",
+    "--mcmc-warmup",
+    "10",
+]
+
+
+@pytest.mark.slow  # trains and compares from scratch; test_compare_on_a_trained_run covers the path
+def test_compare_trains_then_compares_a_2d_model(tmp_path):
+    out = str(tmp_path / "cmp")
+    result = pyro_vae(
+        "compare", *TINY, "--z-dim", "2", "--grid-points", "40", *COMPARE_TINY, "--out", out
+    )
+    assert result.returncode == 0, result.stderr
+    assert "amortization: L[q*] − L[q_amortized]" in result.stdout
+    names = set(os.listdir(out))
+    assert {"comparison.json", "comparison.md", "strategies.png", "e-step.png"} <= names
+    assert {"posteriors.png", "run"} <= names
+    saved = json.load(open(os.path.join(out, "comparison.json")))
+    assert [r["strategy"] for r in saved["rows"]] == [
+        "amortized",
+        "local",
+        "semi-amortized",
+        "delta",
+    ]
+    assert saved["gaps"]["log_px"] == "exact (grid quadrature)" and saved["mcmc"]["images"] == 2
+
+
+def test_compare_on_a_trained_run(trained, tmp_path):
+    out = str(tmp_path / "cmp")
+    args = ["compare", "--run", trained, "--strategies", "amortized,local,mcmc", "--quiet"]
+    result = pyro_vae(*args, *COMPARE_TINY, "--log-px-samples", "10", "--out", out)
+    assert result.returncode == 0, result.stderr
+    saved = json.load(open(os.path.join(out, "comparison.json")))
+    assert [r["strategy"] for r in saved["rows"]] == ["amortized", "local"]
+    assert saved["gaps"]["log_px_samples"] == 10 and saved["z_dim"] == 4
+    assert os.path.exists(os.path.join(out, "posteriors.png"))
+    assert_clean_error(pyro_vae(*args, "--out", out), "--overwrite")
+    assert_clean_error(
+        pyro_vae("compare", "--run", trained, "--strategies", "gibbs", "--out", out + "2"),
+        "unknown --strategies gibbs",
+    )
+
+
+# The model family from the command line: each variant trains, evaluates and samples.
+
+
+def test_label_cvae_samples_one_row_per_class_or_one_label(tmp_path):
+    out = str(tmp_path / "cvae")
+    result = pyro_vae("train", *TINY, "--condition", "label", "--learned-prior", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "log p(x | label)" in result.stdout
+    for args in (["--label", "3", "--n", "8"], []):
+        result = pyro_vae("sample", out, *args)
+        assert result.returncode == 0, result.stderr
+        assert os.path.getsize(result.stdout.strip()) > 1000
+    assert_clean_error(
+        pyro_vae("sample", out, "--label", "12"), "labels must be integers from 0 to 9"
+    )
+    metrics = json.loads(pyro_vae("evaluate", out, "-k", "5", "--json", "--quiet").stdout)
+    assert metrics["measures"] == "log p(x | label)"
+
+
+def test_image_folder_with_conv_nets_and_a_gaussian(tmp_path):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(24):  # two "classes" of coloured blobs, 40x30 pixels, RGB
+        folder = tmp_path / "faces" / ("round" if i % 2 else "square")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (torch.rand(30, 40, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    out = str(tmp_path / "run")
+    result = pyro_vae(
+        "train",
+        *TINY,
+        "--dataset",
+        f"folder:{tmp_path / 'faces'}",
+        "--image-size",
+        "16",
+        "--net",
+        "conv",
+        "--hidden-dims",
+        "8,16",
+        "--likelihood",
+        "gaussian",
+        "--batch-size",
+        "8",
+        "--out",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "a density" in result.stdout
+    run = load_run(out)
+    assert run.x_shape == (3, 16, 16) and run.config.binarize == "none"
+    assert run.sample(2).shape == (2, 3, 16, 16)
+
+
+def test_completion_reports_the_baseline_and_draws_the_inpainting(tmp_path):
+    out = str(tmp_path / "complete")
+    result = pyro_vae("train", *TINY, "--condition", "quadrants:2", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["test_log_px"] > metrics["baseline_test_log_px"] - 100  # same scale of numbers
+    assert os.path.getsize(os.path.join(out, "inpainting.png")) > 1000
+
+
+def test_model_file_trains_and_inspects(tmp_path):
+    spec = os.path.join(ROOT, "examples", "gmm_prior_vae.py") + ":GMMPriorVAE"
+    out = str(tmp_path / "mine")
+    result = pyro_vae("train", *TINY, "--model", spec, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert load_run(out).sample(3).shape == (3, 1, 28, 28)
+    diagram = "none" if shutil.which("dot") is None else str(tmp_path / "model.png")
+    result = pyro_vae("inspect", spec, "--z-dim", "3", "--diagram", diagram)
+    assert result.returncode == 0, result.stderr
+    assert "MixtureSameFamily" in result.stdout and "(1, 28, 28)" in result.stdout
+    if diagram != "none":
+        assert os.path.getsize(diagram) > 1000
+
+
+@pytest.fixture(scope="module")
+def trained_without_ones(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("cli") / "no1")
+    result = pyro_vae("train", *TINY, "--exclude-classes", "1", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert json.load(open(os.path.join(out, "config.json")))["exclude_classes"] == [1]
+    return out
+
+
+def test_gradvar(trained_without_ones, tmp_path):
+    out = str(tmp_path / "gv")
+    args = ["--draws", "3", "--particles", "1,2", "--batch-size", "4", "--quiet", "--out", out]
+    result = pyro_vae("gradvar", trained_without_ones, *args)
+    assert result.returncode == 0, result.stderr
+    assert "score-nn-baseline" in result.stdout
+    rows = json.load(open(os.path.join(out, "gradvar.json")))["rows"]
+    # 5 estimators x 2 particle counts x 2 stages (untrained, the run itself)
+    assert len(rows) == 20 and {r["stage"] for r in rows} == {"epoch 0", "trained (1 epochs)"}
+    assert os.path.getsize(os.path.join(out, "gradvar.png")) > 1000
+    assert_clean_error(pyro_vae("gradvar", trained_without_ones, *args), "--overwrite")
+
+
+def test_anomaly_held_out_class(trained_without_ones, tmp_path):
+    out = str(tmp_path / "an")
+    result = pyro_vae("anomaly", trained_without_ones, "--n", "50", "-k", "5", "--out", out)
+    assert result.returncode == 0, result.stderr
+    table = json.load(open(os.path.join(out, "anomaly.json")))["tables"]["held-out 1"]
+    assert table["images_out"] == 50
+    assert {r["score"] for r in table["rows"]} == {"elbo", "kl", "log_px"}
+    assert all(0 <= r["auroc"] <= 1 for r in table["rows"])
+    assert os.path.exists(os.path.join(out, "scores-held-out-1.png"))
+
+
+def test_anomaly_needs_excluded_classes_for_held_out(trained, tmp_path):
+    result = pyro_vae("anomaly", trained, "--ood", "held-out", "--out", str(tmp_path / "a"))
+    assert_clean_error(result, "--exclude-classes")
+    assert not os.path.exists(tmp_path / "a")

@@ -41,9 +41,11 @@ def assert_same_run(run, reference):
         assert ours[part].keys() == theirs[part].keys()
         for name, value in theirs[part].items():
             assert torch.equal(ours[part][name], value), (part, name)
-    for i, state in theirs["optimizer"]["state"].items():
-        for key, value in state.items():
-            assert torch.equal(ours["optimizer"]["state"][i][key], value), (i, key)
+    assert len(ours["optimizer"]) == len(theirs["optimizer"])  # one entry per optimizer
+    for mine, reference_state in zip(ours["optimizer"], theirs["optimizer"]):
+        for i, state in reference_state["optimizer"]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(mine["optimizer"]["state"][i][key], value), (i, key)
     for name in ("train_elbo", "test_elbo"):
         assert read_json(run, "history.json")[name] == read_json(reference, "history.json")[name]
     ours, theirs = read_json(run, "metrics.json"), read_json(reference, "metrics.json")

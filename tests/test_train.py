@@ -11,6 +11,7 @@ from pyro_vae import evaluate
 from pyro_vae.config import Config, build
 from pyro_vae.data import Data, load_dataset
 from pyro_vae.errors import CheckpointError, ConfigError, DataError, DivergenceError
+from pyro_vae.guides import LocalGuide
 from pyro_vae.train import STATE_KEYS, fit, rng_state, set_rng_state
 
 
@@ -225,3 +226,26 @@ def test_a_non_finite_gradient_stops_training_before_the_step(mnist_small):
     # No step was taken with the NaN gradient, and no checkpoint after it.
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert [(s["epoch"], s["step"]) for s in states] == [(1, 0)]
+
+
+@pytest.mark.parametrize("e_steps", [0, 2], ids=["joint", "alternating"])
+def test_variational_em_trains_decoder_and_local_parameters(mnist_small, e_steps):
+    x = load_dataset("mnist-small", binarize="static").train_x[:200]
+    data = Data("small", "static", x, mnist_small.train_y[:200], x[:0], mnist_small.test_y[:0])
+    model, _ = build(Config(z_dim=4, hidden_dims=(32,)), data.x_shape)
+    guide = LocalGuide(200, 4)
+    before = evaluate.elbo(model, guide, x).mean().item()
+    history = fit(
+        model, guide, data, epochs=5, batch_size=50, lr=0.03, e_steps=e_steps, test_samples=0
+    )
+    after = evaluate.elbo(model, guide, x).mean().item()
+    assert history.test_elbo == [] and len(history.train_elbo) == 5
+    assert after > before + 150, (before, after)
+
+
+def test_schedule_arguments_are_checked(mnist_small):
+    model, guide = build(Config(z_dim=2, hidden_dims=(8,)), mnist_small.x_shape)
+    with pytest.raises(ConfigError, match="e_steps must be a non-negative integer"):
+        fit(model, guide, mnist_small, e_steps=-1)
+    with pytest.raises(ConfigError, match="lr_decay"):
+        fit(model, guide, mnist_small, lr_decay=1.5)

@@ -1,0 +1,448 @@
+"""One model, several inference strategies, and the gaps between them (Cremer, Li & Duvenaud 2018).
+
+The decoder of a trained VAE is held fixed; each strategy gives its own q(z|x) for the same
+images, and every q is scored by the same code (:mod:`pyro_vae.evaluate`):
+
+========================  ====================================================================
+``amortized``             the encoder trained with the decoder (one forward pass per image)
+``local``                 variational EM's E-step: a free Gaussian per image, fitted from the
+                          prior by :func:`~pyro_vae.inference.e_step`; its optimum is q*
+``semi-amortized``        the encoder's output refined by ``refine_steps`` E-step steps
+``delta``                 a point mass per image at the MAP latent (the autoencoder limit)
+``mcmc``                  NUTS on z for a few images: the reference posterior
+========================  ====================================================================
+
+The gaps on the test images, per image and then averaged::
+
+    approximation gap = log p(x) - L[q*]              (the Gaussian family's limit)
+    amortization gap  = L[q*] - L[q_amortized]        (the price of sharing one encoder)
+
+log p(x) is the importance-sampled estimate with q* as the proposal, or, for a 2-D latent, the
+exact value from :func:`~pyro_vae.inference.grid_posterior`.
+"""
+
+import math
+import os
+import time
+
+import pyro
+import torch
+
+from . import evaluate
+from .errors import ConfigError
+from .guides import DeltaGuide, LocalGuide
+from .inference import GridPosterior, e_step, grid_posterior, nuts_posterior
+
+STRATEGIES = ("amortized", "local", "semi-amortized", "delta", "mcmc")
+
+
+def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed):
+    """A guide for the images ``x`` under ``strategy``, its E-step history and the seconds taken."""
+    start = time.perf_counter()
+    history = None
+    if strategy == "amortized":
+        with torch.no_grad():
+            guide.z_dist(x)  # what test-time inference costs: one encoder pass
+        q = guide
+    elif strategy == "local":
+        q = LocalGuide(x.shape[0], model.z_dim)
+        history = e_step(model, q, x, steps=e_steps, lr=lr, seed=seed)
+    elif strategy == "semi-amortized":
+        q = LocalGuide.from_guide(guide, x)
+        if refine_steps:
+            history = e_step(model, q, x, steps=refine_steps, lr=lr, seed=seed)
+    elif strategy == "delta":
+        # A Delta has no analytic KL; TraceMeanField_ELBO falls back to log p(z) - log q(z) = log p(z).
+        q = DeltaGuide(LocalGuide.from_guide(guide, x))
+        history = e_step(model, q, x, steps=e_steps, lr=lr, seed=seed)
+    else:
+        raise ConfigError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    return q, history, time.perf_counter() - start
+
+
+def _num_params(strategy, guide, n, z_dim):
+    encoder = sum(p.numel() for p in guide.parameters())
+    return {
+        "amortized": encoder,
+        "local": 2 * n * z_dim,
+        "semi-amortized": encoder + 2 * n * z_dim,
+        "delta": n * z_dim,
+    }[strategy]
+
+
+@torch.no_grad()
+def reconstruction_nats(model, q, x):
+    """``-log p(x | z)`` at the mean of q(z|x), per image: the reconstruction error in nats."""
+    return -model.x_dist(q.z_dist(x).mean).log_prob(x)
+
+
+def _mean_stderr(values):
+    return values.mean().item(), (values.std() / math.sqrt(len(values))).item()
+
+
+def compare(
+    model,
+    guide,
+    data,
+    strategies=STRATEGIES,
+    num_images=1000,
+    e_steps=300,
+    refine_steps=20,
+    lr=0.1,
+    elbo_samples=100,
+    log_px_samples=1000,
+    mcmc_images=3,
+    mcmc_samples=200,
+    mcmc_warmup=200,
+    grid_points=200,
+    seed=0,
+    train_seconds=None,
+):
+    """Fit each strategy's q on the first ``num_images`` train and test images; measure all.
+
+    :param model: a trained pyro_vae model (held fixed).
+    :param guide: its amortized guide (the encoder the other strategies start from).
+    :param data: the :class:`~pyro_vae.data.Data` the model was trained on.
+    :param strategies: names from :data:`STRATEGIES`.
+    :param int num_images: images per split (fewer if the split is smaller).
+    :param int e_steps: E-step steps for ``local`` and ``delta``.
+    :param int refine_steps: E-step steps for ``semi-amortized`` (K; 0 gives the encoder's q).
+    :param float lr: the E-step's Adam learning rate.
+    :param int elbo_samples: latent samples per image for each ELBO.
+    :param int log_px_samples: importance samples per image for log p(x).
+    :param int mcmc_images: test images NUTS samples (the first ones).
+    :param int grid_points: grid points per axis for the exact 2-D posterior.
+    :param float train_seconds: how long training the model and encoder took, if known.
+    :returns: a dict with ``rows`` (one per strategy), ``gaps``, ``mcmc``, ``grid`` and ``curves``;
+        :func:`pyro_vae.report.write_comparison` writes it out.
+    """
+    strategies = list(dict.fromkeys(strategies))
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ConfigError(
+            f"unknown strategies {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(STRATEGIES)}"
+        )
+    variational = [s for s in strategies if s != "mcmc"]
+    if "amortized" not in variational and "local" in variational:
+        variational.insert(0, "amortized")  # the gaps need both
+    model.eval(), guide.eval()
+    z_dim = model.z_dim
+    splits = {
+        "train": data.split("train")[0][:num_images],
+        "test": data.test_x[:num_images],
+    }
+    rows, per_image, curves, guides = {}, {}, {}, {}
+    for strategy in variational:
+        row = {"strategy": strategy}
+        for split, x in splits.items():
+            q, history, seconds = _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed)
+            pyro.set_rng_seed(seed)
+            elbo = evaluate.elbo(model, q, x, num_samples=elbo_samples)
+            row[f"{split}_elbo"], row[f"{split}_elbo_stderr"] = _mean_stderr(elbo)
+            row[f"{split}_fit_seconds"] = seconds
+            if split == "train":
+                continue
+            guides[strategy] = q
+            per_image[strategy] = elbo
+            recon = reconstruction_nats(model, q, x)
+            row["test_reconstruction_nats"] = recon.mean().item()
+            row["test_seconds_per_image"] = seconds / len(x)
+            row["parameters"] = _num_params(strategy, guide, len(x), z_dim)
+            row["parameter_bytes"] = 4 * row["parameters"]
+            if history is not None:
+                curves[strategy] = history.train_elbo
+            if strategy != "delta":
+                pyro.set_rng_seed(seed)
+                log_px = evaluate.log_px(model, q, x, num_samples=log_px_samples)
+                row["test_log_px"], row["test_log_px_stderr"] = _mean_stderr(log_px)
+                per_image[f"{strategy}:log_px"] = log_px
+            else:
+                row["test_log_px"] = row["test_log_px_stderr"] = None
+        if strategy == "amortized" and train_seconds is not None:
+            row["trained_with_decoder_seconds"] = train_seconds  # the encoder's own fitting
+        rows[strategy] = row
+
+    result = {
+        "strategies": strategies,
+        "rows": [rows[s] for s in variational],
+        "settings": {
+            "num_images": {k: len(v) for k, v in splits.items()},
+            "e_steps": e_steps,
+            "refine_steps": refine_steps,
+            "lr": lr,
+            "elbo_samples": elbo_samples,
+            "log_px_samples": log_px_samples,
+            "seed": seed,
+        },
+        "curves": curves,
+        "units": "nats per image (higher is better), seconds",
+    }
+    x_test = splits["test"]
+    if z_dim == 2:
+        start = time.perf_counter()
+        grid = grid_posterior(model, x_test, points=grid_points)
+        result["grid"] = {
+            "points": grid_points,
+            "lim": 5.0,
+            "test_log_px": grid.log_px.mean().item(),
+            "quadrature_error_max": grid.error.max().item(),
+            "edge_mass_max": grid.edge_mass.max().item(),
+            "seconds": time.perf_counter() - start,
+        }
+        for strategy in variational:
+            if f"{strategy}:log_px" in per_image:
+                diff = per_image[f"{strategy}:log_px"] - grid.log_px
+                result["grid"][f"is_minus_grid_{strategy}"] = _mean_stderr(diff)
+        per_image["exact"] = grid.log_px
+        result["_grid"] = grid
+    result["gaps"] = _gaps(per_image, len(x_test), elbo_samples, log_px_samples)
+    if "mcmc" in strategies:
+        result["mcmc"] = _mcmc(
+            model,
+            guides,
+            x_test[:mcmc_images],
+            mcmc_samples,
+            mcmc_warmup,
+            seed,
+            result.get("_grid"),
+        )
+    result["_guides"] = guides
+    result["_x"] = x_test
+    return result
+
+
+def _gaps(per_image, n, elbo_samples, log_px_samples):
+    """Mean gaps with standard errors of the per-image differences (paired, so image-to-image
+    variation cancels)."""
+    if "local" not in per_image or "amortized" not in per_image:
+        return None
+    exact = "exact" in per_image
+    log_px = per_image["exact"] if exact else per_image["local:log_px"]
+    approximation = _mean_stderr(log_px - per_image["local"])
+    amortization = _mean_stderr(per_image["local"] - per_image["amortized"])
+    return {
+        "approximation_gap": approximation[0],
+        "approximation_gap_stderr": approximation[1],
+        "amortization_gap": amortization[0],
+        "amortization_gap_stderr": amortization[1],
+        "log_px": "exact (grid quadrature)" if exact else "importance sampling with q* as proposal",
+        "images": n,
+        "elbo_samples": elbo_samples,
+        "log_px_samples": None if exact else log_px_samples,
+    }
+
+
+def _mcmc(model, guides, x, num_samples, warmup, seed, grid=None):
+    """NUTS on a few images, and how far each variational q is from it (in posterior sds)."""
+    nuts = nuts_posterior(model, x, num_samples=num_samples, warmup_steps=warmup, seed=seed)
+    mean, std = nuts.mean, nuts.std
+    out = {
+        "images": x.shape[0],
+        "num_samples": num_samples,
+        "warmup_steps": warmup,
+        "seconds": nuts.seconds,
+        "seconds_per_image": nuts.seconds / x.shape[0],
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "moved": bool((std > 0).all()),
+        "strategies": {},
+    }
+    for name, q in guides.items():
+        fn = q.z_dist(x, idx=torch.arange(x.shape[0]))
+        q_mean = fn.mean.detach()
+        q_std = fn.base_dist.scale.detach() if name != "delta" else torch.zeros_like(q_mean)
+        out["strategies"][name] = {
+            "mean_error_in_sds": ((q_mean - mean).abs() / std).mean().item(),
+            "std_ratio": (q_std / std).mean().item(),
+        }
+    if grid is not None:
+        g_mean, g_std = grid.moments()
+        out["grid_vs_mcmc"] = {
+            "mean_error_in_sds": ((mean - g_mean[: x.shape[0]]).abs() / g_std[: x.shape[0]])
+            .mean()
+            .item(),
+            "std_ratio": (std / g_std[: x.shape[0]]).mean().item(),
+        }
+    out["_samples"] = nuts.samples
+    return out
+
+
+def _public(obj):
+    """``obj`` without the tensors kept for figures (keys starting with ``_``)."""
+    if isinstance(obj, dict):
+        return {k: _public(v) for k, v in obj.items() if not k.startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [_public(v) for v in obj]
+    if isinstance(obj, float):
+        return round(obj, 6) if math.isfinite(obj) else None
+    return obj
+
+
+def _fmt(value, stderr=None, digits=2):
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return text if stderr is None else f"{text} ± {stderr:.{digits}f}"
+
+
+def markdown(result):
+    """The comparison as tables a person reads."""
+    s = result["settings"]
+    lines = [
+        f"# Inference strategies on one model: {result.get('dataset', 'data')}",
+        "",
+        f"Decoder held fixed; {s['num_images']['train']} train and {s['num_images']['test']} test "
+        f"images. ELBO: {s['elbo_samples']} samples per image; log p(x): importance sampling "
+        f"with the strategy's q, K = {s['log_px_samples']}. Nats per image, higher is better; "
+        "± one standard error over images.",
+        "",
+        "| strategy | train ELBO | test ELBO | test log p(x) | reconstruction (nats) "
+        "| fit on train (s) | test-time s/image | parameters (test set) | memory |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        fit = _fmt(r["train_fit_seconds"], digits=1)
+        if r.get("trained_with_decoder_seconds") is not None:
+            fit += f" (+ {r['trained_with_decoder_seconds']:.1f} training with the decoder)"
+        lines.append(
+            f"| {r['strategy']} | {_fmt(r['train_elbo'], r['train_elbo_stderr'])} "
+            f"| {_fmt(r['test_elbo'], r['test_elbo_stderr'])} "
+            f"| {_fmt(r['test_log_px'], r['test_log_px_stderr'])} "
+            f"| {_fmt(r['test_reconstruction_nats'])} | {fit} "
+            f"| {r['test_seconds_per_image']:.2e} | {r['parameters']:,} "
+            f"| {r['parameter_bytes'] / 2**20:.2f} MiB |"
+        )
+    gaps = result.get("gaps")
+    if gaps:
+        samples = "" if gaps["log_px_samples"] is None else f", K = {gaps['log_px_samples']}"
+        lines += [
+            "",
+            "## Gaps (Cremer, Li & Duvenaud 2018), test images",
+            "",
+            "| gap | nats per image |",
+            "|---|---|",
+            "| approximation: log p(x) − L[q*] "
+            f"| {_fmt(gaps['approximation_gap'], gaps['approximation_gap_stderr'])} |",
+            "| amortization: L[q*] − L[q_amortized] "
+            f"| {_fmt(gaps['amortization_gap'], gaps['amortization_gap_stderr'])} |",
+            "",
+            f"q* is the local guide after its E-step; log p(x) is {gaps['log_px']}{samples}; "
+            f"{gaps['images']} images, {gaps['elbo_samples']} samples per ELBO; standard errors "
+            "of the per-image differences.",
+        ]
+    if "grid" in result:
+        g = result["grid"]
+        lines += [
+            "",
+            f"Exact log p(x) by quadrature on a {g['points']}×{g['points']} grid over "
+            f"[−{g['lim']}, {g['lim']}]²: {g['test_log_px']:.3f} (quadrature error below "
+            f"{g['quadrature_error_max']:.1e} nats). Importance sampling minus grid: "
+            + ", ".join(
+                f"{k[len('is_minus_grid_') :]} {_fmt(*v, digits=3)}"
+                for k, v in g.items()
+                if k.startswith("is_minus_grid_")
+            )
+            + f". Largest posterior mass on the grid's edge: {g['edge_mass_max']:.1e}"
+            + (" (the grid is too small for some images)" if g["edge_mass_max"] > 1e-3 else "")
+            + ".",
+        ]
+    mcmc = result.get("mcmc")
+    if mcmc:
+        lines += [
+            "",
+            f"## Against NUTS ({mcmc['images']} test images, {mcmc['num_samples']} samples after "
+            f"{mcmc['warmup_steps']} warm-up, {mcmc['seconds_per_image']:.1f} s per image)",
+            "",
+            "| strategy | mean error (in NUTS sds) | sd of q / sd of NUTS |",
+            "|---|---|---|",
+        ]
+        compared = dict(mcmc["strategies"])
+        if "grid_vs_mcmc" in mcmc:
+            compared["(NUTS against the exact grid)"] = mcmc["grid_vs_mcmc"]
+        for name, m in compared.items():
+            lines.append(
+                f"| {name} | {_fmt(m['mean_error_in_sds'], digits=3)} "
+                f"| {_fmt(m['std_ratio'], digits=3)} |"
+            )
+        if not mcmc["moved"]:
+            lines.append(
+                "\nNUTS did not move in some dimension (a standard deviation of 0): give it more "
+                "warm-up steps (--mcmc-warmup) before reading this table."
+            )
+    lines += [
+        "",
+        "delta's ELBO column is log p(x, z_MAP): a Delta guide has no entropy term, so this is not "
+        "a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass cannot "
+        "be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction error is "
+        "the autoencoder's measure.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(result, out, title=None):
+    """Write ``comparison.json``, ``comparison.md`` and the figures into the directory ``out``."""
+    from . import plots
+    from .runs import write_json
+
+    write_json(os.path.join(out, "comparison.json"), _public(result))
+    with open(os.path.join(out, "comparison.md"), "w") as f:
+        f.write(markdown(result))
+    name = title or result.get("dataset", "")
+    rows = result["rows"]
+    by_name = {r["strategy"]: r for r in rows}
+    grid = result.get("_grid")
+    plots.strategy_bars(
+        rows,
+        os.path.join(out, "strategies.png"),
+        log_px_line=None if grid is None else grid.log_px.mean().item(),
+        title=f"{name} test images",
+    )
+    if result["curves"]:
+        plots.e_step_curves(
+            result["curves"],
+            os.path.join(out, "e-step.png"),
+            amortized_elbo=by_name.get("amortized", {}).get("test_elbo"),
+            title=f"{name}: E-step on {result['settings']['num_images']['test']} test images "
+            "(one Monte Carlo sample per step)",
+        )
+    mcmc = result.get("mcmc")
+    n = mcmc["images"] if mcmc else min(4, len(result["_x"]))
+    qs = {}
+    for strategy, q in result["_guides"].items():
+        fn = q.z_dist(result["_x"][:n], idx=torch.arange(n))
+        scale = None if strategy == "delta" else fn.base_dist.scale.detach()
+        qs[strategy] = (fn.mean.detach(), scale)
+    samples = mcmc["_samples"] if mcmc else None
+    if grid is not None:
+        sub = GridPosterior(
+            grid.z1, grid.z2, grid.log_post[:n], grid.log_px[:n], grid.error[:n], grid.edge_mass[:n]
+        )
+        plots.posteriors_2d(sub, qs, result["_x"][:n], os.path.join(out, "posteriors.png"), samples)
+    elif mcmc:
+        plots.posterior_dims(
+            samples.mean(0), samples.std(0), qs, os.path.join(out, "posteriors.png")
+        )
+
+
+def compare_run(run, data, out, overwrite=False, quiet=True, **kwargs):
+    """Compare the strategies on a trained :class:`~pyro_vae.runs.Run`; write ``out``.
+
+    :param run: the run whose model (decoder) and amortized guide are compared.
+    :param data: its dataset.
+    :param str out: the output directory (refused if it exists and is not empty, unless
+        ``overwrite``).
+    :param kwargs: passed to :func:`compare`.
+    :returns: the comparison dict (as in ``comparison.json``, plus tensors for figures).
+    """
+    from .runs import prepare_run_dir
+
+    prepare_run_dir(out, overwrite)
+    start = time.perf_counter()
+    result = compare(run.model, run.guide, data, **kwargs)
+    result["dataset"] = data.name
+    result["run"] = run.path
+    result["z_dim"] = run.config.z_dim
+    result["seconds"] = time.perf_counter() - start
+    write_comparison(result, out)
+    return result

@@ -1,0 +1,303 @@
+"""The gradient-variance lab: how noisy is each estimator of the ELBO's gradient?
+
+For a fixed model, guide and minibatch, :func:`gradient_draws` draws many independent estimates of
+the gradient of the loss (the negative ELBO per image) with respect to the guide's parameters (the
+encoder) and the model's (the decoder). Every estimator has the same expectation, the true
+gradient; they differ only in variance, which is what makes one train and another crawl.
+
+Estimators (:data:`ESTIMATORS`), all from Pyro's ELBOs:
+
+- ``reparam``: the reparameterization trick (pathwise gradient, Kingma & Welling 2014) with
+  :class:`~pyro.infer.Trace_ELBO`; the KL term is estimated by Monte Carlo.
+- ``reparam-analytic-kl``: the same with :class:`~pyro.infer.TraceMeanField_ELBO`, which uses the
+  closed-form KL(q(z|x) || p(z)).
+- ``score``: the score-function (REINFORCE) estimator (Williams 1992): the same guide with its
+  distribution's ``has_rsample_(False)``, so z is not differentiated through, with
+  :class:`~pyro.infer.TraceGraph_ELBO`.
+- ``score-avg-baseline``: the same with a decaying average of the downstream cost as a baseline.
+- ``score-nn-baseline``: the same with a learned baseline, a small network of x trained to predict
+  the downstream cost (Mnih & Gregor 2014).
+
+Usage::
+
+    rows = gradient_variance(model, guide, x, particles=(1, 10), num_draws=200)
+"""
+
+import math
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+from torch import nn
+
+from .errors import ConfigError
+from .evaluate import log_weights
+from .nets import make_fc
+
+#: name -> (the Pyro ELBO, the score-function baseline or None for a pathwise gradient)
+ESTIMATORS = {
+    "reparam": (Trace_ELBO, None),
+    "reparam-analytic-kl": (TraceMeanField_ELBO, None),
+    "score": (TraceGraph_ELBO, "none"),
+    "score-avg-baseline": (TraceGraph_ELBO, "average"),
+    "score-nn-baseline": (TraceGraph_ELBO, "learned"),
+}
+
+
+class ScoreFunction(Messenger):
+    """Turn the guide's latent sites into score-function sites, optionally with a baseline.
+
+    Sets ``has_rsample_(False)`` on each site's distribution before it is sampled, so no gradient
+    flows through the sample and ELBOs fall back on the score function. ``baseline`` is ``None``,
+    ``"average"`` (Pyro's decaying average of the downstream cost) or a tensor-valued callable
+    returning one baseline per data point (trained by :class:`~pyro.infer.TraceGraph_ELBO`).
+
+    :param tuple sites: the latent sites to treat.
+    :param baseline: see above.
+    :param float beta: the decay of the average baseline.
+    """
+
+    def __init__(self, sites=("z",), baseline=None, beta=0.9):
+        super().__init__()
+        self.sites = tuple(sites)
+        self.baseline = baseline
+        self.beta = beta
+
+    def _pyro_sample(self, msg):
+        if msg["name"] not in self.sites or msg["is_observed"]:
+            return
+        base = msg["fn"]
+        while isinstance(base, torch.distributions.Independent):
+            base = base.base_dist
+        base.has_rsample_(False)
+        if self.baseline == "average":
+            options = {"use_decaying_avg_baseline": True, "baseline_beta": self.beta}
+        elif callable(self.baseline):
+            # Particle dims sit left of the data plate, so one value per image is broadcast.
+            options = {"baseline_value": self.baseline().expand(msg["fn"].batch_shape)}
+        else:
+            return
+        msg["infer"] = {**msg["infer"], "baseline": options}
+
+
+class LearnedBaseline(nn.Module):
+    """A baseline b(x) for the score-function estimator: a small MLP from an image to a number.
+
+    :param tuple x_shape: the shape of one image.
+    :param int hidden_dim: width of the hidden layer.
+    """
+
+    def __init__(self, x_shape, hidden_dim=64):
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        self.fc = make_fc([math.prod(self.x_shape), hidden_dim, 1])
+        # The network predicts standardized costs; costs of hundreds of nats would take Adam
+        # thousands of steps to reach from an output near zero.
+        self.register_buffer("shift", torch.tensor(0.0))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def forward(self, x):
+        return self.shift + self.scale * self.fc(x.reshape(x.shape[0], -1)).squeeze(-1)
+
+
+def _groups(model, guide):
+    return {"encoder": list(guide.parameters()), "decoder": list(model.parameters())}
+
+
+def _draw(elbo, model, guide, x, params):
+    for p in params:
+        p.grad = None
+    elbo.loss_and_grads(model, guide, x)
+    return torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    )
+
+
+def gradient_draws(
+    model,
+    guide,
+    x,
+    estimator="reparam",
+    num_draws=100,
+    num_particles=1,
+    warmup=20,
+    baseline_steps=300,
+    seed=0,
+):
+    """``num_draws`` independent estimates of the gradient of the per-image negative ELBO.
+
+    The model and guide are not changed. Baselines are warmed up first: the average baseline over
+    ``warmup`` draws, the learned one by ``baseline_steps`` Adam steps of least squares on ``x``. The minibatch is
+    fixed, so both end up close to a per-image baseline: the best case for a baseline.
+
+    :param model: a pyro_vae model.
+    :param guide: a guide with the same signature, sampling ``"z"``.
+    :param torch.Tensor x: the minibatch.
+    :param str estimator: one of :data:`ESTIMATORS`.
+    :param int num_draws: gradient estimates to draw.
+    :param int num_particles: latent samples per image in each estimate.
+    :returns: ``{"encoder": (num_draws, P_enc), "decoder": (num_draws, P_dec)}``
+    :rtype: dict
+    """
+    if estimator not in ESTIMATORS:
+        raise ConfigError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    for name, value in (("num_draws", num_draws), ("num_particles", num_particles)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if num_draws < 2:
+        raise ConfigError("num_draws must be at least 2 to estimate a variance")
+    elbo_class, baseline = ESTIMATORS[estimator]
+    elbo = elbo_class()
+    pyro.set_rng_seed(seed)
+    if baseline == "learned":
+        net = LearnedBaseline(x.shape[1:])
+        _train_baseline(model, guide, x, net, baseline_steps)
+    # k particles = each image k times in the batch: the same average of k independent latents
+    # per image as an ELBO's num_particles, and it works for every baseline alike.
+    x = x.repeat_interleave(num_particles, dim=0)
+    groups = _groups(model, guide)
+    params = groups["encoder"] + groups["decoder"]
+    store = pyro.get_param_store()
+    saved = store.get_state()
+    store.clear()  # the average baseline lives in the param store; the caller's is put back
+    modes = model.training, guide.training
+    model.eval(), guide.eval()
+    try:
+        q = guide
+        if baseline == "learned":
+            q = ScoreFunction(baseline=lambda: net(x))(guide)
+        elif baseline is not None:
+            q = ScoreFunction(baseline=None if baseline == "none" else baseline)(guide)
+        skip = warmup if baseline == "average" else 0
+        draws = [_draw(elbo, model, q, x, params) for _ in range(skip + num_draws)][skip:]
+    finally:
+        model.train(modes[0]), guide.train(modes[1])
+        for p in params:
+            p.grad = None
+        store.clear()
+        store.set_state(saved)
+    flat = torch.stack(draws) / x.shape[0]
+    sizes = [sum(p.numel() for p in groups[k]) for k in ("encoder", "decoder")]
+    encoder, decoder = flat.split(sizes, dim=1)
+    return {"encoder": encoder, "decoder": decoder}
+
+
+def _train_baseline(model, guide, x, net, steps, num_samples=32, lr=1e-2):
+    """Fit the learned baseline by least squares to the downstream cost of ``z``, which for this
+    model is the log weight log p(x, z) - log q(z|x): the regression TraceGraph_ELBO's baseline
+    loss performs, done here on a batch of samples at once. Model and guide are not changed.
+    """
+    target = log_weights(model, guide, x, num_samples=num_samples).mean(0)
+    net.shift.fill_(target.mean())
+    net.scale.fill_(target.std() if len(target) > 1 else 1.0)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        (net(x) - target).pow(2).mean().backward()
+        optimizer.step()
+    net.requires_grad_(False)
+
+
+def summarize(draws):
+    """Per parameter group: the total variance (the trace of the gradient's covariance, summed
+    over coordinates), the squared norm of the mean gradient, and the mean and variance of the
+    gradient's norm.
+    """
+    out = {}
+    for group, g in draws.items():
+        norms = g.norm(dim=1)
+        out[group] = {
+            "variance": g.var(dim=0).sum().item(),
+            "mean_sq_norm": g.mean(dim=0).pow(2).sum().item(),
+            "norm_mean": norms.mean().item(),
+            "norm_variance": norms.var().item(),
+        }
+    return out
+
+
+def gradient_variance(
+    model, guide, x, estimators=tuple(ESTIMATORS), particles=(1,), num_draws=100, seed=0, **kwargs
+):
+    """Summaries of :func:`gradient_draws` for every estimator and particle count.
+
+    Each row holds ``estimator``, ``num_particles``, ``num_draws`` and, per group (``encoder``,
+    ``decoder``), the :func:`summarize` numbers plus ``ratio``: the group's variance divided by
+    that of ``reparam`` with the same particle count (when ``reparam`` is among the estimators).
+
+    :rtype: list
+    """
+    rows = []
+    for k in particles:
+        for name in estimators:
+            draws = gradient_draws(
+                model, guide, x, name, num_draws=num_draws, num_particles=k, seed=seed, **kwargs
+            )
+            rows.append({"estimator": name, "num_particles": k, "num_draws": num_draws})
+            rows[-1].update(summarize(draws))
+        reference = {r["estimator"]: r for r in rows if r["num_particles"] == k}.get("reparam")
+        for r in rows:
+            if reference is not None and r["num_particles"] == k:
+                for group in ("encoder", "decoder"):
+                    r[group]["ratio"] = r[group]["variance"] / reference[group]["variance"]
+    return rows
+
+
+def training_stages(config, data, epochs=(0,), quiet=True):
+    """Yield ``(label, model, guide)`` along a training run: the model and guide that ``config``
+    builds from its seed, trained with :func:`~pyro_vae.train.fit` to each of ``epochs`` in turn.
+
+    Each stage continues from the previous one with a fresh Adam optimizer, so the states are
+    close to, not identical with, those of one uninterrupted run.
+    """
+    from .config import build
+    from .train import fit
+
+    pyro.set_rng_seed(config.seed)
+    model, guide = build(config, data.x_shape)
+    done = 0
+    for target in sorted(set(epochs)):
+        if target > done:
+            fit(
+                model,
+                guide,
+                data,
+                config.make_elbo(),
+                epochs=target - done,
+                batch_size=config.batch_size,
+                lr=config.lr,
+                seed=config.seed + done,
+                quiet=quiet,
+            )
+            done = target
+        yield f"epoch {done}", model, guide
+
+
+def measure_stages(stages, x, **kwargs):
+    """:func:`gradient_variance` rows for each ``(label, model, guide)`` of ``stages``, each row
+    tagged with its ``"stage"``. ``kwargs`` go to :func:`gradient_variance`.
+
+    Pass :func:`training_stages` itself, not a list of it: it trains one model and guide in place,
+    so each stage must be measured before the generator moves on.
+    """
+    return [
+        {"stage": label, **row}
+        for label, model, guide in stages
+        for row in gradient_variance(model, guide, x, **kwargs)
+    ]
+
+
+def format_rows(rows):
+    """The rows of :func:`measure_stages` as a plain-text table."""
+    lines = [
+        f"{'stage':22} {'estimator':20} {'K':>4} {'encoder var':>12} {'x reparam':>10} "
+        f"{'decoder var':>12} {'x reparam':>10} {'var |g_enc|':>12}"
+    ]
+    for r in rows:
+        e, d = r["encoder"], r["decoder"]
+        lines.append(
+            f"{r['stage']:22} {r['estimator']:20} {r['num_particles']:>4} {e['variance']:>12.4g} "
+            f"{e.get('ratio', float('nan')):>10.3g} {d['variance']:>12.4g} "
+            f"{d.get('ratio', float('nan')):>10.3g} {e['norm_variance']:>12.4g}"
+        )
+    return "\n".join(lines)

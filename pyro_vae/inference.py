@@ -1,0 +1,202 @@
+"""Inference on a fixed model: the E-step, exact posteriors on a grid, and NUTS.
+
+Each routine takes a trained model (typically the decoder of a VAE) and leaves it unchanged:
+
+- :func:`e_step` fits a guide's parameters for a batch of images with the model frozen, all
+  images at once. With a :class:`~pyro_vae.guides.LocalGuide` this is variational EM's E-step and
+  finds q*, the best diagonal Gaussian per image (Cremer, Li & Duvenaud 2018); started from an
+  encoder's output it is semi-amortized inference (Kim et al. 2018).
+- :func:`grid_posterior` computes p(z|x) and log p(x) exactly (up to quadrature error) for a 2-D
+  latent, on a grid over the prior's mass.
+- :func:`nuts_posterior` samples p(z|x) with NUTS (Hoffman & Gelman 2014) through Pyro's ``MCMC``.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import MCMC, NUTS, TraceMeanField_ELBO
+
+from .data import Data
+from .errors import ConfigError
+from .train import fit
+
+
+def e_step(model, guide, x, steps=300, lr=0.1, final_lr=None, elbo=None, seed=0, quiet=True):
+    """Fit ``guide`` to the images ``x`` with ``model`` frozen; return the per-step ELBO history.
+
+    Every step is one Adam step on all of ``x`` at once (the ``"data"`` plate is not subsampled),
+    so the cost per step is one batched forward and backward pass through the model and guide.
+    This is :func:`pyro_vae.train.fit` with the model's parameters frozen; they are restored to
+    trainable afterwards.
+
+    :param model: a pyro_vae model.
+    :param guide: a guide for exactly these images, e.g. ``LocalGuide(len(x), z_dim)``.
+    :param torch.Tensor x: images ``(N, *x_shape)``, binarized if the likelihood needs it.
+    :param int steps: Adam steps.
+    :param float lr: Adam's initial learning rate.
+    :param float final_lr: the learning rate decays exponentially to this at the last step
+        (default ``lr / 100``): Adam's steps stay about ``lr`` long however small the gradient, so
+        without the decay the parameters would jitter around the optimum rather than reach it.
+    :param elbo: a Pyro ELBO (default ``TraceMeanField_ELBO()``, analytic KL where one exists).
+    :param int seed: seeds the Monte Carlo draws.
+    :param bool quiet: no progress bar.
+    :rtype: pyro_vae.train.History
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"the E-step needs a positive number of steps, got {steps!r}")
+    n = x.shape[0]
+    images = Data("e-step", "static", x, torch.zeros(n, dtype=torch.long), x[:0], x.new_zeros(0))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.requires_grad_(False)
+    try:
+        return fit(
+            model,
+            guide,
+            images,
+            elbo if elbo is not None else TraceMeanField_ELBO(),
+            epochs=steps,
+            batch_size=n,
+            lr=lr,
+            lr_decay=(final_lr / lr if final_lr else 1 / 100) ** (1 / steps),
+            seed=seed,
+            quiet=quiet,
+            test_samples=0,
+        )
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+@dataclass
+class GridPosterior:
+    """p(z|x) on a square grid for a 2-D latent, from :func:`grid_posterior`.
+
+    ``log_px`` ``(N,)`` is the quadrature estimate of log p(x); ``log_post`` ``(N, P, P)`` the
+    log posterior density at the grid points ``z1[i], z2[j]``; ``error`` ``(N,)`` the change in
+    log p(x) when every other grid point is dropped, an estimate of the quadrature error;
+    ``edge_mass`` ``(N,)`` the posterior mass in the outermost ring of cells: well above 0, the
+    posterior reaches past the grid and log p(x) is underestimated.
+    """
+
+    z1: torch.Tensor
+    z2: torch.Tensor
+    log_post: torch.Tensor
+    log_px: torch.Tensor
+    error: torch.Tensor
+    edge_mass: torch.Tensor
+
+    def moments(self):
+        """Posterior mean ``(N, 2)`` and standard deviation ``(N, 2)`` on the grid."""
+        p = self.log_post.exp() * (self.z1[1] - self.z1[0]) * (self.z2[1] - self.z2[0])
+        p1, p2 = p.sum(2), p.sum(1)  # marginals of z1 and z2
+        mean = torch.stack([(p1 * self.z1).sum(1), (p2 * self.z2).sum(1)], -1)
+        second = torch.stack([(p1 * self.z1**2).sum(1), (p2 * self.z2**2).sum(1)], -1)
+        return mean, (second - mean**2).clamp(min=0).sqrt()
+
+
+@torch.no_grad()
+def log_likelihood_grid(model, x, z, max_rows=4096):
+    """``log p(x_n | z_g)`` for every image and grid point, shape ``(N, G)``.
+
+    A Bernoulli decoder's log-likelihood is linear in x, ``x . logits - sum softplus(logits)``,
+    so all images are scored against all grid points by one matrix product; other likelihoods
+    are evaluated by broadcasting, in chunks of grid points.
+    """
+    out = []
+    for zc in z.split(max_rows):
+        fn = model.x_dist(zc)
+        base = fn.base_dist if isinstance(fn, dist.Independent) else fn
+        if isinstance(base, dist.Bernoulli):
+            logits = base.logits.reshape(len(zc), -1)
+            softplus = torch.nn.functional.softplus(logits).sum(-1)
+            out.append(x.reshape(len(x), -1) @ logits.T - softplus)
+        else:
+            out.append(torch.stack([fn.log_prob(xi.expand(len(zc), *xi.shape)) for xi in x]))
+    return torch.cat(out, 1)
+
+
+@torch.no_grad()
+def grid_posterior(model, x, lim=5.0, points=200):
+    """Exact posterior p(z|x) and log p(x) of a model with a 2-D latent, by quadrature.
+
+    The joint log p(x, z) = log p(z) + log p(x|z) is evaluated on a ``points`` x ``points`` grid of
+    cell centres covering ``[-lim, lim]^2`` (the standard Normal prior puts all but about 1e-6 of
+    its mass inside ``lim=5``); log p(x) is the log of the midpoint-rule sum. The rule is compared
+    with the one on every other point, which bounds how much the result depends on the grid.
+
+    :param model: a pyro_vae model with ``z_dim == 2``, ``z_dist()`` and ``x_dist(z)``.
+    :param torch.Tensor x: images ``(N, *x_shape)``.
+    :rtype: GridPosterior
+    """
+    if getattr(model, "z_dim", None) != 2:
+        raise ConfigError(
+            f"the exact grid posterior needs a 2-D latent, this model has z_dim={model.z_dim}"
+        )
+    h = 2 * lim / points
+    axis = torch.linspace(-lim + h / 2, lim - h / 2, points)
+    z = torch.cartesian_prod(axis, axis)  # (P*P, 2), z1 varies slowest
+    log_joint = log_likelihood_grid(model, x, z) + model.z_dist().log_prob(z)
+    log_px = torch.logsumexp(log_joint, 1) + 2 * math.log(h)
+    coarse = log_joint.reshape(len(x), points, points)[:, ::2, ::2].reshape(len(x), -1)
+    log_px_coarse = torch.logsumexp(coarse, 1) + 2 * math.log(2 * h)
+    log_post = (log_joint - log_px[:, None]).reshape(len(x), points, points)
+    mass = log_post.exp() * h**2
+    edge_mass = mass.sum((1, 2)) - mass[:, 1:-1, 1:-1].sum((1, 2))
+    return GridPosterior(axis, axis, log_post, log_px, (log_px - log_px_coarse).abs(), edge_mass)
+
+
+@dataclass
+class NUTSPosterior:
+    """Samples of p(z|x) from :func:`nuts_posterior`: ``samples`` ``(S, N, z_dim)``."""
+
+    samples: torch.Tensor
+    seconds: float
+    num_warmup: int
+
+    @property
+    def mean(self):
+        return self.samples.mean(0)
+
+    @property
+    def std(self):
+        return self.samples.std(0)
+
+
+def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=True):
+    """Sample the posterior p(z|x) of each image in ``x`` with NUTS, the model held fixed.
+
+    The images' latents are independent given the model, so one chain samples all of them
+    jointly (a ``N * z_dim``-dimensional target); keep ``N`` small. The model's parameters are
+    constants of the target: only z moves.
+
+    :param model: a pyro_vae model.
+    :param torch.Tensor x: a few images ``(N, *x_shape)``.
+    :param int num_samples: samples kept after warm-up.
+    :param int warmup_steps: adaptation steps (step size and diagonal mass matrix).
+    :rtype: NUTSPosterior
+    """
+    for name, value in (("num_samples", num_samples), ("warmup_steps", warmup_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"NUTS {name} must be a positive integer, got {value!r}")
+    pyro.set_rng_seed(seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.requires_grad_(False)
+    start = time.perf_counter()
+    try:
+        mcmc = MCMC(
+            NUTS(poutine.condition(model, data={"x": x}), jit_compile=False),
+            num_samples=num_samples,
+            warmup_steps=warmup_steps,
+            disable_progbar=quiet,
+        )
+        mcmc.run(x=None, size=x.shape[0])
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    samples = mcmc.get_samples()["z"].detach()
+    return NUTSPosterior(samples, time.perf_counter() - start, warmup_steps)

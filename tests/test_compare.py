@@ -1,0 +1,104 @@
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from pyro_vae.compare import STRATEGIES, compare, markdown, write_comparison
+from pyro_vae.data import Data
+from pyro_vae.errors import ConfigError
+from pyro_vae.guides import AmortizedGuide
+from tests.linear_gaussian import LinearGaussian
+
+
+class ShiftedEncoder(nn.Module):
+    """The exact posterior mean, shifted, with a too-wide scale: an imperfect amortized guide."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.shift = nn.Parameter(torch.tensor([0.3, -0.2]))
+
+    def forward(self, x, c=None):
+        loc, cov = self.model.exact_posterior(x)
+        return loc + self.shift, (1.5 * cov.diag().sqrt()).expand_as(loc)
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    torch.manual_seed(0)
+    train, test = model(size=60).detach(), model(size=60).detach()
+    labels = torch.zeros(60, dtype=torch.long)
+    data = Data("linear-gaussian", "none", train, labels, test, labels)
+    result = compare(
+        model,
+        AmortizedGuide(ShiftedEncoder(model)),
+        data,
+        num_images=60,
+        e_steps=200,
+        refine_steps=0,
+        elbo_samples=200,
+        log_px_samples=2000,
+        mcmc_images=2,
+        mcmc_samples=150,
+        mcmc_warmup=100,
+        grid_points=120,
+    )
+    return model, test, result
+
+
+def test_gaps_are_non_negative_and_measured_against_the_truth(comparison):
+    model, test, result = comparison
+    gaps = result["gaps"]
+    assert gaps["log_px"] == "exact (grid quadrature)" and gaps["images"] == 60
+    # q* cannot beat log p(x), and the E-step's optimum cannot lose to a shifted encoder.
+    assert gaps["approximation_gap"] > -3 * gaps["approximation_gap_stderr"] - 1e-3
+    assert gaps["amortization_gap"] > 3 * gaps["amortization_gap_stderr"]
+    assert abs(result["grid"]["test_log_px"] - model.exact_log_px(test).mean().item()) < 1e-3
+    # The posterior is correlated, so the diagonal q* leaves a real approximation gap.
+    assert gaps["approximation_gap"] > 0.01
+
+
+def test_every_strategy_has_a_row_and_semi_amortized_k0_is_amortized(comparison):
+    _, _, result = comparison
+    rows = {r["strategy"]: r for r in result["rows"]}
+    assert list(rows) == [s for s in STRATEGIES if s != "mcmc"]
+    assert rows["semi-amortized"]["test_elbo"] == pytest.approx(rows["amortized"]["test_elbo"])
+    assert rows["delta"]["test_log_px"] is None
+    assert rows["local"]["parameters"] == 2 * 60 * 2 and rows["delta"]["parameters"] == 60 * 2
+    for row in rows.values():
+        assert row["test_seconds_per_image"] > 0
+    # Importance sampling with q* as proposal agrees with the grid.
+    mean, stderr = result["grid"]["is_minus_grid_local"]
+    assert abs(mean) < 0.02 + 3 * stderr
+
+
+def test_nuts_is_the_reference_the_variational_guides_are_held_against(comparison):
+    _, _, result = comparison
+    mcmc = result["mcmc"]
+    assert mcmc["images"] == 2 and len(mcmc["mean"]) == 2
+    assert mcmc["grid_vs_mcmc"]["mean_error_in_sds"] < 0.4
+    assert abs(mcmc["grid_vs_mcmc"]["std_ratio"] - 1) < 0.3
+    local, amortized = mcmc["strategies"]["local"], mcmc["strategies"]["amortized"]
+    assert local["mean_error_in_sds"] < amortized["mean_error_in_sds"]
+    assert mcmc["strategies"]["delta"]["std_ratio"] == 0
+
+
+def test_written_report(comparison, tmp_path):
+    _, _, result = comparison
+    write_comparison(result, str(tmp_path))
+    names = set(os.listdir(tmp_path))
+    assert {"comparison.json", "comparison.md", "strategies.png", "e-step.png"} <= names
+    assert "posteriors.png" in names
+    saved = json.load(open(tmp_path / "comparison.json"))
+    assert saved["gaps"]["amortization_gap"] == pytest.approx(result["gaps"]["amortization_gap"])
+    assert not any(k.startswith("_") for k in saved)
+    text = markdown(result)
+    assert "| local |" in text and "amortization: L[q*] − L[q_amortized]" in text
+
+
+def test_unknown_strategy_is_refused():
+    with pytest.raises(ConfigError, match="unknown strategies gibbs"):
+        compare(None, None, None, strategies=["gibbs"])

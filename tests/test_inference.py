@@ -1,0 +1,108 @@
+import pyro
+import pytest
+import torch
+from pyro.infer import TraceMeanField_ELBO
+
+from pyro_vae import evaluate
+from pyro_vae.config import Config, build
+from pyro_vae.errors import ConfigError
+from pyro_vae.guides import LocalGuide
+from pyro_vae.inference import e_step, grid_posterior, log_likelihood_grid, nuts_posterior
+from tests.conftest import assert_close
+from tests.linear_gaussian import LinearGaussian
+
+
+def diagonal_posterior_model():
+    """A linear-Gaussian model with orthogonal columns of W: p(z|x) is a diagonal Gaussian, so
+    it lies inside the local guide's family and the E-step's optimum is the exact posterior."""
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    q, _ = torch.linalg.qr(model.W)
+    model.W = q * torch.tensor([1.5, 0.7])
+    return model
+
+
+def test_e_step_converges_to_the_exact_posterior():
+    model = diagonal_posterior_model()
+    pyro.set_rng_seed(1)
+    x = model(size=64).detach()
+    loc, cov = model.exact_posterior(x)
+    guide = LocalGuide(64, 2)
+    before = [p.clone() for p in model.parameters()]
+    elbo = TraceMeanField_ELBO(num_particles=16, vectorize_particles=True, max_plate_nesting=1)
+    history = e_step(model, guide, x, steps=400, lr=0.1, final_lr=1e-4, elbo=elbo)
+    assert len(history.train_elbo) == 400 and history.train_elbo[-1] > history.train_elbo[0]
+    assert_close(guide.loc, loc, atol=0.03, msg="posterior means")
+    assert_close(guide.scale, cov.diag().sqrt().expand(64, 2), rtol=0.05, atol=0, msg="sds")
+    # At the exact posterior the ELBO is log p(x) itself.
+    assert_close(
+        evaluate.elbo(model, guide, x, num_samples=200).mean(),
+        model.exact_log_px(x).mean(),
+        atol=0.01,
+    )
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_e_step_leaves_a_trained_decoder_frozen_and_trainable_afterwards():
+    model, guide = build(Config(z_dim=2, hidden_dims=(8,)), (1, 4, 4))
+    x = torch.bernoulli(torch.full((6, 1, 4, 4), 0.5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    e_step(model, LocalGuide.from_guide(guide, x), x, steps=5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ConfigError, match="positive number of steps"):
+        e_step(model, LocalGuide(6, 2), x, steps=0)
+
+
+def test_grid_posterior_is_exact_on_the_linear_gaussian_model():
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    pyro.set_rng_seed(2)
+    x = model(size=8).detach()
+    grid = grid_posterior(model, x, lim=6.0, points=200)
+    assert_close(grid.log_px, model.exact_log_px(x), atol=1e-4)
+    loc, cov = model.exact_posterior(x)
+    mean, std = grid.moments()
+    assert_close(mean, loc, atol=1e-3)
+    assert_close(std, cov.diag().sqrt().expand(8, 2), atol=1e-3)
+    assert (grid.error < 1e-4).all() and (grid.edge_mass < 1e-6).all()
+    # A grid that cuts the posterior off says so.
+    assert (grid_posterior(model, x + 20 * model.W[:, 0], lim=2.0).edge_mass > 0.1).any()
+
+
+def test_grid_log_px_matches_large_k_importance_sampling():
+    model, guide = build(Config(z_dim=2, hidden_dims=(16,)), (1, 6, 5))
+    with torch.no_grad():  # a decoder that cares about z, so the posterior is not the prior
+        model.decoder.fc[-1].weight.mul_(6.0)
+    x = torch.bernoulli(torch.full((16, 1, 6, 5), 0.5))
+    grid = grid_posterior(model, x, points=200)
+    mean, std = grid.moments()
+    proposal = LocalGuide(16, 2, loc=mean, scale=1.5 * std)  # a wide proposal near p(z|x)
+    is_estimate = evaluate.log_px(model, proposal, x, num_samples=20000)
+    assert_close(is_estimate, grid.log_px, atol=0.03)
+    assert grid.error.max() < 1e-3
+
+
+def test_bernoulli_fast_path_equals_the_likelihood():
+    model, _ = build(Config(z_dim=2, hidden_dims=(16,)), (1, 6, 5))
+    x = torch.bernoulli(torch.full((3, 1, 6, 5), 0.5))
+    z = torch.randn(7, 2)
+    expected = torch.stack([model.x_dist(z).log_prob(xi.expand(7, 1, 6, 5)) for xi in x])
+    assert_close(log_likelihood_grid(model, x, z, max_rows=3), expected, atol=1e-4)
+
+
+def test_grid_needs_a_2d_latent():
+    model, _ = build(Config(z_dim=3, hidden_dims=(8,)), (1, 4, 4))
+    with pytest.raises(ConfigError, match="2-D latent"):
+        grid_posterior(model, torch.zeros(1, 1, 4, 4))
+
+
+def test_nuts_recovers_a_known_gaussian_posterior():
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    pyro.set_rng_seed(3)
+    x = model(size=2).detach()
+    loc, cov = model.exact_posterior(x)
+    nuts = nuts_posterior(model, x, num_samples=300, warmup_steps=150, seed=0)
+    assert nuts.samples.shape == (300, 2, 2)
+    sd = cov.diag().sqrt()
+    # Monte Carlo error of a mean of ~300 nearly independent draws: about 0.06 sd; of an sd, 4%.
+    assert ((nuts.mean - loc).abs() / sd < 0.25).all(), (nuts.mean, loc)
+    assert ((nuts.std / sd - 1).abs() < 0.2).all(), (nuts.std, sd)
