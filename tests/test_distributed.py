@@ -5,17 +5,22 @@ a tiny VAE on mnist-small through :func:`pyro_vae.distributed.train_run_distribu
 ``pyro-vae train --devices 2 --accelerator cpu`` does, and each process saves what it saw: the
 minibatch positions of every step, and for the first step the images, the initial weights and the
 gradient after DDP's all-reduce. The tests then recompute that gradient in this process on the
-concatenated minibatch.
+concatenated minibatch. A second two-process run (``python -m tests.test_distributed em OUT``,
+slow tests only) takes fit's alternating E and M steps, with a Delta guide around the amortized one.
 """
 
+import copy
+import dataclasses
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import pyro
 import pytest
 import torch
+from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
 from pyro_vae import load_run
@@ -23,6 +28,7 @@ from pyro_vae.checkpoints import read_checkpoint
 from pyro_vae.config import Config, build
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError
+from pyro_vae.guides import DeltaGuide, LocalGuide
 from pyro_vae.runs import Run, evaluate_run
 from pyro_vae.train import STATE_KEYS, fit
 from tests.conftest import assert_close
@@ -102,11 +108,10 @@ def probe(out):
     )
 
 
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("ddp"))
+def run_probe(out, *args):
+    """``python -m tests.test_distributed *args out``: Lightning starts the other process."""
     result = subprocess.run(
-        [sys.executable, "-m", "tests.test_distributed", out],
+        [sys.executable, "-m", "tests.test_distributed", *args, out],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": ROOT},
@@ -114,6 +119,12 @@ def two_processes(tmp_path_factory):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ddp"))
+    run_probe(out)
     ranks = [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(PROCESSES)]
     return os.path.join(out, "run"), ranks
 
@@ -128,6 +139,57 @@ def single_process_gradient(record, x, y, idx):
     with FixedNoise(noise(idx)):
         loss_fn(x, y, idx, N).backward()
     return {name: p.grad for name, p in loss_fn.named_parameters()}
+
+
+EM = dict(epochs=2, batch_size=100, e_steps=1, lr_decay=0.5, test_samples=0)
+
+
+def em_setup():
+    """400 training images, and the model with a Delta guide around the amortized one (an
+    autoencoder), built as every process of :func:`probe_em` builds it."""
+    data = load_dataset("mnist-small")
+    data = dataclasses.replace(data, train_x=data.train_x[:400], train_y=data.train_y[:400])
+    pyro.set_rng_seed(0)
+    model, guide = build(CONFIG, data.x_shape)
+    return data, model, DeltaGuide(guide)
+
+
+def probe_em(out):
+    """Alternating E and M steps with a decaying learning rate on two processes: each process
+    saves its final parameters, rank 0 its last checkpoint."""
+    import lightning.pytorch as pl
+
+    from pyro_vae.distributed import fit_distributed
+
+    class Final(pl.Callback):
+        def on_fit_end(self, trainer, module):
+            state = {"model": module.model.state_dict(), "guide": module.guide.state_dict()}
+            torch.save(state, os.path.join(out, f"em-rank{trainer.global_rank}.pt"))
+
+    def checkpoint(state):
+        torch.save(state, os.path.join(out, "em-checkpoint.pt"))
+
+    data, model, guide = em_setup()
+    fit_distributed(
+        model,
+        guide,
+        data,
+        Trace_ELBO(),
+        **EM,
+        quiet=True,
+        checkpoint=checkpoint,
+        devices=PROCESSES,
+        accelerator="cpu",
+        strategy="ddp",
+        callbacks=[Final()],
+    )
+
+
+@pytest.fixture(scope="module")
+def em_processes(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ddp-em"))
+    run_probe(out, "em")
+    return out
 
 
 @needs_lightning
@@ -233,6 +295,78 @@ def test_only_the_amortized_guide_is_data_parallel():
         fit_distributed(model, guide, data, devices=2, accelerator="cpu")
 
 
+def check_em_checkpoint(state):
+    """A checkpoint of the E/M schedule, in fit's format, that fit continues in one process."""
+    assert state.keys() == {"model", "guide", *STATE_KEYS}
+    # One entry per optimizer (the M step's, then the E step's), each decayed once per epoch.
+    assert len(state["optimizer"]) == 2
+    for saved in state["optimizer"]:
+        assert saved["scheduler"]["_last_lr"] == pytest.approx([1e-3 * EM["lr_decay"] ** 2])
+    data, model, guide = em_setup()
+    for part, module in (("model", model), ("guide", guide)):  # both halves trained
+        assert any(not torch.equal(v, state[part][k]) for k, v in module.state_dict().items())
+    history = fit(
+        model, guide, data, Trace_ELBO(), **{**EM, "epochs": 3}, resume_from=state, quiet=True
+    )
+    assert history.epoch == [1, 2, 3] and history.train_elbo[:2] == state["history"]["train_elbo"]
+
+
+@needs_lightning
+def test_e_and_m_steps_through_lightning_save_fits_checkpoint():
+    """One process, in this one: the Lightning module takes fit's E/M steps and LR decay."""
+    from pyro_vae.distributed import fit_distributed
+
+    data, model, guide = em_setup()
+    states = []
+    history = fit_distributed(
+        model,
+        guide,
+        data,
+        Trace_ELBO(),
+        **EM,
+        quiet=True,
+        checkpoint=lambda state: states.append(copy.deepcopy(state)),
+        devices=1,
+        accelerator="cpu",
+        strategy="auto",
+    )
+    assert history.epoch == [1, 2] and history.test_elbo == []  # test_samples=0 skips it
+    assert [s["epoch"] for s in states] == [1, 2]
+    check_em_checkpoint(states[-1])
+
+
+@needs_lightning
+@pytest.mark.slow
+def test_e_and_m_steps_run_data_parallel_and_continue_in_one_process(em_processes):
+    out = em_processes
+    ranks = [torch.load(os.path.join(out, f"em-rank{r}.pt")) for r in range(PROCESSES)]
+    # Different shards, identical parameters: the gradient of every E and M step was averaged.
+    for part in ("model", "guide"):
+        for name, value in ranks[0][part].items():
+            assert torch.equal(value, ranks[1][part][name]), (part, name)
+    check_em_checkpoint(torch.load(os.path.join(out, "em-checkpoint.pt"), weights_only=True))
+
+
+@needs_lightning
+@pytest.mark.parametrize(
+    "guide, name",
+    [
+        (LocalGuide(4000, CONFIG.z_dim), "LocalGuide"),
+        (DeltaGuide(LocalGuide(4000, CONFIG.z_dim)), "DeltaGuide(LocalGuide)"),
+    ],
+)
+def test_per_image_guides_are_refused_with_one_line(guide, name):
+    from pyro_vae.distributed import fit_distributed
+
+    data = load_dataset("mnist-small")
+    model, _ = build(CONFIG, data.x_shape)
+    with pytest.raises(ConfigError) as error:
+        fit_distributed(model, guide, data, e_steps=1, devices=2, accelerator="cpu")
+    message = str(error.value)
+    assert f"only the amortized guide, not {name}:" in message and "one process" in message
+    assert "\n" not in message
+
+
 @needs_lightning
 @pytest.mark.parametrize(
     "args, message",
@@ -263,21 +397,22 @@ def test_asking_for_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
     assert "cannot train with --accelerator gpu" in capsys.readouterr().err
 
 
-def test_without_lightning_the_flags_say_how_to_install_it(tmp_path):
-    # None in sys.modules makes "import lightning" fail as if it were not installed.
-    code = "import sys; sys.modules['lightning'] = None; from pyro_vae.cli import main; "
-    code += "sys.exit(main(sys.argv[1:]))"
+def test_without_lightning_the_flags_say_how_to_install_it(tmp_path, capsys, monkeypatch):
+    from pyro_vae.cli import main
+
+    # None in sys.modules makes "import lightning" fail as if it were not installed (in process:
+    # a fresh interpreter would cost seconds of imports); pyro_vae.distributed is imported anew.
+    for name in ["lightning", *(m for m in sys.modules if m.startswith("lightning."))]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "pyro_vae.distributed", raising=False)
     out = tmp_path / "r"
-    result = subprocess.run(
-        [sys.executable, "-c", code, "train", "--devices", "2", "--out", str(out), "--quiet"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        timeout=600,
-    )
-    assert_clean_error(result, "pip install 'pyro_vae[distributed]'")
+    assert main(["train", "--devices", "2", "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyro-vae: error:"), err
+    assert "pip install 'pyro_vae[distributed]'" in lines[0] and "Traceback" not in err
     assert not out.exists()
 
 
 if __name__ == "__main__":
-    probe(sys.argv[1])
+    probe_em(sys.argv[2]) if sys.argv[1] == "em" else probe(sys.argv[1])
