@@ -240,8 +240,8 @@ def fit_distributed(
 ):
     """:func:`pyro_vae.train.fit` on ``devices`` processes on each of ``num_nodes`` machines.
 
-    Takes the arguments of :func:`~pyro_vae.train.fit`, with ``batch_size`` the global minibatch,
-    and returns the per-epoch :class:`~pyro_vae.train.History` in the process of global rank 0 and
+    Takes the arguments of :func:`~pyro_vae.train.fit` (but ``time_limit``), with ``batch_size``
+    the global minibatch, and returns the per-epoch :class:`~pyro_vae.train.History` in the process of global rank 0 and
     ``None`` in the others. Every process runs this function with the same arguments: Lightning
     starts the other processes of a machine itself, or finds them started by ``torchrun`` or a
     cluster launcher (SLURM and others Lightning knows). ``checkpoint`` receives the training state

@@ -1,5 +1,6 @@
 import io
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pyro
@@ -249,3 +250,20 @@ def test_schedule_arguments_are_checked(mnist_small):
         fit(model, guide, mnist_small, e_steps=-1)
     with pytest.raises(ConfigError, match="lr_decay"):
         fit(model, guide, mnist_small, lr_decay=1.5)
+
+
+def test_time_limit_stops_before_an_epoch_that_would_overrun(mnist_small, monkeypatch):
+    small = _tiny(mnist_small)
+    model, guide = build(Config(z_dim=2, hidden_dims=(8,)), small.x_shape)
+    clock = [0.0]  # each epoch takes 10 fake seconds
+    monkeypatch.setattr("pyro_vae.train.time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def tick(epoch):
+        clock[0] += 10.0
+
+    history = fit(model, guide, small, epochs=5, quiet=True, on_epoch=tick, time_limit=25)
+    assert history.epoch == [1, 2]  # a third epoch would end at 30 s
+    history = fit(model, guide, small, epochs=2, quiet=True, on_epoch=tick, time_limit=1e-9)
+    assert history.epoch == [1]  # the first epoch always runs
+    with pytest.raises(ConfigError, match="time_limit must be a positive number"):
+        fit(model, guide, small, time_limit=0)

@@ -19,6 +19,11 @@ SMOKE_RUNS = [
     pytest.param("benchmarks/demo.py", marks=pytest.mark.slow),
     "benchmarks/checkpoint.py",
     "benchmarks/e_step.py",
+    "benchmarks/epoch.py",
+    # Four fresh processes, each importing torch: about 30 s even with tiny sizes.
+    pytest.param("benchmarks/memory.py", marks=pytest.mark.slow),
+    "benchmarks/quality_at_budget.py",
+    "benchmarks/step_overhead.py",
     "tutorials/01_autoencoder_to_vae.py",
     "tutorials/03_reparameterization.py",
     "tutorials/06_latent_space.py",

@@ -1,0 +1,128 @@
+"""Benchmark: what one training step costs in pyro_vae against the same step written by hand.
+
+pyro_vae's step is the one :func:`pyro_vae.fit` takes by default: the Pyro model and amortized
+guide from :func:`pyro_vae.build`, ``TraceMeanField_ELBO`` as a loss module, the trainer's Adam
+step with its divergence checks, Pyro's validation on. The reference below is the same step as a
+person would write it in eager PyTorch without Pyro: the identical networks (same classes, same
+initial weights), the Bernoulli log-likelihood as ``binary_cross_entropy_with_logits``, the
+closed-form Gaussian KL, the same ``N / batch`` scale, the same Adam settings and a ``loss.item()``
+to log the loss. Both run on the same binarized batch with the same torch threads, alternating A
+then B over several rounds in one process, so a change of machine load hits both alike; the
+figure is the median of the per-round ratios.
+
+Target (issue 6): at most 1.05x at batch 128 for the MLP on CPU. Prints one JSON object.
+"""
+
+import copy
+import json
+import os
+import statistics
+import time
+
+import torch
+from _machine import machine
+from torch.nn import functional as F
+
+import pyro_vae
+from pyro_vae.train import _Step, adam
+
+# With CI set (the test suite's smoke run) the sizes are tiny: the numbers then mean nothing.
+smoke_test = "CI" in os.environ
+ROUNDS, STEPS = (2, 2) if smoke_test else (9, 40)
+CASES = [("mlp", (400,), 128), ("mlp", (400,), 1024), ("conv", (32, 64), 128)]
+if not smoke_test:
+    CASES.append(("conv", (32, 64), 1024))
+N = 60_000  # the training set size the ELBO is scaled to, as for Fashion-MNIST
+
+
+def batch(size):
+    """``size`` binarized digits from mnist-small (repeated when more are asked for)."""
+    data = pyro_vae.load_dataset("mnist-small", binarize="none")
+    x = data.train_x.repeat(size // data.train_x.shape[0] + 1, 1, 1, 1)[:size]
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(0))
+
+
+def pyro_vae_step(config, x):
+    """pyro_vae's training step, built as :func:`pyro_vae.fit` builds it."""
+    model, guide = pyro_vae.build(config, x.shape[1:])
+    loss_fn = config.make_elbo()(model, guide)
+    step = _Step(loss_fn, [p for p in loss_fn.parameters() if p.requires_grad], config.lr)
+    idx = torch.arange(x.shape[0])
+    return (lambda: step(x, None, idx, N, 1, 1)), model, guide
+
+
+def hand_written_step(model, guide, x, lr):
+    """The same networks, objective and optimizer in plain PyTorch."""
+    # The networks are plain torch modules (pyro_vae.nets); copies share nothing with the model.
+    encoder, decoder = copy.deepcopy(guide.encoder), copy.deepcopy(model.decoder)
+    optimizer = adam([*encoder.parameters(), *decoder.parameters()], lr)
+    scale = N / x.shape[0]
+
+    def step():
+        loc, std = encoder(x)
+        z = loc + std * torch.randn_like(loc)
+        nll = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum")
+        kl = 0.5 * (loc.pow(2) + std.pow(2) - 1).sum() - std.log().sum()
+        loss = scale * (nll + kl)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def seconds_per_step(step, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def case(net, hidden_dims, batch_size):
+    config = pyro_vae.Config(net=net, hidden_dims=hidden_dims)
+    x = batch(batch_size)
+    ours, model, guide = pyro_vae_step(config, x)
+    reference = hand_written_step(model, guide, x, config.lr)
+    for step in (reference, ours):  # warm-up: allocator, first-call caches
+        seconds_per_step(step, 3)
+    hand, pyro, ratios = [], [], []
+    for _ in range(ROUNDS):
+        hand.append(seconds_per_step(reference, STEPS))
+        pyro.append(seconds_per_step(ours, STEPS))
+        ratios.append(pyro[-1] / hand[-1])
+    return {
+        "net": net,
+        "hidden_dims": list(hidden_dims),
+        "z_dim": config.z_dim,
+        "batch_size": batch_size,
+        "hand_written_ms": round(1e3 * statistics.median(hand), 3),
+        "pyro_vae_ms": round(1e3 * statistics.median(pyro), 3),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+    }
+
+
+def main():
+    torch.manual_seed(0)
+    results = [case(*c) for c in CASES]
+    headline = results[0]["ratio"]
+    print(
+        json.dumps(
+            {
+                "benchmark": "step_overhead",
+                "elbo": "TraceMeanField_ELBO (pyro_vae) vs BCE + closed-form KL (hand-written)",
+                "rounds": ROUNDS,
+                "steps_per_round": STEPS,
+                "cases": results,
+                "target": {"case": "mlp, batch 128", "ratio_max": 1.05},
+                "target_met": headline <= 1.05,
+                "machine": {**machine(), "load_average": round(os.getloadavg()[0], 2)},
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
