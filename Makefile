@@ -10,7 +10,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch and torchvision are resolved together from the registry (no exact torch pin).
-	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[test,dev,distributed]"
 	# Graphviz's dot draws `pyro-vae inspect`'s plate diagram; install it only where it is missing.
 	command -v dot >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get install -y -qq graphviz >/dev/null; } \

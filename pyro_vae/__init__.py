@@ -3,6 +3,9 @@
 Importing pyro_vae turns on Pyro's ``module_local_params`` setting: the parameters of every
 ``PyroModule`` live in the module (like any torch module) rather than in Pyro's global param store,
 so nothing leaks between runs, tests or models, and a plain torch optimizer can train them.
+
+Data-parallel training on PyTorch Lightning lives in :mod:`pyro_vae.distributed`, which needs the
+optional extra (``pip install 'pyro_vae[distributed]'``) and so is not imported here.
 """
 
 import pyro
@@ -20,6 +23,7 @@ from .errors import (  # noqa: E402
     DataError,
     DatasetUnavailableError,
     DivergenceError,
+    MissingDependencyError,
     ModelFileError,
     PyroVAEError,
     RunDirError,
@@ -69,6 +73,7 @@ __all__ = [
     "LocalGuide",
     "MLPDecoder",
     "MLPEncoder",
+    "MissingDependencyError",
     "ModelFileError",
     "ObservedQuadrants",
     "PyroVAEError",

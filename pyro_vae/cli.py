@@ -292,10 +292,56 @@ def _print_metrics(metrics, out):
     print("  figures        " + " ".join(metrics.get("figures", FIGURES)))
 
 
+def _add_distributed_args(p):
+    g = p.add_argument_group(
+        "data-parallel training on PyTorch Lightning (any of these flags turns it on; needs "
+        "pip install 'pyro_vae[distributed]')"
+    )
+    g.add_argument(
+        "--devices",
+        type=_positive_int,
+        help="processes per machine, one per GPU (default: 1); --batch-size is split among all",
+    )
+    g.add_argument("--num-nodes", type=_positive_int, help="machines (default: 1)")
+    g.add_argument("--strategy", choices=("ddp", "auto"), help="(default: ddp)")
+    g.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), help="(default: auto)")
+
+
+def _distributed(args):
+    return any(
+        getattr(args, name) is not None
+        for name in ("devices", "num_nodes", "strategy", "accelerator")
+    )
+
+
+def _train_distributed(args, config):
+    from .distributed import train_run_distributed
+
+    _, metrics = train_run_distributed(
+        config,
+        args.out,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        devices=args.devices or 1,
+        num_nodes=args.num_nodes or 1,
+        strategy=args.strategy or "ddp",
+        accelerator=args.accelerator or "auto",
+        checkpoint_every=args.checkpoint_every,
+    )
+    if metrics is not None:  # the process of global rank 0 reports for all
+        _print_metrics(metrics, args.out)
+
+
 def cmd_train(args):
     from .runs import default_run_dir, resume_run, train_run
 
     if args.resume:
+        if _distributed(args):
+            raise ConfigError(
+                "--resume continues a run in one process; a data-parallel run cannot be resumed "
+                "on several (--devices, --num-nodes, --strategy, --accelerator), but pyro-vae "
+                f"train --resume {args.resume} alone continues it from its last epoch"
+            )
         _check_resume_args(args)
         _, metrics = resume_run(
             args.resume, quiet=args.quiet, checkpoint_every=args.checkpoint_every
@@ -303,6 +349,8 @@ def cmd_train(args):
         _print_metrics(metrics, args.resume)
         return
     config = _config_from_file(args) if args.config else _config_from_args(args)
+    if _distributed(args):
+        return _train_distributed(args, config)
     out = args.out or default_run_dir(config.dataset)
     _, metrics = train_run(
         config,
@@ -345,6 +393,7 @@ def _given_options(argv):
     p = _Parser(add_help=False)
     _add_train_args(p, Config())
     _add_resume_args(p)
+    _add_distributed_args(p)
     unset = object()
     # argparse fills in a default only where the namespace has no value yet.
     blank = argparse.Namespace(**dict.fromkeys(vars(p.parse_args([])), unset))
@@ -833,6 +882,7 @@ def make_parser():
     p = sub.add_parser("train", help="train a VAE and write a run directory")
     _add_train_args(p, Config())
     _add_resume_args(p)
+    _add_distributed_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="ELBO and importance-sampled log p(x) of a run")

@@ -102,10 +102,15 @@ class Data:
         if order is None:
             order = torch.randperm(self.train_x.shape[0], generator=generator)
         for idx in order.split(batch_size)[start:]:
-            x = self.train_x[idx]
-            if self.binarize == "dynamic":
-                x = torch.bernoulli(x, generator=generator)
-            yield x, self.model_y(x, self.train_y[idx]), idx
+            yield self.batch(idx, generator)
+
+    def batch(self, idx, generator=None):
+        """The minibatch ``(x, y, idx)`` of the training images at positions ``idx``, freshly
+        binarized under ``"dynamic"``, with the model's condition ``y`` (see :meth:`batches`)."""
+        x = self.train_x[idx]
+        if self.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=generator)
+        return x, self.model_y(x, self.train_y[idx]), idx
 
     def select_classes(self, classes, keep=True):
         """A copy with only the images whose label is in ``classes`` (``keep=False``: all others),

@@ -29,6 +29,10 @@ class DivergenceError(PyroVAEError, FloatingPointError):
     """Training produced a non-finite loss or gradient."""
 
 
+class MissingDependencyError(PyroVAEError, ImportError):
+    """A feature needs an optional extra that is not installed; the message says how to install it."""
+
+
 def first_line(error, limit=200):
     """The first line of an exception's message (its type if it has none), for one-line errors.
 

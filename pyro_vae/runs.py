@@ -288,8 +288,14 @@ def _training_data(config):
     return data
 
 
-def _train(config, data, out, state, quiet, checkpoint_every):
-    """Fit (from ``state`` if given), checkpointing into ``out``, then evaluate and draw."""
+def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
+    """Fit (from ``state`` if given), checkpointing into ``out``, then evaluate and draw.
+
+    ``fit`` is :func:`pyro_vae.train.fit` or a trainer with its signature that returns ``None`` in
+    the processes that must not write (:func:`pyro_vae.distributed.fit_distributed` in those other
+    than global rank 0); there ``_train`` returns ``(None, None)``. Only the writing process calls
+    ``checkpoint``, and it writes ``config.json`` first if it is not there yet.
+    """
     start = time.perf_counter()
     file = os.path.join(out, CHECKPOINT)
     header = checkpoint_header(config, data.x_shape, data.num_classes)
@@ -297,6 +303,8 @@ def _train(config, data, out, state, quiet, checkpoint_every):
 
     def checkpoint(train_state):
         try:
+            if not os.path.exists(os.path.join(out, CONFIG)):
+                write_json(os.path.join(out, CONFIG), config.as_dict())
             _atomic_write(file, lambda f: torch.save({**header, **train_state}, f))
         except OSError as e:  # a full disk, say: stop cleanly, keeping the last good checkpoint
             raise RunDirError(
@@ -337,6 +345,8 @@ def _train(config, data, out, state, quiet, checkpoint_every):
         raise DivergenceError(
             f"{e}; the last good checkpoint, from {where}, stays in {file}"
         ) from None
+    if history is None:
+        return None, None
     train_seconds = history.seconds[-1]
     run = Run(config, model, guide, data.x_shape, path=out, num_classes=data.num_classes)
     write_json(os.path.join(out, "history.json"), history.as_dict())

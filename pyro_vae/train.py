@@ -124,6 +124,99 @@ def fit(
         included): no epoch is started that would end after it, judged by the mean epoch time so
         far. Training then stops early with whole epochs; ``history.epoch`` says how many.
     """
+    n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
+    elbo = elbo if elbo is not None else Trace_ELBO()
+    steps_per_epoch = math.ceil(n / batch_size)
+    loss_fn = elbo(model, guide)
+    schedule = Schedule(loss_fn, lr, lr_decay, clip_grad, e_steps)
+    generator = torch.Generator()
+    if resume_from is None:
+        pyro.set_rng_seed(seed)
+        generator.manual_seed(seed)
+        history, done_epochs, done_steps, order, total, seconds = History(), 0, 0, None, 0.0, 0.0
+    else:
+        _restore(resume_from, model, guide, schedule, generator, n, batch_size, epochs)
+        history = History(
+            **{k: list(v) for k, v in resume_from["history"].items()}
+        )  # not the caller's lists
+        done_epochs, done_steps = resume_from["epoch"], resume_from["step"]
+        order, total = resume_from["order"], resume_from["epoch_total"]
+        seconds = resume_from["seconds"]
+    every = checkpoint_every if checkpoint is not None and checkpoint_every else 0
+    done = done_epochs * steps_per_epoch + done_steps
+    start = time.perf_counter() - seconds
+
+    def save(epoch, step, order, total):
+        checkpoint(
+            training_state(
+                model,
+                guide,
+                schedule,
+                epoch,
+                step,
+                order,
+                total,
+                history,
+                time.perf_counter() - start,
+                generator,
+                n,
+                batch_size,
+            )
+        )
+
+    with tqdm(
+        total=epochs * steps_per_epoch, initial=done, disable=quiet, unit="step", desc="train"
+    ) as bar:
+        for epoch in range(done_epochs + 1, epochs + 1):
+            if time_limit is not None and history.epoch and done_steps == 0:
+                elapsed = time.perf_counter() - start
+                if elapsed + elapsed / len(history.epoch) > time_limit:
+                    break
+            if on_epoch is not None:
+                on_epoch(epoch)
+            model.train(), guide.train()
+            if done_steps == 0:
+                order, total = torch.randperm(n, generator=generator), 0.0
+            batches = data.batches(batch_size, generator, order=order, start=done_steps)
+            for step, (x, y, idx) in enumerate(batches, done_steps + 1):
+                value = schedule(x, y, idx, n, epoch, step)
+                total += value * len(idx) / n
+                done += 1
+                bar.update()
+                if step % 10 == 0 or step == steps_per_epoch:
+                    bar.set_postfix(epoch=epoch, elbo=f"{-value / n:.2f}", refresh=False)
+                if every and done % every == 0 and step < steps_per_epoch:
+                    save(epoch, step, order, total)
+            done_steps = 0
+            schedule.end_epoch()
+            history.epoch.append(epoch)
+            history.train_elbo.append(-total / n)
+            history.seconds.append(time.perf_counter() - start)
+            model.eval(), guide.eval()
+            if test_samples:
+                history.test_elbo.append(mean_test_elbo(model, guide, data, test_samples))
+                bar.set_postfix(
+                    epoch=epoch,
+                    train=f"{history.train_elbo[-1]:.2f}",
+                    test=f"{history.test_elbo[-1]:.2f}",
+                )
+            # After the test ELBO, which draws from the global generator too.
+            if checkpoint is not None:
+                save(epoch, steps_per_epoch, None, 0.0)
+    return history
+
+
+def mean_test_elbo(model, guide, data, num_samples=1, device=None):
+    """The mean ELBO per test image (nats) that :func:`fit` records after each epoch."""
+    x, labels = data.split("test")
+    y = data.model_y(x, labels)
+    return evaluate.elbo(model, guide, x.to(device), y.to(device), num_samples).mean().item()
+
+
+def check_fit_arguments(
+    data, epochs, batch_size, lr, clip_grad=None, e_steps=0, lr_decay=1.0, time_limit=None
+):
+    """Refuse what :func:`fit` cannot train with; return the training set's size."""
     for name, value, least in (
         ("epochs", epochs, 1),
         ("batch_size", batch_size, 1),
@@ -145,107 +238,96 @@ def fit(
     n = data.train_x.shape[0]
     if n == 0:
         raise DataError("the training set is empty")
+    return n
 
-    elbo = elbo if elbo is not None else Trace_ELBO()
-    steps_per_epoch = math.ceil(n / batch_size)
-    loss_fn = elbo(model, guide)
-    max_norm = float("inf") if clip_grad is None else float(clip_grad)
 
-    def trainable(module):
-        return [p for p in module.parameters() if p.requires_grad]
+def training_state(
+    model,
+    guide,
+    schedule,
+    epoch,
+    step,
+    order,
+    total,
+    history,
+    seconds,
+    generator,
+    train_size,
+    batch_size,
+):
+    """What a ``checkpoint`` callback of :func:`fit` receives, taken at ``step`` of ``epoch``.
 
-    if e_steps:
-        # Separate optimizers, so neither half's Adam state sees the other's updates.
-        e_step = _Step(loss_fn, trainable(guide), lr, lr_decay, max_norm)
-        step_fn = _Step(loss_fn, trainable(model), lr, lr_decay, max_norm)
-        steppers = (step_fn, e_step)
-    else:
-        step_fn = _Step(loss_fn, trainable(loss_fn), lr, lr_decay, max_norm)
-        steppers = (step_fn,)
-    params = [p for stepper in steppers for p in stepper.params]
-    generator = torch.Generator()
-    if resume_from is None:
-        pyro.set_rng_seed(seed)
-        generator.manual_seed(seed)
-        history, done_epochs, done_steps, order, total, seconds = History(), 0, 0, None, 0.0, 0.0
-    else:
-        _restore(resume_from, model, guide, steppers, generator, n, batch_size, epochs)
-        history = History(
-            **{k: list(v) for k, v in resume_from["history"].items()}
-        )  # not the caller's lists
-        done_epochs, done_steps = resume_from["epoch"], resume_from["step"]
-        order, total = resume_from["order"], resume_from["epoch_total"]
-        seconds = resume_from["seconds"]
-    every = checkpoint_every if checkpoint is not None and checkpoint_every else 0
-    done = done_epochs * steps_per_epoch + done_steps
-    start = time.perf_counter() - seconds
+    ``order`` is that epoch's permutation of the training set, ``None`` at the end of the epoch;
+    ``total`` the epoch's loss so far. A parameter that overflowed in the last step raises
+    :class:`DivergenceError` instead, so it never replaces the last good checkpoint.
+    """
+    if not all(torch.isfinite(p).all() for p in schedule.params):
+        _diverged("the parameters", "non-finite", epoch, step)
+    return {
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+        "optimizer": schedule.state_dict(),  # one entry per optimizer
+        "epoch": epoch if order is None else epoch - 1,  # completed epochs
+        "step": 0 if order is None else step,  # completed steps of the next epoch
+        "order": order,  # that epoch's permutation of the training set
+        "epoch_total": total,
+        "history": history.as_dict(),
+        "seconds": seconds,
+        "rng": rng_state(),
+        "generator": generator.get_state(),
+        "train_size": train_size,
+        "batch_size": batch_size,
+    }
 
-    def save(epoch, step, order, total):
-        # A parameter that overflowed in the last step must not replace the last good checkpoint.
-        if not all(torch.isfinite(p).all() for p in params):
-            _diverged("the parameters", "non-finite", epoch, step)
-        state = {
-            "model": model.state_dict(),
-            "guide": guide.state_dict(),
-            "optimizer": [stepper.state_dict() for stepper in steppers],
-            "epoch": epoch if order is None else epoch - 1,  # completed epochs
-            "step": 0 if order is None else step,  # completed steps of the next epoch
-            "order": order,  # that epoch's permutation of the training set
-            "epoch_total": total,
-            "history": history.as_dict(),
-            "seconds": time.perf_counter() - start,
-            "rng": rng_state(),
-            "generator": generator.get_state(),
-            "train_size": n,
-            "batch_size": batch_size,
-        }
-        checkpoint(state)
 
-    with tqdm(
-        total=epochs * steps_per_epoch, initial=done, disable=quiet, unit="step", desc="train"
-    ) as bar:
-        for epoch in range(done_epochs + 1, epochs + 1):
-            if time_limit is not None and history.epoch and done_steps == 0:
-                elapsed = time.perf_counter() - start
-                if elapsed + elapsed / len(history.epoch) > time_limit:
-                    break
-            if on_epoch is not None:
-                on_epoch(epoch)
-            model.train(), guide.train()
-            if done_steps == 0:
-                order, total = torch.randperm(n, generator=generator), 0.0
-            batches = data.batches(batch_size, generator, order=order, start=done_steps)
-            for step, (x, y, idx) in enumerate(batches, done_steps + 1):
-                for _ in range(e_steps):
-                    e_step(x, y, idx, n, epoch, step)
-                value = step_fn(x, y, idx, n, epoch, step)
-                total += value * len(idx) / n
-                done += 1
-                bar.update()
-                if step % 10 == 0 or step == steps_per_epoch:
-                    bar.set_postfix(epoch=epoch, elbo=f"{-value / n:.2f}", refresh=False)
-                if every and done % every == 0 and step < steps_per_epoch:
-                    save(epoch, step, order, total)
-            done_steps = 0
-            for stepper in steppers:
-                stepper.scheduler.step()
-            history.epoch.append(epoch)
-            history.train_elbo.append(-total / n)
-            history.seconds.append(time.perf_counter() - start)
-            model.eval(), guide.eval()
-            if test_samples:
-                test_y = data.model_y(*data.split("test"))
-                test_elbo = evaluate.elbo(model, guide, data.test_x, test_y, test_samples)
-                history.test_elbo.append(test_elbo.mean().item())
-                bar.set_postfix(
-                    epoch=epoch,
-                    train=f"{history.train_elbo[-1]:.2f}",
-                    test=f"{history.test_elbo[-1]:.2f}",
-                )
-            # After the test ELBO, which draws from the global generator too.
-            if checkpoint is not None:
-                save(epoch, steps_per_epoch, None, 0.0)
-    return history
+class Schedule:
+    """The optimizer steps that :func:`fit` takes on each minibatch.
+
+    With ``e_steps=0``, one joint step on every trainable parameter of model and guide; otherwise
+    ``e_steps`` steps on the guide's (E), then one on the model's (M), each half with its own
+    Adam, so neither half's state sees the other's updates. ``backward(loss)`` computes the
+    gradients (default ``loss.backward()``; :mod:`pyro_vae.distributed` passes Lightning's, which
+    averages them over the processes).
+
+    :param loss_fn: the ELBO as a loss module, ``elbo(model, guide)``.
+    """
+
+    def __init__(self, loss_fn, lr, lr_decay=1.0, clip_grad=None, e_steps=0, backward=None):
+        max_norm = float("inf") if clip_grad is None else float(clip_grad)
+
+        def step(module):
+            params = [p for p in module.parameters() if p.requires_grad]
+            return _Step(loss_fn, params, lr, lr_decay, max_norm, backward)
+
+        self.e_steps = e_steps
+        if e_steps:
+            self.e_step, self.step = step(loss_fn.guide), step(loss_fn.model)
+            self.steppers = (self.step, self.e_step)
+        else:
+            self.step = step(loss_fn)
+            self.steppers = (self.step,)
+        self.params = [p for stepper in self.steppers for p in stepper.params]
+
+    def __call__(self, x, y, idx, n, epoch, step):
+        """Train on the minibatch ``(x, y, idx)`` of a training set of ``n``; return the loss of
+        the last step (the joint or M step)."""
+        for _ in range(self.e_steps):
+            self.e_step(x, y, idx, n, epoch, step)
+        return self.step(x, y, idx, n, epoch, step)
+
+    def end_epoch(self):
+        """Decay the learning rates."""
+        for stepper in self.steppers:
+            stepper.scheduler.step()
+
+    def state_dict(self):
+        return [stepper.state_dict() for stepper in self.steppers]
+
+    def load_state_dict(self, states):
+        if len(states) != len(self.steppers):
+            raise ValueError("the checkpoint's optimizers do not match this training schedule")
+        for stepper, state in zip(self.steppers, states):
+            stepper.load_state_dict(state)
 
 
 class _Step:
@@ -253,10 +335,13 @@ class _Step:
 
     The learning rate decays by ``lr_decay`` each time ``scheduler.step()`` is called (per epoch);
     the gradient is clipped to ``max_norm`` (``inf``: only checked for being finite).
+    ``backward`` replaces ``loss.backward()`` with a collective one (see :class:`Schedule`).
     """
 
-    def __init__(self, loss_fn, params, lr, lr_decay=1.0, max_norm=float("inf")):
+    def __init__(self, loss_fn, params, lr, lr_decay=1.0, max_norm=float("inf"), backward=None):
         self.loss_fn, self.params, self.max_norm = loss_fn, params, max_norm
+        self.collective = backward is not None
+        self.backward = backward if backward is not None else torch.Tensor.backward
         # Every parameter's gradient is cleared, so a frozen half never accumulates any.
         self.all_params = list(loss_fn.parameters())
         self.optimizer = adam(params, lr)
@@ -271,11 +356,15 @@ class _Step:
                 raise
             _diverged("the parameters", "non-finite", epoch, step)
         value = loss.item()
-        if not math.isfinite(value):
+        if not math.isfinite(value) and not self.collective:
             _diverged("the ELBO", value, epoch, step)
         for p in self.all_params:
             p.grad = None
-        loss.backward()
+        self.backward(loss)
+        if not math.isfinite(value):
+            # Only now under data parallelism: every process must reach the backward pass, whose
+            # all-reduce the others wait on; their averaged gradient is non-finite, so all stop.
+            _diverged("the ELBO", value, epoch, step)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
         if not torch.isfinite(grad_norm):
             _diverged("the gradient norm", grad_norm.item(), epoch, step)
@@ -332,7 +421,7 @@ def set_rng_state(state):
     )
 
 
-def _restore(state, model, guide, steppers, generator, n, batch_size, epochs):
+def _restore(state, model, guide, schedule, generator, n, batch_size, epochs):
     """Load a training state into the modules, optimizer and generators, or say why it won't fit."""
     missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
@@ -352,10 +441,7 @@ def _restore(state, model, guide, steppers, generator, n, batch_size, epochs):
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
-        if len(state["optimizer"]) != len(steppers):
-            raise ValueError("the checkpoint's optimizers do not match this training schedule")
-        for stepper, saved in zip(steppers, state["optimizer"]):
-            stepper.load_state_dict(saved)
+        schedule.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"the checkpoint does not fit this model ({first_line(e)})") from None
     set_rng_state(state["rng"])

@@ -24,6 +24,17 @@ METRIC_KEYS = {
     "log_px_samples",
 }
 
+RUN_FILES = {
+    "config.json",
+    "checkpoint.pt",
+    "metrics.json",
+    "history.json",
+    "samples.png",
+    "reconstructions.png",
+    "latent.png",
+    "training-curve.png",
+}
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
@@ -34,16 +45,7 @@ def run_dir(tmp_path_factory):
 
 def test_run_directory_contents(run_dir):
     names = set(os.listdir(run_dir))
-    assert {
-        "config.json",
-        "checkpoint.pt",
-        "metrics.json",
-        "history.json",
-        "samples.png",
-        "reconstructions.png",
-        "latent.png",
-        "training-curve.png",
-    } <= names
+    assert RUN_FILES <= names
     assert not [n for n in names if n.endswith(".tmp")]
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert METRIC_KEYS <= set(metrics)
