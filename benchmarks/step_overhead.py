@@ -24,7 +24,7 @@ from _machine import machine
 from torch.nn import functional as F
 
 import pyro_vae
-from pyro_vae.train import _Step, adam
+from pyro_vae.train import Schedule, adam
 
 # With CI set (the test suite's smoke run) the sizes are tiny: the numbers then mean nothing.
 smoke_test = "CI" in os.environ
@@ -46,9 +46,9 @@ def pyro_vae_step(config, x):
     """pyro_vae's training step, built as :func:`pyro_vae.fit` builds it."""
     model, guide = pyro_vae.build(config, x.shape[1:])
     loss_fn = config.make_elbo()(model, guide)
-    step = _Step(loss_fn, [p for p in loss_fn.parameters() if p.requires_grad], config.lr)
+    schedule = Schedule(loss_fn, config.lr)
     idx = torch.arange(x.shape[0])
-    return (lambda: step(x, None, idx, N, 1, 1)), model, guide
+    return (lambda: schedule(x, None, idx, N, 1, 1)), model, guide
 
 
 def hand_written_step(model, guide, x, lr):
