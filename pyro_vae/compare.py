@@ -370,13 +370,14 @@ def markdown(result):
                 "\nNUTS did not move in some dimension (a standard deviation of 0): give it more "
                 "warm-up steps (--mcmc-warmup) before reading this table."
             )
-    lines += [
-        "",
-        "delta's ELBO column is log p(x, z_MAP): a Delta guide has no entropy term, so this is not "
-        "a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass cannot "
-        "be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction error is "
-        "the autoencoder's measure.",
-    ]
+    if any(r["strategy"] == "delta" for r in result["rows"]):
+        lines += [
+            "",
+            "delta's ELBO column is log p(x, z_MAP): a Delta guide has no entropy term, so this is "
+            "not a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass "
+            "cannot be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction "
+            "error is the autoencoder's measure.",
+        ]
     return "\n".join(lines) + "\n"
 
 

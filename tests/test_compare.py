@@ -97,6 +97,13 @@ def test_written_report(comparison, tmp_path):
     assert not any(k.startswith("_") for k in saved)
     text = markdown(result)
     assert "| local |" in text and "amortization: L[q*] − L[q_amortized]" in text
+    assert "delta's ELBO column" in text
+
+
+def test_report_explains_delta_only_when_delta_was_compared(comparison):
+    _, _, result = comparison
+    without = dict(result, rows=[r for r in result["rows"] if r["strategy"] != "delta"])
+    assert "delta's ELBO column" not in markdown(without)
 
 
 def test_unknown_strategy_is_refused():
