@@ -21,6 +21,7 @@ SMOKE_RUNS = [
     "benchmarks/e_step.py",
     "tutorials/01_autoencoder_to_vae.py",
     "tutorials/03_reparameterization.py",
+    "tutorials/04_likelihoods.py",
     "tutorials/06_latent_space.py",
 ]
 
