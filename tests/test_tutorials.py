@@ -22,6 +22,7 @@ SMOKE_RUNS = [
     "tutorials/01_autoencoder_to_vae.py",
     "tutorials/03_reparameterization.py",
     "tutorials/04_likelihoods.py",
+    "tutorials/05_conditional_vae.py",
     "tutorials/06_latent_space.py",
 ]
 
