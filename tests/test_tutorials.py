@@ -24,6 +24,7 @@ SMOKE_RUNS = [
     "tutorials/04_likelihoods.py",
     "tutorials/05_conditional_vae.py",
     "tutorials/06_latent_space.py",
+    "tutorials/07_model_file.py",
 ]
 
 
