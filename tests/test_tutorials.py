@@ -20,6 +20,7 @@ SMOKE_RUNS = [
     "benchmarks/checkpoint.py",
     "benchmarks/e_step.py",
     "tutorials/01_autoencoder_to_vae.py",
+    "tutorials/02_variational_em.py",
     "tutorials/03_reparameterization.py",
     "tutorials/04_likelihoods.py",
     "tutorials/05_conditional_vae.py",
