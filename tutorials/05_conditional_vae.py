@@ -127,8 +127,8 @@ print(f"test log p(x | true label): {log_px_true_label.mean():.2f} nats per imag
 print(f"Bayes-rule classifier accuracy on {N_EVAL} test images: {100 * accuracy:.1f}%")
 
 # %% [markdown]
-# A high accuracy says the decoder really uses the label: an image is much more probable under
-# its own class than under the others. (The guide, which also reads y, helps the estimates: with
+# An accuracy far above the 10% of guessing says the decoder really uses the label: an image is
+# more probable under its own class than under the others. (The guide, which also reads y, helps the estimates: with
 # a wrong label it proposes codes that explain the image as well as that label allows.)
 #
 # ## 2. Image completion
@@ -185,14 +185,16 @@ for observed, (cvae_ll, baseline_ll) in results.items():
 # %% [markdown]
 # Reading the figures and the table:
 #
-# * The **baseline's** completions are grey where the digit is uncertain: it shows pixel
-#   probabilities, the average of all plausible completions.
-# * The **CVAE's** rows are three draws of z ~ p(z | observed): different, individually plausible
-#   completions (an observed top-left curve becomes a 0 in one draw and a 6 in another).
+# * The **baseline's** completions show pixel probabilities: where the possible digits disagree,
+#   it can only paint grey, the average of all plausible completions.
+# * The **CVAE's** rows are three draws of z ~ p(z | observed): look for completions that differ
+#   from draw to draw while each is crisper than the baseline's, most of all with one quadrant
+#   seen, where the most digits are possible.
 # * The **table** compares the same quantity, log p(hidden | observed) of the same binary test
 #   images, with the standard error of the per-image difference. The fewer quadrants are seen, the
-#   more the task is ambiguous, the more a latent variable has to offer. (The CVAE's number is an
-#   importance-sampling lower bound; a larger K can only raise it.)
+#   more ambiguous the task, and the more a latent variable should have to offer; the table says
+#   whether it does at this training budget. (The CVAE's number is an importance-sampling lower
+#   bound; in expectation a larger K can only raise it.)
 #
 # **What to take away.** A conditional VAE is the VAE with y fed to its networks: the same ELBO,
 # trainer and evaluation. Labels turn the code into a style variable and the model into a

@@ -167,8 +167,8 @@ pyro_vae_cli("inspect", MODEL, *common, "--diagram", diagram if has_graphviz els
 # whose components have no batch dimension of their own, broadcast across the plate. `"x"` is
 # observed with batch shape `(4,)` and event shape `(1, 28, 28)`: one log-probability per image,
 # as the protocol requires. The plate `"data"` has dim −1, the rightmost batch dimension. In the
-# diagram, `z` and `x` sit inside the `data` plate; the pseudo-images and networks are parameters
-# outside it.
+# diagram, `z` and `x` sit inside the `data` plate, one pair per image; the pseudo-images and the
+# networks' weights are parameters, not sample sites, so they do not appear.
 #
 # ## 3. Training and comparing through the command line
 #
@@ -212,10 +212,10 @@ print(path)
 
 # %% [markdown]
 # The table is the honest comparison: same data, same networks, same epochs and the same
-# evaluation; only the prior differs. On a small training set the difference is a few nats at
-# most, and it can go either way depending on the epochs and on K. The VampPrior also has K
-# pseudo-images' worth of extra parameters (50 × 784) that can overfit: read the ELBO on the
-# training set in the run's `metrics.json` too. `pyro-vae compare --run RUN` and
+# evaluation; only the prior differs. Read the difference against the standard errors, and
+# remember that one seed and one training budget decide it here. The VampPrior also has 50
+# pseudo-images' worth of extra parameters (50 × 784) that can overfit: compare the train ELBO in
+# each run's `metrics.json` with the test ELBO too. `pyro-vae compare --run RUN` and
 # `pyro-vae evaluate RUN` work on these runs as on any other.
 #
 # ## 4. What the command line says for a broken file
