@@ -126,6 +126,20 @@ def compare(
     variational = [s for s in strategies if s != "mcmc"]
     if "amortized" not in variational and "local" in variational:
         variational.insert(0, "amortized")  # the gaps need both
+    missing = [
+        name
+        for name, ok in (
+            ("model.z_dim", hasattr(model, "z_dim")),
+            ("model.x_dist(z)", hasattr(model, "x_dist")),
+            ("guide.z_dist(x)", hasattr(guide, "z_dist")),
+        )
+        if not ok
+    ]
+    if missing:
+        raise ConfigError(
+            f"comparing inference strategies needs {', '.join(missing)}, which this model file "
+            "does not define (they are optional in a model file; see pyro_vae.modelfile)"
+        )
     model.eval(), guide.eval()
     z_dim = model.z_dim
     splits = {
