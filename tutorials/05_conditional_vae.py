@@ -128,8 +128,10 @@ print(f"Bayes-rule classifier accuracy on {N_EVAL} test images: {100 * accuracy:
 
 # %% [markdown]
 # An accuracy far above the 10% of guessing says the decoder really uses the label: an image is
-# more probable under its own class than under the others. (The guide, which also reads y, helps the estimates: with
-# a wrong label it proposes codes that explain the image as well as that label allows.)
+# more probable under its own class than under the others. One caveat makes the number a little
+# optimistic: each log p(x | y) is an importance-sampling *lower bound*, and for a wrong label the
+# guide, trained only with true labels, proposes worse codes, so those bounds are looser. A larger
+# K tightens them all.
 #
 # ## 2. Image completion
 #

@@ -90,8 +90,9 @@ def pyro_vae_cli(*args):
 #   `(C, H, W)`, hence the `.to_event(3)`; with `x=None` it generates `size` images;
 # * `.guide`: a module with the same signature that samples every latent site of the model.
 #
-# Optional `z_dist` and `x_dist` methods, as in the built-in model, give the reconstruction and
-# latent figures. Here is the whole file:
+# Optional `z_dist` and `x_dist` methods and a `z_dim` attribute, as in the built-in model, give
+# the reconstruction and latent figures and let `pyro-vae compare` fit other guides to the model.
+# Here is the whole file:
 
 # %%
 MODEL_FILE = '''"""A VAE with a VampPrior (Tomczak & Welling 2018), written by tutorial 7.
@@ -111,7 +112,7 @@ from pyro_vae import AmortizedGuide, MLPDecoder, MLPEncoder, data_plate
 class VampPriorModel(PyroModule):
     def __init__(self, x_shape, z_dim, hidden_dims, encoder, components=50):
         super().__init__()
-        self.x_shape = tuple(x_shape)
+        self.x_shape, self.z_dim = tuple(x_shape), z_dim
         self.encoder = encoder  # the guide's encoder, shared
         self.decoder = MLPDecoder(x_shape, z_dim, list(hidden_dims)[::-1])
         self.pseudo_logits = torch.nn.Parameter(0.1 * torch.randn(components, *x_shape))
@@ -215,8 +216,10 @@ print(path)
 # evaluation; only the prior differs. Read the difference against the standard errors, and
 # remember that one seed and one training budget decide it here. The VampPrior also has 50
 # pseudo-images' worth of extra parameters (50 × 784) that can overfit: compare the train ELBO in
-# each run's `metrics.json` with the test ELBO too. `pyro-vae compare --run RUN` and
-# `pyro-vae evaluate RUN` work on these runs as on any other.
+# each run's `metrics.json` with the test ELBO too. `pyro-vae evaluate RUN` works on these runs as
+# on any other, and so does `pyro-vae compare --run RUN --strategies amortized,local,semi-amortized`
+# (the file defines `z_dim`, `z_dist` and `x_dist`); NUTS, though, refuses this model: it moves in
+# an unconstrained space, and torch has no map onto a mixture's support.
 #
 # ## 4. What the command line says for a broken file
 #
