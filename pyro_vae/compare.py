@@ -126,6 +126,20 @@ def compare(
     variational = [s for s in strategies if s != "mcmc"]
     if "amortized" not in variational and "local" in variational:
         variational.insert(0, "amortized")  # the gaps need both
+    missing = [
+        name
+        for name, ok in (
+            ("model.z_dim", hasattr(model, "z_dim")),
+            ("model.x_dist(z)", hasattr(model, "x_dist")),
+            ("guide.z_dist(x)", hasattr(guide, "z_dist")),
+        )
+        if not ok
+    ]
+    if missing:
+        raise ConfigError(
+            f"comparing inference strategies needs {', '.join(missing)}, which this model file "
+            "does not define (they are optional in a model file; see pyro_vae.modelfile)"
+        )
     model.eval(), guide.eval()
     z_dim = model.z_dim
     splits = {
@@ -370,13 +384,14 @@ def markdown(result):
                 "\nNUTS did not move in some dimension (a standard deviation of 0): give it more "
                 "warm-up steps (--mcmc-warmup) before reading this table."
             )
-    lines += [
-        "",
-        "delta's ELBO column is log p(x, z_MAP): a Delta guide has no entropy term, so this is not "
-        "a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass cannot "
-        "be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction error is "
-        "the autoencoder's measure.",
-    ]
+    if any(r["strategy"] == "delta" for r in result["rows"]):
+        lines += [
+            "",
+            "delta's ELBO column is log p(x, z_MAP): a Delta guide has no entropy term, so this is "
+            "not a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass "
+            "cannot be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction "
+            "error is the autoencoder's measure.",
+        ]
     return "\n".join(lines) + "\n"
 
 

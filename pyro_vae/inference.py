@@ -194,7 +194,16 @@ def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=Tr
             warmup_steps=warmup_steps,
             disable_progbar=quiet,
         )
-        mcmc.run(x=None, size=x.shape[0])
+        try:
+            mcmc.run(x=None, size=x.shape[0])
+        except NotImplementedError as e:
+            if "Cannot transform" not in str(e):
+                raise
+            # NUTS moves in unconstrained space; torch has no map onto, e.g., a mixture's support.
+            raise ConfigError(
+                f"NUTS cannot sample this model's latents: {str(e).splitlines()[0]} (a "
+                "MixtureSameFamily prior, say); leave mcmc out of the strategies"
+            ) from None
     finally:
         for p in trainable:
             p.requires_grad_(True)

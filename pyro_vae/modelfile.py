@@ -16,7 +16,8 @@ attributes:
   model, with the same shapes, in the same ``"data"`` plate.
 
 Optionally ``model.x_dist(z)`` and ``guide.z_dist(x)`` (distributions, as the built-in model has)
-give the reconstruction and latent-space figures. ``examples/gmm_prior_vae.py`` is a complete file.
+give the reconstruction and latent-space figures; with ``model.z_dim`` too, ``pyro-vae compare``
+can compare inference strategies on the model. ``examples/gmm_prior_vae.py`` is a complete file.
 :func:`check_protocol` runs the model and guide on a few images and names what is wrong.
 """
 

@@ -113,8 +113,9 @@ def strategy_bars(rows, path, log_px_line=None, title="test split"):
                 entries.append(
                     (i + offset, row[key], row.get(f"{key}_stderr"), colour, light, hatch)
                 )
-    values = [e[1] for e in entries] + ([log_px_line] if log_px_line is not None else [])
-    lo, hi = min(values), max(values)
+    line = [log_px_line] if log_px_line is not None else []
+    lo = min([e[1] - (e[2] or 0) for e in entries] + line)
+    hi = max([e[1] + (e[2] or 0) for e in entries] + line)  # the labels sit on the error bars
     floor = lo - 0.25 * (hi - lo) - 2
     fig, ax = plt.subplots(figsize=(1.7 * len(rows) + 2, 4.2))
     for pos, value, stderr, colour, light, hatch in entries:
@@ -147,9 +148,10 @@ def strategy_bars(rows, path, log_px_line=None, title="test split"):
     ax.set_xticks(range(len(rows)), [r["strategy"] for r in rows])
     ax.set_ylim(floor, hi + 0.15 * (hi - lo) + 1.5)
     ax.set_ylabel("nats per image (higher is better)")
+    delta = any(r["strategy"] == "delta" for r in rows)
     ax.set_title(
-        f"{title}: ELBO (left, light) and importance-sampled log p(x) (right, dark)\n"
-        "delta (hatched): log p(x, z_MAP), which is not a bound on log p(x)",
+        f"{title}: ELBO (left, light) and importance-sampled log p(x) (right, dark)"
+        + ("\ndelta (hatched): log p(x, z_MAP), which is not a bound on log p(x)" if delta else ""),
         fontsize=9,
     )
     ax.grid(axis="y", alpha=0.3)

@@ -385,16 +385,35 @@ def evaluate_run(run, data, num_samples=1000, elbo_samples=1, quiet=True):
         "test_images": int(data.test_x.shape[0]),
         "log_px_seconds": round(time.perf_counter() - started, 2),
         "units": "nats per image (higher is better)",
-        "measures": _what_log_px_measures(run),
+        "measures": _what_log_px_measures(
+            run, data.test_x[:1], None if test_y is None else test_y[:1]
+        ),
     }
 
 
-def _what_log_px_measures(run):
+@torch.no_grad()
+def _discrete_images(run, x, y=None):
+    """Whether the model's image site is discrete, so log p(x) is a log-probability and not a
+    density. A built-in model says so through its likelihood; a model file's own "x" site is
+    looked at on the image ``x``."""
+    likelihood = getattr(run.model, "likelihood", None)
+    if likelihood is not None:
+        return bool(getattr(likelihood, "binary", False))
+    try:
+        with torch.random.fork_rng():  # leave the random numbers of the run alone
+            trace = poutine.trace(run.model).get_trace(x, y)
+        return bool(trace.nodes["x"]["fn"].support.is_discrete)
+    except Exception:  # a model file that cannot say: claim nothing discrete
+        return False
+
+
+def _what_log_px_measures(run, x, y=None):
+    discrete = _discrete_images(run, x, y)
     if run.conditioned_on == "image":
         return "log p(hidden quadrants | observed quadrants), binary pixels"
     if run.conditioned_on == "label":
-        return "log p(x | label)" + ("" if run.binary else ", a density")
-    if run.binary:
+        return "log p(x | label)" + ("" if discrete else ", a density")
+    if discrete:
         return "log p(x) of binary images"
     return "log p(x), a density of pixels in [0, 1]^D: not comparable with binarized numbers"
 

@@ -486,6 +486,10 @@ def test_model_file_trains_and_inspects(tmp_path):
     result = pyro_vae("train", *TINY, "--model", spec, "--out", out)
     assert result.returncode == 0, result.stderr
     assert load_run(out).sample(3).shape == (3, 1, 28, 28)
+    # The file's Bernoulli "x" makes log p(x) a probability, though the file names no likelihood.
+    assert json.load(open(os.path.join(out, "metrics.json")))["measures"] == (
+        "log p(x) of binary images"
+    )
     diagram = "none" if shutil.which("dot") is None else str(tmp_path / "model.png")
     result = pyro_vae("inspect", spec, "--z-dim", "3", "--diagram", diagram)
     assert result.returncode == 0, result.stderr

@@ -97,6 +97,20 @@ def test_written_report(comparison, tmp_path):
     assert not any(k.startswith("_") for k in saved)
     text = markdown(result)
     assert "| local |" in text and "amortization: L[q*] − L[q_amortized]" in text
+    assert "delta's ELBO column" in text
+
+
+def test_report_explains_delta_only_when_delta_was_compared(comparison):
+    _, _, result = comparison
+    without = dict(result, rows=[r for r in result["rows"] if r["strategy"] != "delta"])
+    assert "delta's ELBO column" not in markdown(without)
+
+
+def test_a_model_file_without_the_optional_methods_is_refused_by_name():
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    del model.z_dim
+    with pytest.raises(ConfigError, match=r"needs model.z_dim, which this model file"):
+        compare(model, AmortizedGuide(ShiftedEncoder(model)), None)
 
 
 def test_unknown_strategy_is_refused():

@@ -1,3 +1,5 @@
+import os
+
 import pyro
 import pytest
 import torch
@@ -106,3 +108,13 @@ def test_nuts_recovers_a_known_gaussian_posterior():
     # Monte Carlo error of a mean of ~300 nearly independent draws: about 0.06 sd; of an sd, 4%.
     assert ((nuts.mean - loc).abs() / sd < 0.25).all(), (nuts.mean, loc)
     assert ((nuts.std / sd - 1).abs() < 0.2).all(), (nuts.std, sd)
+
+
+def test_nuts_refuses_a_latent_it_cannot_transform_by_name():
+    example = os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "examples", "gmm_prior_vae.py"
+    )
+    model, _ = build(Config(model=f"{example}:GMMPriorVAE", z_dim=2, hidden_dims=(8,)), (1, 6, 5))
+    x = torch.bernoulli(torch.full((2, 1, 6, 5), 0.5))
+    with pytest.raises(ConfigError, match="NUTS cannot sample this model's latents"):
+        nuts_posterior(model, x, num_samples=2, warmup_steps=2)

@@ -25,8 +25,12 @@ SMOKE_RUNS = [
     "benchmarks/quality_at_budget.py",
     "benchmarks/step_overhead.py",
     "tutorials/01_autoencoder_to_vae.py",
+    "tutorials/02_variational_em.py",
     "tutorials/03_reparameterization.py",
+    "tutorials/04_likelihoods.py",
+    "tutorials/05_conditional_vae.py",
     "tutorials/06_latent_space.py",
+    "tutorials/07_model_file.py",
 ]
 
 

@@ -1,0 +1,35 @@
+import pytest
+
+from pyro_vae import plots
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plotting functions would save, kept open instead."""
+    saved = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig))
+    return saved
+
+
+def row(strategy, elbo, log_px):
+    return {
+        "strategy": strategy,
+        "test_elbo": elbo,
+        "test_elbo_stderr": 2.0,
+        "test_log_px": log_px,
+        "test_log_px_stderr": None if log_px is None else 2.0,
+    }
+
+
+@pytest.mark.parametrize("with_delta", [False, True])
+def test_strategy_bars_labels_stay_inside_and_delta_is_explained_only_if_shown(figures, with_delta):
+    rows = [row("amortized", -172.2, -171.6), row("local", -172.1, -171.6)]
+    if with_delta:
+        rows.append(row("delta", -160.0, None))
+    plots.strategy_bars(rows, "unused.png", log_px_line=-171.6)
+    (fig,) = figures
+    ax = fig.axes[0]
+    assert ("delta (hatched)" in ax.get_title()) == with_delta
+    bottom, top = ax.get_ylim()
+    labels = [t for t in ax.texts if t.get_text()]
+    assert labels and all(bottom <= t.xy[1] <= top for t in labels)
