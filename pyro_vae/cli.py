@@ -593,6 +593,7 @@ def cmd_compare(args):
         mcmc_samples=args.mcmc_samples,
         mcmc_warmup=args.mcmc_warmup,
         grid_points=args.grid_points,
+        grid_lim=args.grid_lim,
         seed=args.seed,
         train_seconds=train_seconds,
     )
@@ -675,6 +676,13 @@ def _add_compare_parser(sub, d):
         type=_positive_int,
         default=200,
         help="grid points per axis for the exact posterior when z_dim is 2 (default: 200)",
+    )
+    p.add_argument(
+        "--grid-lim",
+        type=_positive_float,
+        default=5.0,
+        help="the exact posterior's grid covers [-LIM, LIM]^2 (default: 5, where the prior has "
+        "all but ~1e-6 of its mass; widen it when the report finds mass on the grid's edge)",
     )
     p.set_defaults(func=cmd_compare)
 

@@ -95,6 +95,7 @@ def compare(
     mcmc_samples=200,
     mcmc_warmup=200,
     grid_points=200,
+    grid_lim=5.0,
     seed=0,
     train_seconds=None,
 ):
@@ -112,6 +113,8 @@ def compare(
     :param int log_px_samples: importance samples per image for log p(x).
     :param int mcmc_images: test images NUTS samples (the first ones).
     :param int grid_points: grid points per axis for the exact 2-D posterior.
+    :param float grid_lim: the grid covers ``[-grid_lim, grid_lim]^2``; widen it when the report
+        says a posterior has mass on the grid's edge.
     :param float train_seconds: how long training the model and encoder took, if known.
     :returns: a dict with ``rows`` (one per strategy), ``gaps``, ``mcmc``, ``grid`` and ``curves``;
         :func:`pyro_vae.report.write_comparison` writes it out.
@@ -195,10 +198,10 @@ def compare(
     x_test = splits["test"]
     if z_dim == 2:
         start = time.perf_counter()
-        grid = grid_posterior(model, x_test, points=grid_points)
+        grid = grid_posterior(model, x_test, lim=grid_lim, points=grid_points)
         result["grid"] = {
             "points": grid_points,
-            "lim": 5.0,
+            "lim": grid_lim,
             "test_log_px": grid.log_px.mean().item(),
             "quadrature_error_max": grid.error.max().item(),
             "edge_mass_max": grid.edge_mass.max().item(),
@@ -358,7 +361,11 @@ def markdown(result):
                 if k.startswith("is_minus_grid_")
             )
             + f". Largest posterior mass on the grid's edge: {g['edge_mass_max']:.1e}"
-            + (" (the grid is too small for some images)" if g["edge_mass_max"] > 1e-3 else "")
+            + (
+                " (the grid is too small for some images: widen it with --grid-lim)"
+                if g["edge_mass_max"] > 1e-3
+                else ""
+            )
             + ".",
         ]
     mcmc = result.get("mcmc")

@@ -384,7 +384,17 @@ COMPARE_TINY = [
 def test_compare_trains_then_compares_a_2d_model(tmp_path):
     out = str(tmp_path / "cmp")
     result = pyro_vae(
-        "compare", *TINY, "--z-dim", "2", "--grid-points", "40", *COMPARE_TINY, "--out", out
+        "compare",
+        *TINY,
+        "--z-dim",
+        "2",
+        "--grid-points",
+        "40",
+        "--grid-lim",
+        "6",
+        *COMPARE_TINY,
+        "--out",
+        out,
     )
     assert result.returncode == 0, result.stderr
     assert "amortization: L[q*] − L[q_amortized]" in result.stdout
@@ -392,6 +402,7 @@ def test_compare_trains_then_compares_a_2d_model(tmp_path):
     assert {"comparison.json", "comparison.md", "strategies.png", "e-step.png"} <= names
     assert {"posteriors.png", "run"} <= names
     saved = json.load(open(os.path.join(out, "comparison.json")))
+    assert saved["grid"]["lim"] == 6.0
     assert [r["strategy"] for r in saved["rows"]] == [
         "amortized",
         "local",

@@ -45,6 +45,7 @@ def comparison():
         mcmc_samples=150,
         mcmc_warmup=100,
         grid_points=120,
+        grid_lim=6.0,
     )
     return model, test, result
 
@@ -56,6 +57,7 @@ def test_gaps_are_non_negative_and_measured_against_the_truth(comparison):
     # q* cannot beat log p(x), and the E-step's optimum cannot lose to a shifted encoder.
     assert gaps["approximation_gap"] > -3 * gaps["approximation_gap_stderr"] - 1e-3
     assert gaps["amortization_gap"] > 3 * gaps["amortization_gap_stderr"]
+    assert result["grid"]["lim"] == 6.0
     assert abs(result["grid"]["test_log_px"] - model.exact_log_px(test).mean().item()) < 1e-3
     # The posterior is correlated, so the diagonal q* leaves a real approximation gap.
     assert gaps["approximation_gap"] > 0.01
