@@ -118,3 +118,29 @@ def test_a_model_file_without_the_optional_methods_is_refused_by_name():
 def test_unknown_strategy_is_refused():
     with pytest.raises(ConfigError, match="unknown strategies gibbs"):
         compare(None, None, None, strategies=["gibbs"])
+
+
+def test_q_star_starts_from_the_encoder_so_too_few_steps_from_the_prior_do_not_flip_the_gap():
+    """With 2 E-steps the local guide is still near the prior, worse than the encoder; q* starts
+    from the encoder's q and improves on it, so the amortization gap stays positive."""
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    torch.manual_seed(1)
+    train, test = model(size=40).detach(), model(size=40).detach()
+    labels = torch.zeros(40, dtype=torch.long)
+    result = compare(
+        model,
+        AmortizedGuide(ShiftedEncoder(model)),
+        Data("linear-gaussian", "none", train, labels, test, labels),
+        strategies=("amortized", "local"),
+        num_images=40,
+        e_steps=2,
+        elbo_samples=200,
+        log_px_samples=500,
+        grid_points=60,
+    )
+    rows = {r["strategy"]: r for r in result["rows"]}
+    gaps = result["gaps"]
+    assert rows["local"]["test_elbo"] < rows["amortized"]["test_elbo"]
+    assert gaps["q_star_test_elbo"][0] > rows["amortized"]["test_elbo"]
+    assert gaps["amortization_gap"] > 3 * gaps["amortization_gap_stderr"]
+    assert "E-steps started from the encoder's q" in markdown(result)
