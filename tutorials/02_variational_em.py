@@ -264,8 +264,7 @@ for name, *_, inference in rows:
 # `pyro_vae.compare` fits, for the same test images, each strategy's q:
 #
 # * `amortized`: the encoder as trained;
-# * `local`: variational EM's E-step from the prior, a free Gaussian per image. Run long enough it
-#   finds q*, the best diagonal Gaussian for each image;
+# * `local`: variational EM's E-step from the prior, a free Gaussian per image;
 # * `semi-amortized`: the encoder's answer refined by a few E-step steps (Kim et al. 2018);
 # * `mcmc`: NUTS on z for a few images, a sampler with no Gaussian assumption;
 #
@@ -275,7 +274,10 @@ for name, *_, inference in rows:
 # $$\underbrace{\log p(x) - \mathcal{L}[q^*]}_{\text{approximation gap}}
 #   \qquad \underbrace{\mathcal{L}[q^*] - \mathcal{L}[q_{\text{amortized}}]}_{\text{amortization gap}}$$
 #
-# Their sum is the encoder's whole gap, log p(x) − ELBO.
+# Their sum is the encoder's whole gap, log p(x) − ELBO. Here q* is the best diagonal Gaussian for
+# each image, found by running the E-step (as many steps as `local` takes) from the encoder's
+# answer: started from the prior, a fixed number of steps can stop short of the encoder on harder
+# images, and the "gap" would come out negative.
 
 # %%
 settings = (
