@@ -52,19 +52,24 @@ def pyro_vae_step(config, x):
     return (lambda: schedule(x, None, idx, N, 1, 1)), model, guide
 
 
+def hand_written_loss(encoder, decoder, x):
+    """The negative ELBO of the minibatch, scaled to the N images: the Bernoulli log-likelihood of
+    one reparameterized sample and the closed-form KL from N(0, I)."""
+    loc, std = encoder(x)
+    z = loc + std * torch.randn_like(loc)
+    nll = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum")
+    kl = 0.5 * (loc.pow(2) + std.pow(2) - 1).sum() - std.log().sum()
+    return N / x.shape[0] * (nll + kl)
+
+
 def hand_written_step(model, guide, x, lr):
     """The same networks, objective and optimizer in plain PyTorch."""
     # The networks are plain torch modules (pyro_vae.nets); copies share nothing with the model.
     encoder, decoder = copy.deepcopy(guide.encoder), copy.deepcopy(model.decoder)
     optimizer = adam([*encoder.parameters(), *decoder.parameters()], lr)
-    scale = N / x.shape[0]
 
     def step():
-        loc, std = encoder(x)
-        z = loc + std * torch.randn_like(loc)
-        nll = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum")
-        kl = 0.5 * (loc.pow(2) + std.pow(2) - 1).sum() - std.log().sum()
-        loss = scale * (nll + kl)
+        loss = hand_written_loss(encoder, decoder, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -111,15 +116,8 @@ def breakdown(batch_size=128):
     config = pyro_vae.Config()
     x = batch(batch_size)
     ours, model, guide = pyro_vae_step(config, x)
-    encoder, decoder = guide.encoder, model.decoder
     loss_fn = config.make_elbo()(model, guide)
     idx = torch.arange(batch_size)
-
-    def hand_loss():
-        loc, std = encoder(x)
-        z = loc + std * torch.randn_like(loc)
-        nll = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum")
-        return N / batch_size * (nll + 0.5 * (loc.pow(2) + std.pow(2) - 1).sum() - std.log().sum())
 
     def timed(fn):
         seconds_per_step(fn, 3)
@@ -127,7 +125,7 @@ def breakdown(batch_size=128):
 
     with torch.no_grad():
         pyro_loss = timed(lambda: loss_fn(x, None, idx, N))
-        hand = timed(hand_loss)
+        hand = timed(lambda: hand_written_loss(guide.encoder, model.decoder, x))
     with pyro.validation_enabled(False):
         unvalidated = timed(ours)
     return {

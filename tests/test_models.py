@@ -98,18 +98,25 @@ def tiny_data():
     )
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-def test_every_variant_trains_evaluates_and_samples(name, tiny_data):
+def variant(name, data):
+    """The config of the variant ``name`` and ``data`` prepared for it (binarized unless the
+    variant's likelihood takes grey pixels; the image itself as condition for completion)."""
     settings = dict(VARIANTS[name])
     config = Config(**{"z_dim": 4, "hidden_dims": (32,), **settings})
     binarize = settings.get("binarize", "static")
     data = replace(
-        tiny_data,
+        data,
         binarize=binarize,
-        train_x=tiny_data.train_x if binarize == "none" else torch.bernoulli(tiny_data.train_x),
-        test_x=tiny_data.test_x if binarize == "none" else torch.bernoulli(tiny_data.test_x),
+        train_x=data.train_x if binarize == "none" else torch.bernoulli(data.train_x),
+        test_x=data.test_x if binarize == "none" else torch.bernoulli(data.test_x),
         y_is_x=config.condition.startswith("quadrants"),
     )
+    return config, data
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_variant_trains_evaluates_and_samples(name, tiny_data):
+    config, data = variant(name, tiny_data)
     model, guide = build(config, data.x_shape, num_classes=10)
     test_y = data.model_y(data.test_x, data.test_y)
     before = evaluate.elbo(model.eval(), guide.eval(), data.test_x, test_y).mean().item()
@@ -143,20 +150,15 @@ LOCAL_VARIANTS = [name for name in VARIANTS if name != "hierarchical"]
 @pytest.mark.parametrize("name", LOCAL_VARIANTS)
 def test_every_variant_trains_with_per_datapoint_parameters(name, tiny_data):
     """Variational EM: the same variant's model with one free q_i(z) per training image."""
-    settings = dict(VARIANTS[name])
-    config = Config(**{"z_dim": 4, "hidden_dims": (32,), **settings})
-    binarize = settings.get("binarize", "static")
-    x = tiny_data.train_x[:120]
-    x = x if binarize == "none" else torch.bernoulli(x, generator=torch.Generator().manual_seed(0))
-    data = replace(
+    small = replace(
         tiny_data,
-        binarize=binarize,
-        train_x=x,
+        train_x=tiny_data.train_x[:120],
         train_y=tiny_data.train_y[:120],
-        test_x=x[:0],
+        test_x=tiny_data.test_x[:0],
         test_y=tiny_data.test_y[:0],
-        y_is_x=config.condition.startswith("quadrants"),
     )
+    config, data = variant(name, small)
+    x = data.train_x
     model, _ = build(config, data.x_shape, num_classes=10)
     guide = LocalGuide(x.shape[0], config.z_dim)
     y = data.model_y(x, data.train_y)
