@@ -21,7 +21,9 @@ from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from . import evaluate
+from .data import binarize_once
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, first_line
+from .program import as_program
 
 # What a training state holds besides the model's and guide's state_dicts.
 STATE_KEYS = (
@@ -125,6 +127,10 @@ def fit(
         far. Training then stops early with whole epochs; ``history.epoch`` says how many.
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
+    x4, y4 = data.train_x[:4], data.train_y[:4]
+    if data.binarize == "dynamic":
+        x4 = binarize_once(x4, 0)
+    model, guide = as_program(model, guide, x4, data.model_y(x4, y4), n)
     elbo = elbo if elbo is not None else Trace_ELBO()
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
