@@ -64,7 +64,10 @@ def pages_to_visit(site):
         if name[:2].isdigit()
     )
     guide = sorted(f"guide/{name}" for name in os.listdir(os.path.join(site, "guide")))
-    return ["index.html", "tutorials/index.html", *tutorials, "api/index.html", *guide]
+    api = sorted(
+        f"api/{name}" for name in os.listdir(os.path.join(site, "api")) if name != "index.html"
+    )
+    return ["index.html", "tutorials/index.html", *tutorials, "api/index.html", *api, *guide]
 
 
 class _Links(html.parser.HTMLParser):
@@ -176,8 +179,8 @@ def test_pages_in_a_browser(site, server, tmp_path):
             page.on("console", lambda m, e=errors: m.type == "error" and e.append(m.text))
             page.on("pageerror", lambda exc, e=errors: e.append(str(exc)))
             page.on("requestfailed", lambda r, e=errors: e.append(f"failed: {r.url}"))
+            # "load" waits for every image; KaTeX typesets on DOMContentLoaded, before it.
             response = page.goto(server + path, wait_until="load")
-            page.wait_for_load_state("networkidle")
             images = page.evaluate(
                 "() => Array.from(document.images).map(i => [i.currentSrc, i.naturalWidth])"
             )
