@@ -40,7 +40,7 @@ format: $(STAMP)
 # tiny sizes), the API reference. Offline; any warning fails the build.
 docs: $(STAMP)
 	bash .ci/docs-debian-packages
-	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 	@echo "the site: docs/_build/html/index.html"
 
 # The seven tutorials executed as notebooks, with their scripts, in notebooks/ (to zip and hand out).

@@ -54,6 +54,7 @@ nb_merge_streams = True
 nb_output_stderr = "show"
 
 autodoc_member_order = "bysource"
+autodoc_inherit_docstrings = False  # not torch.nn.Module.forward's "Define the computation ..."
 autodoc_typehints = "none"  # the Sphinx-style :param int z_dim: fields carry the types
 
 # The executed notebooks: full size by default, tiny sizes when CI is set (as the tutorials do).
