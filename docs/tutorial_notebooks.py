@@ -12,9 +12,10 @@ script); a teacher can zip it as it is. The documentation site (``docs/conf.py``
 notebooks as its tutorial pages, and ``tests/`` share one smoke-size execution between the
 tutorial tests and the site's test.
 
-A notebook records what it was executed from: the script's and the library's source hashes and
-the size (``smoke`` when ``CI`` is set, as in the tutorials themselves). A notebook whose record
-matches is reused, so outputs are never stale and nothing is run twice.
+A notebook records what it was executed from: the hashes of the script's and the library's
+source (this file included) and the size (``smoke`` when ``CI`` is set, as in the tutorials
+themselves). A notebook whose record matches is reused, so outputs are never stale and nothing
+is run twice.
 
 Usage::
 
@@ -68,7 +69,8 @@ def record(script, smoke):
     return {
         "script": os.path.relpath(script, ROOT),
         "script_sha256": _sha256([script]),
-        "library_sha256": _sha256(library),
+        # The library, and this file, which decides what the notebook holds.
+        "library_sha256": _sha256([*library, os.path.abspath(__file__)]),
         "smoke": smoke,
     }
 
