@@ -280,6 +280,17 @@ def _load_mnist_small():
         return (f["train_images"], f["train_labels"]), (f["test_images"], f["test_labels"])
 
 
+def _one_line(error):
+    """An exception's message on one line: torchvision's download error puts the file on its
+    first line ("Error downloading train-images-idx3-ubyte.gz:") and each mirror's failure below."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
 def _load_torchvision(name, root, download):
     from torchvision import datasets
 
@@ -304,8 +315,9 @@ def _load_torchvision(name, root, download):
                 "cifar10": "connect to the internet once (it downloads 163 MB), or put "
                 f"cifar-10-python.tar.gz in {root}",
             }[name]
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DatasetUnavailableError(f"{name} is not available ({reason}); {hint}") from None
+            raise DatasetUnavailableError(
+                f"{name} is not available ({_one_line(e)}); {hint}"
+            ) from None
         images, labels = np.asarray(ds.data), np.asarray(ds.targets)
         if images.ndim == 4:  # CIFAR stores (N, H, W, C)
             images = images.transpose(0, 3, 1, 2)
