@@ -39,9 +39,14 @@ def reconstructions(originals, reconstructed, path, title="originals (top) and r
     image_grid(torch.cat(pairs), path, title=title, nrow=nrow)
 
 
-def latent_scatter(codes, labels, path, title="posterior means of the test images"):
-    """Posterior means coloured by label; their first two principal components when z_dim > 2."""
+def latent_scatter(codes, labels, path, title="posterior means of the test images", names=None):
+    """Posterior means coloured by label; their first two principal components when z_dim > 2.
+
+    Up to 20 classes get a legend with one colour and name each (``names[label]``, default the
+    label itself); more get a continuous colour bar over the labels.
+    """
     codes = codes.detach().cpu().float()
+    labels = labels.detach().cpu().long()
     if codes.shape[1] > 2:
         centred = codes - codes.mean(0)
         _, s, v = torch.linalg.svd(centred, full_matrices=False)
@@ -52,18 +57,25 @@ def latent_scatter(codes, labels, path, title="posterior means of the test image
     else:
         points = codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
         xlabel, ylabel = "z[0]", "z[1]" if codes.shape[1] == 2 else ""
+    present = labels.unique().tolist()
     fig, ax = plt.subplots(figsize=(6, 5))
-    sc = ax.scatter(
-        points[:, 0],
-        points[:, 1],
-        c=labels.cpu(),
-        cmap="tab10",
-        s=6,
-        alpha=0.8,
-        vmin=-0.5,
-        vmax=9.5,
-    )
-    fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
+    if len(present) <= 20:
+        colours = plt.get_cmap("tab10" if len(present) <= 10 else "tab20")
+        for i, label in enumerate(present):
+            chosen = labels == label
+            name = names[label] if names is not None and label < len(names) else label
+            ax.scatter(*points[chosen].T, color=colours(i), s=6, alpha=0.8, label=str(name))
+        ax.legend(
+            title="label",
+            fontsize=8,
+            markerscale=2.5,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            ncol=2 if len(present) > 10 else 1,
+        )
+    else:
+        sc = ax.scatter(*points.T, c=labels, cmap="viridis", s=6, alpha=0.8)
+        fig.colorbar(sc, ax=ax, label=f"label ({len(present)} classes)")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -470,4 +470,5 @@ def write_figures(run, data, history, log_px=None):
         data.test_y[:n],
         os.path.join(out, "latent.png"),
         title=f"{name}: posterior means of {n} test images",
+        names=data.class_names,
     )

@@ -33,3 +33,19 @@ def test_strategy_bars_labels_stay_inside_and_delta_is_explained_only_if_shown(f
     bottom, top = ax.get_ylim()
     labels = [t for t in ax.texts if t.get_text()]
     assert labels and all(bottom <= t.xy[1] <= top for t in labels)
+
+
+def test_latent_scatter_names_each_class_once_in_its_own_colour(figures):
+    import torch
+
+    codes = torch.randn(40, 2)
+    plots.latent_scatter(codes, torch.arange(40) % 2, "unused.png", names=("round", "square"))
+    plots.latent_scatter(codes, torch.arange(40) % 12, "unused.png")
+    plots.latent_scatter(codes, torch.arange(40) % 30, "unused.png")
+    two, twelve, thirty = figures
+    legend = two.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["round", "square"]
+    assert len(two.axes) == 1  # no 0-9 colour bar for two classes
+    colours = {tuple(c.get_facecolor()[0]) for c in twelve.axes[0].collections}
+    assert len(twelve.axes[0].get_legend().get_texts()) == 12 and len(colours) == 12
+    assert len(thirty.axes) == 2 and "30 classes" in thirty.axes[1].get_ylabel()
