@@ -770,7 +770,7 @@ def cmd_anomaly(args):
     oods = _ood_sets(run, data, names, args.n)
     prepare_run_dir(out, args.overwrite)
     x_in = data.test_x[: args.n]
-    scores_in = anomaly_scores(run, x_in, num_samples=args.num_samples)
+    scores_in = anomaly_scores(run, x_in, num_samples=args.num_samples, progress=not args.quiet)
     tables = {}
     for name, x_out in oods.items():
         slug = "".join(c if c.isalnum() else "-" for c in name)
@@ -782,6 +782,7 @@ def cmd_anomaly(args):
             path=os.path.join(out, f"scores-{slug}.png"),
             title=f"model trained on {data.name}: its test images vs {name}",
             names=(f"{data.name} (in)", f"{name} (out)"),
+            progress=not args.quiet,
         )
     result = {
         "run": os.path.abspath(run.path),
@@ -869,6 +870,7 @@ def _add_lab_commands(sub):
     p.add_argument("--out", help="output directory (default: RUN/anomaly)")
     p.add_argument("--overwrite", action="store_true", help="write into --out even if not empty")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_anomaly)
 
 
@@ -929,6 +931,9 @@ def make_parser():
         "--label",
         type=int,
         help="for a label-conditioned run: the class to generate (default: one row per class)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="print only the PNG's path (no warnings on stdout)"
     )
     p.set_defaults(func=cmd_sample)
 

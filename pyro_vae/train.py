@@ -165,7 +165,11 @@ def fit(
         )
 
     with tqdm(
-        total=epochs * steps_per_epoch, initial=done, disable=quiet, unit="step", desc="train"
+        total=epochs * steps_per_epoch,
+        initial=done,
+        disable=True if quiet else None,  # None: no bar when stderr is not a terminal
+        unit="step",
+        desc="train",
     ) as bar:
         for epoch in range(done_epochs + 1, epochs + 1):
             if time_limit is not None and history.epoch and done_steps == 0:

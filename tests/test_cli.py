@@ -546,3 +546,12 @@ def test_anomaly_needs_excluded_classes_for_held_out(trained, tmp_path):
     result = pyro_vae("anomaly", trained, "--ood", "held-out", "--out", str(tmp_path / "a"))
     assert_clean_error(result, "--exclude-classes")
     assert not os.path.exists(tmp_path / "a")
+
+
+def test_every_command_takes_quiet():
+    from pyro_vae.cli import make_parser
+
+    (commands,) = [a for a in make_parser()._actions if a.dest == "command"]
+    for name, parser in commands.choices.items():
+        options = {o for a in parser._actions for o in a.option_strings}
+        assert "--quiet" in options, f"pyro-vae {name} has no --quiet"
