@@ -275,7 +275,7 @@ FIGURES = ("samples.png", "reconstructions.png", "latent.png", "training-curve.p
 def _print_metrics(metrics, out):
     print(f"run directory: {out}")
     print(f"  dataset        {metrics['dataset']} (binarize={metrics['binarize']})")
-    print(f"  training       {metrics['epochs']} epochs in {metrics['seconds']:.1f} s")
+    print(f"  training       {plural(metrics['epochs'], 'epoch')} in {metrics['seconds']:.1f} s")
     print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
     print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
     print(
@@ -433,7 +433,7 @@ def cmd_demo(args):
     out = args.out or default_run_dir("demo")
     print(
         f"pyro-vae demo: a VAE ({config.z_dim}-d latent, hidden {list(config.hidden_dims)}) on "
-        f"mnist-small, {config.epochs} epochs",
+        f"mnist-small, {plural(config.epochs, 'epoch')}",
         flush=True,
     )
     _, metrics = train_run(config, out, overwrite=args.overwrite, quiet=args.quiet)
@@ -517,6 +517,11 @@ def cmd_sample(args):
         nrow = min(args.n, args.nrow)
     plots.image_grid(images, out, title=title, nrow=nrow)
     print(out)
+
+
+def plural(n, word):
+    """``"1 epoch"``, ``"2 epochs"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -709,7 +714,7 @@ def cmd_gradvar(args):
     # a generator, so each stage is measured before training moves on to the next
     stages = itertools.chain(
         training_stages(run.config, data, args.progress, quiet=args.quiet),
-        [(f"trained ({run.config.epochs} epochs)", run.model, run.guide)],
+        [(f"trained ({plural(run.config.epochs, 'epoch')})", run.model, run.guide)],
     )
     rows = measure_stages(
         stages,

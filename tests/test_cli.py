@@ -526,7 +526,7 @@ def test_gradvar(trained_without_ones, tmp_path):
     assert "score-nn-baseline" in result.stdout
     rows = json.load(open(os.path.join(out, "gradvar.json")))["rows"]
     # 5 estimators x 2 particle counts x 2 stages (untrained, the run itself)
-    assert len(rows) == 20 and {r["stage"] for r in rows} == {"epoch 0", "trained (1 epochs)"}
+    assert len(rows) == 20 and {r["stage"] for r in rows} == {"epoch 0", "trained (1 epoch)"}
     assert os.path.getsize(os.path.join(out, "gradvar.png")) > 1000
     assert_clean_error(pyro_vae("gradvar", trained_without_ones, *args), "--overwrite")
 
