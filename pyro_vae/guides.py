@@ -83,6 +83,14 @@ class LocalGuide(Guide):
     gap is measured. Minibatches pick their rows through the ``"data"`` plate's ``subsample=idx``;
     called without ``idx``, the guide needs all ``size`` images in order.
 
+    Trained by :func:`~pyro_vae.train.fit`, each image's parameters take one Adam step per epoch
+    (when its minibatch comes), so ``fit``'s default ``lr=1e-3`` moves them by about 1e-3 per epoch
+    and leaves q near the prior: train them with a learning rate of 0.01-0.1 (the tests train
+    decoder and locals together with 0.03), or fit them with
+    :func:`~pyro_vae.inference.e_step` (every image every step, ``lr=0.1``). ``fit``'s test ELBO
+    for this guide comes from an E-step on the test images after the last epoch
+    (:func:`~pyro_vae.train.mean_test_elbo`).
+
     :param int size: number of images (rows of ``loc`` and ``scale``).
     :param int z_dim: latent dimension.
     :param torch.Tensor loc: initial locations ``(size, z_dim)``; default zeros (the prior's mean).
