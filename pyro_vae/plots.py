@@ -82,18 +82,34 @@ def latent_scatter(codes, labels, path, title="posterior means of the test image
     _save(fig, path)
 
 
-def training_curve(history, path, log_px=None):
-    """Train and test ELBO per epoch (nats per image), and the final test log p(x) if given."""
+def training_curve(history, path, log_px=None, train_label="train ELBO (minibatch average)"):
+    """Train and test ELBO per epoch (nats per image), and the final test log p(x) if given.
+
+    ``train_label`` names what the per-epoch train value is: with a beta or a KL warm-up it is the
+    weighted objective, not the ELBO. Test values of ``None`` (a per-image guide is tested after
+    the last epoch only) are left out.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(history["epoch"], history["train_elbo"], label="train ELBO (minibatch average)")
-    ax.plot(history["epoch"], history["test_elbo"], label="test ELBO")
+    epochs = history["epoch"]
+    test = [(e, v) for e, v in zip(epochs, history["test_elbo"]) if v is not None]
+    marker = "o" if len(epochs) < 30 else None  # one epoch is one point, not an empty line
+    ax.plot(epochs, history["train_elbo"], marker=marker, ms=3, label=train_label)
+    if test:
+        ax.plot(*zip(*test), marker=marker if len(test) > 1 else "o", ms=3, label="test ELBO")
+    values = list(history["train_elbo"]) + [v for _, v in test]
     if log_px is not None:
         ax.axhline(log_px, color="k", ls="--", lw=1, label=f"test log p(x) = {log_px:.2f}")
+        values.append(log_px)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("nats per image (higher is better)")
-    lows = [v for v in history["test_elbo"] + history["train_elbo"]]
-    if len(lows) > 4:  # the first epochs would squash the interesting part of the curve
-        ax.set_ylim(sorted(lows)[len(lows) // 10] - 5, max(lows + [log_px or -1e9]) + 5)
+    if len(values) > 4:  # the first epochs would squash the interesting part of the curve
+        low = sorted(values)[len(values) // 10]
+        if log_px is not None:
+            low = min(low, log_px)
+        ax.set_ylim(low - 5, max(values) + 5)
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)

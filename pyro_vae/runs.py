@@ -451,7 +451,18 @@ def write_figures(run, data, history, log_px=None):
             os.path.join(out, "samples.png"),
             title=f"{name}: decoder means for z ~ p(z)",
         )
-    plots.training_curve(history, os.path.join(out, "training-curve.png"), log_px=log_px)
+    weighted = run.config.beta != 1 or run.config.kl_warmup
+    plots.training_curve(
+        history,
+        os.path.join(out, "training-curve.png"),
+        log_px=log_px,
+        train_label=(
+            f"train objective: ELBO with the KL weighted by beta = {run.config.beta:g}"
+            + (f", warmed up over {run.config.kl_warmup} epochs" if run.config.kl_warmup else "")
+            if weighted
+            else "train ELBO (minibatch average)"
+        ),
+    )
     if not (hasattr(run.model, "x_dist") and hasattr(run.guide, "z_dist")):
         return  # a model file need not give the distributions these figures are made of
     originals = data.test_x[:30]
