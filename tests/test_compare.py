@@ -99,7 +99,12 @@ def test_written_report(comparison, tmp_path):
     assert not any(k.startswith("_") for k in saved)
     text = markdown(result)
     assert "| local |" in text and "amortization: L[q*] − L[q_amortized]" in text
-    assert "delta's ELBO column" in text
+    assert text.count("delta's ELBO column") == 1  # each note once
+    assert "Against NUTS" not in text  # NUTS is a row of the one table, not a section of its own
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    nuts = [line for line in table if line.startswith("| mcmc (NUTS) |")]
+    assert len(nuts) == 1 and nuts[0].count("|") == table[0].count("|")
+    assert "samples, not a density, so it has no ELBO" in text
 
 
 def test_report_explains_delta_only_when_delta_was_compared(comparison):
