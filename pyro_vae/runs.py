@@ -468,11 +468,16 @@ def write_figures(run, data, history, log_px=None):
     originals = data.test_x[:30]
     y = data.model_y(originals, data.test_y[:30])
     loc, _ = run.encode(originals, y)
+    reconstructed = run.decode(loc, y)
+    title = f"{name}: test images (upper rows) and reconstructions at the posterior mean"
+    if run.conditioned_on == "image":
+        # The decoder models only the hidden quadrants; its output elsewhere was never trained.
+        from .completion import composite
+
+        reconstructed = composite(originals, reconstructed, run.model.condition.observed)
+        title += "\n(observed quadrants as given, hidden ones decoded)"
     plots.reconstructions(
-        originals,
-        run.decode(loc, y),
-        os.path.join(out, "reconstructions.png"),
-        title=f"{name}: test images (upper rows) and reconstructions at the posterior mean",
+        originals, reconstructed, os.path.join(out, "reconstructions.png"), title=title
     )
     n = min(2000, data.test_x.shape[0])
     codes, _ = run.encode(data.test_x[:n], data.model_y(data.test_x[:n], data.test_y[:n]))
