@@ -386,15 +386,25 @@ def gradient_variance(rows, path, title="gradient variance of the ELBO estimator
     axes[1].set_title(
         "decoder (model) parameters\n(the same for every estimator without a baseline)", fontsize=10
     )
+    # The legends go below the panels: inside, they cover some estimator's line.
     handles = [Line2D([], [], color=f"C{i}", marker="o", ms=4) for i in range(len(estimators))]
-    axes[0].legend(handles, estimators, fontsize=8, loc="upper right")
+    labels = list(estimators)
     if len(stages) > 1:
-        handles = [
+        handles += [
             Line2D([], [], color="k", ls=styles[j % len(styles)]) for j in range(len(stages))
         ]
-        axes[1].legend(handles, stages, fontsize=8, loc="upper right", handlelength=3)
+        labels += list(stages)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(
+        handles,
+        labels,
+        fontsize=8,
+        loc="lower center",
+        ncol=min(len(labels), 4),
+        handlelength=3,
+        frameon=False,
+    )
     _save(fig, path)
 
 

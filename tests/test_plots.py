@@ -75,3 +75,26 @@ def test_training_curve_keeps_log_px_in_view_with_integer_epochs(figures):
     assert ticks and all(float(t).is_integer() for t in ticks)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[0] == "train objective (beta)" and labels[1] == "test ELBO"
+
+
+def test_gradient_variance_legend_covers_no_panel(figures):
+    rows = [
+        {
+            "stage": stage,
+            "estimator": name,
+            "num_particles": k,
+            "encoder": {"variance": 10.0 ** (i + 1) / k},
+            "decoder": {"variance": 5.0 / k},
+        }
+        for stage in ("epoch 0", "trained")
+        for i, name in enumerate(("reparam", "score", "score-avg-baseline"))
+        for k in (1, 10, 100)
+    ]
+    plots.gradient_variance(rows, "u.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    assert [t.get_text() for t in legend.get_texts()][-2:] == ["epoch 0", "trained"]
+    assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
