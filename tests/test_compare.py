@@ -149,3 +149,15 @@ def test_q_star_starts_from_the_encoder_so_too_few_steps_from_the_prior_do_not_f
     assert gaps["q_star_test_elbo"][0] > rows["amortized"]["test_elbo"]
     assert gaps["amortization_gap"] > 3 * gaps["amortization_gap_stderr"]
     assert "E-steps started from the encoder's q" in markdown(result)
+
+
+def test_the_exact_grid_widens_until_it_holds_every_posterior():
+    from pyro_vae.compare import EDGE_MASS, holding_grid
+
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    with torch.no_grad():
+        x = model.x_dist(torch.tensor([[2.5, -2.5], [0.0, 0.0]])).mean
+    grid, lim, points = holding_grid(model, x, lim=2.0, points=40)
+    assert lim == 4.5 and points == 90  # 2 -> 3 -> 4.5, at the same spacing
+    assert grid.edge_mass.max() <= EDGE_MASS
+    assert grid.log_px == pytest.approx(model.exact_log_px(x), abs=1e-3)
