@@ -289,7 +289,25 @@ def _print_metrics(metrics, out):
             f"  baseline       {metrics['baseline_test_log_px']:.2f} nats/image "
             "(deterministic network, same task)"
         )
+    if "label_effect" in metrics:
+        print(
+            f"  label effect   {metrics['label_effect']:.2f} (share of the samples' pixel variance "
+            "that the label explains; 0: ignored)"
+        )
+        _warn_if_label_ignored(metrics["label_effect"])
     print("  figures        " + " ".join(metrics.get("figures", FIGURES)))
+
+
+def _warn_if_label_ignored(effect):
+    from .classifier import LABEL_EFFECT_WARNING
+
+    if effect < LABEL_EFFECT_WARNING:
+        print(
+            f"pyro-vae: note: the samples barely depend on the label (label effect {effect:.2f} < "
+            f"{LABEL_EFFECT_WARNING}): the code z carries the class, so sample --label draws the "
+            "asked-for class only sometimes; train with --learned-prior (or a small --z-dim)",
+            file=sys.stderr,
+        )
 
 
 def _add_distributed_args(p):
@@ -512,6 +530,10 @@ def cmd_sample(args):
                 "an image-completion run completes images; its inpainting.png shows them"
             )
         images = run.sample(args.n, seed=args.seed, y=args.label)
+        if args.label is not None and not args.quiet:
+            from .classifier import label_effect
+
+            _warn_if_label_ignored(label_effect(run))
         label = "" if args.label is None else f" of label {args.label}"
         title = f"{args.n} samples{label}, seed {args.seed}"
         nrow = min(args.n, args.nrow)
@@ -938,7 +960,9 @@ def make_parser():
         help="for a label-conditioned run: the class to generate (default: one row per class)",
     )
     p.add_argument(
-        "--quiet", action="store_true", help="print only the PNG's path (no warnings on stdout)"
+        "--quiet",
+        action="store_true",
+        help="print only the PNG's path (no note when a run's samples ignore --label)",
     )
     p.set_defaults(func=cmd_sample)
 

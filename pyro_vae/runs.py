@@ -355,6 +355,10 @@ def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
     metrics.update(epochs=config.epochs, seconds=round(train_seconds, 2))
     write_figures(run, data, history.as_dict(), metrics["test_log_px"])
     metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
+    if run.conditioned_on == "label":
+        from .classifier import label_effect
+
+        metrics["label_effect"] = round(label_effect(run), 3)
     if run.conditioned_on == "image":
         from . import completion
 
