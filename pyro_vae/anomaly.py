@@ -15,9 +15,9 @@ know?", ICLR 2019): images with few "on" pixels are cheap to encode, whatever th
 """
 
 import torch
-from torch.distributions import kl_divergence
 
 from .errors import DataError
+from .program import kl_to_prior
 
 #: score name -> what it is, for tables and figure labels
 SCORES = {
@@ -31,7 +31,7 @@ SCORES = {
 def anomaly_scores(run, x, num_samples=100, scores=tuple(SCORES), progress=False):
     """Per-image anomaly scores in nats, each a tensor ``(N,)``; higher is more anomalous.
 
-    :param run: a :class:`pyro_vae.runs.Run` whose guide has ``z_dist(x)`` and model ``z_dist()``.
+    :param run: a :class:`pyro_vae.runs.Run`.
     :param torch.Tensor x: images in the run's format (binary for a Bernoulli model).
     :param int num_samples: importance samples per image for ``"log_px"``.
     :param tuple scores: which of :data:`SCORES` to compute.
@@ -46,7 +46,7 @@ def anomaly_scores(run, x, num_samples=100, scores=tuple(SCORES), progress=False
     if "elbo" in scores:
         out["elbo"] = -run.elbo(images)
     if "kl" in scores:
-        out["kl"] = kl_divergence(run.guide.z_dist(images), run.model.z_dist())
+        out["kl"] = kl_to_prior(run.model, run.guide_for(images), images)
     if "log_px" in scores:
         out["log_px"] = -run.log_px(images, num_samples=num_samples, progress=progress)
     return out

@@ -164,8 +164,9 @@ def _add_family_args(g, d):
     g.add_argument(
         "--model",
         default=d.model,
-        help="vae, hierarchical (two latent layers z1 -> z -> x) or FILE.py:CLASS, your own "
-        "model file (default: %(default)s)",
+        help="vae, hierarchical (two latent layers z1 -> z -> x), or your own Pyro model file: "
+        "FILE.py (its functions model and guide), FILE.py:NAME (a class or factory), "
+        "FILE.py:MODEL,GUIDE (default: %(default)s)",
     )
     g.add_argument(
         "--likelihood",
@@ -231,8 +232,8 @@ def _family_from_args(args):
     binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
     model = args.model
     if model.endswith(".py") or ".py:" in model:  # saved absolute, so the run loads from anywhere
-        path, _, cls = model.rpartition(":") if ".py:" in model else (model, "", "")
-        model = f"{os.path.abspath(path)}:{cls}"
+        path, _, names = model.rpartition(":") if ".py:" in model else (model, "", "")
+        model = os.path.abspath(path) + (f":{names}" if names else "")
     same = ("likelihood", "sigma", "net", "condition", "learned_prior", "z1_dim", "beta")
     same += ("kl_warmup", "image_size")
     return dict(
@@ -567,7 +568,15 @@ def cmd_inspect(args):
         args.model = args.target
         config = _config_from_args(args)
         data = load_run_data(config)
-        model, guide = build(config, data.x_shape, data.num_classes)
+        x = data.test_x[: args.batch]
+        model, guide = build(
+            config,
+            data.x_shape,
+            data.num_classes,
+            x=x,
+            y=data.model_y(x, data.test_y[: args.batch]),
+            train_size=data.train_x.shape[0],
+        )
     x = data.test_x[: args.batch]
     print(
         f"{args.target} on {config.dataset}: a batch of {len(x)} test images {tuple(x.shape[1:])}"

@@ -30,12 +30,21 @@ import time
 import pyro
 import torch
 
-from . import evaluate
+from . import evaluate, program
 from .errors import ConfigError
 from .guides import DeltaGuide, LocalGuide
 from .inference import GridPosterior, e_step, grid_posterior, nuts_posterior
+from .program import site_moments
 
 STRATEGIES = ("amortized", "local", "semi-amortized", "delta", "mcmc")
+
+
+def local_guide(model, n):
+    """A per-image guide over every latent site of ``model`` for ``n`` images, at the prior."""
+    program = getattr(model, "program", None)
+    if program is not None:
+        return program.local_guide(n)
+    return LocalGuide(n, model.z_dim)
 
 
 def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed):
@@ -43,11 +52,10 @@ def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed):
     start = time.perf_counter()
     history = None
     if strategy == "amortized":
-        with torch.no_grad():
-            guide.z_dist(x)  # what test-time inference costs: one encoder pass
+        site_moments(guide, x)  # what test-time inference costs: one encoder pass
         q = guide
     elif strategy == "local":
-        q = LocalGuide(x.shape[0], model.z_dim)
+        q = local_guide(model, x.shape[0])
         history = e_step(model, q, x, steps=e_steps, lr=lr, seed=seed)
     elif strategy == "semi-amortized":
         q = LocalGuide.from_guide(guide, x)
@@ -55,27 +63,34 @@ def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed):
             history = e_step(model, q, x, steps=refine_steps, lr=lr, seed=seed)
     elif strategy == "delta":
         # A Delta has no analytic KL; TraceMeanField_ELBO falls back to log p(z) - log q(z) = log p(z).
-        q = DeltaGuide(LocalGuide.from_guide(guide, x))
+        q = DeltaGuide(
+            LocalGuide.from_guide(guide, x) if guide is not None else local_guide(model, len(x))
+        )
         history = e_step(model, q, x, steps=e_steps, lr=lr, seed=seed)
     else:
         raise ConfigError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     return q, history, time.perf_counter() - start
 
 
-def _num_params(strategy, guide, n, z_dim):
-    encoder = sum(p.numel() for p in guide.parameters())
+def _num_params(strategy, guide, q):
+    encoder = sum(p.numel() for p in guide.parameters()) if guide is not None else 0
+    local = q.guide if isinstance(q, DeltaGuide) else q
+    per_image = sum(p.numel() for p in local.locs.values()) if strategy != "amortized" else 0
+    if strategy in ("local", "semi-amortized"):
+        per_image *= 2  # a location and a scale per number
     return {
         "amortized": encoder,
-        "local": 2 * n * z_dim,
-        "semi-amortized": encoder + 2 * n * z_dim,
-        "delta": n * z_dim,
+        "local": per_image,
+        "semi-amortized": encoder + per_image,
+        "delta": per_image,
     }[strategy]
 
 
 @torch.no_grad()
 def reconstruction_nats(model, q, x):
-    """``-log p(x | z)`` at the mean of q(z|x), per image: the reconstruction error in nats."""
-    return -model.x_dist(q.z_dist(x).mean).log_prob(x)
+    """``-log p(x | z)`` at the mean of q(z|x) (every latent site), per image: the
+    reconstruction error in nats."""
+    return -program.log_likelihood_at(model, program.site_values(q, x), x)
 
 
 def _mean_stderr(values):
@@ -129,24 +144,23 @@ def compare(
             f"choose from {', '.join(STRATEGIES)}"
         )
     variational = [s for s in strategies if s != "mcmc"]
-    if "amortized" not in variational and "local" in variational:
+    x4 = data.test_x[:4]
+    model, guide = program.as_program(model, guide, x4, data.model_y(x4, data.test_y[:4]))
+    if guide is None or isinstance(guide, LocalGuide):
+        # a model trained without an encoder: nothing amortized to compare or start from
+        guide = None
+        variational = [s for s in variational if s not in ("amortized", "semi-amortized")]
+        if not variational and "mcmc" not in strategies:
+            raise ConfigError(
+                "this model has no encoder (it was trained by variational EM), so only the "
+                "local, delta and mcmc strategies apply"
+            )
+    elif "amortized" not in variational and "local" in variational:
         variational.insert(0, "amortized")  # the gaps need both
-    missing = [
-        name
-        for name, ok in (
-            ("model.z_dim", hasattr(model, "z_dim")),
-            ("model.x_dist(z)", hasattr(model, "x_dist")),
-            ("guide.z_dist(x)", hasattr(guide, "z_dist")),
-        )
-        if not ok
-    ]
-    if missing:
-        raise ConfigError(
-            f"comparing inference strategies needs {', '.join(missing)}, which this model file "
-            "does not define (they are optional in a model file; see pyro_vae.modelfile)"
-        )
-    model.eval(), guide.eval()
-    z_dim = model.z_dim
+    model.eval()
+    if guide is not None:
+        guide.eval()
+    structure = getattr(model, "structure", None)
     splits = {
         "train": data.split("train")[0][:num_images],
         "test": data.test_x[:num_images],
@@ -167,7 +181,7 @@ def compare(
             recon = reconstruction_nats(model, q, x)
             row["test_reconstruction_nats"] = recon.mean().item()
             row["test_seconds_per_image"] = seconds / len(x)
-            row["parameters"] = _num_params(strategy, guide, len(x), z_dim)
+            row["parameters"] = _num_params(strategy, guide, q)
             row["parameter_bytes"] = 4 * row["parameters"]
             if history is not None:
                 curves[strategy] = history.train_elbo
@@ -182,7 +196,7 @@ def compare(
             row["trained_with_decoder_seconds"] = train_seconds  # the encoder's own fitting
         rows[strategy] = row
 
-    if "local" in variational:
+    if "local" in variational and guide is not None:
         # q*, the per-image optimum the gaps are measured against: the E-step started from the
         # encoder's q, with as many steps as the local strategy takes from the prior.
         x = splits["test"]
@@ -208,7 +222,7 @@ def compare(
         "units": "nats per image (higher is better), seconds",
     }
     x_test = splits["test"]
-    if z_dim == 2:
+    if _grid_applies(model, structure):
         start = time.perf_counter()
         grid, lim, points = holding_grid(model, x_test, grid_lim, grid_points)
         result["grid"] = {
@@ -260,6 +274,24 @@ def holding_grid(model, x, lim=5.0, points=200, widest=4.0):
         lim, points = lim * 1.5, int(round(points * 1.5))
 
 
+def _grid_applies(model, structure):
+    """Whether the exact grid posterior applies: one unconditional 2-D latent site."""
+    if structure is None:
+        return getattr(model, "z_dim", None) == 2
+    return len(structure.latents) == 1 and structure.code.numel == 2 and not structure.conditional
+
+
+def _moments(q, x):
+    """Mean and sd of q at the code site for the first ``len(x)`` images it was fitted to."""
+    n = x.shape[0]
+    size = getattr(q, "size", None) or getattr(getattr(q, "guide", None), "size", None) or n
+    idx = torch.arange(n) if size != n else None
+    mean, sd = site_moments(q, x, idx=idx, size=size if idx is not None else None)
+    if isinstance(q, DeltaGuide):
+        sd = torch.zeros_like(mean)
+    return mean.detach(), sd.detach()
+
+
 def _gaps(per_image, n, elbo_samples, log_px_samples):
     """Mean gaps with standard errors of the per-image differences (paired, so image-to-image
     variation cancels)."""
@@ -298,9 +330,7 @@ def _mcmc(model, guides, x, num_samples, warmup, seed, grid=None):
         "strategies": {},
     }
     for name, q in guides.items():
-        fn = q.z_dist(x, idx=torch.arange(x.shape[0]))
-        q_mean = fn.mean.detach()
-        q_std = fn.base_dist.scale.detach() if name != "delta" else torch.zeros_like(q_mean)
+        q_mean, q_std = _moments(q, x)
         out["strategies"][name] = {
             "mean_error_in_sds": ((q_mean - mean).abs() / std).mean().item(),
             "std_ratio": (q_std / std).mean().item(),
@@ -501,9 +531,8 @@ def write_comparison(result, out, title=None):
     n = mcmc["images"] if mcmc else min(4, len(result["_x"]))
     qs = {}
     for strategy, q in result["_guides"].items():
-        fn = q.z_dist(result["_x"][:n], idx=torch.arange(n))
-        scale = None if strategy == "delta" else fn.base_dist.scale.detach()
-        qs[strategy] = (fn.mean.detach(), scale)
+        mean, sd = _moments(q, result["_x"][:n])
+        qs[strategy] = (mean.reshape(n, -1), None if strategy == "delta" else sd.reshape(n, -1))
     samples = mcmc["_samples"] if mcmc else None
     if grid is not None:
         sub = GridPosterior(
@@ -530,10 +559,10 @@ def compare_run(run, data, out, overwrite=False, quiet=True, **kwargs):
 
     prepare_run_dir(out, overwrite)
     start = time.perf_counter()
-    result = compare(run.model, run.guide, data, **kwargs)
+    result = compare(run.model, run.guide if run.amortized else None, data, **kwargs)
     result["dataset"] = data.name
     result["run"] = run.path
-    result["z_dim"] = run.config.z_dim
+    result["z_dim"] = run.structure.code.numel
     result["seconds"] = time.perf_counter() - start
     write_comparison(result, out)
     return result

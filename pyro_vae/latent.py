@@ -16,6 +16,7 @@ import torch
 
 from .data import as_images
 from .errors import ConfigError, DataError
+from .program import prior_moments
 
 INTERPOLATIONS = ("linear", "slerp")
 
@@ -73,8 +74,12 @@ def manifold_grid(run, n=20, span=0.95):
     the prior. Row ``i``, column ``j`` decodes ``z = (q_j, q_{n-1-i})``: z[0] grows to the right,
     z[1] upwards, as in a scatter plot.
     """
-    if run.config.z_dim != 2:
-        raise ConfigError(f"the manifold grid needs z_dim = 2, this model has {run.config.z_dim}")
+    code = run.structure.code
+    if code.numel != 2:
+        raise ConfigError(
+            f"the manifold grid needs a 2-D latent, this model's site {code.name!r} has "
+            f"{code.numel} numbers"
+        )
     if not 0 < span < 1:
         raise ConfigError(f"span must lie strictly between 0 and 1, got {span!r}")
     q = grid_axis(n, span)
@@ -86,8 +91,7 @@ def manifold_grid(run, n=20, span=0.95):
 
 def _prior(run):
     """``loc`` and ``scale`` of the (unconditioned) prior p(z) of ``run``'s model."""
-    fn = run.model.z_dist().base_dist
-    return fn.loc, fn.scale
+    return prior_moments(run.model)
 
 
 def grid_axis(n=20, span=0.95):

@@ -21,7 +21,9 @@ from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from . import evaluate
+from .data import binarize_once
 from .errors import CheckpointError, ConfigError, DataError, DivergenceError, first_line
+from .program import as_program
 
 # What a training state holds besides the model's and guide's state_dicts.
 STATE_KEYS = (
@@ -125,6 +127,10 @@ def fit(
         far. Training then stops early with whole epochs; ``history.epoch`` says how many.
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
+    x4, y4 = data.train_x[:4], data.train_y[:4]
+    if data.binarize == "dynamic":
+        x4 = binarize_once(x4, 0)
+    model, guide = as_program(model, guide, x4, data.model_y(x4, y4), n)
     elbo = elbo if elbo is not None else Trace_ELBO()
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
@@ -217,7 +223,13 @@ def per_image(guide):
     or a :class:`~pyro_vae.guides.DeltaGuide` around one): it has no q for a test image."""
     from .guides import LocalGuide
 
-    return isinstance(getattr(guide, "guide", guide), LocalGuide)
+    inner = _users(guide)
+    return isinstance(getattr(inner, "guide", inner), LocalGuide)
+
+
+def _users(guide):
+    """The user's guide inside the one :func:`fit` got back from the program door."""
+    return getattr(guide, "fn", guide)
 
 
 #: Adam steps of the E-step that fits a per-image guide's q to the test images.
@@ -240,11 +252,19 @@ def mean_test_elbo(model, guide, data, num_samples=1, device=None):
         from .guides import DeltaGuide, LocalGuide
         from .inference import e_step
 
-        z_dim = guide.z_dist(x[:1], idx=torch.zeros(1, dtype=torch.long)).event_shape[0]
-        fresh = LocalGuide(x.shape[0], z_dim).to(x.device)
-        guide = fresh if isinstance(guide, LocalGuide) else DeltaGuide(fresh)
+        inner = _users(guide)
+        structure = getattr(model, "structure", None)
+        n = x.shape[0]
+        local = getattr(inner, "guide", inner)
+        fresh = (
+            LocalGuide(n, structure=structure)
+            if structure is not None
+            else LocalGuide(n, local.z_dim)
+        ).to(x.device)
+        guide = fresh if isinstance(inner, LocalGuide) else DeltaGuide(fresh)
+        conditional = getattr(structure, "conditional", False)
         with torch.random.fork_rng():
-            e_step(model, guide, x, steps=TEST_E_STEPS)
+            e_step(model, guide, x, steps=TEST_E_STEPS, y=y if conditional else None)
     return evaluate.elbo(model, guide, x, y, num_samples).mean().item()
 
 

@@ -9,7 +9,7 @@ from pyro_vae.compare import STRATEGIES, compare, markdown, write_comparison
 from pyro_vae.data import Data
 from pyro_vae.errors import ConfigError
 from pyro_vae.guides import AmortizedGuide
-from tests.linear_gaussian import LinearGaussian
+from tests.linear_gaussian import LinearGaussian, plain_functions
 
 
 class ShiftedEncoder(nn.Module):
@@ -113,11 +113,38 @@ def test_report_explains_delta_only_when_delta_was_compared(comparison):
     assert "delta's ELBO column" not in markdown(without)
 
 
-def test_a_model_file_without_the_optional_methods_is_refused_by_name():
-    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
-    del model.z_dim
-    with pytest.raises(ConfigError, match=r"needs model.z_dim, which this model file"):
-        compare(model, AmortizedGuide(ShiftedEncoder(model)), None)
+def test_plain_pyro_functions_are_compared_against_their_exact_log_px():
+    """A program with its own site and plate names, no optional methods, pyro.param parameters:
+    every strategy runs, and the grid's log p(x) is the closed form."""
+    truth, model, guide = plain_functions()
+    torch.manual_seed(0)
+    train, test = truth(size=30).detach(), truth(size=30).detach()
+    labels = torch.zeros(30, dtype=torch.long)
+    data = Data("linear-gaussian", "none", train, labels, test, labels)
+    result = compare(
+        model,
+        guide,
+        data,
+        strategies=("amortized", "local", "semi-amortized", "delta", "mcmc"),
+        num_images=30,
+        e_steps=150,
+        refine_steps=5,
+        elbo_samples=100,
+        log_px_samples=500,
+        mcmc_images=2,
+        mcmc_samples=60,
+        mcmc_warmup=60,
+        grid_points=100,
+        grid_lim=6.0,
+    )
+    exact = truth.exact_log_px(test).mean().item()
+    assert abs(result["grid"]["test_log_px"] - exact) < 1e-2
+    rows = {r["strategy"]: r for r in result["rows"]}
+    assert set(rows) == {"amortized", "local", "semi-amortized", "delta"}
+    # the local E-step comes close to the exact log p(x) as an importance-sampling proposal
+    assert abs(rows["local"]["test_log_px"] - exact) < 0.05
+    assert rows["local"]["test_elbo"] <= exact + 1e-3
+    assert result["mcmc"]["moved"]
 
 
 def test_unknown_strategy_is_refused():

@@ -137,7 +137,9 @@ def test_divergence_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint
     tmp_path, monkeypatch
 ):
     out = str(tmp_path / "run")
-    monkeypatch.setattr(Config, "make_elbo", lambda self: _NaNAfter(24))  # 20 steps per epoch
+    monkeypatch.setattr(
+        Config, "make_elbo", lambda self, *args: _NaNAfter(24)
+    )  # 20 steps per epoch
     with pytest.raises(
         DivergenceError,
         match=r"the ELBO became nan at epoch 2, step 5; try a lower learning rate \(--lr\), "
