@@ -224,10 +224,11 @@ def compare(
     x_test = splits["test"]
     if _grid_applies(model, structure):
         start = time.perf_counter()
-        grid = grid_posterior(model, x_test, lim=grid_lim, points=grid_points)
+        grid, lim, points = holding_grid(model, x_test, grid_lim, grid_points)
         result["grid"] = {
-            "points": grid_points,
-            "lim": grid_lim,
+            "points": points,
+            "lim": lim,
+            "asked_lim": grid_lim,
             "test_log_px": grid.log_px.mean().item(),
             "quadrature_error_max": grid.error.max().item(),
             "edge_mass_max": grid.edge_mass.max().item(),
@@ -253,6 +254,24 @@ def compare(
     result["_guides"] = guides
     result["_x"] = x_test
     return result
+
+
+#: The largest posterior mass an image may have on the exact grid's edge before it is widened.
+EDGE_MASS = 1e-3
+
+
+def holding_grid(model, x, lim=5.0, points=200, widest=4.0):
+    """:func:`~pyro_vae.inference.grid_posterior`, widened at the same spacing (1.5 times the
+    side each time, up to ``widest`` times ``lim``) until no image has more than
+    :data:`EDGE_MASS` of its posterior on the grid's edge: a trained 2-D decoder can put some
+    images' posteriors out where the prior has little mass. Returns the grid, its ``lim`` and
+    ``points``."""
+    first = lim
+    while True:
+        grid = grid_posterior(model, x, lim=lim, points=points)
+        if grid.edge_mass.max() <= EDGE_MASS or lim * 1.5 > widest * first:
+            return grid, lim, points
+        lim, points = lim * 1.5, int(round(points * 1.5))
 
 
 def _grid_applies(model, structure):
@@ -347,8 +366,19 @@ def _fmt(value, stderr=None, digits=2):
 
 
 def markdown(result):
-    """The comparison as tables a person reads."""
+    """The comparison as tables a person reads: one row per strategy, NUTS included, with every
+    note once under the table."""
     s = result["settings"]
+    mcmc = result.get("mcmc")
+    notes = []
+    header = (
+        "| strategy | train ELBO | test ELBO | test log p(x) | reconstruction (nats) "
+        "| fit on train (s) | test-time s/image | parameters (test set) | memory |"
+    )
+    rule = "|---|---|---|---|---|---|---|---|---|"
+    if mcmc:
+        header += " mean − NUTS mean (NUTS sds) | sd / NUTS sd |"
+        rule += "---|---|"
     lines = [
         f"# Inference strategies on one model: {result.get('dataset', 'data')}",
         "",
@@ -357,15 +387,14 @@ def markdown(result):
         f"with the strategy's q, K = {s['log_px_samples']}. Nats per image, higher is better; "
         "± one standard error over images.",
         "",
-        "| strategy | train ELBO | test ELBO | test log p(x) | reconstruction (nats) "
-        "| fit on train (s) | test-time s/image | parameters (test set) | memory |",
-        "|---|---|---|---|---|---|---|---|---|",
+        header,
+        rule,
     ]
     for r in result["rows"]:
         fit = _fmt(r["train_fit_seconds"], digits=1)
         if r.get("trained_with_decoder_seconds") is not None:
             fit += f" (+ {r['trained_with_decoder_seconds']:.1f} training with the decoder)"
-        lines.append(
+        line = (
             f"| {r['strategy']} | {_fmt(r['train_elbo'], r['train_elbo_stderr'])} "
             f"| {_fmt(r['test_elbo'], r['test_elbo_stderr'])} "
             f"| {_fmt(r['test_log_px'], r['test_log_px_stderr'])} "
@@ -373,6 +402,41 @@ def markdown(result):
             f"| {r['test_seconds_per_image']:.2e} | {r['parameters']:,} "
             f"| {r['parameter_bytes'] / 2**20:.2f} MiB |"
         )
+        if mcmc:
+            m = mcmc["strategies"].get(r["strategy"])
+            line += (
+                f" {_fmt(m['mean_error_in_sds'], digits=3)} | {_fmt(m['std_ratio'], digits=3)} |"
+                if m
+                else " | |"
+            )
+        lines.append(line)
+    if mcmc:
+        lines.append(_nuts_row(mcmc, result.get("z_dim")))
+        notes.append(
+            f"mcmc is NUTS on the first {mcmc['images']} test images ({mcmc['num_samples']} "
+            f"samples after {mcmc['warmup_steps']} warm-up steps): samples, not a density, so it "
+            "has no ELBO and cannot be an importance sampling proposal (n/a); its test-time "
+            "s/image is per image as for the others; its parameters are none, the samples take "
+            "the memory shown. The last two columns compare each q with NUTS on those images"
+            + (
+                " (NUTS's own row: NUTS against the exact grid posterior)."
+                if "grid_vs_mcmc" in mcmc
+                else "."
+            )
+        )
+        if not mcmc["moved"]:
+            notes.append(
+                "NUTS did not move in some dimension (a standard deviation of 0): give it more "
+                "warm-up steps (--mcmc-warmup) before reading its columns."
+            )
+    if any(r["strategy"] == "delta" for r in result["rows"]):
+        notes.append(
+            "delta's ELBO column is log p(x, z_MAP): a Delta guide has no entropy term, so this is "
+            "not a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass "
+            "cannot be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction "
+            "error is the autoencoder's measure."
+        )
+    lines += [""] + [f"- {note}" for note in dict.fromkeys(notes)]  # each note once
     gaps = result.get("gaps")
     if gaps:
         samples = "" if gaps["log_px_samples"] is None else f", K = {gaps['log_px_samples']}"
@@ -407,44 +471,34 @@ def markdown(result):
             )
             + f". Largest posterior mass on the grid's edge: {g['edge_mass_max']:.1e}"
             + (
-                " (the grid is too small for some images: widen it with --grid-lim)"
-                if g["edge_mass_max"] > 1e-3
+                f" (widened from [−{g['asked_lim']}, {g['asked_lim']}]², which left more than "
+                f"{EDGE_MASS:g} there)"
+                if g.get("asked_lim", g["lim"]) != g["lim"]
+                else ""
+            )
+            + (
+                " (the grid is still too small for some images: widen it with --grid-lim)"
+                if g["edge_mass_max"] > EDGE_MASS
                 else ""
             )
             + ".",
         ]
-    mcmc = result.get("mcmc")
-    if mcmc:
-        lines += [
-            "",
-            f"## Against NUTS ({mcmc['images']} test images, {mcmc['num_samples']} samples after "
-            f"{mcmc['warmup_steps']} warm-up, {mcmc['seconds_per_image']:.1f} s per image)",
-            "",
-            "| strategy | mean error (in NUTS sds) | sd of q / sd of NUTS |",
-            "|---|---|---|",
-        ]
-        compared = dict(mcmc["strategies"])
-        if "grid_vs_mcmc" in mcmc:
-            compared["(NUTS against the exact grid)"] = mcmc["grid_vs_mcmc"]
-        for name, m in compared.items():
-            lines.append(
-                f"| {name} | {_fmt(m['mean_error_in_sds'], digits=3)} "
-                f"| {_fmt(m['std_ratio'], digits=3)} |"
-            )
-        if not mcmc["moved"]:
-            lines.append(
-                "\nNUTS did not move in some dimension (a standard deviation of 0): give it more "
-                "warm-up steps (--mcmc-warmup) before reading this table."
-            )
-    if any(r["strategy"] == "delta" for r in result["rows"]):
-        lines += [
-            "",
-            "delta's ELBO column is log p(x, z_MAP): a Delta guide has no entropy term, so this is "
-            "not a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass "
-            "cannot be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction "
-            "error is the autoencoder's measure.",
-        ]
     return "\n".join(lines) + "\n"
+
+
+def _nuts_row(mcmc, z_dim=None):
+    """The NUTS row of :func:`markdown`'s table: only the columns whose numbers mean the same."""
+    samples = mcmc["images"] * mcmc["num_samples"] * (z_dim or len(mcmc["mean"][0]))
+    versus = mcmc.get("grid_vs_mcmc")
+    agreement = (
+        f" {_fmt(versus['mean_error_in_sds'], digits=3)} | {_fmt(versus['std_ratio'], digits=3)} |"
+        if versus
+        else " 0 (reference) | 1 (reference) |"
+    )
+    return (
+        f"| mcmc (NUTS) | n/a | n/a | n/a | n/a | — | {mcmc['seconds_per_image']:.2e} | 0 "
+        f"| {4 * samples / 2**20:.2f} MiB (samples) |" + agreement
+    )
 
 
 def write_comparison(result, out, title=None):

@@ -396,8 +396,12 @@ def _name(guide):
 @contextmanager
 def _lightning_quiet(quiet):
     """Silence Lightning's device report under ``quiet``, and advice that does not apply here."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    loggers = [logging.getLogger(name) for name in LIGHTNING]
     levels = [log.level for log in loggers]
+    # Lightning logs an advertisement for its cloud logger whenever no LitLogger is in use.
+    advertising = [logging.getLogger(f"{name}.utilities.rank_zero") for name in LIGHTNING]
+    for log in advertising:
+        log.addFilter(_no_advert)
     with warnings.catch_warnings():
         # The images are in memory and a minibatch is one slice: loader workers would only copy.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -413,3 +417,13 @@ def _lightning_quiet(quiet):
         finally:
             for log, level in zip(loggers, levels):
                 log.setLevel(level)
+            for log in advertising:
+                log.removeFilter(_no_advert)
+
+
+LIGHTNING = ("lightning.pytorch", "lightning.fabric")
+
+
+def _no_advert(record):
+    """A logging filter that drops Lightning's "Tip: ... litlogger" message."""
+    return "litlogger" not in record.getMessage().lower()

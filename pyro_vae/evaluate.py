@@ -102,7 +102,10 @@ def _chunked(x, y, num_samples, max_rows):
 def _per_image(reduce, model, guide, x, y, num_samples, max_rows, max_plate_nesting, progress):
     out = []
     chunks = list(_chunked(x, y, num_samples, max_rows))
-    bar = tqdm(chunks, disable=not progress, desc="log p(x)", unit="chunk", leave=False)
+    # disable=None: no bar when stderr is not a terminal (a log file)
+    bar = tqdm(
+        chunks, disable=None if progress else True, desc="log p(x)", unit="chunk", leave=False
+    )
     for xc, yc, idx, k in bar:
         blocks = [
             log_weights(

@@ -90,6 +90,14 @@ class LocalGuide(Guide):
     ``AutoNormal`` does), inside the program's own data plate. ``LocalGuide(size, z_dim)`` is the
     built-in models' case: one site ``"z"`` of ``z_dim`` numbers in :func:`pyro_vae.data_plate`.
 
+    Trained by :func:`~pyro_vae.train.fit`, each image's parameters take one Adam step per epoch
+    (when its minibatch comes), so ``fit``'s default ``lr=1e-3`` moves them by about 1e-3 per epoch
+    and leaves q near the prior: train them with a learning rate of 0.01-0.1 (the tests train
+    decoder and locals together with 0.03), or fit them with
+    :func:`~pyro_vae.inference.e_step` (every image every step, ``lr=0.1``). ``fit``'s test ELBO
+    for this guide comes from an E-step on the test images after the last epoch
+    (:func:`~pyro_vae.train.mean_test_elbo`).
+
     :param int size: number of images (rows of ``loc`` and ``scale``).
     :param int z_dim: latent dimension of the single site ``"z"`` (without ``structure``).
     :param loc: initial locations ``(size, z_dim)`` (or, with several sites, a dict by site name,

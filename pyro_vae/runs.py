@@ -394,6 +394,10 @@ def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
     metrics.update(epochs=config.epochs, seconds=round(train_seconds, 2))
     write_figures(run, data, history.as_dict(), metrics["test_log_px"])
     metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
+    if run.conditioned_on == "label":
+        from .classifier import label_effect
+
+        metrics["label_effect"] = round(label_effect(run), 3)
     if run.conditioned_on == "image":
         from . import completion
 
@@ -474,14 +478,30 @@ def write_figures(run, data, history, log_px=None):
             os.path.join(out, "samples.png"),
             title=f"{name}: decoder means for z ~ p(z)",
         )
-    plots.training_curve(history, os.path.join(out, "training-curve.png"), log_px=log_px)
+    weighted = run.config.beta != 1 or run.config.kl_warmup
+    plots.training_curve(
+        history,
+        os.path.join(out, "training-curve.png"),
+        log_px=log_px,
+        train_label=(
+            f"train objective: ELBO with the KL weighted by beta = {run.config.beta:g}"
+            + (f", warmed up over {run.config.kl_warmup} epochs" if run.config.kl_warmup else "")
+            if weighted
+            else "train ELBO (minibatch average)"
+        ),
+    )
     originals = data.test_x[:30]
     y = data.model_y(originals, data.test_y[:30])
+    reconstructed = run.reconstruct(originals, y)
+    title = f"{name}: test images (upper rows) and reconstructions at the posterior mean"
+    if run.conditioned_on == "image":
+        # The decoder models only the hidden quadrants; its output elsewhere was never trained.
+        from .completion import composite
+
+        reconstructed = composite(originals, reconstructed, run.model.condition.observed)
+        title += "\n(observed quadrants as given, hidden ones decoded)"
     plots.reconstructions(
-        originals,
-        run.reconstruct(originals, y),
-        os.path.join(out, "reconstructions.png"),
-        title=f"{name}: test images (upper rows) and reconstructions at the posterior mean",
+        originals, reconstructed, os.path.join(out, "reconstructions.png"), title=title
     )
     n = min(2000, data.test_x.shape[0])
     codes, _ = run.encode(data.test_x[:n], data.model_y(data.test_x[:n], data.test_y[:n]))
@@ -492,4 +512,5 @@ def write_figures(run, data, history, log_px=None):
         os.path.join(out, "latent.png"),
         title=f"{name}: posterior means of {n} test images"
         + ("" if site == "z" else f" (latent site {site!r})"),
+        names=data.class_names,
     )

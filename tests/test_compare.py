@@ -99,7 +99,12 @@ def test_written_report(comparison, tmp_path):
     assert not any(k.startswith("_") for k in saved)
     text = markdown(result)
     assert "| local |" in text and "amortization: L[q*] − L[q_amortized]" in text
-    assert "delta's ELBO column" in text
+    assert text.count("delta's ELBO column") == 1  # each note once
+    assert "Against NUTS" not in text  # NUTS is a row of the one table, not a section of its own
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    nuts = [line for line in table if line.startswith("| mcmc (NUTS) |")]
+    assert len(nuts) == 1 and nuts[0].count("|") == table[0].count("|")
+    assert "samples, not a density, so it has no ELBO" in text
 
 
 def test_report_explains_delta_only_when_delta_was_compared(comparison):
@@ -171,3 +176,15 @@ def test_q_star_starts_from_the_encoder_so_too_few_steps_from_the_prior_do_not_f
     assert gaps["q_star_test_elbo"][0] > rows["amortized"]["test_elbo"]
     assert gaps["amortization_gap"] > 3 * gaps["amortization_gap_stderr"]
     assert "E-steps started from the encoder's q" in markdown(result)
+
+
+def test_the_exact_grid_widens_until_it_holds_every_posterior():
+    from pyro_vae.compare import EDGE_MASS, holding_grid
+
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    with torch.no_grad():
+        x = model.x_dist(torch.tensor([[2.5, -2.5], [0.0, 0.0]])).mean
+    grid, lim, points = holding_grid(model, x, lim=2.0, points=40)
+    assert lim == 4.5 and points == 90  # 2 -> 3 -> 4.5, at the same spacing
+    assert grid.edge_mass.max() <= EDGE_MASS
+    assert grid.log_px == pytest.approx(model.exact_log_px(x), abs=1e-3)

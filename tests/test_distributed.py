@@ -420,3 +420,16 @@ def test_without_lightning_the_flags_say_how_to_install_it(tmp_path, capsys, mon
 
 if __name__ == "__main__":
     probe_em(sys.argv[2]) if sys.argv[1] == "em" else probe(sys.argv[1])
+
+
+@needs_lightning
+def test_lightning_advertises_nothing(capfd):
+    import lightning.pytorch as pl
+
+    from pyro_vae.distributed import _lightning_quiet
+
+    with _lightning_quiet(False):
+        pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    out, err = capfd.readouterr()
+    assert "litlogger" not in (out + err).lower()
+    assert "GPU available" in out + err  # the device report stays when not quiet

@@ -21,6 +21,7 @@ SMOKE_RUNS = [
     pytest.param("benchmarks/demo.py", marks=pytest.mark.slow),
     "benchmarks/checkpoint.py",
     "benchmarks/e_step.py",
+    "benchmarks/label_cvae.py",
     "benchmarks/epoch.py",
     # Four fresh processes, each importing torch: about 30 s even with tiny sizes.
     pytest.param("benchmarks/memory.py", marks=pytest.mark.slow),
