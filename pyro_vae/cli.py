@@ -7,6 +7,7 @@ import os
 import sys
 
 from .errors import ConfigError, PyroVAEError, RunDirError
+from .resources import faults
 
 
 def _positive_int(text):
@@ -960,7 +961,8 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     args.argv = argv
     try:
-        args.func(args)
+        with faults():  # file-system and memory errors of any command, as one line too
+            args.func(args)
     except PyroVAEError as e:
         # One line: Pyro appends trace shapes to errors raised inside a model.
         print(f"pyro-vae: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)

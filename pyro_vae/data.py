@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .errors import DataError, DatasetUnavailableError, first_line
+from .resources import check_fits
 
 DATASETS = ("mnist-small", "mnist", "fashion-mnist", "cifar10", "folder:PATH")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -222,6 +223,12 @@ def _resized(x, size):
         return x
     if not isinstance(size, int) or size < 1:
         raise DataError(f"image_size must be a positive integer, got {size!r}")
+    n, channels = x.shape[:2]
+    check_fits(
+        n * channels * size * size * 4,
+        f"image_size {size} asks for {n} images of {channels}x{size}x{size} floats",
+        "choose a smaller --image-size",
+    )
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
     return x.clamp_(0, 1)
 

@@ -29,6 +29,10 @@ class DivergenceError(PyroVAEError, FloatingPointError):
     """Training produced a non-finite loss or gradient."""
 
 
+class ResourceError(PyroVAEError, MemoryError):
+    """A setting asks for more memory than this process can have; the message names it."""
+
+
 class MissingDependencyError(PyroVAEError, ImportError):
     """A feature needs an optional extra that is not installed; the message says how to install it."""
 

@@ -37,9 +37,11 @@ from .errors import (
     PyroVAEError,
     RunDirError,
 )
+from .lock import writing
 from .modelfile import check_protocol
 from .models import LabelCondition, ObservedQuadrants
 from .objectives import kl_warmup
+from .resources import check_sizes, faults, guarded
 from .train import fit
 
 CONFIG = "config.json"
@@ -53,7 +55,8 @@ def prepare_run_dir(path, overwrite=False):
         raise RunDirError(
             f"{path} exists and is not empty; pass --overwrite or choose another --out"
         )
-    os.makedirs(path, exist_ok=True)
+    with faults():
+        os.makedirs(path, exist_ok=True)
 
 
 def default_run_dir(dataset):
@@ -188,6 +191,7 @@ def _check_count(name, value):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+@guarded()
 def load_run(path):
     """Load a run directory (or a ``checkpoint.pt`` inside one) written by pyro_vae.
 
@@ -209,6 +213,7 @@ def load_run(path):
     return Run(config, model, guide, state["x_shape"], path=path, num_classes=num_classes)
 
 
+@guarded()
 def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=None):
     """Train the run ``config`` describes and write its run directory; return the :class:`Run`.
 
@@ -223,11 +228,13 @@ def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=N
     """
     out = out or default_run_dir(config.dataset)
     data = _training_data(config)
-    prepare_run_dir(out, overwrite)
-    write_json(os.path.join(out, CONFIG), config.as_dict())
-    return _train(config, data, out, None, quiet, checkpoint_every)
+    check_sizes(config, data.x_shape, data.num_classes)
+    with writing(out, overwrite):
+        write_json(os.path.join(out, CONFIG), config.as_dict())
+        return _train(config, data, out, None, quiet, checkpoint_every)
 
 
+@guarded()
 def resume_run(path, quiet=False, checkpoint_every=None):
     """Continue the run in ``path`` from its last checkpoint; return what :func:`train_run` does.
 
@@ -238,6 +245,11 @@ def resume_run(path, quiet=False, checkpoint_every=None):
     :param str path: a run directory written by :func:`train_run` or ``pyro-vae train``.
     """
     config = read_config(os.path.join(path, CONFIG))
+    with writing(path, resume=True, command="train --resume"):
+        return _resume(config, path, quiet, checkpoint_every)
+
+
+def _resume(config, path, quiet, checkpoint_every):
     file = os.path.join(path, CHECKPOINT)
     state = read_checkpoint(file) if os.path.exists(file) else None
     if state is not None and state["config"] != config:
@@ -248,6 +260,7 @@ def resume_run(path, quiet=False, checkpoint_every=None):
             f"there, {ours[key]!r} here); put back the run's own checkpoint or start a new run"
         )
     data = _training_data(config)
+    check_sizes(config, data.x_shape, data.num_classes)
     if state is not None and tuple(state["x_shape"]) != data.x_shape:
         raise CheckpointError(
             f"{file} was trained on images of shape {tuple(state['x_shape'])}, but {config.dataset} "
@@ -296,6 +309,23 @@ def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
     than global rank 0); there ``_train`` returns ``(None, None)``. Only the writing process calls
     ``checkpoint``, and it writes ``config.json`` first if it is not there yet.
     """
+    file = os.path.join(out, CHECKPOINT)
+    shape = "x".join(map(str, data.x_shape))
+    phase = {
+        "doing": f"building the networks (z_dim {config.z_dim}, hidden_dims "
+        f"{list(config.hidden_dims)}, images of {shape})"
+    }
+
+    def resume_hint():
+        if os.path.exists(file):
+            return f"the last checkpoint stays; pyro-vae train --resume {out} continues from it"
+        return None
+
+    with faults(doing=lambda: phase["doing"], fix=resume_hint):
+        return _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase)
+
+
+def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
     start = time.perf_counter()
     file = os.path.join(out, CHECKPOINT)
     header = checkpoint_header(config, data.x_shape, data.num_classes)
@@ -316,6 +346,9 @@ def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
     pyro.set_rng_seed(config.seed)  # the networks' initial weights come from the seed too
     model, guide = build(config, data.x_shape, data.num_classes)
     check_protocol(model, guide, data.test_x[:4], data.model_y(data.test_x[:4], data.test_y[:4]))
+    phase["doing"] = (
+        f"training with batch_size {config.batch_size} and num_particles {config.num_particles}"
+    )
     try:
         history = fit(
             model,
@@ -351,8 +384,10 @@ def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
     run = Run(config, model, guide, data.x_shape, path=out, num_classes=data.num_classes)
     write_json(os.path.join(out, "history.json"), history.as_dict())
 
+    phase["doing"] = f"evaluating with log_px_samples {config.log_px_samples}"
     metrics = evaluate_run(run, data, num_samples=config.log_px_samples, quiet=quiet)
     metrics.update(epochs=config.epochs, seconds=round(train_seconds, 2))
+    phase["doing"] = "drawing the figures"
     write_figures(run, data, history.as_dict(), metrics["test_log_px"])
     metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
     if run.conditioned_on == "image":

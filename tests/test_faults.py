@@ -1,0 +1,309 @@
+"""Faults and hostile inputs: every failure is one line, nothing the user had changes, and the run
+directory can be run again (or resumed, once it holds a checkpoint).
+
+The harness:
+
+- :class:`Faults` injects ``OSError``\\ s (a read-only folder, a full disk, no permission) into
+  every write below a folder, from the K-th write on, in this process: as root, where ``chmod``
+  stops nothing, the error paths are still taken. :func:`test_a_fault_at_every_write_of_a_run`
+  fails each write of a whole run in turn;
+- memory limits (``resource.setrlimit`` in a child process) and sizes no machine holds;
+- two writers of one run directory at once;
+- generated command lines and config files (hypothesis; more examples under ``-m slow``).
+
+Each case asserts :func:`assert_the_promise`.
+"""
+
+import builtins
+import errno
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pyro_vae.cli import main
+from tests.test_cli import ROOT, assert_clean_error, cli
+
+# The digit 9 alone: 400 training and 100 test images, so a whole run takes well under a second.
+SMALL = ["--exclude-classes", "0,1,2,3,4,5,6,7,8"]
+TINY = ["--z-dim", "2", "--hidden-dims", "8", "--epochs", "1", "--batch-size", "100"]
+TINY += ["--log-px-samples", "5", "--quiet", *SMALL]
+
+
+def snapshot(folder):
+    """Every file below ``folder`` with its bytes' hash and its mode."""
+    files = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, folder)] = (
+                    hashlib.sha256(f.read()).hexdigest(),
+                    os.stat(path).st_mode,
+                )
+    return files
+
+
+def assert_the_promise(result, message, before=None, folder=None):
+    """A failure: exit != 0, one ``pyro-vae: error:`` line holding ``message``, no traceback; and,
+    given a ``snapshot`` taken ``before``, every file that was in ``folder`` is byte-identical."""
+    assert_clean_error(result, message)
+    if before is not None:
+        after = snapshot(folder) if os.path.isdir(folder) else {}
+        assert {k: after.get(k) for k in before} == before
+
+
+class Faults:
+    """Make writes below ``root`` fail with ``OSError(code)`` from the ``at``-th write on (a disk
+    that fills up stays full); with ``code=None``, only count them. A write is opening a file for
+    writing, creating a folder, or renaming into ``root``."""
+
+    def __init__(self, monkeypatch, root, code=None, at=1):
+        self.root, self.code, self.at = os.path.abspath(root), code, at
+        self.writes = []
+        real_open, real_os_open = builtins.open, os.open
+        real_mkdir, real_replace = os.mkdir, os.replace
+
+        def write(path):
+            path = os.path.abspath(os.fsdecode(path))
+            if not (path + os.sep).startswith(self.root + os.sep):
+                return
+            self.writes.append(path)
+            if self.code is not None and len(self.writes) >= self.at:
+                raise OSError(self.code, os.strerror(self.code), path)
+
+        def fake_open(file, mode="r", *args, **kwargs):
+            if isinstance(file, (str, bytes, os.PathLike)) and set(mode) & set("wax+"):
+                write(file)
+            return real_open(file, mode, *args, **kwargs)
+
+        def fake_os_open(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                write(path)
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def fake_mkdir(path, *args, **kwargs):
+            write(path)
+            return real_mkdir(path, *args, **kwargs)
+
+        def fake_replace(src, dst, *args, **kwargs):
+            write(dst)
+            return real_replace(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+        monkeypatch.setattr(os, "open", fake_os_open)
+        monkeypatch.setattr(os, "mkdir", fake_mkdir)
+        monkeypatch.setattr(os, "replace", fake_replace)
+
+
+def rerunnable(folder, before):
+    """After a failed first run: the folder is as it was (gone, if the run made it)."""
+    if before is None:
+        return not os.path.exists(folder)
+    return snapshot(folder) == before
+
+
+# --- the file system -------------------------------------------------------------------------
+
+
+def test_a_fault_at_every_write_of_a_run(tmp_path, monkeypatch, capsys):
+    """A full disk at each write of ``train`` in turn: one line; before the first checkpoint the
+    folder is gone again and the same command runs; after it, ``--resume`` finishes the run."""
+    out = str(tmp_path / "run")
+    with monkeypatch.context() as m:
+        counted = Faults(m, tmp_path)
+        assert cli(capsys, "train", *TINY, "--out", out).returncode == 0
+    writes = len(counted.writes)
+    assert writes >= 8  # the folder, config.json, checkpoint.pt, history, metrics, figures
+    expected = sorted(os.listdir(out))
+    for at in range(1, writes + 1):
+        out = str(tmp_path / f"run{at}")
+        with monkeypatch.context() as m:
+            Faults(m, tmp_path, errno.ENOSPC, at)
+            result = cli(capsys, "train", *TINY, "--out", out)
+        assert_the_promise(result, "No space left on device")
+        if os.path.exists(os.path.join(out, "checkpoint.pt")):
+            assert f"--resume {out}" in result.stderr
+            again = cli(capsys, "train", "--resume", out, "--quiet")
+        else:
+            assert not os.path.exists(out), (at, os.listdir(out))
+            again = cli(capsys, "train", *TINY, "--out", out)
+        assert again.returncode == 0, (at, again.stderr)
+        assert sorted(os.listdir(out)) == expected
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EDQUOT])
+def test_an_output_folder_that_cannot_be_written(code, tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "parent" / "run")
+    with monkeypatch.context() as m:
+        Faults(m, tmp_path, code)
+        result = cli(capsys, "train", *TINY, "--out", out)
+    assert_the_promise(result, os.strerror(code))
+    assert not os.path.exists(tmp_path / "parent")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("faults") / "run")
+    assert main(["train", *TINY, "--out", out]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--resume", "RUN", "--quiet"],
+        ["sample", "RUN", "--n", "4"],
+        ["train", *TINY, "--out", "RUN", "--overwrite"],
+        ["gradvar", "RUN", "--draws", "2", "--particles", "1", "--estimators", "reparam"],
+        ["anomaly", "RUN", "--ood", "mnist-small", "--n", "4", "-k", "2"],
+    ],
+    ids=["resume", "sample", "overwrite", "gradvar", "anomaly"],
+)
+def test_a_read_only_run_folder(command, run_dir, monkeypatch, capsys):
+    command = [run_dir if a == "RUN" else a for a in command]
+    before = snapshot(run_dir)
+    with monkeypatch.context() as m:
+        Faults(m, run_dir, errno.EROFS)
+        result = cli(capsys, *command)
+    assert_the_promise(result, "Read-only file system", before, run_dir)
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("FILE/run", "a part of that path is a file"),
+        ("FILE", "exists and is not a directory"),
+    ],
+)
+def test_an_output_path_below_a_regular_file(where, message, tmp_path, capsys):
+    (tmp_path / "FILE").write_text("mine")
+    out = str(tmp_path / where)
+    before = snapshot(tmp_path)
+    result = cli(capsys, "train", *TINY, "--out", out)
+    assert_the_promise(result, message, before, str(tmp_path))
+
+
+def test_sample_into_a_missing_folder(run_dir, tmp_path, capsys):
+    result = cli(capsys, "sample", run_dir, "--n", "4", "--out", str(tmp_path / "no" / "s.png"))
+    assert_the_promise(result, "its folder does not exist")
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+LIMITED = """
+import resource, sys
+from pyro_vae.cli import main
+from pyro_vae.resources import _status_kb
+# What this process holds already, plus the limit: torch's import alone maps gigabytes.
+limit = _status_kb()["VmSize"] * 1024 + int(sys.argv[1]) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def limited(megabytes, *args):
+    """``pyro-vae ARGS`` in a child process allowed ``megabytes`` more address space."""
+    return subprocess.run(
+        [sys.executable, "-c", LIMITED, str(megabytes), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # refused at the door: the networks' parameters cannot fit under the limit
+        (["--z-dim", "10000000"], "z_dim 10000000 asks for"),
+        # the allocator fails during the first step: conv activations the door does not estimate
+        (
+            [
+                "--net",
+                "conv",
+                "--hidden-dims",
+                "256,256",
+                "--image-size",
+                "64",
+                "--batch-size",
+                "400",
+            ],
+            "out of memory (an allocation of",
+        ),
+    ],
+    ids=["door", "allocator"],
+)
+def test_running_out_of_memory_is_one_line_and_rerunnable(args, message, tmp_path):
+    out = str(tmp_path / "run")
+    result = limited(1500, "train", *TINY, *args, "--out", out)
+    assert_the_promise(result, message)
+    assert not os.path.exists(out)  # the same command, with more memory, can run again
+
+
+@pytest.mark.parametrize(
+    "args, setting",
+    [
+        (["--z-dim", "100000000000"], "z_dim 100000000000"),
+        (["--hidden-dims", "8,100000000000"], "hidden_dims (8, 100000000000)"),
+        (["--num-particles", "100000000000"], "num_particles 100000000000"),
+        (["--image-size", "1000000"], "image_size 1000000"),
+        (["--model", "hierarchical", "--elbo", "trace", "--z1-dim", "100000000000"], "z1_dim"),
+        (["--net", "conv", "--hidden-dims", "8,100000000"], "hidden_dims (8, 100000000)"),
+    ],
+)
+def test_sizes_no_machine_holds_are_refused_by_name(args, setting, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    result = cli(capsys, "train", *TINY, *args, "--out", out)
+    assert_the_promise(result, setting)
+    assert not os.path.exists(out)
+
+
+# --- a failure before the first checkpoint leaves nothing behind -------------------------------
+
+BROKEN_MODEL = """
+import pyro, pyro.distributions as dist, torch
+from pyro.nn import PyroModule
+from pyro_vae import MLPDecoder, MLPEncoder, data_plate
+
+class Model(PyroModule):
+    def __init__(self, x_shape, z_dim, hidden_dims):
+        super().__init__()
+        self.z_dim, self.decoder = z_dim, MLPDecoder(x_shape, z_dim, hidden_dims)
+
+    def forward(self, x=None, y=None, idx=None, size=None):
+        with data_plate(x, idx, size):
+            z = pyro.sample("z", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(3), obs=x)
+
+class Guide(PyroModule):
+    def __init__(self, x_shape, z_dim, hidden_dims):
+        super().__init__()
+        self.encoder = MLPEncoder(x_shape, z_dim, hidden_dims)
+
+    def forward(self, x, y=None, idx=None, size=None):
+        with data_plate(x, idx, size):
+            pyro.sample("BROKEN", dist.Normal(*self.encoder(x)).to_event(1))
+
+class MyVAE:
+    def __init__(self, x_shape, z_dim, hidden_dims):
+        self.model = Model(x_shape, z_dim, hidden_dims)
+        self.guide = Guide(x_shape, z_dim, hidden_dims)
+"""
+
+
+def test_a_model_file_that_fails_its_check_leaves_the_folder_rerunnable(tmp_path, capsys):
+    path = tmp_path / "mine.py"
+    path.write_text(BROKEN_MODEL)
+    out = str(tmp_path / "run")
+    command = ["train", *TINY, "--model", f"{path}:MyVAE", "--out", out]
+    result = cli(capsys, *command)
+    assert_the_promise(result, "does not sample the model's latent site")
+    assert not os.path.exists(out)
+    path.write_text(BROKEN_MODEL.replace('"BROKEN"', '"z"'))
+    result = cli(capsys, *command)
+    assert result.returncode == 0, result.stderr
