@@ -451,9 +451,14 @@ def cmd_evaluate(args):
     metrics = evaluate_run(
         run, data, num_samples=args.num_samples, elbo_samples=args.elbo_samples, quiet=args.quiet
     )
+    note = _unfinished(run, args.run)
+    if note:
+        metrics["unfinished"] = note
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
+        if note:
+            print(f"note: {note}")
         print(f"{args.run}: {metrics['dataset']} test split, {metrics['test_images']} images")
         print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
         print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
@@ -461,6 +466,26 @@ def cmd_evaluate(args):
             f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f}"
             f" nats/image (K={metrics['log_px_samples']})"
         )
+
+
+def _unfinished(run, path):
+    """What to say about a checkpoint taken before the run's last epoch, or ``None``."""
+    from .lock import holder
+
+    epoch, step = getattr(run, "progress", (run.config.epochs, 0))
+    owner = holder(run.path)
+    if epoch >= run.config.epochs and owner is None:
+        return None
+    where = f"epoch {epoch} of {run.config.epochs}" + (f" and {step} steps" if step else "")
+    if owner is not None:
+        return (
+            f"{path} is still training (process {owner['pid']} on {owner.get('host')}); these "
+            f"numbers are for its checkpoint after {where}"
+        )
+    return (
+        f"{path} stopped after {where}; these numbers are for that checkpoint, and pyro-vae "
+        f"train --resume {path} finishes the run"
+    )
 
 
 def _evaluate_images(run, args):

@@ -210,7 +210,9 @@ def load_run(path):
             f"{file} does not match its own config ({str(e).splitlines()[0][:200]})"
         ) from None
     path = os.path.dirname(os.path.abspath(file))
-    return Run(config, model, guide, state["x_shape"], path=path, num_classes=num_classes)
+    run = Run(config, model, guide, state["x_shape"], path=path, num_classes=num_classes)
+    run.progress = (state.get("epoch", config.epochs), state.get("step", 0))  # how far it trained
+    return run
 
 
 @guarded()

@@ -17,7 +17,9 @@ Each case asserts :func:`assert_the_promise`.
 import builtins
 import errno
 import hashlib
+import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -307,3 +309,72 @@ def test_a_model_file_that_fails_its_check_leaves_the_folder_rerunnable(tmp_path
     path.write_text(BROKEN_MODEL.replace('"BROKEN"', '"z"'))
     result = cli(capsys, *command)
     assert result.returncode == 0, result.stderr
+
+
+# --- one writer per run ----------------------------------------------------------------------
+
+
+def paused(args, pause):
+    """Start ``pyro-vae ARGS`` with the testing hook that pauses it inside a write; return the
+    process once it says it is paused there."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "PYRO_VAE_TEST_PAUSE_IN_WRITE": pause}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pyro_vae.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    said = []
+    while not said or "paused in write" not in said[-1]:
+        said.append(child.stderr.readline())
+        if not said[-1]:
+            child.kill()
+            raise AssertionError(f"the run ended without pausing: {''.join(said)}")
+    return child
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    two_epochs = [a if a != "1" else "2" for a in TINY]  # --epochs 2
+    first = paused(["train", *two_epochs, "--out", out], "checkpoint.pt:2")
+    try:
+        before = snapshot(out)  # with the first writer's half-written temporary file
+        assert [name for name in before if name.endswith(".tmp")]
+        for command in (
+            ["train", "--resume", out, "--quiet"],
+            ["train", *two_epochs, "--out", out, "--overwrite"],
+        ):
+            result = cli(capsys, *command)
+            assert_the_promise(result, f"is being written by process {first.pid}", before, out)
+            assert out in result.stderr
+        # evaluate reads the checkpoint and says whose it is
+        result = cli(capsys, "evaluate", out, "-k", "2", "--quiet")
+        assert result.returncode == 0, result.stderr
+        assert f"is still training (process {first.pid}" in result.stdout
+        assert "after epoch 1 of 2" in result.stdout
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+        first.stderr.close()
+    result = cli(capsys, "evaluate", out, "-k", "2", "--json", "--quiet")
+    assert "stopped after epoch 1 of 2" in json.loads(result.stdout)["unfinished"]
+    # The killed writer's lock is stale: --resume takes it over and finishes the run.
+    result = cli(capsys, "train", "--resume", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert os.path.exists(os.path.join(out, "metrics.json"))
+    assert not [name for name in os.listdir(out) if name.endswith((".tmp", ".lock"))]
+
+
+def test_a_lock_from_another_machine_is_respected(run_dir, capsys):
+    from pyro_vae.lock import LOCK
+
+    lock = os.path.join(run_dir, LOCK)
+    with open(lock, "w") as f:
+        json.dump({"pid": 1, "host": "elsewhere.example", "since": 0, "command": "train"}, f)
+    try:
+        before = snapshot(run_dir)
+        result = cli(capsys, "train", "--resume", run_dir, "--quiet")
+        assert_the_promise(result, f"if that process is gone, delete {lock}", before, run_dir)
+    finally:
+        os.unlink(lock)
