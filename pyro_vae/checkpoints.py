@@ -8,6 +8,7 @@ build other objects, so a malicious file is rejected before its payload can run.
 """
 
 import json
+import math
 import os
 import platform
 import sys
@@ -84,8 +85,23 @@ def remove_stray_temporaries(folder):
             os.unlink(os.path.join(folder, name))
 
 
+def to_json(obj):
+    """``obj`` as JSON text; a NaN or infinite number, which JSON cannot hold, becomes ``null``."""
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(obj), indent=2, allow_nan=False)
+
+
 def write_json(path, obj):
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    _atomic_write(path, lambda f: f.write((to_json(obj) + "\n").encode()))
 
 
 def checkpoint_header(config, x_shape, num_classes=10):

@@ -40,6 +40,20 @@ def _non_negative_int(text):
     return value
 
 
+def _seed(text):
+    from .config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected a seed from 0 to {MAX_SEED} (2**32 - 1), got {text!r}"
+        )
+    return value
+
+
 def _int_list(text):
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
@@ -141,7 +155,7 @@ def _add_train_args(p, d):
         default=d.num_particles,
         help="latent samples per image per step; K of --elbo iwae (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    p.add_argument("--seed", type=_seed, default=d.seed, help="(default: %(default)s)")
     p.add_argument(
         "--exclude-classes",
         type=_label_list,
@@ -270,6 +284,17 @@ def _config_from_args(args):
     )
 
 
+def to_json(obj):
+    from .checkpoints import to_json  # torch is imported only when a command needs it
+
+    return to_json(obj)
+
+
+def _pm(stderr):
+    """`` ± stderr``, or what stands in its place for a single image."""
+    return " (one image: no standard error)" if stderr is None else f" ± {stderr:.2f}"
+
+
 FIGURES = ("samples.png", "reconstructions.png", "latent.png", "training-curve.png")
 
 
@@ -280,7 +305,7 @@ def _print_metrics(metrics, out):
     print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
     print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
     print(
-        f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f} "
+        f"  test log p(x)  {metrics['test_log_px']:.2f}{_pm(metrics['test_log_px_stderr'])} "
         f"nats/image (importance sampling, K={metrics['log_px_samples']})"
     )
     if metrics.get("measures"):
@@ -455,7 +480,7 @@ def cmd_evaluate(args):
     if note:
         metrics["unfinished"] = note
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print(to_json(metrics))
     else:
         if note:
             print(f"note: {note}")
@@ -463,7 +488,7 @@ def cmd_evaluate(args):
         print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
         print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
         print(
-            f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f}"
+            f"  test log p(x)  {metrics['test_log_px']:.2f}{_pm(metrics['test_log_px_stderr'])}"
             f" nats/image (K={metrics['log_px_samples']})"
         )
 
@@ -491,6 +516,7 @@ def _unfinished(run, path):
 def _evaluate_images(run, args):
     """``evaluate --images FILE``: the run's ELBO and log p(x) of the user's own images."""
     from .data import load_images
+    from .evaluate import standard_error
 
     x = load_images(args.images)
     elbo = run.elbo(x, args.elbo_samples)
@@ -500,14 +526,12 @@ def _evaluate_images(run, args):
         "count": len(log_px),
         "elbo": round(elbo.mean().item(), 3),
         "log_px": round(log_px.mean().item(), 3),
-        "log_px_stderr": round((log_px.std() / len(log_px) ** 0.5).item(), 3)
-        if len(log_px) > 1
-        else None,
+        "log_px_stderr": standard_error(log_px),
         "log_px_samples": args.num_samples,
         "units": "nats per image (higher is better)",
     }
     if args.json:
-        return print(json.dumps(metrics, indent=2))
+        return print(to_json(metrics))
     print(f"{args.images}: {metrics['count']} images, scored by {args.run}")
     for name, key in (("ELBO", "elbo"), (f"log p(x), K={args.num_samples}", "log_px")):
         print(f"  {name:<22} {metrics[key]:.2f} nats/image")
@@ -757,7 +781,7 @@ def cmd_gradvar(args):
         os.path.join(out, "gradvar.png"),
         title=f"{data.name}: variance of {args.draws} gradient estimates on {x.shape[0]} images",
     )
-    print(json.dumps(result, indent=2) if args.json else format_rows(rows))
+    print(to_json(result) if args.json else format_rows(rows))
     if not args.json:
         print(f"written: {out}/gradvar.json {out}/gradvar.png")
 
@@ -821,7 +845,7 @@ def cmd_anomaly(args):
     }
     write_json(os.path.join(out, "anomaly.json"), result)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(to_json(result))
     else:
         print(
             f"in: {data.name} test split, {x_in.shape[0]} images; log p(x) with K={args.num_samples}"
@@ -865,7 +889,7 @@ def _add_lab_commands(sub):
         help="also measure a fresh model from the run's config and seed, trained this "
         "many epochs, e.g. 0,1,10 (default: 0, the untrained model)",
     )
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=_seed, default=0, help="(default: %(default)s)")
     p.add_argument("--out", help="output directory (default: RUN/gradvar)")
     p.add_argument("--overwrite", action="store_true", help="write into --out even if not empty")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -948,7 +972,7 @@ def make_parser():
     p.add_argument("run", help="a run directory")
     p.add_argument("--n", type=_positive_int, default=100, help="(default: %(default)s)")
     p.add_argument("--nrow", type=_positive_int, default=10, help="images per row")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=_seed, default=0, help="(default: %(default)s)")
     p.add_argument("--out", help="PNG path (default: RUN/samples-seedSEED.png)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument(

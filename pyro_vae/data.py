@@ -208,7 +208,15 @@ def load_dataset(
     if len(set(exclude_classes)) == len(labels):
         raise DataError(f"excluding every class of {name} leaves no training data")
     # Excluding after binarization keeps every remaining image exactly as it is without exclusion.
-    return data.select_classes(exclude_classes, keep=False)
+    data = data.select_classes(exclude_classes, keep=False)
+    for split, x in (("training", data.train_x), ("test", data.test_x)):
+        if x.shape[0] == 0:
+            excluded = ",".join(map(str, exclude_classes))
+            raise DataError(
+                f"excluding classes {excluded} of {name} leaves its {split} split empty; "
+                "exclude fewer classes, or add images of the others"
+            )
+    return data
 
 
 def _to_float_images(images):

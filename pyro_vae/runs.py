@@ -27,7 +27,7 @@ from .checkpoints import (
     remove_stray_temporaries,
     write_json,
 )
-from .config import Config, build
+from .config import Config, build, check_seed
 from .data import as_images, load_dataset
 from .errors import (
     CheckpointError,
@@ -168,6 +168,8 @@ class Run:
         For a conditional model ``y`` is the label(s) to generate, or the images to complete.
         """
         _check_count("n", n)
+        if seed is not None:
+            check_seed(seed)
         y = self._condition(y, n)
         with torch.random.fork_rng():
             if seed is not None:
@@ -416,7 +418,7 @@ def evaluate_run(run, data, num_samples=1000, elbo_samples=1, quiet=True):
         "train_elbo": round(run.elbo(train_x, elbo_samples, y=train_y).mean().item(), 3),
         "test_elbo": round(run.elbo(data.test_x, elbo_samples, y=test_y).mean().item(), 3),
         "test_log_px": round(log_px.mean().item(), 3),
-        "test_log_px_stderr": round((log_px.std() / len(log_px) ** 0.5).item(), 3),
+        "test_log_px_stderr": evaluate.standard_error(log_px),
         "log_px_samples": num_samples,
         "elbo_samples": elbo_samples,
         "test_images": int(data.test_x.shape[0]),

@@ -24,6 +24,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pyro_vae.cli import main
 from tests.test_cli import ROOT, assert_clean_error, cli
@@ -378,3 +380,243 @@ def test_a_lock_from_another_machine_is_respected(run_dir, capsys):
         assert_the_promise(result, f"if that process is gone, delete {lock}", before, run_dir)
     finally:
         os.unlink(lock)
+
+
+# --- generated command lines and config files ------------------------------------------------
+
+# What each option is given: a few hostile strings, and integers that are either small (the run
+# takes a moment) or far beyond any machine (the door refuses them at once); never the sizes in
+# between, which would be valid runs of minutes.
+HOSTILE = ["0", "-1", "", " ", "nan", "inf", "-inf", "1e3", "0x10", "2,3", "abc", "1.5", "१"]
+HUGE = st.integers(10**12, 2**80).map(str)
+
+
+def ints(small):
+    return st.one_of(st.sampled_from(HOSTILE), st.integers(-3, small).map(str), HUGE)
+
+
+FLOATS = st.one_of(
+    st.sampled_from(HOSTILE + ["1e308", "1e-320", "5e-324"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+)
+OPTIONS = {
+    "--z-dim": ints(6),
+    "--hidden-dims": st.one_of(
+        st.sampled_from(HOSTILE + ["8,", ",", "8,,8", "8,-8"]),
+        st.lists(st.integers(1, 16), min_size=1, max_size=3).map(lambda v: ",".join(map(str, v))),
+        st.lists(HUGE, min_size=1, max_size=2).map(",".join),
+    ),
+    "--batch-size": ints(500),
+    "--num-particles": ints(3),
+    "--image-size": ints(40),
+    "--z1-dim": ints(4),
+    "--seed": st.one_of(st.sampled_from(HOSTILE), st.integers(-(2**70), 2**70).map(str)),
+    "--kl-warmup": ints(10**9),
+    "--epochs": st.sampled_from(HOSTILE + ["1"]),
+    "--log-px-samples": st.sampled_from(HOSTILE + ["1", "3"]),
+    "--lr": FLOATS,
+    "--beta": FLOATS,
+    "--sigma": FLOATS,
+    "--clip-grad": FLOATS,
+    "--likelihood": st.sampled_from(["bernoulli", "gaussian", "continuous-bernoulli", "x", ""]),
+    "--binarize": st.sampled_from(["none", "static", "dynamic", "yes"]),
+    "--net": st.sampled_from(["mlp", "conv", "rnn"]),
+    "--elbo": st.sampled_from(["trace", "meanfield", "iwae", "renyi"]),
+    "--model": st.sampled_from(["vae", "hierarchical", "nope.py:X", "x.py", ":", "vae.py:1"]),
+    "--condition": st.sampled_from(
+        ["none", "label", "quadrants:1", "quadrants:3", "quadrants:0", "quadrants:", "x"]
+    ),
+    "--exclude-classes": st.sampled_from(
+        ["0,1,2,3,4,5,6,7,8", "1,2,3,4,5,6,7,8,9", "0,1,2,3,4,5,6,7,8,9", "10", "-1", "a", ""]
+    ),
+    "--dataset": st.sampled_from(
+        ["mnist-small", "folder:", "folder:/nonexistent", "folder:/dev/null", "cifar"]
+    ),
+}
+FLAGS = ["--learned-prior", "--overwrite"]
+
+
+@st.composite
+def command_lines(draw):
+    names = draw(st.lists(st.sampled_from(sorted(OPTIONS)), unique=True, max_size=6))
+    argv = []
+    for name in names:
+        value = draw(OPTIONS[name])
+        # "--opt=value" keeps values that start with "-" values, as a user would have to write them
+        argv.append(f"{name}={value}")
+    return argv + draw(st.lists(st.sampled_from(FLAGS), unique=True, max_size=2))
+
+
+def assert_run_or_clean_refusal(result, out):
+    """The promise for a generated case: a finished run, or one line, no traceback, and no
+    folder left behind (so the corrected command can run)."""
+    if result.returncode == 0:
+        assert os.path.exists(os.path.join(out, "metrics.json"))
+        return
+    assert result.returncode in (1, 2), result
+    assert_clean_error(result, "")
+    assert not os.path.exists(out), os.listdir(out)
+
+
+CASES = {"command lines": 0, "config files": 0}
+
+
+def fuzz_settings(n):
+    return settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+def _generated_command_lines(argv, tmp_path, capsys):
+    CASES["command lines"] += 1
+    out = str(tmp_path / f"case{CASES['command lines']}")
+    result = cli(capsys, "train", *TINY, *argv, "--out", out)
+    assert_run_or_clean_refusal(result, out)
+
+
+@fuzz_settings(25)
+@given(argv=command_lines())
+def test_generated_command_lines(argv, tmp_path, capsys):
+    _generated_command_lines(argv, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@fuzz_settings(400)
+@given(argv=command_lines())
+def test_generated_command_lines_at_length(argv, tmp_path, capsys):
+    _generated_command_lines(argv, tmp_path, capsys)
+
+
+JSON_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.integers(-3, 2**66), max_size=3),
+)
+
+
+@st.composite
+def config_files(draw):
+    """A saved config.json with some settings replaced by generated JSON values."""
+    from pyro_vae.config import Config
+
+    config = Config().as_dict()
+    for name in draw(st.lists(st.sampled_from(sorted(config)), unique=True, max_size=4)):
+        config[name] = draw(JSON_VALUES)
+    return config
+
+
+def _generated_config_files(config, tmp_path, capsys):
+    CASES["config files"] += 1
+    path = tmp_path / f"config{CASES['config files']}.json"
+    # JSON as Python writes it (NaN and Infinity included: a hand-edited file may hold them)
+    path.write_text(json.dumps(config))
+    out = str(tmp_path / f"run{CASES['config files']}")
+    # The run's own length is kept tiny on the command line; everything else comes from the file.
+    result = cli(capsys, "train", "--config", str(path), *TINY[:2], *TINY[4:], "--out", out)
+    assert_run_or_clean_refusal(result, out)
+
+
+@fuzz_settings(25)
+@given(config=config_files())
+def test_generated_config_files(config, tmp_path, capsys):
+    _generated_config_files(config, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@fuzz_settings(400)
+@given(config=config_files())
+def test_generated_config_files_at_length(config, tmp_path, capsys):
+    _generated_config_files(config, tmp_path, capsys)
+
+
+# --- values that pass the checks and then crash ----------------------------------------------
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(2**64), "99999999999"])
+def test_seeds_the_generators_do_not_take(seed, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    result = cli(capsys, "train", *TINY, f"--seed={seed}", "--out", out)
+    assert result.returncode == 2
+    assert_the_promise(result, "expected a seed from 0 to 4294967295")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"seed": int(seed)}))
+    result = cli(capsys, "train", "--config", str(config), *TINY, "--out", out)
+    assert_the_promise(result, "seed must be an integer from 0 to 4294967295")
+    assert not os.path.exists(out)
+
+
+def test_seeds_in_the_python_api(run_dir):
+    from pyro_vae import ConfigError, load_run
+
+    with pytest.raises(ConfigError, match="seed must be an integer from 0"):
+        load_run(run_dir).sample(2, seed=-1)
+
+
+# --- small data ------------------------------------------------------------------------------
+
+
+def image_folder(root, counts, size=8, mode="L", dtype="uint8", scale=255):
+    """A folder of random images, ``counts[name]`` in each subfolder ``name`` ("" for the top)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, n in counts.items():
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(n):
+            shape = (size, size, 3) if mode == "RGB" else (size, size)
+            pixels = (rng.random(shape) * scale).astype(dtype)
+            Image.fromarray(pixels).save(os.path.join(root, name, f"{i}.png"))
+    return str(root)
+
+
+FOLDER_RUN = ["--z-dim", "2", "--hidden-dims", "8", "--epochs", "1", "--batch-size", "2"]
+FOLDER_RUN += ["--log-px-samples", "3", "--image-size", "8", "--likelihood", "gaussian", "--quiet"]
+
+
+def test_a_test_split_of_one_image(tmp_path, capsys):
+    folder = image_folder(tmp_path / "images", {"": 4})  # a tenth, at least one: one test image
+    out = str(tmp_path / "run")
+    result = cli(capsys, "train", "--dataset", f"folder:{folder}", *FOLDER_RUN, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "(one image: no standard error)" in result.stdout and "nan" not in result.stdout
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert json.load(f)["test_log_px_stderr"] is None
+    result = cli(capsys, "evaluate", out, "-k", "3", "--json", "--quiet")
+
+    def not_json(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    metrics = json.loads(result.stdout, parse_constant=not_json)
+    assert metrics["test_images"] == 1 and metrics["test_log_px_stderr"] is None
+
+
+def test_an_exclusion_that_empties_the_test_split(tmp_path, capsys):
+    folder = image_folder(tmp_path / "images", {"a": 1, "b": 4})
+    out = str(tmp_path / "run")
+    # Which class the one test image has depends on the fixed split: exclude each in turn.
+    results = [
+        cli(
+            capsys,
+            "train",
+            "--dataset",
+            f"folder:{folder}",
+            *FOLDER_RUN,
+            "--out",
+            out + label,
+            "--exclude-classes",
+            label,
+            "--batch-size",
+            "1",
+        )
+        for label in ("0", "1")
+    ]
+    refused = [r for r in results if r.returncode != 0]
+    assert len(refused) == 1
+    assert_the_promise(refused[0], "leaves its test split empty")
