@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import stat
 import sys
 import tempfile
 import time
@@ -50,6 +51,7 @@ def _atomic_write(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, _mode(path))  # mkstemp's is 0600: keep the file's, or follow the umask
         with os.fdopen(fd, "wb") as f:
             write(f)
             _fault_point(path, f)
@@ -60,6 +62,17 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _mode(path):
+    """The permissions a rewritten ``path`` gets: its own, or for a new file 0666 less the umask,
+    as ``open`` would give it."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fault_point(path, f):

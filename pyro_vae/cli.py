@@ -591,6 +591,8 @@ def cmd_inspect(args):
         config = _config_from_args(args)
         data = load_run_data(config)
         model, guide = build(config, data.x_shape, data.num_classes)
+    if args.diagram != "none" and os.path.exists(args.diagram) and not args.overwrite:
+        raise RunDirError(f"{args.diagram} exists; pass --overwrite or choose another --diagram")
     x = data.test_x[: args.batch]
     print(
         f"{args.target} on {config.dataset}: a batch of {len(x)} test images {tuple(x.shape[1:])}"

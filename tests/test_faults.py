@@ -620,3 +620,41 @@ def test_an_exclusion_that_empties_the_test_split(tmp_path, capsys):
     refused = [r for r in results if r.returncode != 0]
     assert len(refused) == 1
     assert_the_promise(refused[0], "leaves its test split empty")
+
+
+# --- files the user had ----------------------------------------------------------------------
+
+
+def test_inspect_replaces_no_file_of_the_users(tmp_path, capsys):
+    import shutil
+
+    (tmp_path / "model.png").write_bytes(b"my picture")
+    (tmp_path / "other").write_bytes(b"my notes")  # where graphviz would put its DOT source
+    before = snapshot(tmp_path)
+    small = ["--z-dim", "2", "--hidden-dims", "8"]
+    result = cli(capsys, "inspect", "vae", *small, "--diagram", str(tmp_path / "model.png"))
+    assert_the_promise(result, "exists; pass --overwrite", before, str(tmp_path))
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed")
+    result = cli(capsys, "inspect", "vae", *small, "--diagram", str(tmp_path / "other.png"))
+    assert result.returncode == 0, result.stderr
+    after = snapshot(tmp_path)
+    assert {k: after[k] for k in before} == before
+    assert set(after) == set(before) | {"other.png"}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask_and_rewritten_ones_keep_their_mode(umask, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    old = os.umask(umask)
+    try:
+        assert cli(capsys, "train", *TINY, "--out", out).returncode == 0
+        for name in os.listdir(out):
+            assert os.stat(os.path.join(out, name)).st_mode & 0o777 == 0o666 & ~umask, name
+        os.chmod(os.path.join(out, "metrics.json"), 0o640)
+        os.chmod(os.path.join(out, "history.json"), 0o604)
+        assert cli(capsys, "train", "--resume", out, "--quiet").returncode == 0
+    finally:
+        os.umask(old)
+    assert os.stat(os.path.join(out, "metrics.json")).st_mode & 0o777 == 0o640
+    assert os.stat(os.path.join(out, "history.json")).st_mode & 0o777 == 0o604
