@@ -130,8 +130,60 @@ def checkpoint_header(config, x_shape, num_classes=10):
     }
 
 
+# The first bytes of files that users mistake for checkpoints, and what to call them.
+_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\x93NUMPY": "a NumPy array (.npy)",
+    b"\x1f\x8b": "a gzip file",
+    b"{": "a JSON file",
+}
+# Pickle opcodes that build arbitrary Python objects (what a malicious file uses to run code).
+_BUILDING_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+
+
+def _not_a_torch_file(file):
+    """Why ``file`` cannot be something ``torch.save`` wrote, from its first bytes, or ``None``.
+
+    ``torch.save`` writes a zip archive (or, in its old format, a pickle); other files get a
+    name ("a PNG image", "a text file") instead of an unpickler's complaint. A pickle that builds
+    Python objects is called what it is: loading it could run code."""
+    with open(file, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        return None
+    if not head:
+        return "it is empty"
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return f"it is {name}, not a file torch.save wrote"
+    if head.startswith(b"\x80"):
+        import pickletools
+
+        try:
+            with open(file, "rb") as f:
+                ops = {op.name for op, _, _ in pickletools.genops(f)}
+        except Exception:  # truncated or damaged: let torch say how
+            return None
+        if ops & _BUILDING_OPCODES:
+            return (
+                "it holds Python objects other than tensors and plain values "
+                "(refused: loading it could run code)"
+            )
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not a file torch.save wrote"
+    return "it is a text file, not a file torch.save wrote"
+
+
 def load_plain(file):
     """``torch.load`` that builds tensors and plain values only, never other Python objects."""
+    foreign = _not_a_torch_file(file) if isinstance(file, (str, os.PathLike)) else None
+    if foreign:
+        raise ValueError(foreign)
     with warnings.catch_warnings():  # torch warns about odd pickle protocols; we refuse anyway
         warnings.simplefilter("ignore", UserWarning)
         return torch.load(file, map_location="cpu", weights_only=True)

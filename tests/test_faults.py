@@ -658,3 +658,31 @@ def test_written_files_follow_the_umask_and_rewritten_ones_keep_their_mode(umask
         os.umask(old)
     assert os.stat(os.path.join(out, "metrics.json")).st_mode & 0o777 == 0o640
     assert os.stat(os.path.join(out, "history.json")).st_mode & 0o777 == 0o604
+
+
+# --- messages that mislead -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"hello, I am a text file\n", "it is a text file, not a file torch.save wrote"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "it is a PNG image"),
+        (b"\x93NUMPY\x01\x00", "it is a NumPy array"),
+        (b"", "it is empty"),
+        (bytes([0x80, 0x05, 0x95]) + b"\x00" * 8, "it is damaged or not a torch file"),
+    ],
+    ids=["text", "png", "npy", "empty", "damaged pickle"],
+)
+def test_a_file_that_is_no_checkpoint_is_not_called_malicious(content, message, tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(content)
+    for command in (["evaluate", str(tmp_path)], ["sample", str(tmp_path / "checkpoint.pt")]):
+        result = cli(capsys, *command)
+        assert_the_promise(result, message)
+        assert "could run code" not in result.stderr
+    images = tmp_path / "images.pt"
+    images.write_bytes(content)
+    from pyro_vae import DataError, load_images
+
+    with pytest.raises(DataError, match=message):
+        load_images(str(images))
