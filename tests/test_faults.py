@@ -201,9 +201,9 @@ def test_sample_into_a_missing_folder(run_dir, tmp_path, capsys):
 LIMITED = """
 import resource, sys
 from pyro_vae.cli import main
-from pyro_vae.resources import _status_kb
 # What this process holds already, plus the limit: torch's import alone maps gigabytes.
-limit = _status_kb()["VmSize"] * 1024 + int(sys.argv[1]) * 2**20
+vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize"))
+limit = vm * 1024 + int(sys.argv[1]) * 2**20
 resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
 sys.exit(main(sys.argv[2:]))
 """
@@ -686,3 +686,81 @@ def test_a_file_that_is_no_checkpoint_is_not_called_malicious(content, message, 
 
     with pytest.raises(DataError, match=message):
         load_images(str(images))
+
+
+# --- image folders ---------------------------------------------------------------------------
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pyro_vae import load_dataset
+
+    for i, level in enumerate((0, 16384, 32768, 65535)):
+        pixels = np.full((8, 8), level, np.uint16)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")  # a 16-bit grayscale PNG
+    assert Image.open(tmp_path / "2.png").mode.startswith("I")
+    data = load_dataset(f"folder:{tmp_path}", "none", image_size=8)
+    levels = sorted(torch_unique(data.train_x) + torch_unique(data.test_x))
+    assert levels == pytest.approx([0, 64 / 255, 128 / 255, 1], abs=1e-6)
+
+
+def torch_unique(x):
+    return [round(v, 6) for v in x.unique().tolist()]
+
+
+def huge_png(path, width, height):
+    """A PNG whose header claims ``width`` x ``height`` pixels (no pixel data follows)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_one_line(tmp_path, capsys):
+    folder = image_folder(tmp_path / "images", {"": 3})
+    huge_png(tmp_path / "images" / "huge.png", 100_000, 100_000)
+    out = str(tmp_path / "run")
+    result = cli(capsys, "train", "--dataset", f"folder:{folder}", *FOLDER_RUN, "--out", out)
+    assert_the_promise(result, "Pillow's limit against decompression bombs")
+    assert "huge.png" in result.stderr and not os.path.exists(out)
+
+
+LOAD_FOLDER = """
+import resource, sys
+from pyro_vae.data import load_dataset
+vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize"))
+limit = vm * 1024 + int(sys.argv[2]) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+data = load_dataset("folder:" + sys.argv[1], "none", image_size=16)
+print(tuple(data.train_x.shape), tuple(data.test_x.shape))
+"""
+
+
+def test_a_folder_of_large_photos_takes_memory_for_the_small_images_only(tmp_path):
+    """24 photos of 3000x3000 RGB are 648 MB decoded; with 400 MB to spare they load, since each
+    is resized before the next is decoded."""
+    import numpy as np
+    from PIL import Image
+
+    rows = np.linspace(0, 255, 3000, dtype=np.uint8)
+    photo = np.repeat(np.stack([rows, rows[::-1], rows], -1)[None], 3000, axis=0)
+    Image.fromarray(photo).save(tmp_path / "0.png", compress_level=1)
+    for i in range(1, 24):
+        os.link(tmp_path / "0.png", tmp_path / f"{i}.png")
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_FOLDER, str(tmp_path), "400"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["(22,", "3,", "16,", "16)", "(2,", "3,", "16,", "16)"]
