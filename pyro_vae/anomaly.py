@@ -3,7 +3,8 @@
 Three scores per image, each higher for images the model finds less typical:
 
 - ``"elbo"``: the negative ELBO, −E_q[log p(x, z) − log q(z|x)];
-- ``"kl"``: KL(q(z|x) || p(z)), how far the encoder moves the code from the prior (analytic);
+- ``"kl"``: KL(q(z|x) || p(z)), how far the encoder moves the code from the prior (analytic, or
+  estimated from ``num_samples`` draws of q where torch has no closed form, e.g. a mixture prior);
 - ``"log_px"``: the negative importance-sampled log p(x) (the IWAE estimate, Burda et al. 2016).
 
 :func:`auroc` measures how well a score separates in-distribution images from others: the
@@ -45,7 +46,12 @@ def anomaly_scores(run, x, num_samples=100, scores=tuple(SCORES)):
     if "elbo" in scores:
         out["elbo"] = -run.elbo(images)
     if "kl" in scores:
-        out["kl"] = kl_divergence(run.guide.z_dist(images), run.model.z_dist())
+        q, p = run.guide.z_dist(images), run.model.z_dist()
+        try:
+            out["kl"] = kl_divergence(q, p)
+        except NotImplementedError:  # no closed form (a mixture prior): a Monte Carlo estimate
+            z = q.sample((num_samples,))
+            out["kl"] = (q.log_prob(z) - p.log_prob(z)).mean(0)
     if "log_px" in scores:
         out["log_px"] = -run.log_px(images, num_samples=num_samples)
     return out

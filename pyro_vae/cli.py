@@ -472,6 +472,8 @@ def cmd_evaluate(args):
     run = load_run(args.run)
     if args.images:
         return _evaluate_images(run, args)
+    if args.label is not None:
+        raise ConfigError("--label goes with --images (the test split has its own labels)")
     data = load_run_data(run.config)
     metrics = evaluate_run(
         run, data, num_samples=args.num_samples, elbo_samples=args.elbo_samples, quiet=args.quiet
@@ -519,8 +521,18 @@ def _evaluate_images(run, args):
     from .evaluate import standard_error
 
     x = load_images(args.images)
-    elbo = run.elbo(x, args.elbo_samples)
-    log_px = run.log_px(x, num_samples=args.num_samples, progress=not args.quiet)
+    y = None
+    if run.conditioned_on == "label":
+        if args.label is None:
+            raise ConfigError(
+                f"{args.run} is conditioned on a label: pass --label N, the class of the images "
+                f"in {args.images} (0 to {run.num_classes - 1})"
+            )
+        y = args.label
+    elif args.label is not None:
+        raise ConfigError("--label needs a label-conditioned run (--condition label)")
+    elbo = run.elbo(x, args.elbo_samples, y=y)
+    log_px = run.log_px(x, num_samples=args.num_samples, progress=not args.quiet, y=y)
     metrics = {
         "images": args.images,
         "count": len(log_px),
@@ -557,6 +569,8 @@ def cmd_sample(args):
     else:
         if args.label is not None and run.conditioned_on != "label":
             raise ConfigError("--label needs a label-conditioned run (--condition label)")
+        if args.label is not None and not 0 <= args.label < run.num_classes:
+            raise ConfigError(f"--label must be a class from 0 to {run.num_classes - 1}")
         if run.conditioned_on == "image":
             raise ConfigError(
                 "an image-completion run completes images; its inpainting.png shows them"
@@ -617,10 +631,12 @@ def cmd_compare(args):
         )
     if args.run:
         run = load_run(args.run)
+        _check_handles("compare", run.config, args.run)
         out = args.out or os.path.join("runs", f"compare-{run.config.dataset}-{_timestamp()}")
         prepare_run_dir(out, args.overwrite)
         train_seconds = _json_field(os.path.join(run.path, "metrics.json"), "seconds")
     else:
+        _check_handles("compare", _config_from_args(args))  # before training, not after
         out = args.out or os.path.join("runs", f"compare-{args.dataset}-{_timestamp()}")
         prepare_run_dir(out, args.overwrite)
         print(f"training the model to compare on: {os.path.join(out, 'run')}", flush=True)
@@ -749,12 +765,56 @@ def _run_and_data(path):
     return run, load_run_data(run.config)
 
 
+# What each command cannot do yet, by the kind of run: (test on the config, why). A command on such
+# a run stops in one line before it computes anything.
+_UNHANDLED = {
+    "compare": [
+        (
+            lambda c: c.model == "hierarchical",
+            "its strategies fit one latent z per image, and the hierarchical model has two (z1, z)",
+        ),
+        (
+            lambda c: c.condition != "none",
+            "its strategies fit q(z|x) without a condition, and this model is conditioned on "
+            "{condition}",
+        ),
+    ],
+    "gradvar": [
+        (
+            lambda c: c.condition != "none",
+            "it measures the gradients of an unconditional ELBO, and this model is conditioned "
+            "on {condition}",
+        ),
+    ],
+    "anomaly": [
+        (
+            lambda c: c.condition != "none",
+            "its scores are of images alone, and this model is conditioned on {condition}",
+        ),
+    ],
+}
+
+
+def _check_handles(command, config, run=None):
+    """Refuse, in one line, a run of a kind ``command`` does not handle (see ``_UNHANDLED``)."""
+    condition = {"label": "the label (--condition label)"}.get(
+        config.condition, f"observed quadrants (--condition {config.condition})"
+    )
+    for applies, why in _UNHANDLED.get(command, ()):
+        if applies(config):
+            what = f"the run {run}" if run else "this model"
+            raise ConfigError(
+                f"pyro-vae {command} cannot work on {what}: {why.format(condition=condition)}"
+            )
+
+
 def cmd_gradvar(args):
     from . import plots
     from .gradvar import format_rows, measure_stages, training_stages
     from .runs import prepare_run_dir, write_json
 
     run, data = _run_and_data(args.run)
+    _check_handles("gradvar", run.config, args.run)
     out = args.out or os.path.join(run.path, "gradvar")
     prepare_run_dir(out, args.overwrite)
     x = data.test_x[: args.batch_size]
@@ -817,6 +877,7 @@ def cmd_anomaly(args):
     from .runs import prepare_run_dir, write_json
 
     run, data = _run_and_data(args.run)
+    _check_handles("anomaly", run.config, args.run)
     names = args.ood or (["held-out"] if run.config.exclude_classes else ["fashion-mnist"])
     out = args.out or os.path.join(run.path, "anomaly")
     oods = _ood_sets(run, data, names, args.n)
@@ -965,6 +1026,11 @@ def make_parser():
         metavar="FILE",
         help="score these images (.npy, or .pt holding a tensor; values in [0, 1]) instead of "
         "the run's test split",
+    )
+    p.add_argument(
+        "--label",
+        type=_non_negative_int,
+        help="with --images, for a label-conditioned run: the class of those images",
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
