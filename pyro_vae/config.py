@@ -9,7 +9,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .data import BINARIZATIONS, is_dataset_name
 from .errors import ConfigError
-from .guides import AmortizedGuide
+from .guides import AmortizedGuide, LocalGuide
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .models import (
     VAE,
@@ -225,6 +225,8 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
     if x is None:
         x, y = example_batch(config, x_shape, num_classes)
     program = Program(model, guide, x, y, owner=owner, train_size=train_size)
+    if program.guide is None:  # a model alone: variational EM with a Gaussian per image
+        return program.model, LocalGuide(train_size or x.shape[0], structure=program.structure)
     return program.model, program.guide
 
 

@@ -297,13 +297,14 @@ class Program:
     as ``(x, y=None, idx=None, size=None)``, ``program.structure`` says what they are.
 
     :param model: the model: a ``PyroModule``/``nn.Module``, a plain function, or a bound method.
-    :param guide: its guide, of any of the same kinds, or ``None`` (then
-        :meth:`local_guide` makes the per-image guide of variational EM).
+    :param guide: its guide, of any of the same kinds, or ``None`` (then ``program.guide`` is
+        ``None`` and the model is fitted with a per-image guide,
+        ``LocalGuide(n, structure=program.structure)``: variational EM).
     :param x: a few images ``(B, *x_shape)`` to run them on.
     :param y: their condition (labels, or the images to complete), if the model takes one.
     :param owner: an ``nn.Module`` that holds both halves' networks (the object whose methods
         ``model`` and ``guide`` are), if any.
-    :param int train_size: images in the training set, for a guide made by :meth:`local_guide`.
+    :param int train_size: images in the training set.
     :param bool shared_params: keep ``pyro.param`` values in Pyro's global param store rather
         than in the program's own (see :class:`ParamScope`).
     """
@@ -326,7 +327,7 @@ class Program:
         self.structure = discover(self, x, y, has_guide=user_guide is not None)
         self._collect_params(x, y)
         if user_guide is None:
-            self.guide = self.local_guide(train_size or x.shape[0])
+            self.guide = None  # the caller makes a per-image guide (LocalGuide) for the structure
 
     # -- parameters -----------------------------------------------------------------------
     def _collect_params(self, x, y):
@@ -379,13 +380,6 @@ class Program:
         if names:
             raise RuntimeError(f"missing parameter {next(iter(names))!r} in the state")
         return state
-
-    # -- guides made for the program ------------------------------------------------------
-    def local_guide(self, size, loc=None, scale=None):
-        """A per-image guide (:class:`~pyro_vae.guides.LocalGuide`) over every latent site."""
-        from .guides import LocalGuide
-
-        return LocalGuide(size, structure=self.structure, loc=loc, scale=scale)
 
 
 class _PriorGuide:

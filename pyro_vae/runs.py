@@ -149,7 +149,7 @@ class Run:
             return self.guide
         from .inference import e_step
 
-        q = self.model.program.local_guide(x.shape[0])
+        q = LocalGuide(x.shape[0], structure=self.structure)
         e_step(self.model, q, x, steps=steps, y=y)
         return q.eval()
 

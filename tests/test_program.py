@@ -239,7 +239,7 @@ def test_plain_functions_are_evaluated_against_their_exact_log_px():
     torch.manual_seed(0)
     x = truth(size=20).detach()
     program = Program(model, guide, x)
-    q = program.local_guide(20)
+    q = LocalGuide(20, structure=program.structure)
     from pyro_vae.inference import e_step
 
     e_step(program.model, q, x, steps=300)
