@@ -37,6 +37,12 @@ class MissingDependencyError(PyroVAEError, ImportError):
     """A feature needs an optional extra that is not installed; the message says how to install it."""
 
 
+def shown(value, limit=80):
+    """``repr(value)`` on one line, shortened: how a bad value is quoted in a message."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def first_line(error, limit=200):
     """The first line of an exception's message (its type if it has none), for one-line errors.
 
