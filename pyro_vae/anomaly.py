@@ -16,9 +16,9 @@ know?", ICLR 2019): images with few "on" pixels are cheap to encode, whatever th
 """
 
 import torch
-from torch.distributions import kl_divergence
 
 from .errors import DataError
+from .program import kl_to_prior
 
 #: score name -> what it is, for tables and figure labels
 SCORES = {
@@ -29,13 +29,14 @@ SCORES = {
 
 
 @torch.no_grad()
-def anomaly_scores(run, x, num_samples=100, scores=tuple(SCORES)):
+def anomaly_scores(run, x, num_samples=100, scores=tuple(SCORES), progress=False):
     """Per-image anomaly scores in nats, each a tensor ``(N,)``; higher is more anomalous.
 
-    :param run: a :class:`pyro_vae.runs.Run` whose guide has ``z_dist(x)`` and model ``z_dist()``.
+    :param run: a :class:`pyro_vae.runs.Run`.
     :param torch.Tensor x: images in the run's format (binary for a Bernoulli model).
     :param int num_samples: importance samples per image for ``"log_px"``.
     :param tuple scores: which of :data:`SCORES` to compute.
+    :param bool progress: a progress bar for log p(x) (shown on a terminal only).
     :rtype: dict
     """
     unknown = [s for s in scores if s not in SCORES]
@@ -46,14 +47,9 @@ def anomaly_scores(run, x, num_samples=100, scores=tuple(SCORES)):
     if "elbo" in scores:
         out["elbo"] = -run.elbo(images)
     if "kl" in scores:
-        q, p = run.guide.z_dist(images), run.model.z_dist()
-        try:
-            out["kl"] = kl_divergence(q, p)
-        except NotImplementedError:  # no closed form (a mixture prior): a Monte Carlo estimate
-            z = q.sample((num_samples,))
-            out["kl"] = (q.log_prob(z) - p.log_prob(z)).mean(0)
+        out["kl"] = kl_to_prior(run.model, run.guide_for(images), images, num_samples)
     if "log_px" in scores:
-        out["log_px"] = -run.log_px(images, num_samples=num_samples)
+        out["log_px"] = -run.log_px(images, num_samples=num_samples, progress=progress)
     return out
 
 
@@ -99,13 +95,22 @@ def detection_table(scores_in, scores_out):
     ]
 
 
-def detect(run, scores_in, x_out, num_samples=100, path=None, title="", names=("in", "out")):
+def detect(
+    run,
+    scores_in,
+    x_out,
+    num_samples=100,
+    path=None,
+    title="",
+    names=("in", "out"),
+    progress=False,
+):
     """Score ``x_out``, compare with ``scores_in`` (:func:`detection_table`), and if ``path`` is
     given draw the histograms of both (:func:`pyro_vae.plots.score_histograms`).
 
     :returns: the table rows and the outsiders' scores.
     """
-    scores_out = anomaly_scores(run, x_out, num_samples=num_samples, scores=tuple(scores_in))
+    scores_out = anomaly_scores(run, x_out, num_samples, tuple(scores_in), progress=progress)
     table = detection_table(scores_in, scores_out)
     if path is not None:
         from . import plots

@@ -186,8 +186,9 @@ def _add_family_args(g, d):
     g.add_argument(
         "--model",
         default=d.model,
-        help="vae, hierarchical (two latent layers z1 -> z -> x) or FILE.py:CLASS, your own "
-        "model file (default: %(default)s)",
+        help="vae, hierarchical (two latent layers z1 -> z -> x), or your own Pyro model file: "
+        "FILE.py (its functions model and guide), FILE.py:NAME (a class or factory), "
+        "FILE.py:MODEL,GUIDE (default: %(default)s)",
     )
     g.add_argument(
         "--likelihood",
@@ -253,8 +254,8 @@ def _family_from_args(args):
     binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
     model = args.model
     if model.endswith(".py") or ".py:" in model:  # saved absolute, so the run loads from anywhere
-        path, _, cls = model.rpartition(":") if ".py:" in model else (model, "", "")
-        model = f"{os.path.abspath(path)}:{cls}"
+        path, _, names = model.rpartition(":") if ".py:" in model else (model, "", "")
+        model = os.path.abspath(path) + (f":{names}" if names else "")
     same = ("likelihood", "sigma", "net", "condition", "learned_prior", "z1_dim", "beta")
     same += ("kl_warmup", "image_size")
     return dict(
@@ -308,7 +309,7 @@ FIGURES = ("samples.png", "reconstructions.png", "latent.png", "training-curve.p
 def _print_metrics(metrics, out):
     print(f"run directory: {out}")
     print(f"  dataset        {metrics['dataset']} (binarize={metrics['binarize']})")
-    print(f"  training       {metrics['epochs']} epochs in {metrics['seconds']:.1f} s")
+    print(f"  training       {plural(metrics['epochs'], 'epoch')} in {metrics['seconds']:.1f} s")
     print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
     print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
     print(
@@ -322,7 +323,25 @@ def _print_metrics(metrics, out):
             f"  baseline       {metrics['baseline_test_log_px']:.2f} nats/image "
             "(deterministic network, same task)"
         )
+    if "label_effect" in metrics:
+        print(
+            f"  label effect   {metrics['label_effect']:.2f} (share of the samples' pixel variance "
+            "that the label explains; 0: ignored)"
+        )
+        _warn_if_label_ignored(metrics["label_effect"])
     print("  figures        " + " ".join(metrics.get("figures", FIGURES)))
+
+
+def _warn_if_label_ignored(effect):
+    from .classifier import LABEL_EFFECT_WARNING
+
+    if effect < LABEL_EFFECT_WARNING:
+        print(
+            f"pyro-vae: note: the samples barely depend on the label (label effect {effect:.2f} < "
+            f"{LABEL_EFFECT_WARNING}): the code z carries the class, so sample --label draws the "
+            "asked-for class only sometimes; train with --learned-prior (or a small --z-dim)",
+            file=sys.stderr,
+        )
 
 
 def _add_distributed_args(p):
@@ -466,7 +485,7 @@ def cmd_demo(args):
     out = args.out or default_run_dir("demo")
     print(
         f"pyro-vae demo: a VAE ({config.z_dim}-d latent, hidden {list(config.hidden_dims)}) on "
-        f"mnist-small, {config.epochs} epochs",
+        f"mnist-small, {plural(config.epochs, 'epoch')}",
         flush=True,
     )
     _, metrics = train_run(config, out, overwrite=args.overwrite, quiet=args.quiet)
@@ -583,11 +602,20 @@ def cmd_sample(args):
                 "an image-completion run completes images; its inpainting.png shows them"
             )
         images = run.sample(args.n, seed=args.seed, y=args.label)
+        if args.label is not None and not args.quiet:
+            from .classifier import label_effect
+
+            _warn_if_label_ignored(label_effect(run))
         label = "" if args.label is None else f" of label {args.label}"
         title = f"{args.n} samples{label}, seed {args.seed}"
         nrow = min(args.n, args.nrow)
     plots.image_grid(images, out, title=title, nrow=nrow)
     print(out)
+
+
+def plural(n, word):
+    """``"1 epoch"``, ``"2 epochs"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -611,7 +639,15 @@ def cmd_inspect(args):
         args.model = args.target
         config = _config_from_args(args)
         data = load_run_data(config)
-        model, guide = build(config, data.x_shape, data.num_classes)
+        x = data.test_x[: args.batch]
+        model, guide = build(
+            config,
+            data.x_shape,
+            data.num_classes,
+            x=x,
+            y=data.model_y(x, data.test_y[: args.batch]),
+            train_size=data.train_x.shape[0],
+        )
     if args.diagram != "none" and os.path.exists(args.diagram) and not args.overwrite:
         raise RunDirError(f"{args.diagram} exists; pass --overwrite or choose another --diagram")
     x = data.test_x[: args.batch]
@@ -829,7 +865,7 @@ def cmd_gradvar(args):
     # a generator, so each stage is measured before training moves on to the next
     stages = itertools.chain(
         training_stages(run.config, data, args.progress, quiet=args.quiet),
-        [(f"trained ({run.config.epochs} epochs)", run.model, run.guide)],
+        [(f"trained ({plural(run.config.epochs, 'epoch')})", run.model, run.guide)],
     )
     rows = measure_stages(
         stages,
@@ -891,7 +927,7 @@ def cmd_anomaly(args):
     oods = _ood_sets(run, data, names, args.n)
     prepare_run_dir(out, args.overwrite)
     x_in = data.test_x[: args.n]
-    scores_in = anomaly_scores(run, x_in, num_samples=args.num_samples)
+    scores_in = anomaly_scores(run, x_in, num_samples=args.num_samples, progress=not args.quiet)
     tables = {}
     for name, x_out in oods.items():
         slug = "".join(c if c.isalnum() else "-" for c in name)
@@ -903,6 +939,7 @@ def cmd_anomaly(args):
             path=os.path.join(out, f"scores-{slug}.png"),
             title=f"model trained on {data.name}: its test images vs {name}",
             names=(f"{data.name} (in)", f"{name} (out)"),
+            progress=not args.quiet,
         )
     result = {
         "run": os.path.abspath(run.path),
@@ -990,6 +1027,7 @@ def _add_lab_commands(sub):
     p.add_argument("--out", help="output directory (default: RUN/anomaly)")
     p.add_argument("--overwrite", action="store_true", help="write into --out even if not empty")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_anomaly)
 
 
@@ -1056,15 +1094,22 @@ def make_parser():
         type=int,
         help="for a label-conditioned run: the class to generate (default: one row per class)",
     )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only the PNG's path (no note when a run's samples ignore --label)",
+    )
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
         "inspect",
         help="print a model's sample sites with their shapes and draw its plate diagram",
-        description="MODEL is vae, hierarchical, FILE.py:CLASS or a run directory; the train "
+        description="MODEL is vae, hierarchical, a model file (FILE.py[:NAME]) or a run directory; the train "
         "options build it exactly as train would.",
     )
-    p.add_argument("target", metavar="MODEL", help="vae, hierarchical, FILE.py:CLASS or a run")
+    p.add_argument(
+        "target", metavar="MODEL", help="vae, hierarchical, a model file (FILE.py[:NAME]) or a run"
+    )
     p.add_argument("--batch", type=_positive_int, default=4, help="images (default: %(default)s)")
     p.add_argument(
         "--diagram",

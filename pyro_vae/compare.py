@@ -30,12 +30,21 @@ import time
 import pyro
 import torch
 
-from . import evaluate
+from . import evaluate, program
 from .errors import ConfigError
 from .guides import DeltaGuide, LocalGuide
 from .inference import GridPosterior, e_step, grid_posterior, nuts_posterior
+from .program import site_moments
 
 STRATEGIES = ("amortized", "local", "semi-amortized", "delta", "mcmc")
+
+
+def local_guide(model, n):
+    """A per-image guide over every latent site of ``model`` for ``n`` images, at the prior."""
+    program = getattr(model, "program", None)
+    if program is not None:
+        return LocalGuide(n, structure=model.structure)
+    return LocalGuide(n, model.z_dim)
 
 
 def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed):
@@ -43,11 +52,10 @@ def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed):
     start = time.perf_counter()
     history = None
     if strategy == "amortized":
-        with torch.no_grad():
-            guide.z_dist(x)  # what test-time inference costs: one encoder pass
+        site_moments(guide, x)  # what test-time inference costs: one encoder pass
         q = guide
     elif strategy == "local":
-        q = LocalGuide(x.shape[0], model.z_dim)
+        q = local_guide(model, x.shape[0])
         history = e_step(model, q, x, steps=e_steps, lr=lr, seed=seed)
     elif strategy == "semi-amortized":
         q = LocalGuide.from_guide(guide, x)
@@ -55,27 +63,34 @@ def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed):
             history = e_step(model, q, x, steps=refine_steps, lr=lr, seed=seed)
     elif strategy == "delta":
         # A Delta has no analytic KL; TraceMeanField_ELBO falls back to log p(z) - log q(z) = log p(z).
-        q = DeltaGuide(LocalGuide.from_guide(guide, x))
+        q = DeltaGuide(
+            LocalGuide.from_guide(guide, x) if guide is not None else local_guide(model, len(x))
+        )
         history = e_step(model, q, x, steps=e_steps, lr=lr, seed=seed)
     else:
         raise ConfigError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     return q, history, time.perf_counter() - start
 
 
-def _num_params(strategy, guide, n, z_dim):
-    encoder = sum(p.numel() for p in guide.parameters())
+def _num_params(strategy, guide, q):
+    encoder = sum(p.numel() for p in guide.parameters()) if guide is not None else 0
+    local = q.guide if isinstance(q, DeltaGuide) else q
+    per_image = sum(p.numel() for p in local.locs.values()) if strategy != "amortized" else 0
+    if strategy in ("local", "semi-amortized"):
+        per_image *= 2  # a location and a scale per number
     return {
         "amortized": encoder,
-        "local": 2 * n * z_dim,
-        "semi-amortized": encoder + 2 * n * z_dim,
-        "delta": n * z_dim,
+        "local": per_image,
+        "semi-amortized": encoder + per_image,
+        "delta": per_image,
     }[strategy]
 
 
 @torch.no_grad()
 def reconstruction_nats(model, q, x):
-    """``-log p(x | z)`` at the mean of q(z|x), per image: the reconstruction error in nats."""
-    return -model.x_dist(q.z_dist(x).mean).log_prob(x)
+    """``-log p(x | z)`` at the mean of q(z|x) (every latent site), per image: the
+    reconstruction error in nats."""
+    return -program.log_likelihood_at(model, program.site_values(q, x), x)
 
 
 def _mean_stderr(values):
@@ -130,24 +145,23 @@ def compare(
             f"choose from {', '.join(STRATEGIES)}"
         )
     variational = [s for s in strategies if s != "mcmc"]
-    if "amortized" not in variational and "local" in variational:
+    x4 = data.test_x[:4]
+    model, guide = program.as_program(model, guide, x4, data.model_y(x4, data.test_y[:4]))
+    if guide is None or isinstance(guide, LocalGuide):
+        # a model trained without an encoder: nothing amortized to compare or start from
+        guide = None
+        variational = [s for s in variational if s not in ("amortized", "semi-amortized")]
+        if not variational and "mcmc" not in strategies:
+            raise ConfigError(
+                "this model has no encoder (it was trained by variational EM), so only the "
+                "local, delta and mcmc strategies apply"
+            )
+    elif "amortized" not in variational and "local" in variational:
         variational.insert(0, "amortized")  # the gaps need both
-    missing = [
-        name
-        for name, ok in (
-            ("model.z_dim", hasattr(model, "z_dim")),
-            ("model.x_dist(z)", hasattr(model, "x_dist")),
-            ("guide.z_dist(x)", hasattr(guide, "z_dist")),
-        )
-        if not ok
-    ]
-    if missing:
-        raise ConfigError(
-            f"comparing inference strategies needs {', '.join(missing)}, which this model file "
-            "does not define (they are optional in a model file; see pyro_vae.modelfile)"
-        )
-    model.eval(), guide.eval()
-    z_dim = model.z_dim
+    model.eval()
+    if guide is not None:
+        guide.eval()
+    structure = getattr(model, "structure", None)
     splits = {
         "train": data.split("train")[0][:num_images],
         "test": data.test_x[:num_images],
@@ -168,7 +182,7 @@ def compare(
             recon = reconstruction_nats(model, q, x)
             row["test_reconstruction_nats"] = recon.mean().item()
             row["test_seconds_per_image"] = seconds / len(x)
-            row["parameters"] = _num_params(strategy, guide, len(x), z_dim)
+            row["parameters"] = _num_params(strategy, guide, q)
             row["parameter_bytes"] = 4 * row["parameters"]
             if history is not None:
                 curves[strategy] = history.train_elbo
@@ -183,7 +197,7 @@ def compare(
             row["trained_with_decoder_seconds"] = train_seconds  # the encoder's own fitting
         rows[strategy] = row
 
-    if "local" in variational:
+    if "local" in variational and guide is not None:
         # q*, the per-image optimum the gaps are measured against: the E-step started from the
         # encoder's q, with as many steps as the local strategy takes from the prior.
         x = splits["test"]
@@ -209,12 +223,13 @@ def compare(
         "units": "nats per image (higher is better), seconds",
     }
     x_test = splits["test"]
-    if z_dim == 2:
+    if _grid_applies(model, structure):
         start = time.perf_counter()
-        grid = grid_posterior(model, x_test, lim=grid_lim, points=grid_points)
+        grid, lim, points = holding_grid(model, x_test, grid_lim, grid_points)
         result["grid"] = {
-            "points": grid_points,
-            "lim": grid_lim,
+            "points": points,
+            "lim": lim,
+            "asked_lim": grid_lim,
             "test_log_px": grid.log_px.mean().item(),
             "quadrature_error_max": grid.error.max().item(),
             "edge_mass_max": grid.edge_mass.max().item(),
@@ -240,6 +255,42 @@ def compare(
     result["_guides"] = guides
     result["_x"] = x_test
     return result
+
+
+#: The largest posterior mass an image may have on the exact grid's edge before it is widened.
+EDGE_MASS = 1e-3
+
+
+def holding_grid(model, x, lim=5.0, points=200, widest=4.0):
+    """:func:`~pyro_vae.inference.grid_posterior`, widened at the same spacing (1.5 times the
+    side each time, up to ``widest`` times ``lim``) until no image has more than
+    :data:`EDGE_MASS` of its posterior on the grid's edge: a trained 2-D decoder can put some
+    images' posteriors out where the prior has little mass. Returns the grid, its ``lim`` and
+    ``points``."""
+    first = lim
+    while True:
+        grid = grid_posterior(model, x, lim=lim, points=points)
+        if grid.edge_mass.max() <= EDGE_MASS or lim * 1.5 > widest * first:
+            return grid, lim, points
+        lim, points = lim * 1.5, int(round(points * 1.5))
+
+
+def _grid_applies(model, structure):
+    """Whether the exact grid posterior applies: one unconditional 2-D latent site."""
+    if structure is None:
+        return getattr(model, "z_dim", None) == 2
+    return len(structure.latents) == 1 and structure.code.numel == 2 and not structure.conditional
+
+
+def _moments(q, x):
+    """Mean and sd of q at the code site for the first ``len(x)`` images it was fitted to."""
+    n = x.shape[0]
+    size = getattr(q, "size", None) or getattr(getattr(q, "guide", None), "size", None) or n
+    idx = torch.arange(n) if size != n else None
+    mean, sd = site_moments(q, x, idx=idx, size=size if idx is not None else None)
+    if isinstance(q, DeltaGuide):
+        sd = torch.zeros_like(mean)
+    return mean.detach(), sd.detach()
 
 
 def _gaps(per_image, n, elbo_samples, log_px_samples):
@@ -280,9 +331,7 @@ def _mcmc(model, guides, x, num_samples, warmup, seed, grid=None):
         "strategies": {},
     }
     for name, q in guides.items():
-        fn = q.z_dist(x, idx=torch.arange(x.shape[0]))
-        q_mean = fn.mean.detach()
-        q_std = fn.base_dist.scale.detach() if name != "delta" else torch.zeros_like(q_mean)
+        q_mean, q_std = _moments(q, x)
         out["strategies"][name] = {
             "mean_error_in_sds": ((q_mean - mean).abs() / std).mean().item(),
             "std_ratio": (q_std / std).mean().item(),
@@ -318,8 +367,19 @@ def _fmt(value, stderr=None, digits=2):
 
 
 def markdown(result):
-    """The comparison as tables a person reads."""
+    """The comparison as tables a person reads: one row per strategy, NUTS included, with every
+    note once under the table."""
     s = result["settings"]
+    mcmc = result.get("mcmc")
+    notes = []
+    header = (
+        "| strategy | train ELBO | test ELBO | test log p(x) | reconstruction (nats) "
+        "| fit on train (s) | test-time s/image | parameters (test set) | memory |"
+    )
+    rule = "|---|---|---|---|---|---|---|---|---|"
+    if mcmc:
+        header += " mean − NUTS mean (NUTS sds) | sd / NUTS sd |"
+        rule += "---|---|"
     lines = [
         f"# Inference strategies on one model: {result.get('dataset', 'data')}",
         "",
@@ -328,15 +388,14 @@ def markdown(result):
         f"with the strategy's q, K = {s['log_px_samples']}. Nats per image, higher is better; "
         "± one standard error over images.",
         "",
-        "| strategy | train ELBO | test ELBO | test log p(x) | reconstruction (nats) "
-        "| fit on train (s) | test-time s/image | parameters (test set) | memory |",
-        "|---|---|---|---|---|---|---|---|---|",
+        header,
+        rule,
     ]
     for r in result["rows"]:
         fit = _fmt(r["train_fit_seconds"], digits=1)
         if r.get("trained_with_decoder_seconds") is not None:
             fit += f" (+ {r['trained_with_decoder_seconds']:.1f} training with the decoder)"
-        lines.append(
+        line = (
             f"| {r['strategy']} | {_fmt(r['train_elbo'], r['train_elbo_stderr'])} "
             f"| {_fmt(r['test_elbo'], r['test_elbo_stderr'])} "
             f"| {_fmt(r['test_log_px'], r['test_log_px_stderr'])} "
@@ -344,6 +403,41 @@ def markdown(result):
             f"| {r['test_seconds_per_image']:.2e} | {r['parameters']:,} "
             f"| {r['parameter_bytes'] / 2**20:.2f} MiB |"
         )
+        if mcmc:
+            m = mcmc["strategies"].get(r["strategy"])
+            line += (
+                f" {_fmt(m['mean_error_in_sds'], digits=3)} | {_fmt(m['std_ratio'], digits=3)} |"
+                if m
+                else " | |"
+            )
+        lines.append(line)
+    if mcmc:
+        lines.append(_nuts_row(mcmc, result.get("z_dim")))
+        notes.append(
+            f"mcmc is NUTS on the first {mcmc['images']} test images ({mcmc['num_samples']} "
+            f"samples after {mcmc['warmup_steps']} warm-up steps): samples, not a density, so it "
+            "has no ELBO and cannot be an importance sampling proposal (n/a); its test-time "
+            "s/image is per image as for the others; its parameters are none, the samples take "
+            "the memory shown. The last two columns compare each q with NUTS on those images"
+            + (
+                " (NUTS's own row: NUTS against the exact grid posterior)."
+                if "grid_vs_mcmc" in mcmc
+                else "."
+            )
+        )
+        if not mcmc["moved"]:
+            notes.append(
+                "NUTS did not move in some dimension (a standard deviation of 0): give it more "
+                "warm-up steps (--mcmc-warmup) before reading its columns."
+            )
+    if any(r["strategy"] == "delta" for r in result["rows"]):
+        notes.append(
+            "delta's ELBO column is log p(x, z_MAP): a Delta guide has no entropy term, so this is "
+            "not a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass "
+            "cannot be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction "
+            "error is the autoencoder's measure."
+        )
+    lines += [""] + [f"- {note}" for note in dict.fromkeys(notes)]  # each note once
     gaps = result.get("gaps")
     if gaps:
         samples = "" if gaps["log_px_samples"] is None else f", K = {gaps['log_px_samples']}"
@@ -378,44 +472,34 @@ def markdown(result):
             )
             + f". Largest posterior mass on the grid's edge: {g['edge_mass_max']:.1e}"
             + (
-                " (the grid is too small for some images: widen it with --grid-lim)"
-                if g["edge_mass_max"] > 1e-3
+                f" (widened from [−{g['asked_lim']}, {g['asked_lim']}]², which left more than "
+                f"{EDGE_MASS:g} there)"
+                if g.get("asked_lim", g["lim"]) != g["lim"]
+                else ""
+            )
+            + (
+                " (the grid is still too small for some images: widen it with --grid-lim)"
+                if g["edge_mass_max"] > EDGE_MASS
                 else ""
             )
             + ".",
         ]
-    mcmc = result.get("mcmc")
-    if mcmc:
-        lines += [
-            "",
-            f"## Against NUTS ({mcmc['images']} test images, {mcmc['num_samples']} samples after "
-            f"{mcmc['warmup_steps']} warm-up, {mcmc['seconds_per_image']:.1f} s per image)",
-            "",
-            "| strategy | mean error (in NUTS sds) | sd of q / sd of NUTS |",
-            "|---|---|---|",
-        ]
-        compared = dict(mcmc["strategies"])
-        if "grid_vs_mcmc" in mcmc:
-            compared["(NUTS against the exact grid)"] = mcmc["grid_vs_mcmc"]
-        for name, m in compared.items():
-            lines.append(
-                f"| {name} | {_fmt(m['mean_error_in_sds'], digits=3)} "
-                f"| {_fmt(m['std_ratio'], digits=3)} |"
-            )
-        if not mcmc["moved"]:
-            lines.append(
-                "\nNUTS did not move in some dimension (a standard deviation of 0): give it more "
-                "warm-up steps (--mcmc-warmup) before reading this table."
-            )
-    if any(r["strategy"] == "delta" for r in result["rows"]):
-        lines += [
-            "",
-            "delta's ELBO column is log p(x, z_MAP): a Delta guide has no entropy term, so this is "
-            "not a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass "
-            "cannot be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction "
-            "error is the autoencoder's measure.",
-        ]
     return "\n".join(lines) + "\n"
+
+
+def _nuts_row(mcmc, z_dim=None):
+    """The NUTS row of :func:`markdown`'s table: only the columns whose numbers mean the same."""
+    samples = mcmc["images"] * mcmc["num_samples"] * (z_dim or len(mcmc["mean"][0]))
+    versus = mcmc.get("grid_vs_mcmc")
+    agreement = (
+        f" {_fmt(versus['mean_error_in_sds'], digits=3)} | {_fmt(versus['std_ratio'], digits=3)} |"
+        if versus
+        else " 0 (reference) | 1 (reference) |"
+    )
+    return (
+        f"| mcmc (NUTS) | n/a | n/a | n/a | n/a | — | {mcmc['seconds_per_image']:.2e} | 0 "
+        f"| {4 * samples / 2**20:.2f} MiB (samples) |" + agreement
+    )
 
 
 def write_comparison(result, out, title=None):
@@ -448,9 +532,8 @@ def write_comparison(result, out, title=None):
     n = mcmc["images"] if mcmc else min(4, len(result["_x"]))
     qs = {}
     for strategy, q in result["_guides"].items():
-        fn = q.z_dist(result["_x"][:n], idx=torch.arange(n))
-        scale = None if strategy == "delta" else fn.base_dist.scale.detach()
-        qs[strategy] = (fn.mean.detach(), scale)
+        mean, sd = _moments(q, result["_x"][:n])
+        qs[strategy] = (mean.reshape(n, -1), None if strategy == "delta" else sd.reshape(n, -1))
     samples = mcmc["_samples"] if mcmc else None
     if grid is not None:
         sub = GridPosterior(
@@ -477,10 +560,10 @@ def compare_run(run, data, out, overwrite=False, quiet=True, **kwargs):
 
     prepare_run_dir(out, overwrite)
     start = time.perf_counter()
-    result = compare(run.model, run.guide, data, **kwargs)
+    result = compare(run.model, run.guide if run.amortized else None, data, **kwargs)
     result["dataset"] = data.name
     result["run"] = run.path
-    result["z_dim"] = run.config.z_dim
+    result["z_dim"] = run.structure.code.numel
     result["seconds"] = time.perf_counter() - start
     write_comparison(result, out)
     return result

@@ -50,10 +50,10 @@ class PointGuide(PyroModule):
 
 def train_baseline(config, data, quiet=True):
     """The deterministic baseline for the completion run ``config``, trained like the CVAE."""
-    from .config import build
+    from .config import build_vae
 
     pyro.set_rng_seed(config.seed)
-    model, _ = build(config, data.x_shape)
+    model, _ = build_vae(config, data.x_shape)
     model.prior = PointPrior(config.z_dim)
     guide = PointGuide(config.z_dim)
     fit(

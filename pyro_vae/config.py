@@ -4,11 +4,12 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
+import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .data import BINARIZATIONS, is_dataset_name
 from .errors import ConfigError, shown
-from .guides import AmortizedGuide
+from .guides import AmortizedGuide, LocalGuide
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .models import (
     VAE,
@@ -19,9 +20,10 @@ from .models import (
 )
 from .nets import NETS, make_fc, make_networks
 from .objectives import IWAE
+from .program import Program
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": IWAE}
-MODELS = ("vae", "hierarchical", "FILE.py:CLASS")
+MODELS = ("vae", "hierarchical", "FILE.py[:NAME]")
 MAX_SEED = 2**32 - 1
 # The largest size or count a setting takes: torch indexes with 64-bit integers, but no size
 # beyond this fits any machine, and a count beyond it never ends.
@@ -89,7 +91,8 @@ class Config:
                 )
         if self.model not in MODELS[:2] and not _is_model_file(self.model):
             raise ConfigError(
-                f"unknown model {shown(self.model)}; choose vae, hierarchical or FILE.py:CLASS"
+                f"unknown model {shown(self.model)}; choose vae, hierarchical, FILE.py, FILE.py:NAME or "
+                "FILE.py:MODEL,GUIDE"
             )
         for name in ("z_dim", "epochs", "batch_size", "num_particles", "log_px_samples"):
             _check_positive_int(name, getattr(self, name))
@@ -169,13 +172,14 @@ class Config:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
         return cls(**d)
 
-    def make_elbo(self):
+    def make_elbo(self, max_plate_nesting=1):
+        """The Pyro ELBO the config names, for a model nesting ``max_plate_nesting`` plates."""
         if self.elbo == "iwae":
-            return IWAE(num_particles=self.num_particles, max_plate_nesting=1)
+            return IWAE(num_particles=self.num_particles, max_plate_nesting=max_plate_nesting)
         kwargs = {"num_particles": self.num_particles}
         if self.num_particles > 1:
             kwargs["vectorize_particles"] = True
-            kwargs["max_plate_nesting"] = 1
+            kwargs["max_plate_nesting"] = max_plate_nesting
         return ELBOS[self.elbo](**kwargs)
 
 
@@ -218,29 +222,62 @@ def check_x_shape(x_shape):
 
 
 def _is_model_file(name):
+    """``FILE.py``, ``FILE.py:NAME`` or ``FILE.py:MODEL,GUIDE``."""
     if not isinstance(name, str):
         return False
-    path, _, cls = name.rpartition(":")
-    return path.endswith(".py") and cls.isidentifier()
+    if name.endswith(".py"):
+        return True
+    path, _, names = name.rpartition(":")
+    return path.endswith(".py") and all(n.isidentifier() for n in names.split(","))
 
 
-def build(config, x_shape, num_classes=10):
-    """The model and amortized guide that ``config`` describes, for images of ``x_shape``.
+def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
+    """The model and guide that ``config`` describes, for images of ``x_shape``, through the
+    program door (:class:`~pyro_vae.program.Program`): both are called as
+    ``(x, y=None, idx=None, size=None)`` and ``model.structure`` says what they are.
 
-    Every variant is the one :class:`~pyro_vae.models.VAE` and
-    :class:`~pyro_vae.guides.AmortizedGuide`, composed of the parts the config names.
+    The built-in variants are the one :class:`~pyro_vae.models.VAE` and
+    :class:`~pyro_vae.guides.AmortizedGuide`, composed of the parts the config names; a model
+    file (``config.model = "FILE.py[:NAME]"``) is loaded by :mod:`pyro_vae.modelfile`.
 
     :param int num_classes: the number of labels, for a label-conditioned model.
+    :param x: a few images to discover the program's structure on (default: random binary
+        images of ``x_shape``); ``y`` their condition.
+    :param int train_size: training images, for the per-image guide of a model without one.
     """
     if not isinstance(config, Config):
         raise ConfigError(f"config must be a pyro_vae.Config, got {type(config).__name__}")
     x_shape = check_x_shape(x_shape)
     if config.condition == "label":
         _check_positive_int("num_classes", num_classes)
+    owner = None
     if _is_model_file(config.model):
         from .modelfile import build_from_file
 
-        return build_from_file(config, x_shape)
+        model, guide, owner = build_from_file(config, x_shape, num_classes)
+    else:
+        model, guide = build_vae(config, x_shape, num_classes)
+    if x is None:
+        x, y = example_batch(config, x_shape, num_classes)
+    program = Program(model, guide, x, y, owner=owner, train_size=train_size)
+    if program.guide is None:  # a model alone: variational EM with a Gaussian per image
+        return program.model, LocalGuide(train_size or x.shape[0], structure=program.structure)
+    return program.model, program.guide
+
+
+def example_batch(config, x_shape, num_classes=10, n=4):
+    """A few random binary images of ``x_shape`` and the condition a model of ``config`` reads
+    (labels, or the images themselves for image completion), drawn without touching the global
+    random state."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.bernoulli(torch.full((n, *x_shape), 0.5), generator=generator)
+    if config.condition.startswith("quadrants:"):
+        return x, x
+    return x, torch.randint(0, num_classes, (n,), generator=generator)
+
+
+def build_vae(config, x_shape, num_classes=10):
+    """The built-in model and amortized guide ``config`` describes (before the door)."""
     x_shape = tuple(x_shape)
     likelihood = make_likelihood(config.likelihood, x_shape, config.sigma)
     hidden = None

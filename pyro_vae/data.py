@@ -24,6 +24,7 @@ import gzip
 import os
 import shutil
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -37,6 +38,17 @@ DEFAULT_FOLDER_SIZE = 64
 FOLDER_SPLIT_SEED = 2024
 BINARIZATIONS = ("none", "static", "dynamic")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+# The classes of the datasets whose labels are not their names (a folder's are its subfolders).
+CLASS_NAMES = {
+    "fashion-mnist": (
+        "T-shirt/top", "trouser", "pullover", "dress", "coat",
+        "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    ),
+    "cifar10": (
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck",
+    ),
+}  # fmt: skip
 
 # Fixed seeds: every run, whatever its own seed, sees the same static training set and scores the
 # same binarized test images.
@@ -75,6 +87,7 @@ class Data:
     test_x: torch.Tensor
     test_y: torch.Tensor
     y_is_x: bool = False
+    class_names: Optional[tuple] = None  # label -> name (None: the labels are the names)
 
     @property
     def x_shape(self):
@@ -129,6 +142,7 @@ class Data:
             self.train_y[keep_train],
             self.test_x[keep_test],
             self.test_y[keep_test],
+            class_names=self.class_names,
         )
 
     def split(self, name):
@@ -191,12 +205,15 @@ def load_dataset(
         raise DataError(
             f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZATIONS)}"
         )
+    class_names = CLASS_NAMES.get(name)
     if name == "mnist-small":
         train, test = _load_mnist_small()
     elif name in ("mnist", "fashion-mnist", "cifar10"):
         train, test = _load_torchvision(name, root or default_root(), download)
     elif is_dataset_name(name):
-        train, test = _load_folder(name[len("folder:") :], image_size or DEFAULT_FOLDER_SIZE)
+        train, test, class_names = _load_folder(
+            name[len("folder:") :], image_size or DEFAULT_FOLDER_SIZE
+        )
     else:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
@@ -208,7 +225,7 @@ def load_dataset(
         test_x = binarize_once(test_x, TEST_BINARIZATION_SEED)
     if binarize == "static":
         train_x = binarize_once(train_x, STATIC_TRAIN_SEED)
-    data = Data(name, binarize, train_x, train_y, test_x, test_y)
+    data = Data(name, binarize, train_x, train_y, test_x, test_y, class_names=class_names)
     if not exclude_classes:
         return data
     labels = sorted(set(train_y.tolist()))
@@ -296,7 +313,8 @@ def _load_folder(path, size):
     n_test = max(1, round(0.1 * len(files)))
     test, train = order[:n_test].numpy(), order[n_test:].numpy()
     y = np.asarray(labels)
-    return (x[train], y[train]), (x[test], y[test])
+    names = tuple(c or os.path.basename(os.path.normpath(path)) for c in classes)
+    return (x[train], y[train]), (x[test], y[test]), names
 
 
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -358,6 +376,17 @@ def _load_mnist_small():
         return (f["train_images"], f["train_labels"]), (f["test_images"], f["test_labels"])
 
 
+def _one_line(error):
+    """An exception's message on one line: torchvision's download error puts the file on its
+    first line ("Error downloading train-images-idx3-ubyte.gz:") and each mirror's failure below."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
 def _load_torchvision(name, root, download):
     from torchvision import datasets
 
@@ -382,8 +411,9 @@ def _load_torchvision(name, root, download):
                 "cifar10": "connect to the internet once (it downloads 163 MB), or put "
                 f"cifar-10-python.tar.gz in {root}",
             }[name]
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DatasetUnavailableError(f"{name} is not available ({reason}); {hint}") from None
+            raise DatasetUnavailableError(
+                f"{name} is not available ({_one_line(e)}); {hint}"
+            ) from None
         images, labels = np.asarray(ds.data), np.asarray(ds.targets)
         if images.ndim == 4:  # CIFAR stores (N, H, W, C)
             images = images.transpose(0, 3, 1, 2)

@@ -25,12 +25,22 @@ from tqdm.auto import tqdm
 DEFAULT_MAX_ROWS = 32768
 
 
-def _log_joint(trace):
+def _log_joint(trace, data_dim=-1):
+    """The summed log-density of every sample site, one number per particle and image (dims
+    right of the data plate's summed out)."""
     total = 0.0
     for site in trace.nodes.values():
         if site["type"] == "sample" and not site_is_subsample(site):
-            total = total + site["fn"].log_prob(site["value"])
+            lp = site["fn"].log_prob(site["value"])
+            if data_dim != -1 and torch.is_tensor(lp) and lp.dim() >= -data_dim:
+                lp = lp.sum(tuple(range(lp.dim() + data_dim + 1, lp.dim())))
+            total = total + lp
     return total
+
+
+def structure_of(model):
+    """The :class:`~pyro_vae.program.Structure` of a model from the program door, else ``None``."""
+    return getattr(model, "structure", None) if hasattr(model, "program") else None
 
 
 @torch.no_grad()
@@ -47,13 +57,32 @@ def log_weights(model, guide, x, y=None, num_samples=1, max_plate_nesting=1, idx
     :param idx: the images' positions in a set of ``size`` images, for per-datapoint guides; the
         weights stay unscaled.
     """
-    with pyro.plate("particles", num_samples, dim=-(max_plate_nesting + 1)):
+    structure = structure_of(model)
+    data_dim = -1
+    if structure is not None:
+        max_plate_nesting = max(max_plate_nesting, structure.max_plate_nesting)
+        data_dim = structure.plate.dim
+        if not structure.vectorized and num_samples > 1:
+            # a program that cannot take particles in a batch dimension: one draw at a time
+            return torch.cat(
+                [
+                    log_weights(model, guide, x, y, 1, max_plate_nesting, idx, size)
+                    for _ in range(num_samples)
+                ]
+            )
+
+    def run():
         guide_trace = poutine.trace(guide).get_trace(x, y, idx, size)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             x, y, idx, size
         )
-    log_w = _log_joint(model_trace) - _log_joint(guide_trace)
-    return log_w.expand(num_samples, x.shape[0])
+        return _log_joint(model_trace, data_dim) - _log_joint(guide_trace, data_dim)
+
+    if structure is not None and not structure.vectorized:
+        return torch.as_tensor(run()).expand(1, x.shape[0])
+    with pyro.plate("particles", num_samples, dim=-(max_plate_nesting + 1)):
+        log_w = run()
+    return torch.as_tensor(log_w).expand(num_samples, x.shape[0])
 
 
 def _chunked(x, y, num_samples, max_rows):
@@ -73,7 +102,10 @@ def _chunked(x, y, num_samples, max_rows):
 def _per_image(reduce, model, guide, x, y, num_samples, max_rows, max_plate_nesting, progress):
     out = []
     chunks = list(_chunked(x, y, num_samples, max_rows))
-    bar = tqdm(chunks, disable=not progress, desc="log p(x)", unit="chunk", leave=False)
+    # disable=None: no bar when stderr is not a terminal (a log file)
+    bar = tqdm(
+        chunks, disable=None if progress else True, desc="log p(x)", unit="chunk", leave=False
+    )
     for xc, yc, idx, k in bar:
         blocks = [
             log_weights(

@@ -132,7 +132,7 @@ def gradient_draws(
     fixed, so both end up close to a per-image baseline: the best case for a baseline.
 
     :param model: a pyro_vae model.
-    :param guide: a guide with the same signature, sampling ``"z"``.
+    :param guide: a guide with the same signature (every latent site is treated).
     :param torch.Tensor x: the minibatch.
     :param str estimator: one of :data:`ESTIMATORS`.
     :param int num_draws: gradient estimates to draw.
@@ -165,10 +165,12 @@ def gradient_draws(
     model.eval(), guide.eval()
     try:
         q = guide
+        structure = getattr(model, "structure", None)
+        sites = structure.latent_names if structure is not None else ("z",)
         if baseline == "learned":
-            q = ScoreFunction(baseline=lambda: net(x))(guide)
+            q = ScoreFunction(sites, baseline=lambda: net(x))(guide)
         elif baseline is not None:
-            q = ScoreFunction(baseline=None if baseline == "none" else baseline)(guide)
+            q = ScoreFunction(sites, baseline=None if baseline == "none" else baseline)(guide)
         skip = warmup if baseline == "average" else 0
         draws = [_draw(elbo, model, q, x, params) for _ in range(skip + num_draws)][skip:]
     finally:

@@ -17,12 +17,14 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroModule
 from torch import nn
+from torch.distributions import biject_to
 
 from .errors import DataError
 from .models import data_plate, features
 from .nets import loc_scale
+from .program import DataPlate, LatentSite
 
 
 class Guide(PyroModule):
@@ -74,55 +76,144 @@ class AmortizedGuide(Guide):
 
 
 class LocalGuide(Guide):
-    """Per-datapoint variational parameters: one free diagonal Gaussian per image::
+    """Per-datapoint variational parameters: one free diagonal Gaussian per image and latent site::
 
         z_i ~ Normal(loc[i], scale[i])   # i = the image's position in the dataset (idx)
 
     This is variational EM's E-step family: ``size`` sets of parameters, nothing shared, so its
     optimum per image is the q* of Cremer, Li & Duvenaud (2018) against which the amortization
-    gap is measured. Minibatches pick their rows through the ``"data"`` plate's ``subsample=idx``;
-    called without ``idx``, the guide needs all ``size`` images in order.
+    gap is measured. Minibatches pick their rows through ``idx``; called without ``idx``, the
+    guide needs all ``size`` images in order.
+
+    For any program it covers every latent site the program's :class:`~pyro_vae.program.Structure`
+    lists, each a Gaussian in the site's unconstrained space (mapped onto its support as Pyro's
+    ``AutoNormal`` does), inside the program's own data plate. ``LocalGuide(size, z_dim)`` is the
+    built-in models' case: one site ``"z"`` of ``z_dim`` numbers in :func:`pyro_vae.data_plate`.
+
+    Trained by :func:`~pyro_vae.train.fit`, each image's parameters take one Adam step per epoch
+    (when its minibatch comes), so ``fit``'s default ``lr=1e-3`` moves them by about 1e-3 per epoch
+    and leaves q near the prior: train them with a learning rate of 0.01-0.1 (the tests train
+    decoder and locals together with 0.03), or fit them with
+    :func:`~pyro_vae.inference.e_step` (every image every step, ``lr=0.1``). ``fit``'s test ELBO
+    for this guide comes from an E-step on the test images after the last epoch
+    (:func:`~pyro_vae.train.mean_test_elbo`).
 
     :param int size: number of images (rows of ``loc`` and ``scale``).
-    :param int z_dim: latent dimension.
-    :param torch.Tensor loc: initial locations ``(size, z_dim)``; default zeros (the prior's mean).
-    :param torch.Tensor scale: initial scales ``(size, z_dim)``; default ones (the prior's scale).
+    :param int z_dim: latent dimension of the single site ``"z"`` (without ``structure``).
+    :param loc: initial locations ``(size, z_dim)`` (or, with several sites, a dict by site name,
+        in unconstrained space); default zeros (the standard Normal prior's mean).
+    :param scale: initial scales, likewise; default ones.
+    :param structure: a program's :class:`~pyro_vae.program.Structure`.
     """
 
-    def __init__(self, size, z_dim, loc=None, scale=None):
+    def __init__(self, size, z_dim=None, loc=None, scale=None, structure=None):
         super().__init__()
-        self.size, self.z_dim = size, z_dim
-        loc = torch.zeros(size, z_dim) if loc is None else loc.detach().clone()
-        scale = torch.ones(size, z_dim) if scale is None else scale.detach().clone()
-        if loc.shape != (size, z_dim) or scale.shape != (size, z_dim):
-            raise DataError(
-                f"LocalGuide needs loc and scale of shape ({size}, {z_dim}), "
-                f"got {tuple(loc.shape)} and {tuple(scale.shape)}"
-            )
-        self.loc = nn.Parameter(loc)
-        self.scale = PyroParam(scale, constraint=constraints.positive)
+        if structure is None:
+            if z_dim is None:
+                raise DataError("LocalGuide needs z_dim, or a program's structure")
+            sites, plate = (LatentSite("z", (z_dim,), constraints.real),), DataPlate()
+        else:
+            sites, plate = structure.latents, structure.plate
+        self.size, self.sites, self.plate = size, tuple(sites), plate
+        self.structure = structure
+        self.z_dim = z_dim if z_dim is not None else (self.sites[0].numel if self.sites else 0)
+        self.transforms = [
+            None if _is_real(site.support) else biject_to(site.support) for site in self.sites
+        ]
+        self.locs = nn.ParameterDict()
+        self.log_scales = nn.ParameterDict()
+        for i, (site, t) in enumerate(zip(self.sites, self.transforms)):
+            shape = (size, *(site.shape if t is None else t.inv.forward_shape(site.shape)))
+            init_loc, init_scale = _pick(loc, site.name, i), _pick(scale, site.name, i)
+            init_loc = torch.zeros(shape) if init_loc is None else init_loc.detach().clone()
+            init_scale = torch.ones(shape) if init_scale is None else init_scale.detach().clone()
+            if init_loc.shape != shape or init_scale.shape != shape:
+                raise DataError(
+                    f"LocalGuide needs loc and scale of shape {tuple(shape)} for site "
+                    f"{site.name!r}, got {tuple(init_loc.shape)} and {tuple(init_scale.shape)}"
+                )
+            self.locs[str(i)] = nn.Parameter(init_loc.float())
+            self.log_scales[str(i)] = nn.Parameter(init_scale.float().log())
+
+    @property
+    def loc(self):
+        """The first site's locations ``(size, ...)`` (``"z"`` for the built-in models)."""
+        return self.locs["0"]
+
+    @property
+    def scale(self):
+        """The first site's scales ``(size, ...)``."""
+        return self.log_scales["0"].exp()
 
     @classmethod
     @torch.no_grad()
-    def from_guide(cls, guide, x, y=None):
+    def from_guide(cls, guide, x, y=None, structure=None):
         """A local guide for the images ``x`` (with condition ``y``) that starts where ``guide``
-        stands on them.
+        stands on them: each site's mean and standard deviation under ``guide`` (in its
+        unconstrained space; estimated from 64 draws where the distribution has no closed form).
 
         Refining it with a few E-steps is semi-amortized inference (Kim et al. 2018); with none,
         it is ``guide`` itself, image for image.
         """
-        q = guide.z_dist(x, y).base_dist
-        return cls(x.shape[0], q.loc.shape[-1], q.loc, q.scale)
+        structure = structure if structure is not None else getattr(guide, "structure", None)
+        if structure is None:  # a built-in guide on its own
+            q = guide.z_dist(x, y).base_dist
+            return cls(x.shape[0], q.loc.shape[-1], q.loc, q.scale)
+        trace = poutine.trace(guide).get_trace(x, y)
+        loc, scale = {}, {}
+        for site in structure.latents:
+            loc[site.name], scale[site.name] = _moments(trace.nodes[site.name]["fn"], site)
+        return cls(x.shape[0], loc=loc, scale=scale, structure=structure)
+
+    def site_dists(self, x, y=None, idx=None):
+        """``{site: q}`` for the images ``x`` at positions ``idx``: each a diagonal Normal in the
+        site's unconstrained space, mapped onto its support."""
+        if idx is None and x.shape[0] != self.size:
+            raise DataError(
+                f"this local guide holds parameters for {self.size} images, got "
+                f"{x.shape[0]}; pass their positions idx, or fit a guide for these images"
+            )
+        out = {}
+        for i, (site, t) in enumerate(zip(self.sites, self.transforms)):
+            loc, log_scale = self.locs[str(i)], self.log_scales[str(i)]
+            if idx is not None:
+                loc, log_scale = loc[idx], log_scale[idx]
+            base = dist.Normal(loc, log_scale.exp()).to_event(loc.dim() - 1)
+            out[site.name] = base if t is None else dist.TransformedDistribution(base, t)
+        return out
 
     def z_dist(self, x, y=None, idx=None):
-        if idx is None:
-            if x.shape[0] != self.size:
-                raise DataError(
-                    f"this local guide holds parameters for {self.size} images, got "
-                    f"{x.shape[0]}; pass their positions idx, or fit a guide for these images"
-                )
-            return dist.Normal(self.loc, self.scale).to_event(1)
-        return dist.Normal(self.loc[idx], self.scale[idx]).to_event(1)
+        """q of the first latent site (``"z"`` for the built-in models)."""
+        return next(iter(self.site_dists(x, y, idx).values()))
+
+    def forward(self, x, y=None, idx=None, size=None):
+        dists = self.site_dists(x, y, idx)
+        with self.plate(x.shape[0], idx, size), poutine.scale(scale=self.z_scale):
+            return {name: pyro.sample(name, fn) for name, fn in dists.items()}
+
+
+def _is_real(support):
+    """Whether ``support`` is all of R^n, so the site needs no transform."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support is constraints.real or type(support) is type(constraints.real)
+
+
+def _pick(value, name, i):
+    if value is None or isinstance(value, torch.Tensor):
+        return value if i == 0 else None
+    return value.get(name)
+
+
+def _moments(fn, site):
+    """Mean and standard deviation of ``fn`` in the site's unconstrained space."""
+    base = fn
+    while isinstance(base, dist.Independent):
+        base = base.base_dist
+    if isinstance(base, dist.Normal) and _is_real(site.support):
+        return base.loc.expand(fn.shape()), base.scale.expand(fn.shape())
+    draws = biject_to(site.support).inv(fn.sample((64,)))
+    return draws.mean(0), draws.std(0).clamp(min=1e-3)
 
 
 class DeltaGuide(Guide):
@@ -147,5 +238,38 @@ class DeltaGuide(Guide):
         super().__init__()
         self.guide = guide
 
+    @property
+    def structure(self):
+        """The structure of the program the wrapped guide was made for, if any."""
+        return getattr(self.guide, "structure", None)
+
+    @property
+    def size(self):
+        return getattr(self.guide, "size", None)
+
+    def site_dists(self, x, y=None, idx=None):
+        """``{site: Delta}`` at the wrapped guide's location for each latent site (for a
+        :class:`LocalGuide`, its ``loc`` mapped onto the site's support)."""
+        if isinstance(self.guide, LocalGuide):
+            out = {}
+            for name, fn in self.guide.site_dists(x, y, idx).items():
+                point = (
+                    fn.base_dist.mean if isinstance(fn, dist.TransformedDistribution) else fn.mean
+                )
+                for t in getattr(fn, "transforms", []):
+                    point = t(point)
+                out[name] = dist.Delta(point, event_dim=len(fn.event_shape))
+            return out
+        return {"z": self.z_dist(x, y, idx)}
+
     def z_dist(self, x, y=None, idx=None):
+        if isinstance(self.guide, LocalGuide):
+            return next(iter(self.site_dists(x, y, idx).values()))
         return dist.Delta(self.guide.z_dist(x, y, idx).mean, event_dim=1)
+
+    def forward(self, x, y=None, idx=None, size=None):
+        if not isinstance(self.guide, LocalGuide):
+            return super().forward(x, y, idx, size)
+        dists = self.site_dists(x, y, idx)
+        with self.guide.plate(x.shape[0], idx, size), poutine.scale(scale=self.z_scale):
+            return {name: pyro.sample(name, fn) for name, fn in dists.items()}

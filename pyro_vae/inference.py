@@ -26,7 +26,9 @@ from .errors import ConfigError
 from .train import fit
 
 
-def e_step(model, guide, x, steps=300, lr=0.1, final_lr=None, elbo=None, seed=0, quiet=True):
+def e_step(
+    model, guide, x, steps=300, lr=0.1, final_lr=None, elbo=None, seed=0, quiet=True, y=None
+):
     """Fit ``guide`` to the images ``x`` with ``model`` frozen; return the per-step ELBO history.
 
     Every step is one Adam step on all of ``x`` at once (the ``"data"`` plate is not subsampled),
@@ -45,12 +47,15 @@ def e_step(model, guide, x, steps=300, lr=0.1, final_lr=None, elbo=None, seed=0,
     :param elbo: a Pyro ELBO (default ``TraceMeanField_ELBO()``, analytic KL where one exists).
     :param int seed: seeds the Monte Carlo draws.
     :param bool quiet: no progress bar.
+    :param y: the images' condition for a conditional model (labels, or images to complete).
     :rtype: pyro_vae.train.History
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"the E-step needs a positive number of steps, got {steps!r}")
     n = x.shape[0]
-    images = Data("e-step", "static", x, torch.zeros(n, dtype=torch.long), x[:0], x.new_zeros(0))
+    labels = y if y is not None and y.dim() == 1 else torch.zeros(n, dtype=torch.long)
+    images = Data("e-step", "static", x, labels, x[:0], labels[:0])
+    images.y_is_x = y is not None and y.dim() > 1
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.requires_grad_(False)
     try:
@@ -99,6 +104,19 @@ class GridPosterior:
         return mean, (second - mean**2).clamp(min=0).sqrt()
 
 
+def _at(model, z):
+    """The image site's distribution and the code site's prior log-density at latents ``z``
+    ``(G, 2)`` (a model with one 2-D latent site)."""
+    structure = getattr(model, "structure", None)
+    if structure is None:  # a bare built-in model
+        return model.x_dist(z), model.z_dist().log_prob(z)
+    name = structure.code.name
+    trace = poutine.trace(poutine.condition(model, data={name: z})).get_trace(
+        None, None, None, len(z)
+    )
+    return trace.nodes[structure.image]["fn"], trace.nodes[name]["fn"].log_prob(z)
+
+
 @torch.no_grad()
 def log_likelihood_grid(model, x, z, max_rows=4096):
     """``log p(x_n | z_g)`` for every image and grid point, shape ``(N, G)``.
@@ -107,16 +125,18 @@ def log_likelihood_grid(model, x, z, max_rows=4096):
     so all images are scored against all grid points by one matrix product; other likelihoods
     are evaluated by broadcasting, in chunks of grid points.
     """
+    structure = getattr(model, "structure", None)
     out = []
     for zc in z.split(max_rows):
-        fn = model.x_dist(zc)
+        fn, _ = _at(model, zc)
         base = fn.base_dist if isinstance(fn, dist.Independent) else fn
         if isinstance(base, dist.Bernoulli):
             logits = base.logits.reshape(len(zc), -1)
             softplus = torch.nn.functional.softplus(logits).sum(-1)
             out.append(x.reshape(len(x), -1) @ logits.T - softplus)
         else:
-            out.append(torch.stack([fn.log_prob(xi.expand(len(zc), *xi.shape)) for xi in x]))
+            shaped = x if structure is None else structure.to_model(x)
+            out.append(torch.stack([fn.log_prob(xi.expand(len(zc), *xi.shape)) for xi in shaped]))
     return torch.cat(out, 1)
 
 
@@ -129,18 +149,27 @@ def grid_posterior(model, x, lim=5.0, points=200):
     its mass inside ``lim=5``); log p(x) is the log of the midpoint-rule sum. The rule is compared
     with the one on every other point, which bounds how much the result depends on the grid.
 
-    :param model: a pyro_vae model with ``z_dim == 2``, ``z_dist()`` and ``x_dist(z)``.
+    :param model: a model with one latent site of two numbers (and no condition).
     :param torch.Tensor x: images ``(N, *x_shape)``.
     :rtype: GridPosterior
     """
-    if getattr(model, "z_dim", None) != 2:
+    structure = getattr(model, "structure", None)
+    if structure is not None:
+        sizes = [s.numel for s in structure.latents]
+        if sizes != [2] or structure.conditional:
+            raise ConfigError(
+                "the exact grid posterior needs one unconditional 2-D latent site; this model "
+                f"has latent sites {', '.join(structure.latent_names)} of sizes {sizes}"
+            )
+    elif getattr(model, "z_dim", None) != 2:
         raise ConfigError(
             f"the exact grid posterior needs a 2-D latent, this model has z_dim={model.z_dim}"
         )
     h = 2 * lim / points
     axis = torch.linspace(-lim + h / 2, lim - h / 2, points)
     z = torch.cartesian_prod(axis, axis)  # (P*P, 2), z1 varies slowest
-    log_joint = log_likelihood_grid(model, x, z) + model.z_dist().log_prob(z)
+    prior = torch.cat([_at(model, zc)[1] for zc in z.split(4096)])
+    log_joint = log_likelihood_grid(model, x, z) + prior
     log_px = torch.logsumexp(log_joint, 1) + 2 * math.log(h)
     coarse = log_joint.reshape(len(x), points, points)[:, ::2, ::2].reshape(len(x), -1)
     log_px_coarse = torch.logsumexp(coarse, 1) + 2 * math.log(2 * h)
@@ -152,11 +181,13 @@ def grid_posterior(model, x, lim=5.0, points=200):
 
 @dataclass
 class NUTSPosterior:
-    """Samples of p(z|x) from :func:`nuts_posterior`: ``samples`` ``(S, N, z_dim)``."""
+    """Samples of p(z|x) from :func:`nuts_posterior`: ``samples`` ``(S, N, *shape)`` of the code
+    site, ``sites`` those of every latent site."""
 
     samples: torch.Tensor
     seconds: float
     num_warmup: int
+    sites: dict = None
 
     @property
     def mean(self):
@@ -167,12 +198,12 @@ class NUTSPosterior:
         return self.samples.std(0)
 
 
-def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=True):
+def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=True, y=None):
     """Sample the posterior p(z|x) of each image in ``x`` with NUTS, the model held fixed.
 
     The images' latents are independent given the model, so one chain samples all of them
-    jointly (a ``N * z_dim``-dimensional target); keep ``N`` small. The model's parameters are
-    constants of the target: only z moves.
+    jointly (every latent site of every image); keep ``N`` small. The model's parameters are
+    constants of the target: only the latents move.
 
     :param model: a pyro_vae model.
     :param torch.Tensor x: a few images ``(N, *x_shape)``.
@@ -189,13 +220,13 @@ def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=Tr
     start = time.perf_counter()
     try:
         mcmc = MCMC(
-            NUTS(poutine.condition(model, data={"x": x}), jit_compile=False),
+            NUTS(model, jit_compile=False),
             num_samples=num_samples,
             warmup_steps=warmup_steps,
             disable_progbar=quiet,
         )
         try:
-            mcmc.run(x=None, size=x.shape[0])
+            mcmc.run(x, y)
         except NotImplementedError as e:
             if "Cannot transform" not in str(e):
                 raise
@@ -207,5 +238,6 @@ def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=Tr
     finally:
         for p in trainable:
             p.requires_grad_(True)
-    samples = mcmc.get_samples()["z"].detach()
-    return NUTSPosterior(samples, time.perf_counter() - start, warmup_steps)
+    sites = {k: v.detach() for k, v in mcmc.get_samples().items()}
+    code = model.structure.code.name if hasattr(model, "structure") else "z"
+    return NUTSPosterior(sites[code], time.perf_counter() - start, warmup_steps, sites)

@@ -8,6 +8,7 @@ from pyro.poutine.util import site_is_subsample
 
 from .errors import PyroVAEError
 from .modelfile import check_protocol
+from .program import describe
 
 
 @torch.no_grad()
@@ -44,7 +45,9 @@ def site_table(model, guide, x, y=None):
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines + sorted(plates))
+    structure = getattr(model, "structure", None)
+    learned = [""] + describe(structure) if structure is not None else []
+    return "\n".join(lines + sorted(plates) + learned)
 
 
 def _describe(fn):

@@ -11,9 +11,12 @@ Usage::
     images = interpolate(run, x[0], x[1], steps=10, method="slerp")
 """
 
+import pyro.distributions as dist
 import torch
 
+from .data import as_images
 from .errors import ConfigError, DataError
+from .program import prior_moments
 
 INTERPOLATIONS = ("linear", "slerp")
 
@@ -71,8 +74,12 @@ def manifold_grid(run, n=20, span=0.95):
     the prior. Row ``i``, column ``j`` decodes ``z = (q_j, q_{n-1-i})``: z[0] grows to the right,
     z[1] upwards, as in a scatter plot.
     """
-    if run.config.z_dim != 2:
-        raise ConfigError(f"the manifold grid needs z_dim = 2, this model has {run.config.z_dim}")
+    code = run.structure.code
+    if code.numel != 2:
+        raise ConfigError(
+            f"the manifold grid needs a 2-D latent (z_dim = 2); this model's site {code.name!r} has "
+            f"{code.numel} numbers"
+        )
     if not 0 < span < 1:
         raise ConfigError(f"span must lie strictly between 0 and 1, got {span!r}")
     q = grid_axis(n, span)
@@ -84,8 +91,7 @@ def manifold_grid(run, n=20, span=0.95):
 
 def _prior(run):
     """``loc`` and ``scale`` of the (unconditioned) prior p(z) of ``run``'s model."""
-    fn = run.model.z_dist().base_dist
-    return fn.loc, fn.scale
+    return prior_moments(run.model)
 
 
 def grid_axis(n=20, span=0.95):
@@ -124,19 +130,131 @@ def flip_pixels(x, p=0.1, seed=0):
 
 def occlude(x, top=None, height=None, value=0.0):
     """Images with ``height`` rows from row ``top`` on set to ``value`` (default: the lower half)."""
-    rows = x.shape[-2]
-    height = rows // 2 if height is None else height
-    top = rows - height if top is None else top
     out = x.clone()
-    out[..., top : top + height, :] = value
+    out[~visible(x, top, height)] = value
     return out
 
 
-def denoise(run, x):
-    """Reconstruct corrupted images: decode each image's posterior mean.
+def visible(x, top=None, height=None):
+    """The mask of the pixels :func:`occlude` leaves alone: ``True`` where the image is seen."""
+    rows = x.shape[-2]
+    height = rows // 2 if height is None else height
+    top = rows - height if top is None else top
+    mask = torch.ones_like(x, dtype=torch.bool)
+    mask[..., top : top + height, :] = False
+    return mask
 
-    The encoder never saw corrupted images; what comes back is the decoder's idea of the nearest
-    clean image, a projection onto what the model can generate.
+
+def pixel_error(images, truth):
+    """The fraction of pixels where ``images`` (probabilities, thresholded at 0.5) differ from the
+    binary ``truth``: the damage of :func:`flip_pixels` at rate ``p`` has an error of about ``p``."""
+    return ((images >= 0.5) != (truth >= 0.5)).float().mean().item()
+
+
+OUTPUT_DRAWS = 16
+
+
+def _encoder(run, x, flip, observed, **kwargs):
+    return run.decode(run.encode(x)[0])
+
+
+def _fit(run, x, flip, observed, steps=100, lr=0.05, samples=1, seed=0):
+    loc, scale = _fit_q(run, _evidence(run, x, flip, observed), x, steps, lr, samples, seed)
+    with torch.no_grad():
+        # The restored pixel averages over the fitted q: OUTPUT_DRAWS codes, one decoder pass.
+        z = loc + scale * torch.randn((OUTPUT_DRAWS, *loc.shape), generator=_generator(seed + 1))
+        mean = run.model.x_dist(z).mean
+        if flip:  # P(clean pixel = 1 | seen pixel, z), by Bayes' rule for the flip noise
+            on = mean * (1 - flip) / (mean * (1 - flip) + (1 - mean) * flip)
+            off = mean * flip / (mean * flip + (1 - mean) * (1 - flip))
+            seen = torch.where(x >= 0.5, on, off)
+        else:
+            seen = x.expand_as(mean)
+        if observed is not None:
+            seen = torch.where(observed, seen, mean)
+        return seen.mean(0)
+
+
+def _evidence(run, x, flip, observed):
+    """log p(damaged x | z) per image: the decoder's pixels seen through the damage."""
+
+    def log_likelihood(z):
+        fn = run.model.x_dist(z).base_dist
+        if flip:  # a pixel reads 1 if it is 1 and not flipped, or 0 and flipped
+            mean = fn.mean * (1 - flip) + (1 - fn.mean) * flip
+            fn = torch.distributions.Bernoulli(probs=mean.clamp(1e-6, 1 - 1e-6))
+        log_p = fn.log_prob(x)
+        if observed is not None:
+            log_p = log_p * observed
+        return log_p.reshape(*log_p.shape[: z.dim() - 1], -1).sum(-1)
+
+    return log_likelihood
+
+
+def _fit_q(run, log_likelihood, x, steps, lr, samples, seed):
+    """A Gaussian q(z) per image, started at the encoder and fitted by Adam to maximise
+    E_q[log_likelihood(z)] - KL(q || p(z)) with the decoder fixed (an E-step)."""
+    loc, scale = run.encode(x)
+    loc, log_scale = loc.clone().requires_grad_(), scale.log().requires_grad_()
+    prior = run.model.z_dist()
+    optim = torch.optim.Adam([loc, log_scale], lr=lr)
+    g = _generator(seed)
+    for _ in range(steps):
+        q = dist.Normal(loc, log_scale.exp())
+        z = loc + log_scale.exp() * torch.randn((samples, *loc.shape), generator=g)
+        elbo = log_likelihood(z).mean(0) - torch.distributions.kl_divergence(q.to_event(1), prior)
+        optim.zero_grad()
+        loc.grad, log_scale.grad = torch.autograd.grad(-elbo.sum(), [loc, log_scale])
+        optim.step()
+    return loc.detach(), log_scale.detach().exp()
+
+
+def _generator(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+#: How :func:`denoise` restores an image: name -> (function, description).
+DENOISERS = {
+    "fit": (
+        _fit,
+        "fit q(z) to what the damage left (the seen pixels, through the flip noise), then give "
+        "each pixel its posterior probability of being on",
+    ),
+    "encoder": (
+        _encoder,
+        "decode the encoder's posterior mean of the damaged image (the encoder never saw damage)",
+    ),
+}
+
+
+def denoise(run, x, flip=0.0, observed=None, method="fit", **kwargs):
+    """Restore damaged binary images: the probability that each clean pixel is on.
+
+    ``method="fit"`` (the default) treats the damage as part of the model: each pixel of ``x`` is
+    the clean pixel flipped with probability ``flip``, and only the pixels where ``observed`` is
+    ``True`` were seen. A Gaussian q(z) per image is started at the encoder's and fitted by
+    ``steps`` Adam steps to the ELBO of what was seen (the decoder fixed, as in an E-step); then a
+    seen pixel keeps its value unless the model is sure enough to overrule the noise (Bayes' rule
+    with prior ``flip``), and a hidden one gets the decoder's mean. ``method="encoder"`` decodes the
+    encoder's posterior mean of ``x``, which is the weakest restoration: the encoder was never
+    shown damaged images, and its reconstruction loses detail that the damage had left intact.
+
+    :param run: a trained :class:`~pyro_vae.runs.Run` (unconditional; Bernoulli if ``flip``).
+    :param x: damaged images, e.g. :func:`flip_pixels` or :func:`occlude` of test images.
+    :param float flip: the rate at which pixels were flipped (0: none).
+    :param observed: a boolean mask like ``x``, ``True`` where the pixel was seen (e.g.
+        :func:`visible`); ``None``: all were.
+    :param str method: a key of :data:`DENOISERS`.
+    :param kwargs: ``steps`` (100), ``lr`` (0.05), ``samples`` (draws of z per step, 1) and
+        ``seed`` for ``"fit"``.
     """
-    loc, _ = run.encode(x)
-    return run.decode(loc)
+    if method not in DENOISERS:
+        raise ConfigError(f"unknown denoising method {method!r}; choose one of {list(DENOISERS)}")
+    if not 0 <= flip < 0.5:
+        raise ConfigError(f"flip must be a rate in [0, 0.5), got {flip!r}")
+    if flip and not run.binary:
+        raise ConfigError("flip noise needs a model of binary pixels (the Bernoulli likelihood)")
+    x = as_images(x, run.x_shape, binary=run.binary)
+    if observed is not None:
+        observed = torch.as_tensor(observed, dtype=torch.bool).reshape(x.shape)
+    return DENOISERS[method][0](run, x, flip, observed, **kwargs)

@@ -1,33 +1,37 @@
-"""Your own model file: ``pyro-vae train --model path/to/file.py:MyVAE``.
+"""Your own model file: ``pyro-vae train --model FILE.py[:NAME]``.
 
-The protocol. The file defines ``MyVAE``, called as ``MyVAE(x_shape=(C, H, W), z_dim=...,
-hidden_dims=(...))`` (the run's ``--z-dim`` and ``--hidden-dims``); the object it returns has two
-attributes:
+Write the model (and, if you like, its guide) the way Pyro's documentation writes them; the door
+(:mod:`pyro_vae.program`) learns the rest by running them. Any of these is taken as it is:
 
-- ``model``: a ``torch.nn.Module`` (a ``PyroModule``) called as ``model(x=None, y=None, idx=None,
-  size=None)``. It samples the latent site ``"z"`` (and any others) and the image site ``"x"``,
-  observed as ``obs=x``, inside :func:`pyro_vae.data_plate` (``with data_plate(x, idx, size):``),
-  so minibatches are scaled to the dataset and per-datapoint guides get ``idx``. ``x`` is a batch
-  ``(B, C, H, W)`` of pixels in [0, 1] (binarized unless ``--binarize none``); ``y`` holds the
-  batch's integer labels ``(B,)`` (ignore it, or condition on it); with ``x=None`` the model
-  generates ``size`` images (``"x"`` must then have a mean: its distribution's ``.mean``).
-  The ``"x"`` site's distribution has batch shape ``(B,)`` and event shape ``(C, H, W)``.
-- ``guide``: a ``torch.nn.Module`` with the same signature that samples every latent site of the
-  model, with the same shapes, in the same ``"data"`` plate.
+- a class whose instances have ``model`` and ``guide``: ``PyroModule`` objects, plain functions,
+  or methods of an ``nn.Module`` that owns the networks (Pyro's VAE tutorial class, with
+  ``pyro.module("decoder", self.decoder)`` inside ``model(x)``) -- ``FILE.py:VAE``;
+- a module-level pair of functions ``model`` and ``guide`` -- ``FILE.py`` finds them,
+  ``FILE.py:my_model,my_guide`` names them;
+- a factory function returning ``(model, guide)`` -- ``FILE.py:make``;
+- a model alone (a class instance that is callable, a function, or a file without ``guide``): it
+  is then trained by variational EM with a per-image guide (:class:`~pyro_vae.guides.LocalGuide`)
+  and everything works except what needs an encoder.
 
-Optionally ``model.x_dist(z)`` and ``guide.z_dist(x)`` (distributions, as the built-in model has)
-give the reconstruction and latent-space figures; with ``model.z_dim`` too, ``pyro-vae compare``
-can compare inference strategies on the model. ``examples/gmm_prior_vae.py`` is a complete file.
-:func:`check_protocol` runs the model and guide on a few images and names what is wrong.
+A class or factory is called with whichever of ``x_shape``, ``z_dim``, ``hidden_dims`` and
+``num_classes`` its signature accepts (``--z-dim``, ``--hidden-dims``, the data's image shape and
+number of classes); the others keep their defaults.
+
+The model samples its image site with ``obs=x`` inside a plate over the images (any names); it
+may take the images as ``(B, C, H, W)`` or flattened, and a second input ``y`` (the labels).
+Optional extras buy more: ``idx`` and ``size`` parameters (``pyro_vae.data_plate(x, idx, size)``)
+let the program subsample its own plate; ``model.x_dist(z)``/``guide.z_dist(x)`` as in the
+built-in model are used where present. ``examples/`` holds complete files;
+:func:`check_protocol` runs a model and guide on a few images and names what is wrong.
 """
 
 import importlib.util
+import inspect
 import os
 import sys
 
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
 from .errors import ModelFileError
 
@@ -43,9 +47,19 @@ BUILT_IN_ONLY = {
 }
 
 
-def load_class(spec):
-    """The object ``CLASS`` that ``FILE.py:CLASS`` names, loaded from the file."""
-    path, _, name = spec.rpartition(":")
+CONSTRUCTOR_ARGS = ("x_shape", "z_dim", "hidden_dims", "num_classes")
+
+
+def split_spec(spec):
+    """``(path, names)`` of ``FILE.py``, ``FILE.py:NAME`` or ``FILE.py:MODEL,GUIDE``."""
+    if spec.endswith(".py"):
+        return spec, ()
+    path, _, names = spec.rpartition(":")
+    return path, tuple(n for n in names.split(",") if n)
+
+
+def load_module(path):
+    """Import the file ``path`` as a module of its own."""
     if not os.path.isfile(path):
         raise ModelFileError(f"model file {path} does not exist")
     module_name = f"pyro_vae_user_{abs(hash(os.path.abspath(path)))}"
@@ -54,13 +68,31 @@ def load_class(spec):
     sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
     try:
         loader.loader.exec_module(module)
-    except Exception as e:
+    except SystemExit as e:
+        raise ModelFileError(f"{path} called sys.exit({e.code!r}) while loading") from None
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            raise
         raise ModelFileError(
             f"{path} failed to load: {type(e).__name__}: {_first_line(e)}"
         ) from None
+    return module
+
+
+def load_class(spec):
+    """The object ``NAME`` that ``FILE.py:NAME`` names, loaded from the file."""
+    path, names = split_spec(spec)
+    return _get(load_module(path), path, names[0])
+
+
+def _get(module, path, name):
     if not hasattr(module, name):
         found = sorted(
-            n for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")
+            n
+            for n, v in vars(module).items()
+            if callable(v)
+            and not n.startswith("_")
+            and getattr(v, "__module__", None) == module.__name__
         )
         raise ModelFileError(
             f"{path} defines no {name!r} (it defines: {', '.join(found) or 'nothing'})"
@@ -68,29 +100,92 @@ def load_class(spec):
     return getattr(module, name)
 
 
-def build_from_file(config, x_shape):
-    """``(model, guide)`` from the file ``config.model`` names."""
+def load_program(spec, x_shape, z_dim, hidden_dims, num_classes=10):
+    """``(model, guide, owner)`` from a model file; ``guide`` is ``None`` for a model alone and
+    ``owner`` the ``nn.Module`` that holds both halves' networks, if any."""
+    path, names = split_spec(spec)
+    module = load_module(path)
+    kwargs = {
+        "x_shape": tuple(x_shape),
+        "z_dim": z_dim,
+        "hidden_dims": tuple(hidden_dims),
+        "num_classes": num_classes,
+    }
+    if not names:
+        if not callable(getattr(module, "model", None)):
+            raise ModelFileError(
+                f"{path} defines no function 'model'; name what to use: {path}:NAME "
+                "(a class or factory) or {path}:MODEL,GUIDE"
+            )
+        return module.model, getattr(module, "guide", None), None
+    if len(names) == 2:
+        return _get(module, path, names[0]), _get(module, path, names[1]), None
+    name = names[0]
+    obj = _get(module, path, name)
+    if isinstance(obj, type) or _is_factory(obj):
+        obj = _construct(obj, name, kwargs)
+        if isinstance(obj, tuple):
+            if len(obj) != 2:
+                raise ModelFileError(f"{name}(...) returned {len(obj)} things, not (model, guide)")
+            return obj[0], obj[1], None
+    if hasattr(obj, "model"):
+        owner = obj if isinstance(obj, torch.nn.Module) else None
+        return obj.model, getattr(obj, "guide", None), owner
+    if callable(obj):
+        return obj, None, None
+    raise ModelFileError(
+        f"{path}:{name} is neither a model, a class or factory of one, nor has .model and .guide"
+    )
+
+
+def _is_factory(fn):
+    """A function whose parameters are all constructor arguments or optional: a factory."""
+    if not inspect.isfunction(fn):
+        return False
+    params = inspect.signature(fn).parameters.values()
+    return all(
+        p.name in CONSTRUCTOR_ARGS
+        or p.default is not inspect.Parameter.empty
+        or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        for p in params
+    )
+
+
+def _construct(cls, name, kwargs):
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    given = {k: v for k, v in kwargs.items() if takes_all or k in params}
+    required = [
+        p.name
+        for p in params.values()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name not in given
+    ]
+    if required:
+        raise ModelFileError(
+            f"{name}(...) needs {', '.join(required)}, which pyro_vae cannot give: it calls it "
+            f"with whichever of {', '.join(CONSTRUCTOR_ARGS)} its signature accepts"
+        )
+    try:
+        return cls(**given)
+    except Exception as e:
+        shown = ", ".join(given) or "no arguments"
+        raise ModelFileError(f"{name}({shown}) failed: {_first_line(e)}") from None
+
+
+def build_from_file(config, x_shape, num_classes=10):
+    """``(model, guide, owner)`` from the file ``config.model`` names."""
     changed = [k for k, v in BUILT_IN_ONLY.items() if getattr(config, k) != v]
     if changed:
         raise ModelFileError(
             f"{', '.join(changed)} configure the built-in models; a model file defines its own "
             "(pass only --z-dim and --hidden-dims to it)"
         )
-    cls = load_class(config.model)
-    name = config.model.rpartition(":")[2]
-    try:
-        vae = cls(x_shape=tuple(x_shape), z_dim=config.z_dim, hidden_dims=tuple(config.hidden_dims))
-    except Exception as e:
-        raise ModelFileError(
-            f"{name}(x_shape, z_dim, hidden_dims) failed: {_first_line(e)}"
-        ) from None
-    for part in ("model", "guide"):
-        if not isinstance(getattr(vae, part, None), torch.nn.Module):
-            raise ModelFileError(
-                f"{name}(...).{part} must be a torch.nn.Module (a PyroModule) following "
-                f"{part}(x, y=None, idx=None, size=None)"
-            )
-    return vae.model, vae.guide
+    return load_program(config.model, x_shape, config.z_dim, config.hidden_dims, num_classes)
 
 
 def _first_line(e):
@@ -98,89 +193,18 @@ def _first_line(e):
     return text.splitlines()[0][:300] if text else type(e).__name__
 
 
-def _latents(trace):
-    return {
-        name: site
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    }
-
-
 @torch.no_grad()
 def check_protocol(model, guide, x, y=None):
     """Run ``model`` and ``guide`` on images ``x`` and raise :class:`ModelFileError` naming the first
-    way they break the protocol; return the model and guide traces."""
-    n = x.shape[0]
-    try:
+    thing pyro_vae cannot work with; return the model and guide traces (the model replayed on the
+    guide). ``model`` and ``guide`` may be anything :mod:`pyro_vae.modelfile` accepts, or the
+    halves of a :class:`~pyro_vae.program.Program`."""
+    from .program import Half, Program  # the door imports this module's errors
+
+    if not isinstance(model, Half):
+        model = Program(model, guide, x, y).model
+        guide = model.program.guide
+    with torch.random.fork_rng():
         guide_trace = poutine.trace(guide).get_trace(x, y)
-    except Exception as e:
-        raise ModelFileError(
-            f"the guide failed on a batch {tuple(x.shape)}: {_first_line(e)}"
-        ) from None
-    try:
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
-    except ValueError as e:
-        if "Shape mismatch inside plate" not in str(e):
-            raise ModelFileError(f"the model failed: {_first_line(e)}") from None
-        raise ModelFileError(
-            f"the model failed: {_first_line(e)}; only the data dimension may be a batch "
-            f"dimension: use .to_event({x.dim() - 1}) on the image's distribution"
-        ) from None
-    except Exception as e:
-        raise ModelFileError(
-            f"the model failed on a batch {tuple(x.shape)}: {_first_line(e)}"
-        ) from None
-    for name in ("x", "z"):
-        if name not in model_trace.nodes or model_trace.nodes[name]["type"] != "sample":
-            raise ModelFileError(f"the model has no sample site {name!r}; see pyro_vae.modelfile")
-    site = model_trace.nodes["x"]
-    if not site["is_observed"]:
-        raise ModelFileError("the model's site 'x' is not observed; sample it with obs=x")
-    fn = site["fn"]
-    if tuple(fn.batch_shape) != (n,) or tuple(fn.event_shape) != tuple(x.shape[1:]):
-        raise ModelFileError(
-            f"the model's site 'x' has batch shape {tuple(fn.batch_shape)} and event shape "
-            f"{tuple(fn.event_shape)}, but images need ({n},) and {tuple(x.shape[1:])}; use "
-            f".to_event({x.dim() - 1}) inside data_plate"
-        )
-    missing = sorted(set(_latents(model_trace)) - set(_latents(guide_trace)))
-    if missing:
-        raise ModelFileError(
-            f"the guide does not sample the model's latent site(s) {', '.join(missing)}"
-        )
-    extra = sorted(set(_latents(guide_trace)) - set(model_trace.nodes))
-    if extra:
-        raise ModelFileError(
-            f"the guide samples site(s) {', '.join(extra)} that the model does not have"
-        )
-    for name, gsite in _latents(guide_trace).items():
-        msite = model_trace.nodes[name]
-        if (
-            msite["fn"].batch_shape != gsite["fn"].batch_shape
-            or msite["fn"].event_shape != gsite["fn"].event_shape
-        ):
-            raise ModelFileError(
-                f"site {name!r} has batch/event shapes {tuple(msite['fn'].batch_shape)}/"
-                f"{tuple(msite['fn'].event_shape)} in the model but {tuple(gsite['fn'].batch_shape)}/"
-                f"{tuple(gsite['fn'].event_shape)} in the guide"
-            )
-    scaled = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-        x, y, torch.arange(n), 4 * n
-    )
-    if scaled.nodes["x"]["scale"] != 4.0:
-        raise ModelFileError(
-            "the model ignores idx and size; sample inside pyro_vae.data_plate(x, idx, size) so "
-            "minibatches are scaled to the dataset"
-        )
-    try:
-        generated = poutine.trace(model).get_trace(None, y[:2] if y is not None else None, None, 2)
-        shape = tuple(generated.nodes["x"]["fn"].mean.shape)
-    except Exception as e:
-        raise ModelFileError(
-            f"the model cannot generate (model(size=2)): {_first_line(e)}"
-        ) from None
-    if shape != (2, *x.shape[1:]):
-        raise ModelFileError(
-            f"model(size=2) generates 'x' of shape {shape}, not {(2, *x.shape[1:])}"
-        )
     return model_trace, guide_trace

@@ -39,9 +39,14 @@ def reconstructions(originals, reconstructed, path, title="originals (top) and r
     image_grid(torch.cat(pairs), path, title=title, nrow=nrow)
 
 
-def latent_scatter(codes, labels, path, title="posterior means of the test images"):
-    """Posterior means coloured by label; their first two principal components when z_dim > 2."""
+def latent_scatter(codes, labels, path, title="posterior means of the test images", names=None):
+    """Posterior means coloured by label; their first two principal components when z_dim > 2.
+
+    Up to 20 classes get a legend with one colour and name each (``names[label]``, default the
+    label itself); more get a continuous colour bar over the labels.
+    """
     codes = codes.detach().cpu().float()
+    labels = labels.detach().cpu().long()
     if codes.shape[1] > 2:
         centred = codes - codes.mean(0)
         _, s, v = torch.linalg.svd(centred, full_matrices=False)
@@ -52,36 +57,59 @@ def latent_scatter(codes, labels, path, title="posterior means of the test image
     else:
         points = codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
         xlabel, ylabel = "z[0]", "z[1]" if codes.shape[1] == 2 else ""
+    present = labels.unique().tolist()
     fig, ax = plt.subplots(figsize=(6, 5))
-    sc = ax.scatter(
-        points[:, 0],
-        points[:, 1],
-        c=labels.cpu(),
-        cmap="tab10",
-        s=6,
-        alpha=0.8,
-        vmin=-0.5,
-        vmax=9.5,
-    )
-    fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
+    if len(present) <= 20:
+        colours = plt.get_cmap("tab10" if len(present) <= 10 else "tab20")
+        for i, label in enumerate(present):
+            chosen = labels == label
+            name = names[label] if names is not None and label < len(names) else label
+            ax.scatter(*points[chosen].T, color=colours(i), s=6, alpha=0.8, label=str(name))
+        ax.legend(
+            title="label",
+            fontsize=8,
+            markerscale=2.5,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            ncol=2 if len(present) > 10 else 1,
+        )
+    else:
+        sc = ax.scatter(*points.T, c=labels, cmap="viridis", s=6, alpha=0.8)
+        fig.colorbar(sc, ax=ax, label=f"label ({len(present)} classes)")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     _save(fig, path)
 
 
-def training_curve(history, path, log_px=None):
-    """Train and test ELBO per epoch (nats per image), and the final test log p(x) if given."""
+def training_curve(history, path, log_px=None, train_label="train ELBO (minibatch average)"):
+    """Train and test ELBO per epoch (nats per image), and the final test log p(x) if given.
+
+    ``train_label`` names what the per-epoch train value is: with a beta or a KL warm-up it is the
+    weighted objective, not the ELBO. Test values of ``None`` (a per-image guide is tested after
+    the last epoch only) are left out.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(history["epoch"], history["train_elbo"], label="train ELBO (minibatch average)")
-    ax.plot(history["epoch"], history["test_elbo"], label="test ELBO")
+    epochs = history["epoch"]
+    test = [(e, v) for e, v in zip(epochs, history["test_elbo"]) if v is not None]
+    marker = "o" if len(epochs) < 30 else None  # one epoch is one point, not an empty line
+    ax.plot(epochs, history["train_elbo"], marker=marker, ms=3, label=train_label)
+    if test:
+        ax.plot(*zip(*test), marker=marker if len(test) > 1 else "o", ms=3, label="test ELBO")
+    values = list(history["train_elbo"]) + [v for _, v in test]
     if log_px is not None:
         ax.axhline(log_px, color="k", ls="--", lw=1, label=f"test log p(x) = {log_px:.2f}")
+        values.append(log_px)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("nats per image (higher is better)")
-    lows = [v for v in history["test_elbo"] + history["train_elbo"]]
-    if len(lows) > 4:  # the first epochs would squash the interesting part of the curve
-        ax.set_ylim(sorted(lows)[len(lows) // 10] - 5, max(lows + [log_px or -1e9]) + 5)
+    if len(values) > 4:  # the first epochs would squash the interesting part of the curve
+        low = sorted(values)[len(values) // 10]
+        if log_px is not None:
+            low = min(low, log_px)
+        ax.set_ylim(low - 5, max(values) + 5)
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
@@ -358,15 +386,25 @@ def gradient_variance(rows, path, title="gradient variance of the ELBO estimator
     axes[1].set_title(
         "decoder (model) parameters\n(the same for every estimator without a baseline)", fontsize=10
     )
+    # The legends go below the panels: inside, they cover some estimator's line.
     handles = [Line2D([], [], color=f"C{i}", marker="o", ms=4) for i in range(len(estimators))]
-    axes[0].legend(handles, estimators, fontsize=8, loc="upper right")
+    labels = list(estimators)
     if len(stages) > 1:
-        handles = [
+        handles += [
             Line2D([], [], color="k", ls=styles[j % len(styles)]) for j in range(len(stages))
         ]
-        axes[1].legend(handles, stages, fontsize=8, loc="upper right", handlelength=3)
+        labels += list(stages)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(
+        handles,
+        labels,
+        fontsize=8,
+        loc="lower center",
+        ncol=min(len(labels), 4),
+        handlelength=3,
+        frameon=False,
+    )
     _save(fig, path)
 
 

@@ -17,9 +17,8 @@ import time
 
 import pyro
 import torch
-from pyro import poutine
 
-from . import evaluate, plots
+from . import evaluate, plots, program
 from .checkpoints import (
     CHECKPOINT,
     _atomic_write,
@@ -35,11 +34,12 @@ from .errors import (
     ConfigError,
     DataError,
     DivergenceError,
+    ProgramError,
     RunDirError,
     shown,
 )
+from .guides import LocalGuide
 from .lock import writing
-from .modelfile import check_protocol
 from .models import LabelCondition, ObservedQuadrants
 from .objectives import kl_warmup
 from .resources import check_fits, check_sizes, faults, guarded
@@ -87,9 +87,19 @@ class Run:
         self.num_classes = num_classes
 
     @property
+    def structure(self):
+        """What the program door learned about the model (:class:`~pyro_vae.program.Structure`)."""
+        return self.model.structure
+
+    @property
     def binary(self):
-        likelihood = getattr(self.model, "likelihood", None)
-        return bool(getattr(likelihood, "binary", False))
+        return self.structure.discrete_images
+
+    @property
+    def amortized(self):
+        """Whether the guide infers q for any image (an encoder), rather than holding
+        parameters per training image (a model file without a guide, trained by variational EM)."""
+        return not isinstance(self.guide, LocalGuide)
 
     @property
     def conditioned_on(self):
@@ -97,7 +107,9 @@ class Run:
         condition = getattr(self.model, "condition", None)
         if isinstance(condition, LabelCondition):
             return "label"
-        return "image" if isinstance(condition, ObservedQuadrants) else None
+        if isinstance(condition, ObservedQuadrants):
+            return "image"
+        return "label" if self.structure.conditional else None
 
     def _images(self, x):
         return as_images(x, self.x_shape, binary=self.binary)
@@ -131,42 +143,63 @@ class Run:
             raise DataError(f"this model is conditional: pass y, {n} {what}")
         return y
 
+    def guide_for(self, x, y=None, steps=300):
+        """The guide that scores the images ``x``: the run's own if it is amortized; otherwise
+        a per-image guide fitted to ``x`` by an E-step of ``steps`` steps (the decoder fixed)."""
+        if self.amortized:
+            return self.guide
+        from .inference import e_step
+
+        q = LocalGuide(x.shape[0], structure=self.structure)
+        e_step(self.model, q, x, steps=steps, y=y)
+        return q.eval()
+
     def elbo(self, x, num_samples=1, y=None):
         """Per-image ELBO estimates, shape ``(N,)``."""
         _check_count("num_samples", num_samples)
         x, y = self._inputs(x, y)
-        return evaluate.elbo(self.model, self.guide, x, y, num_samples=num_samples)
+        return evaluate.elbo(self.model, self.guide_for(x, y), x, y, num_samples=num_samples)
 
     def log_px(self, x, num_samples=1000, progress=False, y=None):
         """Per-image importance-sampled log p(x) with ``num_samples`` samples, shape ``(N,)``."""
         _check_count("num_samples", num_samples)
         x, y = self._inputs(x, y)
         return evaluate.log_px(
-            self.model, self.guide, x, y, num_samples=num_samples, progress=progress
+            self.model, self.guide_for(x, y), x, y, num_samples=num_samples, progress=progress
         )
 
     @torch.no_grad()
     def encode(self, x, y=None):
-        """The guide's ``loc`` and ``scale`` for each image, each ``(N, z_dim)``."""
-        fn = self.guide.z_dist(*self._inputs(x, y)).base_dist
-        return fn.loc, fn.scale
+        """The mean and standard deviation of q at the code site (:attr:`Structure.code`, ``"z"``
+        for the built-in models) for each image, each ``(N, *shape)``."""
+        x, y = self._inputs(x, y)
+        return program.site_moments(self.guide_for(x, y), x, y, self.structure.code.name)
 
     @torch.no_grad()
     def decode(self, z, y=None):
-        """The mean image of p(x|z) for each latent ``z`` ``(N, z_dim)``."""
+        """The mean image of p(x|z) for each latent ``z`` ``(N, *shape)`` of the code site."""
+        code = self.structure.code
         z = as_numbers(z, "latents z").float()
-        if z.dim() != 2 or z.shape[1] != self.config.z_dim or z.shape[0] == 0:
+        if z.dim() != 1 + len(code.shape) or tuple(z.shape[1:]) != code.shape or not len(z):
             raise DataError(
                 f"latents of shape {tuple(z.shape)} do not fit this model, which expects "
-                f"(N, {self.config.z_dim}) with N >= 1"
+                f"(N, {', '.join(map(str, code.shape))}) with N >= 1 at its site {code.name!r}"
             )
         if not torch.isfinite(z).all():
             raise DataError("the latents contain NaN or infinite values")
-        return self.model.x_dist(z, self._condition(y, z.shape[0])).mean
+        return program.decode(self.model, z, self._condition(y, z.shape[0]))
+
+    @torch.no_grad()
+    def reconstruct(self, x, y=None):
+        """The image site's mean at the mean of q for every latent site, ``(N, *x_shape)``."""
+        x, y = self._inputs(x, y)
+        point = program.site_values(self.guide_for(x, y), x, y)
+        return program.decode(self.model, point, y)
 
     @torch.no_grad()
     def sample(self, n, seed=None, y=None):
-        """``n`` images: decoder means for latents drawn from the prior, ``(n, *x_shape)``.
+        """``n`` images: the image site's mean for latents drawn from the prior,
+        ``(n, *x_shape)``.
 
         For a conditional model ``y`` is the label(s) to generate, or the images to complete.
         """
@@ -183,8 +216,7 @@ class Run:
         with torch.random.fork_rng():
             if seed is not None:
                 torch.manual_seed(seed)
-            trace = poutine.trace(self.model).get_trace(None, y, None, n)
-        return trace.nodes["x"]["fn"].mean
+            return program.generate(self.model, n, y)
 
     def state(self):
         return {
@@ -221,7 +253,7 @@ def load_run(path):
     state = read_checkpoint(file)
     config = state["config"]
     num_classes = int(state.get("num_classes", 10))
-    model, guide = build(config, state["x_shape"], num_classes)
+    model, guide = build(config, state["x_shape"], num_classes, train_size=state.get("train_size"))
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
@@ -369,8 +401,16 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
         saved.update(epoch=train_state["epoch"], step=train_state["step"])
 
     pyro.set_rng_seed(config.seed)  # the networks' initial weights come from the seed too
-    model, guide = build(config, data.x_shape, data.num_classes)
-    check_protocol(model, guide, data.test_x[:4], data.model_y(data.test_x[:4], data.test_y[:4]))
+    examples = data.test_x[:4] if len(data.test_x) else data.train_x[:4]
+    labels = data.test_y[:4] if len(data.test_x) else data.train_y[:4]
+    model, guide = build(
+        config,
+        data.x_shape,
+        data.num_classes,
+        x=examples,
+        y=data.model_y(examples, labels),
+        train_size=data.train_x.shape[0],
+    )
     phase["doing"] = (
         f"training with batch_size {config.batch_size} and num_particles {config.num_particles}"
     )
@@ -379,7 +419,7 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             model,
             guide,
             data,
-            elbo=config.make_elbo(),
+            elbo=config.make_elbo(model.structure.max_plate_nesting),
             epochs=config.epochs,
             batch_size=config.batch_size,
             lr=config.lr,
@@ -391,18 +431,16 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             checkpoint_every=checkpoint_every,
             on_epoch=kl_warmup([model, guide], config.beta, config.kl_warmup),
         )
-    except DivergenceError as e:
+    except (DivergenceError, ProgramError) as e:
         last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})
         if not last:
-            raise DivergenceError(f"{e}; no checkpoint was written") from None
+            raise type(e)(f"{e}; no checkpoint was written") from None
         where = (
             f"epoch {last['epoch'] + 1}, step {last['step']}"
             if last["step"]
             else f"the end of epoch {last['epoch']}"
         )
-        raise DivergenceError(
-            f"{e}; the last good checkpoint, from {where}, stays in {file}"
-        ) from None
+        raise type(e)(f"{e}; the last good checkpoint, from {where}, stays in {file}") from None
     if history is None:
         return None, None
     train_seconds = history.seconds[-1]
@@ -415,6 +453,10 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
     phase["doing"] = "drawing the figures"
     write_figures(run, data, history.as_dict(), metrics["test_log_px"])
     metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
+    if run.conditioned_on == "label":
+        from .classifier import label_effect
+
+        metrics["label_effect"] = round(label_effect(run), 3)
     if run.conditioned_on == "image":
         from . import completion
 
@@ -451,24 +493,8 @@ def evaluate_run(run, data, num_samples=1000, elbo_samples=1, quiet=True):
     }
 
 
-@torch.no_grad()
-def _discrete_images(run, x, y=None):
-    """Whether the model's image site is discrete, so log p(x) is a log-probability and not a
-    density. A built-in model says so through its likelihood; a model file's own "x" site is
-    looked at on the image ``x``."""
-    likelihood = getattr(run.model, "likelihood", None)
-    if likelihood is not None:
-        return bool(getattr(likelihood, "binary", False))
-    try:
-        with torch.random.fork_rng():  # leave the random numbers of the run alone
-            trace = poutine.trace(run.model).get_trace(x, y)
-        return bool(trace.nodes["x"]["fn"].support.is_discrete)
-    except Exception:  # a model file that cannot say: claim nothing discrete
-        return False
-
-
 def _what_log_px_measures(run, x, y=None):
-    discrete = _discrete_images(run, x, y)
+    discrete = run.binary
     if run.conditioned_on == "image":
         return "log p(hidden quadrants | observed quadrants), binary pixels"
     if run.conditioned_on == "label":
@@ -511,23 +537,39 @@ def write_figures(run, data, history, log_px=None):
             os.path.join(out, "samples.png"),
             title=f"{name}: decoder means for z ~ p(z)",
         )
-    plots.training_curve(history, os.path.join(out, "training-curve.png"), log_px=log_px)
-    if not (hasattr(run.model, "x_dist") and hasattr(run.guide, "z_dist")):
-        return  # a model file need not give the distributions these figures are made of
+    weighted = run.config.beta != 1 or run.config.kl_warmup
+    plots.training_curve(
+        history,
+        os.path.join(out, "training-curve.png"),
+        log_px=log_px,
+        train_label=(
+            f"train objective: ELBO with the KL weighted by beta = {run.config.beta:g}"
+            + (f", warmed up over {run.config.kl_warmup} epochs" if run.config.kl_warmup else "")
+            if weighted
+            else "train ELBO (minibatch average)"
+        ),
+    )
     originals = data.test_x[:30]
     y = data.model_y(originals, data.test_y[:30])
-    loc, _ = run.encode(originals, y)
+    reconstructed = run.reconstruct(originals, y)
+    title = f"{name}: test images (upper rows) and reconstructions at the posterior mean"
+    if run.conditioned_on == "image":
+        # The decoder models only the hidden quadrants; its output elsewhere was never trained.
+        from .completion import composite
+
+        reconstructed = composite(originals, reconstructed, run.model.condition.observed)
+        title += "\n(observed quadrants as given, hidden ones decoded)"
     plots.reconstructions(
-        originals,
-        run.decode(loc, y),
-        os.path.join(out, "reconstructions.png"),
-        title=f"{name}: test images (upper rows) and reconstructions at the posterior mean",
+        originals, reconstructed, os.path.join(out, "reconstructions.png"), title=title
     )
     n = min(2000, data.test_x.shape[0])
     codes, _ = run.encode(data.test_x[:n], data.model_y(data.test_x[:n], data.test_y[:n]))
+    site = run.structure.code.name
     plots.latent_scatter(
-        codes,
+        codes.reshape(n, -1),
         data.test_y[:n],
         os.path.join(out, "latent.png"),
-        title=f"{name}: posterior means of {n} test images",
+        title=f"{name}: posterior means of {n} test images"
+        + ("" if site == "z" else f" (latent site {site!r})"),
+        names=data.class_names,
     )

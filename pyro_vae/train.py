@@ -21,7 +21,19 @@ from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from . import evaluate
-from .errors import CheckpointError, ConfigError, DataError, DivergenceError, first_line
+from .data import binarize_once
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    ProgramError,
+    PyroVAEError,
+    first_line,
+    program_error_line,
+)
+from .guides import LocalGuide
+from .program import as_program
 
 # What a training state holds besides the model's and guide's state_dicts.
 STATE_KEYS = (
@@ -125,6 +137,9 @@ def fit(
         far. Training then stops early with whole epochs; ``history.epoch`` says how many.
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
+    model, guide = as_program(model, guide, *example_batch(data), n)
+    if guide is None:  # a model alone: variational EM with a Gaussian per training image
+        guide = LocalGuide(n, structure=model.structure)
     elbo = elbo if elbo is not None else Trace_ELBO()
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
@@ -165,7 +180,11 @@ def fit(
         )
 
     with tqdm(
-        total=epochs * steps_per_epoch, initial=done, disable=quiet, unit="step", desc="train"
+        total=epochs * steps_per_epoch,
+        initial=done,
+        disable=True if quiet else None,  # None: no bar when stderr is not a terminal
+        unit="step",
+        desc="train",
     ) as bar:
         for epoch in range(done_epochs + 1, epochs + 1):
             if time_limit is not None and history.epoch and done_steps == 0:
@@ -193,24 +212,77 @@ def fit(
             history.train_elbo.append(-total / n)
             history.seconds.append(time.perf_counter() - start)
             model.eval(), guide.eval()
-            if test_samples:
+            if test_samples and (epoch == epochs or not per_image(guide)):
                 history.test_elbo.append(mean_test_elbo(model, guide, data, test_samples))
                 bar.set_postfix(
                     epoch=epoch,
                     train=f"{history.train_elbo[-1]:.2f}",
                     test=f"{history.test_elbo[-1]:.2f}",
                 )
+            elif test_samples:  # a per-image guide's test ELBO needs an E-step: at the end only
+                history.test_elbo.append(None)
             # After the test ELBO, which draws from the global generator too.
             if checkpoint is not None:
                 save(epoch, steps_per_epoch, None, 0.0)
     return history
 
 
+def example_batch(data, n=4):
+    """A few training images (binarized as the model sees them) and their condition, for the
+    program door to discover a model's structure on."""
+    x, y = data.train_x[:n], data.train_y[:n]
+    if data.binarize == "dynamic":
+        x = binarize_once(x, 0)
+    return x, data.model_y(x, y)
+
+
+def per_image(guide):
+    """Whether ``guide`` holds parameters per training image (a :class:`~pyro_vae.guides.LocalGuide`,
+    or a :class:`~pyro_vae.guides.DeltaGuide` around one): it has no q for a test image."""
+
+    inner = _users(guide)
+    return isinstance(getattr(inner, "guide", inner), LocalGuide)
+
+
+def _users(guide):
+    """The user's guide inside the one :func:`fit` got back from the program door."""
+    return getattr(guide, "fn", guide)
+
+
+#: Adam steps of the E-step that fits a per-image guide's q to the test images.
+TEST_E_STEPS = 300
+
+
 def mean_test_elbo(model, guide, data, num_samples=1, device=None):
-    """The mean ELBO per test image (nats) that :func:`fit` records after each epoch."""
+    """The mean ELBO per test image (nats) that :func:`fit` records after each epoch.
+
+    A per-image guide (:func:`per_image`) has parameters for the training images only; scoring the
+    test images with them would pair each test image with some training image's q. Its test ELBO
+    is that of a fresh :class:`~pyro_vae.guides.LocalGuide` fitted to the test images with the
+    model fixed (:func:`~pyro_vae.inference.e_step`, ``TEST_E_STEPS`` steps from the prior), so
+    :func:`fit` computes it after the last epoch only.
+    """
     x, labels = data.split("test")
     y = data.model_y(x, labels)
-    return evaluate.elbo(model, guide, x.to(device), y.to(device), num_samples).mean().item()
+    x, y = x.to(device), None if y is None else y.to(device)
+    if per_image(guide):
+        from .guides import DeltaGuide, LocalGuide
+        from .inference import e_step
+
+        inner = _users(guide)
+        structure = getattr(model, "structure", None)
+        n = x.shape[0]
+        local = getattr(inner, "guide", inner)
+        fresh = (
+            LocalGuide(n, structure=structure)
+            if structure is not None
+            else LocalGuide(n, local.z_dim)
+        ).to(x.device)
+        guide = fresh if isinstance(inner, LocalGuide) else DeltaGuide(fresh)
+        conditional = getattr(structure, "conditional", False)
+        with torch.random.fork_rng():
+            e_step(model, guide, x, steps=TEST_E_STEPS, y=y if conditional else None)
+    return evaluate.elbo(model, guide, x, y, num_samples).mean().item()
 
 
 def check_fit_arguments(
@@ -350,11 +422,16 @@ class _Step:
     def __call__(self, x, y, idx, n, epoch, step):
         try:
             loss = self.loss_fn(x, y, idx, n)
-        except ValueError:
+        except PyroVAEError:
+            raise
+        except Exception as e:
             # Pyro's validation rejects NaN parameters of a distribution before any loss.
-            if all(torch.isfinite(p).all() for p in self.params):
-                raise
-            _diverged("the parameters", "non-finite", epoch, step)
+            if isinstance(e, ValueError) and not all(torch.isfinite(p).all() for p in self.params):
+                _diverged("the parameters", "non-finite", epoch, step)
+            raise ProgramError(
+                f"the model or guide failed at epoch {epoch}, step {step} (a batch of "
+                f"{x.shape[0]} images): {program_error_line(e)}"
+            ) from None
         value = loss.item()
         if not math.isfinite(value) and not self.collective:
             _diverged("the ELBO", value, epoch, step)

@@ -62,3 +62,25 @@ class GaussianGuide(PyroModule):
             return pyro.sample(
                 "z", dist.MultivariateNormal(self.loc_fn(x), scale_tril=self.scale_tril)
             )
+
+
+def plain_functions(x_dim=5, z_dim=2, sigma=0.5, seed=0):
+    """The same model as plain Pyro functions, written the way Pyro's documentation writes them:
+    its own site and plate names, no ``idx``/``size``, and a guide whose parameters are
+    ``pyro.param`` statements (an affine map of x). Returns ``(LinearGaussian, model, guide)``,
+    the first for its closed forms."""
+    truth = LinearGaussian(x_dim, z_dim, sigma, seed)
+
+    def model(x):
+        with pyro.plate("points", x.shape[0]):
+            h = pyro.sample("h", dist.Normal(torch.zeros(z_dim), 1.0).to_event(1))
+            pyro.sample("obs", dist.Normal(h @ truth.W.T + truth.b, sigma).to_event(1), obs=x)
+
+    def guide(x):
+        a = pyro.param("A", torch.zeros(x_dim, z_dim))
+        c = pyro.param("c", torch.zeros(z_dim))
+        s = pyro.param("s", torch.ones(z_dim), constraint=dist.constraints.positive)
+        with pyro.plate("points", x.shape[0]):
+            pyro.sample("h", dist.Normal(x @ a + c, s).to_event(1))
+
+    return truth, model, guide

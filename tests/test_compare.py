@@ -9,7 +9,7 @@ from pyro_vae.compare import STRATEGIES, compare, markdown, write_comparison
 from pyro_vae.data import Data
 from pyro_vae.errors import ConfigError
 from pyro_vae.guides import AmortizedGuide
-from tests.linear_gaussian import LinearGaussian
+from tests.linear_gaussian import LinearGaussian, plain_functions
 
 
 class ShiftedEncoder(nn.Module):
@@ -99,7 +99,12 @@ def test_written_report(comparison, tmp_path):
     assert not any(k.startswith("_") for k in saved)
     text = markdown(result)
     assert "| local |" in text and "amortization: L[q*] − L[q_amortized]" in text
-    assert "delta's ELBO column" in text
+    assert text.count("delta's ELBO column") == 1  # each note once
+    assert "Against NUTS" not in text  # NUTS is a row of the one table, not a section of its own
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    nuts = [line for line in table if line.startswith("| mcmc (NUTS) |")]
+    assert len(nuts) == 1 and nuts[0].count("|") == table[0].count("|")
+    assert "samples, not a density, so it has no ELBO" in text
 
 
 def test_report_explains_delta_only_when_delta_was_compared(comparison):
@@ -108,11 +113,38 @@ def test_report_explains_delta_only_when_delta_was_compared(comparison):
     assert "delta's ELBO column" not in markdown(without)
 
 
-def test_a_model_file_without_the_optional_methods_is_refused_by_name():
-    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
-    del model.z_dim
-    with pytest.raises(ConfigError, match=r"needs model.z_dim, which this model file"):
-        compare(model, AmortizedGuide(ShiftedEncoder(model)), None)
+def test_plain_pyro_functions_are_compared_against_their_exact_log_px():
+    """A program with its own site and plate names, no optional methods, pyro.param parameters:
+    every strategy runs, and the grid's log p(x) is the closed form."""
+    truth, model, guide = plain_functions()
+    torch.manual_seed(0)
+    train, test = truth(size=30).detach(), truth(size=30).detach()
+    labels = torch.zeros(30, dtype=torch.long)
+    data = Data("linear-gaussian", "none", train, labels, test, labels)
+    result = compare(
+        model,
+        guide,
+        data,
+        strategies=("amortized", "local", "semi-amortized", "delta", "mcmc"),
+        num_images=30,
+        e_steps=150,
+        refine_steps=5,
+        elbo_samples=100,
+        log_px_samples=500,
+        mcmc_images=2,
+        mcmc_samples=60,
+        mcmc_warmup=60,
+        grid_points=100,
+        grid_lim=6.0,
+    )
+    exact = truth.exact_log_px(test).mean().item()
+    assert abs(result["grid"]["test_log_px"] - exact) < 1e-2
+    rows = {r["strategy"]: r for r in result["rows"]}
+    assert set(rows) == {"amortized", "local", "semi-amortized", "delta"}
+    # the local E-step comes close to the exact log p(x) as an importance-sampling proposal
+    assert abs(rows["local"]["test_log_px"] - exact) < 0.05
+    assert rows["local"]["test_elbo"] <= exact + 1e-3
+    assert result["mcmc"]["moved"]
 
 
 def test_unknown_strategy_is_refused():
@@ -144,3 +176,15 @@ def test_q_star_starts_from_the_encoder_so_too_few_steps_from_the_prior_do_not_f
     assert gaps["q_star_test_elbo"][0] > rows["amortized"]["test_elbo"]
     assert gaps["amortization_gap"] > 3 * gaps["amortization_gap_stderr"]
     assert "E-steps started from the encoder's q" in markdown(result)
+
+
+def test_the_exact_grid_widens_until_it_holds_every_posterior():
+    from pyro_vae.compare import EDGE_MASS, holding_grid
+
+    model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
+    with torch.no_grad():
+        x = model.x_dist(torch.tensor([[2.5, -2.5], [0.0, 0.0]])).mean
+    grid, lim, points = holding_grid(model, x, lim=2.0, points=40)
+    assert lim == 4.5 and points == 90  # 2 -> 3 -> 4.5, at the same spacing
+    assert grid.edge_mass.max() <= EDGE_MASS
+    assert grid.log_px == pytest.approx(model.exact_log_px(x), abs=1e-3)

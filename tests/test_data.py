@@ -71,6 +71,24 @@ def test_missing_dataset_says_where_to_put_it(tmp_path):
         load_dataset("mnist", root=str(tmp_path), download=False)
 
 
+def test_failed_download_names_the_file_and_the_error(tmp_path, monkeypatch):
+    from torchvision import datasets
+
+    def offline(*args, **kwargs):  # what torchvision raises when every mirror fails
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\n"
+            "Tried https://a/, got:\n<urlopen error [Errno -3] name resolution>\n"
+            "Tried https://b/, got:\n<urlopen error [Errno -2] Name or service not known>\n"
+        )
+
+    monkeypatch.setattr(datasets, "MNIST", offline)
+    with pytest.raises(DatasetUnavailableError) as error:
+        load_dataset("mnist", root=str(tmp_path))
+    assert "(Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -2] Name" in str(
+        error.value
+    )
+
+
 @pytest.mark.skipif(
     not os.path.isdir(DEBIAN_FASHION_MNIST),
     reason="Debian's dataset-fashion-mnist is not installed",

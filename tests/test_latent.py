@@ -86,5 +86,48 @@ def test_corruptions_and_denoising():
     assert abs((noisy != x).float().mean().item() - 0.2) < 0.03
     hidden = latent.occlude(x)
     assert (hidden[..., 3:, :] == 0).all() and torch.equal(hidden[..., :3, :], x[..., :3, :])
+    assert torch.equal(
+        latent.visible(x), hidden.new_ones(x.shape).index_fill(-2, torch.arange(3, 6), 0).bool()
+    )
     run = tiny_run(3)
-    assert_close(latent.denoise(run, noisy), run.decode(run.encode(noisy)[0]))
+    encoder = latent.denoise(run, noisy, method="encoder")
+    assert_close(encoder, run.decode(run.encode(noisy)[0]))
+    assert latent.pixel_error(x, x) == 0 and latent.pixel_error(noisy, x) == pytest.approx(
+        (noisy != x).float().mean().item()
+    )
+
+
+def run_that_knows(clean, sure=0.99):
+    """A run whose decoder means are ``clean`` pushed to ``sure`` / ``1 - sure``, whatever z."""
+    run = tiny_run(3)
+    last = run.model.decoder.fc[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        probs = clean * sure + (1 - clean) * (1 - sure)
+        last.bias.copy_(torch.logit(probs).reshape(-1))
+    return run
+
+
+def test_denoising_by_fitting_q_keeps_seen_pixels_unless_the_model_is_sure():
+    clean = images(1)[0]
+    noisy = latent.flip_pixels(clean.expand(20, *X_SHAPE), p=0.1, seed=2)
+    run = run_that_knows(clean)
+    # Flip noise at 10 %: a pixel the model is 99 % sure of overrules the seen one.
+    restored = latent.denoise(run, noisy, flip=0.1, steps=5)
+    assert latent.pixel_error(restored, clean.expand_as(noisy)) == 0
+    # Noise at 0.5 %: the seen pixel wins against a model that is only 99 % sure.
+    restored = latent.denoise(run, noisy, flip=0.005, steps=5)
+    assert torch.equal(restored >= 0.5, noisy >= 0.5)
+    # No flips: seen pixels are kept exactly; hidden ones get the decoder's mean.
+    seen = latent.visible(noisy)
+    restored = latent.denoise(run, latent.occlude(noisy), observed=seen, steps=5)
+    assert torch.equal(restored[seen], noisy[seen])
+    assert_close(restored[~seen], run.decode(torch.zeros(20, 3))[~seen])
+
+
+def test_denoising_arguments_are_checked():
+    run = tiny_run(3)
+    with pytest.raises(ConfigError, match="unknown denoising method 'median'"):
+        latent.denoise(run, images(2), method="median")
+    with pytest.raises(ConfigError, match=r"flip must be a rate in \[0, 0.5\)"):
+        latent.denoise(run, images(2), flip=0.7)

@@ -33,3 +33,68 @@ def test_strategy_bars_labels_stay_inside_and_delta_is_explained_only_if_shown(f
     bottom, top = ax.get_ylim()
     labels = [t for t in ax.texts if t.get_text()]
     assert labels and all(bottom <= t.xy[1] <= top for t in labels)
+
+
+def test_latent_scatter_names_each_class_once_in_its_own_colour(figures):
+    import torch
+
+    codes = torch.randn(40, 2)
+    plots.latent_scatter(codes, torch.arange(40) % 2, "unused.png", names=("round", "square"))
+    plots.latent_scatter(codes, torch.arange(40) % 12, "unused.png")
+    plots.latent_scatter(codes, torch.arange(40) % 30, "unused.png")
+    two, twelve, thirty = figures
+    legend = two.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["round", "square"]
+    assert len(two.axes) == 1  # no 0-9 colour bar for two classes
+    colours = {tuple(c.get_facecolor()[0]) for c in twelve.axes[0].collections}
+    assert len(twelve.axes[0].get_legend().get_texts()) == 12 and len(colours) == 12
+    assert len(thirty.axes) == 2 and "30 classes" in thirty.axes[1].get_ylabel()
+
+
+def test_training_curve_of_one_epoch_shows_points(figures):
+    plots.training_curve({"epoch": [1], "train_elbo": [-200.0], "test_elbo": [-190.0]}, "u.png")
+    (fig,) = figures
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and all(line.get_marker() == "o" for line in lines)
+
+
+def test_training_curve_keeps_log_px_in_view_with_integer_epochs(figures):
+    epochs = list(range(1, 11))
+    history = {
+        "epoch": epochs,
+        "train_elbo": [-300.0 + 10 * e for e in epochs],
+        "test_elbo": [None] * 9 + [-215.0],  # a per-image guide is tested at the end only
+    }
+    plots.training_curve(history, "u.png", log_px=-400.0, train_label="train objective (beta)")
+    (fig,) = figures
+    ax = fig.axes[0]
+    bottom, top = ax.get_ylim()
+    assert bottom < -400.0 < top
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 10]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "train objective (beta)" and labels[1] == "test ELBO"
+
+
+def test_gradient_variance_legend_covers_no_panel(figures):
+    rows = [
+        {
+            "stage": stage,
+            "estimator": name,
+            "num_particles": k,
+            "encoder": {"variance": 10.0 ** (i + 1) / k},
+            "decoder": {"variance": 5.0 / k},
+        }
+        for stage in ("epoch 0", "trained")
+        for i, name in enumerate(("reparam", "score", "score-avg-baseline"))
+        for k in (1, 10, 100)
+    ]
+    plots.gradient_variance(rows, "u.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    assert [t.get_text() for t in legend.get_texts()][-2:] == ["epoch 0", "trained"]
+    assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)

@@ -137,7 +137,9 @@ def test_divergence_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint
     tmp_path, monkeypatch
 ):
     out = str(tmp_path / "run")
-    monkeypatch.setattr(Config, "make_elbo", lambda self: _NaNAfter(24))  # 20 steps per epoch
+    monkeypatch.setattr(
+        Config, "make_elbo", lambda self, *args: _NaNAfter(24)
+    )  # 20 steps per epoch
     with pytest.raises(
         DivergenceError,
         match=r"the ELBO became nan at epoch 2, step 5; try a lower learning rate \(--lr\), "
@@ -239,3 +241,22 @@ def test_resuming_a_finished_run_evaluates_it_again(run_dir, tmp_path):
 
 def _timings(metrics):
     return {k: v for k, v in metrics.items() if "seconds" in k}
+
+
+def test_completion_reconstructions_keep_the_observed_quadrants(tmp_path, monkeypatch):
+    import pyro_vae
+    from pyro_vae import plots, runs
+
+    config = Config(z_dim=2, hidden_dims=(8,), condition="quadrants:2")
+    data = runs.load_run_data(config)
+    model, guide = pyro_vae.build(config, data.x_shape)  # untrained: noise wherever it decodes
+    run = pyro_vae.Run(config, model, guide, data.x_shape, path=str(tmp_path))
+    shown = {}
+    monkeypatch.setattr(
+        plots, "reconstructions", lambda x, r, path, title: shown.update(x=x, r=r, title=title)
+    )
+    runs.write_figures(run, data, {"epoch": [1], "train_elbo": [-1.0], "test_elbo": [-1.0]})
+    observed = model.condition.observed.expand_as(shown["x"])
+    assert torch.equal(shown["r"][observed], shown["x"][observed])
+    assert not torch.equal(shown["r"][~observed], shown["x"][~observed])
+    assert "observed quadrants as given" in shown["title"]

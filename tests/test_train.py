@@ -267,3 +267,18 @@ def test_time_limit_stops_before_an_epoch_that_would_overrun(mnist_small, monkey
     assert history.epoch == [1]  # the first epoch always runs
     with pytest.raises(ConfigError, match="time_limit must be a positive number"):
         fit(model, guide, small, time_limit=0)
+
+
+def test_a_per_image_guide_is_tested_by_an_e_step_on_the_test_images(mnist_small):
+    from pyro_vae.inference import e_step
+
+    x = load_dataset("mnist-small", binarize="static").train_x[:200]
+    t = mnist_small.test_x[:100]
+    data = Data("small", "static", x, mnist_small.train_y[:200], t, mnist_small.test_y[:100])
+    model, _ = build(Config(z_dim=4, hidden_dims=(32,)), data.x_shape)
+    history = fit(model, LocalGuide(200, 4), data, epochs=3, batch_size=50, lr=0.03)
+    assert history.test_elbo[:2] == [None, None]  # no q for the test images until an E-step
+    q = LocalGuide(100, 4)
+    e_step(model, q, t, steps=300, seed=1)
+    real = evaluate.elbo(model, q, t, num_samples=10).mean().item()
+    assert abs(history.test_elbo[-1] - real) < 3, (history.test_elbo[-1], real)

@@ -1,0 +1,858 @@
+"""The program door: what a Pyro model and guide are, learned by running them once.
+
+A model file may be written any way Pyro code is written: a ``PyroModule``, an ``nn.Module`` whose
+``model(x)`` and ``guide(x)`` methods call ``pyro.module(...)``, a pair of plain functions with
+``pyro.param(...)``, a factory returning ``(model, guide)``. Nothing is assumed about names. As
+Pyro's autoguides do (``AutoGuide._setup_prototype``), :func:`discover` runs the guide and the
+model on a few images under ``poutine.trace`` and reads off a :class:`Structure`:
+
+- the image site: the one observed with the images passed in (any name);
+- the latent sites: every other sample site, with its shape per image and support (any names,
+  any number, any event shapes);
+- the data plate: the plate over the images (any name, any dim), and whether the program
+  subsamples it itself (``pyro_vae.data_plate(x, idx, size)``) or pyro_vae must scale minibatches
+  to the data set;
+- the layout the model wants its images in: ``(B, C, H, W)`` or flattened ``(B, C*H*W)``;
+- whether the model reads a second input ``y`` (labels, or the image to complete);
+- where the parameters live: module attributes, ``pyro.module(...)``, ``pyro.param(...)``.
+
+:class:`Program` then calls the two halves the one way the rest of pyro_vae calls every model and
+guide, ``model(x, y=None, idx=None, size=None)``, and everything downstream (training,
+evaluation, sampling, the figures, ``compare``, ``inspect``) asks the structure instead of a site
+name. The built-in models pass through the same door.
+"""
+
+import inspect
+import math
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from .errors import ModelFileError, PyroVAEError, first_line
+
+PARAM_PREFIX = "pyro.param:"
+LAYOUTS = ("image", "flat")
+
+
+@dataclass(frozen=True)
+class LatentSite:
+    """A latent sample site: its name, the shape of one image's value, and its support."""
+
+    name: str
+    shape: tuple
+    support: object = field(compare=False)
+    discrete: bool = False
+
+    @property
+    def numel(self):
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class DataPlate:
+    """The plate over the images: its name and dim, and whether the program subsamples it itself
+    (called with ``idx`` and ``size``). When it does not, pyro_vae scales every site inside it by
+    ``size / batch`` so a minibatch's ELBO estimates the whole data set's."""
+
+    name: str = "data"
+    dim: int = -1
+    subsampled: bool = True
+
+    def __call__(self, batch, idx=None, size=None):
+        """The plate as a guide built for this program must open it, for ``batch`` images at
+        positions ``idx`` of a data set of ``size``."""
+        stack = ExitStack()
+        if self.subsampled and idx is not None:
+            stack.enter_context(pyro.plate(self.name, size, subsample=idx, dim=self.dim))
+            return stack
+        stack.enter_context(pyro.plate(self.name, batch, dim=self.dim))
+        if idx is not None and size is not None and size != batch:
+            stack.enter_context(DataScale(self.name, size / batch))
+        return stack
+
+
+class DataScale(Messenger):
+    """Scale the log-density of every sample site inside the plate ``name`` by ``factor``: the
+    minibatch scaling of a program whose data plate is not subsampled."""
+
+    def __init__(self, name, factor):
+        super().__init__()
+        self.name, self.factor = name, factor
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and any(f.name == self.name for f in msg["cond_indep_stack"]):
+            msg["scale"] = self.factor * msg["scale"]
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What :func:`discover` learned about a model and its guide (see the module docstring)."""
+
+    image: str
+    latents: tuple
+    plate: DataPlate
+    layout: str
+    x_shape: tuple
+    conditional: bool
+    max_plate_nesting: int = 1
+    vectorized: bool = True
+    has_guide: bool = True
+    discrete_images: bool = False
+
+    @property
+    def latent_names(self):
+        return tuple(site.name for site in self.latents)
+
+    @property
+    def code(self):
+        """The latent site the figures and latent tools show: the largest one per image, the
+        one nearest the image among equals (the last sampled)."""
+        if not self.latents:
+            return None
+        return max(reversed(self.latents), key=lambda s: s.numel)
+
+    def site(self, name):
+        return next(s for s in self.latents if s.name == name)
+
+    def to_model(self, x):
+        """Images ``(B, *x_shape)`` in the layout the program takes them."""
+        if x is None or self.layout == "image":
+            return x
+        return x.reshape(*x.shape[: x.dim() - len(self.x_shape)], -1)
+
+    def to_images(self, value, n):
+        """A value of the image site (or its mean) for ``n`` images, as ``(n, *x_shape)``."""
+        return value.reshape(n, *self.x_shape)
+
+
+class ParamScope:
+    """A program's own ``pyro.param`` store. Pyro keeps ``pyro.param`` and ``pyro.module``
+    values in one global store; a program runs with its own swapped in, so two programs in one
+    process (two runs, a test after another) never share a parameter by name. ``shared=True``
+    keeps Pyro's global store instead (what a user calling :func:`pyro_vae.fit` on their own
+    functions expects to find afterwards)."""
+
+    def __init__(self, shared=False):
+        self.shared = shared
+        self._own = {}, {}, {}
+        self._saved = []
+
+    @property
+    def params(self):
+        return pyro.get_param_store()._params if self.shared else self._own[0]
+
+    @property
+    def to_name(self):
+        return pyro.get_param_store()._param_to_name if self.shared else self._own[1]
+
+    def __enter__(self):
+        if self.shared:
+            return self
+        store = pyro.get_param_store()
+        self._saved.append((store._params, store._param_to_name, store._constraints))
+        store._params, store._param_to_name, store._constraints = self._own
+        return self
+
+    def __exit__(self, *exc):
+        if self.shared:
+            return
+        store = pyro.get_param_store()
+        store._params, store._param_to_name, store._constraints = self._saved.pop()
+
+
+class Call:
+    """How pyro_vae's ``(x, y, idx, size)`` reach one half of a user's program, by its signature:
+    the images go to the first parameter, ``y`` to the second (if there is one), ``idx`` and
+    ``size`` only to a program that names them (it subsamples its data plate itself)."""
+
+    def __init__(self, fn):
+        try:
+            target = fn.forward if isinstance(fn, nn.Module) else fn
+            params = list(inspect.signature(target).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        positional = [
+            p
+            for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("idx",)
+        ]
+        names = {p.name for p in params}
+        varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+        self.takes_y = len(positional) >= 2 or "y" in names or varargs
+        self.y_name = positional[1].name if len(positional) >= 2 else "y"
+        self.takes_idx = {"idx", "size"} <= names
+        self.needs_x = bool(positional) and positional[0].default is inspect.Parameter.empty
+
+    def __call__(self, fn, x, y=None, idx=None, size=None):
+        args = [x]
+        kwargs = {}
+        if self.takes_y and y is not None:
+            args.append(y)
+        if self.takes_idx:
+            kwargs.update(idx=idx, size=size)
+            if y is None and self.takes_y:
+                args.append(None)
+        return fn(*args, **kwargs)
+
+
+class Half(nn.Module):
+    """One half of a program (``"model"`` or ``"guide"``) called as pyro_vae calls every program:
+    ``half(x=None, y=None, idx=None, size=None)``. ``x=None`` (generation) runs the model on
+    placeholder images of the right number, so a model that reads ``x.shape[0]`` still generates;
+    the image site's distribution is what generation uses.
+
+    Its ``parameters()`` are the ones this half uses (found by following the autograd graph of
+    its log-density), so freezing the model freezes the decoder and not an encoder that lives in
+    the same ``nn.Module``; its ``state_dict()`` holds every module and ``pyro.param`` of the
+    program, under the modules' own names.
+    """
+
+    def __init__(self, program, role, fn):
+        super().__init__()
+        self.role = role
+        self.fn = fn
+        self.call = Call(fn)
+        object.__setattr__(self, "program", program)  # not a submodule: no cycle
+        self.owners = nn.ModuleList(_owners(fn, None, None) or program.owners)
+        self.store = program.store_params
+        self._own = None  # the parameters this half uses, set by discovery
+
+    @property
+    def structure(self):
+        return self.program.structure
+
+    def forward(self, x=None, y=None, idx=None, size=None):
+        structure = self.program.structure
+        if x is None:
+            n = size if size is not None else (y.shape[0] if y is not None else 1)
+            x = torch.zeros(n, *self.program.x_shape, device=self.program.device)
+            idx = size = None
+        stack = ExitStack()
+        with stack:
+            stack.enter_context(self.program.scope)
+            if structure is not None and idx is not None and size is not None:
+                if not structure.plate.subsampled and size != x.shape[0]:
+                    stack.enter_context(DataScale(structure.plate.name, size / x.shape[0]))
+            layout = structure.layout if structure is not None else self.program.layout
+            xin = x if layout == "image" else x.reshape(x.shape[0], -1)
+            return self.call(self.fn, xin, y, idx, size)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            target = self.target
+            if target is None or name.startswith("_"):
+                raise
+            return getattr(target, name)
+
+    def __setattr__(self, name, value):
+        if name == "z_scale" and self.target is not None:
+            setattr(self.target, name, value)  # beta and KL warm-up reach the built-in models
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def target(self):
+        """The object this half wraps: the module, or the owner of a bound method."""
+        fn = self.__dict__.get("fn", self._modules.get("fn"))
+        return fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
+
+    def parameters(self, recurse=True):
+        for _, p in self.named_parameters():
+            yield p
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        if self._own is None:
+            yield from super().named_parameters(prefix, recurse, remove_duplicate)
+            return
+        yield from self._own
+
+    def state_dict(self, *args, **kwargs):
+        """The state of the modules this half is made of, and every ``pyro.param``."""
+        state = {}
+        for i, owner in enumerate(self.owners):
+            prefix = "" if len(self.owners) == 1 else f"{i}."
+            state.update({prefix + k: v for k, v in owner.state_dict().items()})
+        state.update(self.program.param_state())
+        return state
+
+    def load_state_dict(self, state, strict=True, assign=False):
+        state = self.program.load_param_state(state)
+        for i, owner in enumerate(self.owners):
+            prefix = "" if len(self.owners) == 1 else f"{i}."
+            owner.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+
+
+class Program:
+    """A model and its guide behind the door: ``program.model`` and ``program.guide`` are called
+    as ``(x, y=None, idx=None, size=None)``, ``program.structure`` says what they are.
+
+    :param model: the model: a ``PyroModule``/``nn.Module``, a plain function, or a bound method.
+    :param guide: its guide, of any of the same kinds, or ``None`` (then ``program.guide`` is
+        ``None`` and the model is fitted with a per-image guide,
+        ``LocalGuide(n, structure=program.structure)``: variational EM).
+    :param x: a few images ``(B, *x_shape)`` to run them on.
+    :param y: their condition (labels, or the images to complete), if the model takes one.
+    :param owner: an ``nn.Module`` that holds both halves' networks (the object whose methods
+        ``model`` and ``guide`` are), if any.
+    :param int train_size: images in the training set.
+    :param bool shared_params: keep ``pyro.param`` values in Pyro's global param store rather
+        than in the program's own (see :class:`ParamScope`).
+    """
+
+    def __init__(self, model, guide, x, y=None, owner=None, train_size=None, shared_params=False):
+        self.x_shape = tuple(x.shape[1:])
+        self.device = x.device
+        self.layout = "image"
+        self.structure = None
+        self.scope = ParamScope(shared_params)
+        self.owners = _owners(model, guide, owner)
+        self.store_params = nn.ParameterDict()
+        self._store_names = {}
+        self.train_size = train_size
+        self.model = Half(self, "model", model)
+        user_guide = guide
+        if guide is None:
+            guide = _PriorGuide(self.model)
+        self.guide = Half(self, "guide", guide)
+        self.structure = discover(self, x, y, has_guide=user_guide is not None)
+        self._collect_params(x, y)
+        if user_guide is None:
+            self.guide = None  # the caller makes a per-image guide (LocalGuide) for the structure
+
+    # -- parameters -----------------------------------------------------------------------
+    def _collect_params(self, x, y):
+        """Make every ``pyro.param`` the program uses a parameter of the program and split all
+        of them between the halves by what each half's log-density depends on."""
+        used = _used_params(self, x, y)
+        used_ids = {id(t) for leaves in used.values() for t in leaves}
+        known = {id(p): p for m in self.owners for p in m.parameters()}
+        for name, value in list(self.scope.params.items()):
+            if id(value) in known or id(value) not in used_ids:
+                continue
+            param = value if isinstance(value, nn.Parameter) else nn.Parameter(value.detach())
+            self.scope.params[name] = param
+            self.scope.to_name.pop(value, None)
+            self.scope.to_name[param] = name
+            key = f"p{len(self._store_names)}"
+            self._store_names[key] = name
+            self.store_params[key] = param
+            known[id(value)] = param
+        for role, leaves in used.items():
+            unknown = [t for t in leaves if id(t) not in known]
+            if unknown:
+                shapes = ", ".join(str(tuple(t.shape)) for t in unknown[:3])
+                raise ModelFileError(
+                    f"the {role} uses tensors with requires_grad that pyro_vae cannot find "
+                    f"(shapes {shapes}): register their module with pyro.module(name, module) "
+                    "or make them pyro.param(...) or attributes of the model's nn.Module"
+                )
+        for role, half in (("model", self.model), ("guide", self.guide)):
+            params = {id(known[id(t)]): known[id(t)] for t in used[role]}
+            half._own = [(f"{role}.{i}", p) for i, p in enumerate(params.values())]
+
+    def param_state(self):
+        """Every ``pyro.param`` of the program, as ``{"pyro.param:NAME": tensor}``."""
+        return {
+            PARAM_PREFIX + name: self.store_params[key].detach()
+            for key, name in self._store_names.items()
+        }
+
+    def load_param_state(self, state):
+        """Load the ``pyro.param`` entries of ``state``; return the rest."""
+        state = dict(state)
+        names = {name: key for key, name in self._store_names.items()}
+        with torch.no_grad():
+            for k in [k for k in state if k.startswith(PARAM_PREFIX)]:
+                name = k[len(PARAM_PREFIX) :]
+                if name not in names:
+                    raise RuntimeError(f"unexpected parameter {name!r} in the state")
+                self.store_params[names.pop(name)].copy_(state.pop(k))
+        if names:
+            raise RuntimeError(f"missing parameter {next(iter(names))!r} in the state")
+        return state
+
+
+class _PriorGuide:
+    """Stands in for a missing guide while the structure is discovered: it samples nothing, so
+    the model draws its latents from their priors."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x, *args, **kwargs):
+        return None
+
+
+def _owners(model, guide, owner):
+    """The ``nn.Module`` objects that hold the program's networks, each once."""
+    found = []
+    for part in (owner, model, guide):
+        for obj in (part, getattr(part, "__self__", None)):
+            if isinstance(obj, nn.Module) and all(obj is not m for m in found):
+                found.append(obj)
+    # a module inside another one is saved with it
+    return [m for m in found if not any(m is not o and _contains(o, m) for o in found)]
+
+
+def _contains(outer, inner):
+    return any(m is inner for m in outer.modules())
+
+
+def _leaves(tensor):
+    """The leaf tensors with ``requires_grad`` that ``tensor`` was computed from."""
+    out, seen, stack = {}, set(), [tensor.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        variable = getattr(fn, "variable", None)
+        if variable is not None:
+            out[id(variable)] = variable
+        stack.extend(f for f, _ in fn.next_functions)
+    return list(out.values())
+
+
+def _log_density(trace, latents_only=False):
+    total = torch.zeros(())
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            total = total + site["fn"].log_prob(site["value"]).sum()
+            if site["value"].requires_grad:
+                total = total + site["value"].sum()
+    return total
+
+
+def _used_params(program, x, y):
+    """The leaf tensors each half's log-density depends on (the guide's through its samples
+    too, the model's with the guide's samples held fixed)."""
+    with torch.random.fork_rng(), torch.enable_grad():
+        guide_trace = poutine.trace(program.guide).get_trace(x, y)
+        fixed = poutine.util.prune_subsample_sites(guide_trace)
+        for site in fixed.nodes.values():
+            if site["type"] == "sample":
+                site["value"] = site["value"].detach()
+        model_trace = poutine.trace(poutine.replay(program.model, trace=fixed)).get_trace(x, y)
+        return {
+            "guide": _leaves(_log_density(guide_trace)),
+            "model": _leaves(_log_density(model_trace)),
+        }
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+def _latents(trace):
+    return {
+        name: site
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    }
+
+
+def _run(program, x, y, idx=None, size=None):
+    """Trace the guide, then the model replayed on it."""
+    guide_trace = poutine.trace(program.guide).get_trace(x, y, idx, size)
+    model_trace = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(
+        x, y, idx, size
+    )
+    return model_trace, guide_trace
+
+
+def _first_line(e):
+    return first_line(e, 300)
+
+
+@torch.no_grad()
+def discover(program, x, y=None, has_guide=True):
+    """Run ``program``'s guide and model on the images ``x`` and return their :class:`Structure`,
+    or raise :class:`~pyro_vae.errors.ModelFileError` naming the fix."""
+    with torch.random.fork_rng():  # parameters made on the first call draw from the caller's seed
+        return _discover(program, x, y, has_guide)
+
+
+def _try_layouts(program, x, y):
+    errors = {}
+    for layout in LAYOUTS:
+        program.layout = layout
+        try:
+            traces = _run(program, x, y)
+            for trace in traces:  # shapes are checked when log-densities are taken
+                trace.log_prob_sum()
+            return layout, traces
+        except PyroVAEError:
+            raise
+        except Exception as e:
+            errors[layout] = e
+    mismatch = [e for e in errors.values() if "Shape mismatch inside plate" in str(e)]
+    e = mismatch[0] if mismatch else errors["image"]
+    program.layout = next(k for k, v in errors.items() if v is e)
+    where = "the guide" if _fails_in_guide(program, x, y) else "the model"
+    if isinstance(e, ValueError) and "Shape mismatch inside plate" in str(e):
+        raise ModelFileError(
+            f"{where} failed: {_first_line(e)}; only the data dimension may be a batch "
+            f"dimension of a site: use .to_event(...) on its distribution"
+        ) from None
+    raise ModelFileError(
+        f"{where} failed on a batch {tuple(x.shape)} (and on it flattened): {_first_line(e)}"
+    ) from None
+
+
+def _fails_in_guide(program, x, y):
+    try:
+        poutine.trace(program.guide).get_trace(x, y)
+        return False
+    except Exception:
+        return True
+
+
+def _discover(program, x, y, has_guide):
+    n = x.shape[0]
+    layout, (model_trace, guide_trace) = _try_layouts(program, x, y)
+    program.layout = layout
+    image = _image_site(model_trace, x)
+    site = model_trace.nodes[image]
+    frame = _data_frame(site, n, image)
+    plate = DataPlate(frame.name, frame.dim, subsampled=False)
+    fn = site["fn"]
+    if len(fn.batch_shape) != -frame.dim or fn.batch_shape[frame.dim] != n:
+        raise ModelFileError(
+            f"the image site {image!r} has batch shape {tuple(fn.batch_shape)} and event shape "
+            f"{tuple(fn.event_shape)}; one image must be one event: use .to_event(...) so its "
+            f"batch shape is ({n},)"
+        )
+    model_latents, guide_latents = _latents(model_trace), _latents(guide_trace)
+    if has_guide:
+        _check_guide(model_latents, guide_latents, model_trace)
+    latents = tuple(_latent_site(name, s, n, frame) for name, s in model_latents.items())
+    discrete = [s.name for s in latents if s.discrete]
+    if discrete:
+        raise ModelFileError(
+            f"latent site(s) {', '.join(discrete)} are discrete; pyro_vae trains continuous "
+            "latents only for now (sum a discrete variable out inside the model, or make it "
+            "continuous)"
+        )
+    subsampled = False
+    if program.model.call.takes_idx:
+        scaled, _ = _run(program, x, y, torch.arange(n), 4 * n)
+        subsampled = float(scaled.nodes[image]["scale"]) == 4.0
+    plate = DataPlate(frame.name, frame.dim, subsampled)
+    nesting = max(
+        [
+            -f.dim
+            for s in model_trace.nodes.values()
+            if s["type"] == "sample"
+            for f in s["cond_indep_stack"]
+            if f.vectorized
+        ]
+        + [1]
+    )
+    conditional = _reads_y(program, x, y, model_trace, image)
+    structure = Structure(
+        image=image,
+        latents=latents,
+        plate=plate,
+        layout=layout,
+        x_shape=tuple(x.shape[1:]),
+        conditional=conditional,
+        max_plate_nesting=nesting,
+        vectorized=True,
+        has_guide=has_guide,
+        discrete_images=bool(fn.support.is_discrete),
+    )
+    program.structure = structure
+    _check_stateless(program, x, y)
+    vectorized = _vectorizes(program, x, y, nesting)
+    if not vectorized:
+        structure = Structure(**{**structure.__dict__, "vectorized": False})
+    return structure
+
+
+def _image_site(trace, x):
+    flat = x.reshape(x.shape[0], -1)
+    observed = [
+        name
+        for name, s in trace.nodes.items()
+        if s["type"] == "sample" and s["is_observed"] and not site_is_subsample(s)
+    ]
+    for name in observed:
+        value = trace.nodes[name]["value"]
+        if (
+            isinstance(value, torch.Tensor)
+            and value.numel() == flat.numel()
+            and torch.equal(value.reshape(flat.shape).to(flat.dtype), flat)
+        ):
+            return name
+    found = f" (its observed sites: {', '.join(observed)})" if observed else ""
+    raise ModelFileError(
+        f"no sample site of the model observed the images{found}; pass obs=x to the image site"
+    )
+
+
+def _data_frame(site, n, image):
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.size == n]
+    if not frames:
+        raise ModelFileError(
+            f"the image site {image!r} is not inside a plate over the images; sample it inside "
+            "pyro.plate('data', x.shape[0]) (or pyro_vae.data_plate(x, idx, size))"
+        )
+    return frames[0]
+
+
+def _latent_site(name, site, n, frame):
+    fn = site["fn"]
+    shape = tuple(site["value"].shape)
+    batch = tuple(fn.batch_shape)
+    in_plate = any(f.name == frame.name for f in site["cond_indep_stack"])
+    pos = len(batch) + frame.dim
+    if not in_plate or pos != 0 or batch[0] != n or any(b != 1 for b in batch[1:]):
+        raise ModelFileError(
+            f"latent site {name!r} has batch shape {batch} in plate(s) "
+            f"{[f.name for f in site['cond_indep_stack']]}; pyro_vae needs each latent to belong "
+            f"to one image: sample it inside the data plate {frame.name!r} with batch shape "
+            f"({n},) (global latents and plates inside the data plate are not supported yet)"
+        )
+    discrete = bool(fn.support.is_discrete) or bool(getattr(fn, "has_enumerate_support", False))
+    return LatentSite(name, shape[1:], fn.support, discrete)
+
+
+def _check_guide(model_latents, guide_latents, model_trace):
+    missing = [name for name in model_latents if name not in guide_latents]
+    if missing:
+        raise ModelFileError(
+            f"the guide does not sample the model's latent site(s) {', '.join(missing)}; "
+            "sample each with the same name in the guide"
+        )
+    extra = [name for name in guide_latents if name not in model_trace.nodes]
+    if extra:
+        raise ModelFileError(
+            f"the guide samples site(s) {', '.join(extra)} that the model does not have; "
+            "name them as the model does"
+        )
+    for name, gsite in guide_latents.items():
+        msite = model_trace.nodes[name]
+        m, g = msite["fn"], gsite["fn"]
+        if m.batch_shape != g.batch_shape or m.event_shape != g.event_shape:
+            raise ModelFileError(
+                f"site {name!r} has batch/event shapes {tuple(m.batch_shape)}/"
+                f"{tuple(m.event_shape)} in the model but {tuple(g.batch_shape)}/"
+                f"{tuple(g.event_shape)} in the guide; make them agree (.to_event(...))"
+            )
+
+
+def _reads_y(program, x, y, model_trace, image):
+    """Whether the model's image distribution changes when ``y`` is withheld (or needs it)."""
+    if y is None or not program.model.call.takes_y:
+        return False
+    guide_trace = poutine.trace(program.guide).get_trace(x, y)
+    try:
+        without = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(x, None)
+    except Exception:
+        return True
+    with_y = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(x, y)
+    a = with_y.nodes[image]["fn"].log_prob(with_y.nodes[image]["value"])
+    b = without.nodes[image]["fn"].log_prob(without.nodes[image]["value"])
+    return not torch.allclose(a, b)
+
+
+def _check_stateless(program, x, y):
+    def log_joint():
+        torch.manual_seed(1)
+        model_trace, guide_trace = _run(program, x, y)
+        return model_trace.log_prob_sum() - guide_trace.log_prob_sum()
+
+    first, second = log_joint(), log_joint()
+    if not torch.allclose(first, second, rtol=1e-4, atol=1e-3, equal_nan=True):
+        raise ModelFileError(
+            "the program gives different results for the same images and random numbers "
+            f"({first.item():.4g} then {second.item():.4g}): it keeps state between calls; "
+            "keep what changes in pyro.param(...) or module parameters, not in Python variables"
+        )
+
+
+def _vectorizes(program, x, y, nesting):
+    """Whether the program runs with particles in a batch dimension left of its plates (as
+    evaluation draws them); if not, evaluation draws them one at a time."""
+    try:
+        with pyro.plate("particles", 2, dim=-(nesting + 1)):
+            model_trace, guide_trace = _run(program, x, y)
+        total = 0.0
+        for trace, sign in ((model_trace, 1), (guide_trace, -1)):
+            for site in trace.nodes.values():
+                if site["type"] == "sample" and not site_is_subsample(site):
+                    total = total + sign * site["fn"].log_prob(site["value"])
+        return tuple(torch.as_tensor(total).shape) == (2, x.shape[0])
+    except Exception:
+        return False
+
+
+def as_program(model, guide, x, y=None, train_size=None):
+    """``(model, guide)`` through the door, unless the model has been through it already (then
+    both are returned as they are: a guide made for a program, such as a per-image guide, needs
+    no wrapping). Parameters stay in Pyro's global param store, where a user who calls
+    :func:`pyro_vae.fit` on their own functions looks for them."""
+    if isinstance(model, Half):
+        return model, guide
+    program = Program(model, guide, x, y, train_size=train_size, shared_params=True)
+    return program.model, program.guide
+
+
+# -- what the rest of pyro_vae asks a program ---------------------------------------------------
+
+
+def _mean(fn):
+    try:
+        return fn.mean
+    except NotImplementedError:  # e.g. a transformed distribution: its median, by sampling
+        return fn.sample((64,)).median(0).values
+
+
+@torch.no_grad()
+def generate(model, n, y=None):
+    """``n`` images ``(n, *x_shape)``: the image site's mean for latents drawn from the prior
+    (its sample, where the distribution has no mean)."""
+    structure = model.structure
+    trace = poutine.trace(model).get_trace(None, y, None, n)
+    return structure.to_images(_mean(trace.nodes[structure.image]["fn"]), n)
+
+
+@torch.no_grad()
+def decode(model, latents, y=None):
+    """The image site's mean for given latents: ``latents`` is ``{site: (n, *shape)}`` or a
+    tensor for the code site (:attr:`Structure.code`); sites not given are drawn from the prior
+    given the others."""
+    structure = model.structure
+    if torch.is_tensor(latents):
+        latents = {structure.code.name: latents}
+    n = next(iter(latents.values())).shape[0]
+    trace = poutine.trace(poutine.condition(model, data=latents)).get_trace(None, y, None, n)
+    return structure.to_images(_mean(trace.nodes[structure.image]["fn"]), n)
+
+
+@torch.no_grad()
+def site_moments(guide, x, y=None, site=None, idx=None, size=None):
+    """The mean and standard deviation of q at one latent site (default: the code site) for the
+    images ``x``, each ``(N, *shape)``; estimated from 64 draws where q has no closed form."""
+    structure = guide.structure if hasattr(guide, "structure") else None
+    name = site or (structure.code.name if structure is not None else "z")
+    if structure is None and getattr(guide, "sites", None):
+        name = site or guide.sites[0].name
+    fn = poutine.trace(guide).get_trace(x, y, idx, size).nodes[name]["fn"]
+    try:
+        return fn.mean, fn.stddev
+    except NotImplementedError:
+        draws = fn.sample((64,))
+        return draws.mean(0), draws.std(0)
+
+
+@torch.no_grad()
+def site_values(guide, x, y=None, idx=None, size=None):
+    """``{site: mean of q}`` for every latent site: the point a reconstruction decodes."""
+    trace = poutine.trace(guide).get_trace(x, y, idx, size)
+    out = {}
+    for name, site in _latents(trace).items():
+        out[name] = _mean(site["fn"])
+    return out
+
+
+@torch.no_grad()
+def log_likelihood_at(model, latents, x, y=None):
+    """``log p(x | latents)`` per image: the image site's log-density with every latent site
+    given (``{site: (N, *shape)}``)."""
+    structure = model.structure
+    trace = poutine.trace(poutine.condition(model, data=latents)).get_trace(x, y)
+    site = trace.nodes[structure.image]
+    lp = site["fn"].log_prob(site["value"])
+    return lp.reshape(x.shape[0], -1).sum(-1)
+
+
+@torch.no_grad()
+def kl_to_prior(model, guide, x, y=None, num_samples=16):
+    """KL(q(latents | x) || p(latents)) per image, summed over the latent sites: in closed form
+    where torch has it for a site's pair of distributions, else by ``num_samples`` draws."""
+    structure = model.structure
+    total = torch.zeros(x.shape[0])
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+    for name in structure.latent_names:
+        q, p = guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]
+        try:
+            kl = torch.distributions.kl_divergence(q, p)
+        except NotImplementedError:
+            kl = None
+        if kl is None or len(structure.latents) > 1:
+            # dependent sites (p of one given another) need the joint: estimate it
+            with pyro.plate("particles", num_samples, dim=-(structure.max_plate_nesting + 1)):
+                g = poutine.trace(guide).get_trace(x, y)
+                m = poutine.trace(poutine.replay(model, trace=g)).get_trace(x, y)
+            total = total + (
+                g.nodes[name]["fn"].log_prob(g.nodes[name]["value"])
+                - m.nodes[name]["fn"].log_prob(g.nodes[name]["value"])
+            ).mean(0)
+        else:
+            total = total + kl.reshape(x.shape[0], -1).sum(-1)
+    return total
+
+
+def prior_moments(model, n=1):
+    """The mean and standard deviation of the code site's prior (unconditioned), ``(*shape)``."""
+    structure = model.structure
+    trace = poutine.trace(model).get_trace(None, None, None, n)
+    fn = trace.nodes[structure.code.name]["fn"]
+    try:
+        return fn.mean[0], fn.stddev[0]
+    except NotImplementedError:
+        draws = fn.sample((256,))
+        return draws.mean((0, 1)), draws.std((0, 1))
+
+
+def describe(structure):
+    """What the door learned, as lines of text (``pyro-vae inspect`` prints them)."""
+    plate = structure.plate
+    how = (
+        "subsampled by the program itself (idx, size)"
+        if plate.subsampled
+        else "not subsampled: pyro_vae scales each minibatch to the data set"
+    )
+    layout = (
+        f"(B, {', '.join(map(str, structure.x_shape))})"
+        if structure.layout == "image"
+        else f"flattened (B, {math.prod(structure.x_shape)})"
+    )
+    latents = ", ".join(
+        f"{s.name} {tuple(s.shape)}" + ("" if _real(s.support) else f" on {s.support}")
+        for s in structure.latents
+    )
+    lines = [
+        f"image site: {structure.image!r}, images taken as {layout}"
+        + (", discrete pixels" if structure.discrete_images else ", continuous pixels"),
+        f"latent sites (per image): {latents or 'none'}; figures show {structure.code.name!r}"
+        if structure.latents
+        else "latent sites: none",
+        f"data plate: {plate.name!r} at dim {plate.dim}, {how}",
+        "condition: the model reads y (the labels)"
+        if structure.conditional
+        else "condition: none (the model does not read y)",
+        "guide: the file's own"
+        if structure.has_guide
+        else "guide: none in the file; a per-image guide (variational EM) is used",
+    ]
+    if not structure.vectorized:
+        lines.append("evaluation draws one particle at a time (the program does not vectorize)")
+    return lines
+
+
+def _real(support):
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    return type(support) is type(torch.distributions.constraints.real)

@@ -1,0 +1,358 @@
+"""The program door: every way Pyro code is written gets in, its structure is discovered by
+running it, and what cannot work is refused in one line that names the fix."""
+
+import copy
+import textwrap
+
+import pyro
+import pytest
+import torch
+
+from pyro_vae import evaluate
+from pyro_vae.config import Config, build
+from pyro_vae.data import Data
+from pyro_vae.errors import ModelFileError, ProgramError
+from pyro_vae.guides import LocalGuide
+from pyro_vae.program import DataScale, Program
+from pyro_vae.train import fit
+from tests.conftest import assert_close
+from tests.linear_gaussian import plain_functions
+
+X_SHAPE = (1, 6, 5)
+
+# Pyro's VAE tutorial style: an nn.Module whose model(x) and guide(x) methods register the
+# networks with pyro.module, name the sites as the author likes, flatten the pixels and open a
+# plate without subsampling.
+TUTORIAL_STYLE = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+class VAE(nn.Module):
+    def __init__(self, z_dim=3, hidden_dim=16, pixels=30):
+        super().__init__()
+        self.z_dim, self.pixels = z_dim, pixels
+        self.decoder = nn.Sequential(nn.Linear(z_dim, hidden_dim), nn.Softplus(),
+                                     nn.Linear(hidden_dim, pixels), nn.Sigmoid())
+        self.encoder = nn.Sequential(nn.Linear(pixels, hidden_dim), nn.Softplus(),
+                                     nn.Linear(hidden_dim, 2 * z_dim))
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0)
+                            .to_event(1))
+            probs = self.decoder(z)
+            pyro.sample("obs", dist.Bernoulli(probs, validate_args=False).to_event(1),
+                        obs=x.reshape(-1, self.pixels))
+
+    def guide(self, x):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, log_scale = self.encoder(x.reshape(-1, self.pixels)).chunk(2, -1)
+            pyro.sample("latent", dist.Normal(loc, log_scale.exp()).to_event(1))
+"""
+
+# Module-level functions with pyro.param parameters and two latent sites.
+FUNCTIONS = """
+import pyro, pyro.distributions as dist, torch
+from torch.distributions import constraints
+
+def model(x):
+    w = pyro.param("w", lambda: 0.1 * torch.randn(4, 30))
+    with pyro.plate("images", x.shape[0]):
+        a = pyro.sample("a", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        b = pyro.sample("b", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        logits = torch.cat([a, b], -1) @ w
+        pyro.sample("pixels", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+def guide(x):
+    m = pyro.param("m", lambda: torch.zeros(30, 4))
+    s = pyro.param("s", torch.ones(4), constraint=constraints.positive)
+    with pyro.plate("images", x.shape[0]):
+        h = x @ m
+        pyro.sample("a", dist.Normal(h[..., :2], s[:2]).to_event(1))
+        pyro.sample("b", dist.Normal(h[..., 2:], s[2:]).to_event(1))
+
+make = None
+"""
+
+# PyroModules with pyro_vae's optional extras: idx and size, and data_plate.
+PYRO_MODULES = """
+import pyro, pyro.distributions as dist, torch
+from pyro.nn import PyroModule
+from pyro_vae import MLPDecoder, MLPEncoder, data_plate
+
+class Model(PyroModule):
+    def __init__(self, x_shape, z_dim, hidden_dims):
+        super().__init__()
+        self.z_dim, self.decoder = z_dim, MLPDecoder(x_shape, z_dim, hidden_dims)
+
+    def forward(self, x=None, y=None, idx=None, size=None):
+        with data_plate(x, idx, size):
+            z = pyro.sample("code", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
+            pyro.sample("image", dist.Bernoulli(logits=self.decoder(z)).to_event(3), obs=x)
+
+class Guide(PyroModule):
+    def __init__(self, x_shape, z_dim, hidden_dims):
+        super().__init__()
+        self.encoder = MLPEncoder(x_shape, z_dim, hidden_dims)
+
+    def forward(self, x, y=None, idx=None, size=None):
+        with data_plate(x, idx, size):
+            pyro.sample("code", dist.Normal(*self.encoder(x)).to_event(1))
+
+class MyVAE:
+    def __init__(self, x_shape, z_dim, hidden_dims):
+        self.model = Model(x_shape, z_dim, hidden_dims)
+        self.guide = Guide(x_shape, z_dim, hidden_dims)
+
+def make(x_shape, z_dim):
+    return Model(x_shape, z_dim, (8,)), Guide(x_shape, z_dim, (8,))
+"""
+
+STYLES = {
+    "nn.Module methods with pyro.module": (TUTORIAL_STYLE, "VAE", "latent", "image", False),
+    "function pair with pyro.param": (FUNCTIONS, "", "b", "flat", False),
+    "named function pair": (FUNCTIONS, "model,guide", "b", "flat", False),
+    "PyroModules in a class": (PYRO_MODULES, "MyVAE", "code", "image", True),
+    "factory": (PYRO_MODULES, "make", "code", "image", True),
+}
+
+
+def tiny_data(n_train=48, n_test=16):
+    """Binary images from a 2-D latent factor model, so there is something to learn."""
+    g = torch.Generator().manual_seed(0)
+    w = 3 * torch.randn(2, 30, generator=g)
+    z = torch.randn(n_train + n_test, 2, generator=g)
+    x = torch.bernoulli(torch.sigmoid(z @ w), generator=g).reshape(-1, *X_SHAPE)
+    train, test = x[:n_train], x[n_train:]
+    labels = torch.zeros(n_train, dtype=torch.long)
+    return Data("tiny", "static", train, labels, test, labels[:n_test])
+
+
+def spec(tmp_path, text, names):
+    path = tmp_path / "user_model.py"
+    path.write_text(textwrap.dedent(text))
+    return f"{path}:{names}" if names else str(path)
+
+
+def build_style(tmp_path, style, data=None, seed=0):
+    text, names, code, _, _ = STYLES[style]
+    pyro.set_rng_seed(seed)
+    config = Config(model=spec(tmp_path, text, names), z_dim=3, hidden_dims=(16,))
+    x = (data or tiny_data()).test_x[:4]
+    return build(config, X_SHAPE, x=x, train_size=48)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_style_gets_in_and_its_structure_is_discovered(style, tmp_path):
+    _, _, code, layout, subsampled = STYLES[style]
+    model, guide = build_style(tmp_path, style)
+    s = model.structure
+    assert s.code.name == code
+    assert s.layout == layout
+    assert s.plate.subsampled is subsampled
+    assert s.image in ("obs", "pixels", "image")
+    assert not s.conditional and s.has_guide
+    if style.startswith("function"):
+        assert s.latent_names == ("a", "b")
+        assert sorted(k for k in model.state_dict()) == [
+            "pyro.param:m",
+            "pyro.param:s",
+            "pyro.param:w",
+        ]
+    # the halves split the parameters by what each one's log-density uses
+    model_ids = {id(p) for p in model.parameters()}
+    guide_ids = {id(p) for p in guide.parameters()}
+    assert model_ids and guide_ids and not model_ids & guide_ids
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_style_trains_and_resumes_bit_for_bit(style, tmp_path):
+    data = tiny_data()
+    states = []
+
+    def run(resume_from=None, checkpoint=None):
+        model, guide = build_style(tmp_path, style, data)
+        fit(
+            model,
+            guide,
+            data,
+            epochs=3,
+            batch_size=16,
+            lr=1e-2,
+            quiet=True,
+            seed=3,
+            resume_from=resume_from,
+            checkpoint=checkpoint,
+            test_samples=0,
+        )
+        return model, guide
+
+    model, guide = run(checkpoint=lambda s: states.append(copy.deepcopy(s)))
+    before = evaluate.elbo(model, guide, data.test_x, num_samples=4)
+    resumed, resumed_guide = run(resume_from=states[0])  # after epoch 1
+    for (k, a), (_, b) in zip(model.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    for (k, a), (_, b) in zip(guide.state_dict().items(), resumed_guide.state_dict().items()):
+        assert torch.equal(a, b), k
+    # and it learned something: the ELBO rose above the untrained one
+    fresh, fresh_guide = build_style(tmp_path, style, data)
+    untrained = evaluate.elbo(fresh, fresh_guide, data.test_x, num_samples=4)
+    assert before.mean() > untrained.mean()
+
+
+def test_the_two_programs_keep_their_own_pyro_params(tmp_path):
+    a, _ = build_style(tmp_path, "function pair with pyro.param", seed=0)
+    b, _ = build_style(tmp_path, "function pair with pyro.param", seed=1)
+    assert not torch.equal(a.state_dict()["pyro.param:w"], b.state_dict()["pyro.param:w"])
+    assert "w" not in pyro.get_param_store()  # nothing leaked into the global store
+
+
+def test_a_plate_without_subsampling_is_scaled_to_the_data_set():
+    truth, model, guide = plain_functions()
+    x = truth(size=8).detach()
+    program = Program(model, guide, x)
+    assert not program.structure.plate.subsampled
+    from pyro import poutine
+
+    trace = poutine.trace(program.model).get_trace(x[:4], None, torch.arange(4), 40)
+    assert trace.nodes["obs"]["scale"] == 10.0
+    assert trace.nodes["h"]["scale"] == 10.0
+
+
+def test_data_scale_touches_only_sites_in_its_plate():
+    def model():
+        g = pyro.sample("g", pyro.distributions.Normal(0.0, 1.0))
+        with pyro.plate("data", 3):
+            pyro.sample("l", pyro.distributions.Normal(g, 1.0))
+
+    from pyro import poutine
+
+    with DataScale("data", 5.0):
+        trace = poutine.trace(model).get_trace()
+    assert trace.nodes["g"]["scale"] == 1.0 and trace.nodes["l"]["scale"] == 5.0
+
+
+def test_plain_functions_are_evaluated_against_their_exact_log_px():
+    truth, model, guide = plain_functions()
+    torch.manual_seed(0)
+    x = truth(size=20).detach()
+    program = Program(model, guide, x)
+    q = LocalGuide(20, structure=program.structure)
+    from pyro_vae.inference import e_step
+
+    e_step(program.model, q, x, steps=300)
+    exact = truth.exact_log_px(x)
+    pyro.set_rng_seed(0)
+    elbo = evaluate.elbo(program.model, q, x, num_samples=200)
+    log_px = evaluate.log_px(program.model, q, x, num_samples=2000)
+    assert (elbo <= exact + 0.05).all()
+    assert_close(log_px.mean(), exact.mean(), atol=0.03)
+
+
+def test_a_model_without_a_guide_trains_by_variational_em(tmp_path):
+    text = FUNCTIONS.replace("def guide(x):", "def unused_guide(x):")
+    data = tiny_data()
+    config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
+    model, guide = build(config, X_SHAPE, x=data.test_x[:4], train_size=48)
+    assert isinstance(guide, LocalGuide) and not model.structure.has_guide
+    assert [s.name for s in guide.sites] == ["a", "b"] and guide.size == 48
+    before = evaluate.elbo(model, guide, data.train_x, num_samples=4).mean()
+    fit(model, guide, data, epochs=5, batch_size=16, lr=0.05, quiet=True, test_samples=0)
+    assert evaluate.elbo(model, guide, data.train_x, num_samples=4).mean() > before
+
+
+BROKEN = {
+    "no observed images": (
+        ", obs=x)",
+        ")",
+        "no sample site of the model observed the images; pass obs=x to the image site",
+    ),
+    "guide misses a latent": (
+        '        pyro.sample("b", dist.Normal(h[..., 2:], s[2:]).to_event(1))\n',
+        "",
+        "the guide does not sample the model's latent site(s) b",
+    ),
+    "guide adds a site": (
+        '        pyro.sample("b", dist.Normal(h[..., 2:], s[2:]).to_event(1))\n',
+        '        pyro.sample("b", dist.Normal(h[..., 2:], s[2:]).to_event(1))\n'
+        '        pyro.sample("extra", dist.Normal(0., 1.))\n',
+        "the guide samples site(s) extra that the model does not have",
+    ),
+    "shape mismatch": (
+        'pyro.sample("a", dist.Normal(h[..., :2], s[:2]).to_event(1))',
+        'pyro.sample("a", dist.Normal(h[..., :2], s[:2]))',
+        "the guide failed: Shape mismatch inside plate",
+    ),
+    "discrete latent": (
+        '        b = pyro.sample("b", dist.Normal(torch.zeros(2), 1.0).to_event(1))\n',
+        '        b = pyro.sample("b", dist.Bernoulli(0.5 * torch.ones(2)).to_event(1))\n',
+        "latent site(s) b are discrete",
+    ),
+    "no plate": (
+        '    with pyro.plate("images", x.shape[0]):\n        a =',
+        "    if True:\n        a =",
+        "not inside a plate over the images",
+    ),
+    "stateful": (
+        "def model(x):\n",
+        "CALLS = []\ndef model(x):\n    CALLS.append(1)\n    w0 = float(len(CALLS))\n",
+        "keeps state between calls",
+    ),
+    "unseen parameters": (
+        "def model(x):\n",
+        "HIDDEN = torch.nn.Linear(4, 30)\ndef model(x):\n",
+        "cannot find",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_what_cannot_work_is_refused_with_the_fix(case, tmp_path):
+    old, new, message = BROKEN[case]
+    assert old in FUNCTIONS
+    text = FUNCTIONS.replace(old, new)
+    if case == "stateful":
+        text = text.replace(
+            "logits = torch.cat([a, b], -1) @ w", "logits = torch.cat([a, b], -1) @ w * w0"
+        )
+    if case == "unseen parameters":
+        text = text.replace(
+            "logits = torch.cat([a, b], -1) @ w", "logits = HIDDEN(torch.cat([a, b], -1))"
+        )
+    if case == "discrete latent":
+        text = text.replace(
+            'pyro.sample("b", dist.Normal(h[..., 2:], s[2:]).to_event(1))',
+            'pyro.sample("b", dist.Bernoulli(torch.sigmoid(h[..., 2:])).to_event(1))',
+        )
+    config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
+    with pytest.raises(ModelFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build(config, X_SHAPE)
+
+
+def test_a_constructor_that_cannot_be_called_is_explained(tmp_path):
+    text = PYRO_MODULES.replace(
+        "def __init__(self, x_shape, z_dim, hidden_dims):\n        self.model",
+        "def __init__(self, x_shape, z_dim, hidden_dims, width):\n        self.model",
+    )
+    config = Config(model=spec(tmp_path, text, "MyVAE"), z_dim=3, hidden_dims=(16,))
+    with pytest.raises(ModelFileError, match="MyVAE.*needs width, which pyro_vae cannot give"):
+        build(config, X_SHAPE)
+
+
+def test_an_error_inside_the_program_at_run_time_is_one_line_with_where(tmp_path):
+    """A model that breaks only on the last, smaller batch: the error names the epoch, the step
+    and the first line of what the model raised, without Pyro's trace dump."""
+    text = FUNCTIONS.replace(
+        "def model(x):\n",
+        "def model(x):\n    if x.shape[0] == 8:\n        raise ValueError('cannot take 8 images')\n",
+    )
+    config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
+    data = tiny_data(n_train=40)
+    model, guide = build(config, X_SHAPE, x=data.test_x[:4], train_size=40)
+    with pytest.raises(ProgramError) as error:
+        fit(model, guide, data, epochs=2, batch_size=16, quiet=True, test_samples=0)
+    message = str(error.value)
+    assert "at epoch 1, step 3 (a batch of 8 images): ValueError: cannot take 8 images" in message
+    assert "\n" not in message and "Trace Shapes" not in message
