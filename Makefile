@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench clean
+.PHONY: install demo test test-slow lint format bench docs notebooks clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch and torchvision are resolved together from the registry (no exact torch pin).
-	$(BIN)/python -m pip install --quiet -e ".[test,dev,distributed]"
+	$(BIN)/python -m pip install --quiet -e ".[test,dev,distributed,docs]"
 	# Graphviz's dot draws `pyro-vae inspect`'s plate diagram; install it only where it is missing.
 	command -v dot >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get install -y -qq graphviz >/dev/null; } \
@@ -36,8 +36,19 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The documentation site: the user guide, the tutorials executed as notebooks (full size; CI=1 for
+# tiny sizes), the API reference. Offline; any warning fails the build.
+docs: $(STAMP)
+	bash .ci/docs-debian-packages
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+	@echo "the site: docs/_build/html/index.html"
+
+# The seven tutorials executed as notebooks, with their scripts, in notebooks/ (to zip and hand out).
+notebooks: $(STAMP)
+	$(BIN)/python docs/tutorial_notebooks.py
+
 bench: $(STAMP)
 	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache docs/_build docs/api docs/_generated docs/tutorials/[0-9][0-9]_*

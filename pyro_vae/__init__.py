@@ -26,6 +26,7 @@ from .errors import (  # noqa: E402
     MissingDependencyError,
     ModelFileError,
     PyroVAEError,
+    ResourceError,
     RunDirError,
 )
 from .evaluate import elbo, log_px, log_weights  # noqa: E402
@@ -77,6 +78,7 @@ __all__ = [
     "ModelFileError",
     "ObservedQuadrants",
     "PyroVAEError",
+    "ResourceError",
     "Run",
     "RunDirError",
     "ScoreFunction",

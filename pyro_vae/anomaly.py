@@ -3,7 +3,8 @@
 Three scores per image, each higher for images the model finds less typical:
 
 - ``"elbo"``: the negative ELBO, −E_q[log p(x, z) − log q(z|x)];
-- ``"kl"``: KL(q(z|x) || p(z)), how far the encoder moves the code from the prior (analytic);
+- ``"kl"``: KL(q(z|x) || p(z)), how far the encoder moves the code from the prior (analytic, or
+  estimated from ``num_samples`` draws of q where torch has no closed form, e.g. a mixture prior);
 - ``"log_px"``: the negative importance-sampled log p(x) (the IWAE estimate, Burda et al. 2016).
 
 :func:`auroc` measures how well a score separates in-distribution images from others: the
@@ -46,7 +47,7 @@ def anomaly_scores(run, x, num_samples=100, scores=tuple(SCORES), progress=False
     if "elbo" in scores:
         out["elbo"] = -run.elbo(images)
     if "kl" in scores:
-        out["kl"] = kl_to_prior(run.model, run.guide_for(images), images)
+        out["kl"] = kl_to_prior(run.model, run.guide_for(images), images, num_samples)
     if "log_px" in scores:
         out["log_px"] = -run.log_px(images, num_samples=num_samples, progress=progress)
     return out

@@ -8,8 +8,10 @@ build other objects, so a malicious file is rejected before its payload can run.
 """
 
 import json
+import math
 import os
 import platform
+import stat
 import sys
 import tempfile
 import time
@@ -49,6 +51,7 @@ def _atomic_write(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, _mode(path))  # mkstemp's is 0600: keep the file's, or follow the umask
         with os.fdopen(fd, "wb") as f:
             write(f)
             _fault_point(path, f)
@@ -59,6 +62,17 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _mode(path):
+    """The permissions a rewritten ``path`` gets: its own, or for a new file 0666 less the umask,
+    as ``open`` would give it."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fault_point(path, f):
@@ -84,8 +98,23 @@ def remove_stray_temporaries(folder):
             os.unlink(os.path.join(folder, name))
 
 
+def to_json(obj):
+    """``obj`` as JSON text; a NaN or infinite number, which JSON cannot hold, becomes ``null``."""
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(obj), indent=2, allow_nan=False)
+
+
 def write_json(path, obj):
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    _atomic_write(path, lambda f: f.write((to_json(obj) + "\n").encode()))
 
 
 def checkpoint_header(config, x_shape, num_classes=10):
@@ -101,8 +130,60 @@ def checkpoint_header(config, x_shape, num_classes=10):
     }
 
 
+# The first bytes of files that users mistake for checkpoints, and what to call them.
+_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\x93NUMPY": "a NumPy array (.npy)",
+    b"\x1f\x8b": "a gzip file",
+    b"{": "a JSON file",
+}
+# Pickle opcodes that build arbitrary Python objects (what a malicious file uses to run code).
+_BUILDING_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+
+
+def _not_a_torch_file(file):
+    """Why ``file`` cannot be something ``torch.save`` wrote, from its first bytes, or ``None``.
+
+    ``torch.save`` writes a zip archive (or, in its old format, a pickle); other files get a
+    name ("a PNG image", "a text file") instead of an unpickler's complaint. A pickle that builds
+    Python objects is called what it is: loading it could run code."""
+    with open(file, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        return None
+    if not head:
+        return "it is empty"
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return f"it is {name}, not a file torch.save wrote"
+    if head.startswith(b"\x80"):
+        import pickletools
+
+        try:
+            with open(file, "rb") as f:
+                ops = {op.name for op, _, _ in pickletools.genops(f)}
+        except Exception:  # truncated or damaged: let torch say how
+            return None
+        if ops & _BUILDING_OPCODES:
+            return (
+                "it holds Python objects other than tensors and plain values "
+                "(refused: loading it could run code)"
+            )
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not a file torch.save wrote"
+    return "it is a text file, not a file torch.save wrote"
+
+
 def load_plain(file):
     """``torch.load`` that builds tensors and plain values only, never other Python objects."""
+    foreign = _not_a_torch_file(file) if isinstance(file, (str, os.PathLike)) else None
+    if foreign:
+        raise ValueError(foreign)
     with warnings.catch_warnings():  # torch warns about odd pickle protocols; we refuse anyway
         warnings.simplefilter("ignore", UserWarning)
         return torch.load(file, map_location="cpu", weights_only=True)

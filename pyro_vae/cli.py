@@ -7,6 +7,7 @@ import os
 import sys
 
 from .errors import ConfigError, PyroVAEError, RunDirError
+from .resources import faults
 
 
 def _positive_int(text):
@@ -36,6 +37,20 @@ def _non_negative_int(text):
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _seed(text):
+    from .config import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"expected a seed from 0 to {MAX_SEED} (2**32 - 1), got {text!r}"
+        )
     return value
 
 
@@ -140,7 +155,7 @@ def _add_train_args(p, d):
         default=d.num_particles,
         help="latent samples per image per step; K of --elbo iwae (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    p.add_argument("--seed", type=_seed, default=d.seed, help="(default: %(default)s)")
     p.add_argument(
         "--exclude-classes",
         type=_label_list,
@@ -270,6 +285,17 @@ def _config_from_args(args):
     )
 
 
+def to_json(obj):
+    from .checkpoints import to_json  # torch is imported only when a command needs it
+
+    return to_json(obj)
+
+
+def _pm(stderr):
+    """`` ± stderr``, or what stands in its place for a single image."""
+    return " (one image: no standard error)" if stderr is None else f" ± {stderr:.2f}"
+
+
 FIGURES = ("samples.png", "reconstructions.png", "latent.png", "training-curve.png")
 
 
@@ -280,7 +306,7 @@ def _print_metrics(metrics, out):
     print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
     print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
     print(
-        f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f} "
+        f"  test log p(x)  {metrics['test_log_px']:.2f}{_pm(metrics['test_log_px_stderr'])} "
         f"nats/image (importance sampling, K={metrics['log_px_samples']})"
     )
     if metrics.get("measures"):
@@ -465,42 +491,78 @@ def cmd_evaluate(args):
     run = load_run(args.run)
     if args.images:
         return _evaluate_images(run, args)
+    if args.label is not None:
+        raise ConfigError("--label goes with --images (the test split has its own labels)")
     data = load_run_data(run.config)
     metrics = evaluate_run(
         run, data, num_samples=args.num_samples, elbo_samples=args.elbo_samples, quiet=args.quiet
     )
+    note = _unfinished(run, args.run)
+    if note:
+        metrics["unfinished"] = note
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print(to_json(metrics))
     else:
+        if note:
+            print(f"note: {note}")
         print(f"{args.run}: {metrics['dataset']} test split, {metrics['test_images']} images")
         print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
         print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
         print(
-            f"  test log p(x)  {metrics['test_log_px']:.2f} ± {metrics['test_log_px_stderr']:.2f}"
+            f"  test log p(x)  {metrics['test_log_px']:.2f}{_pm(metrics['test_log_px_stderr'])}"
             f" nats/image (K={metrics['log_px_samples']})"
         )
+
+
+def _unfinished(run, path):
+    """What to say about a checkpoint taken before the run's last epoch, or ``None``."""
+    from .lock import holder
+
+    epoch, step = getattr(run, "progress", (run.config.epochs, 0))
+    owner = holder(run.path)
+    if epoch >= run.config.epochs and owner is None:
+        return None
+    where = f"epoch {epoch} of {run.config.epochs}" + (f" and {step} steps" if step else "")
+    if owner is not None:
+        return (
+            f"{path} is still training (process {owner['pid']} on {owner.get('host')}); these "
+            f"numbers are for its checkpoint after {where}"
+        )
+    return (
+        f"{path} stopped after {where}; these numbers are for that checkpoint, and pyro-vae "
+        f"train --resume {path} finishes the run"
+    )
 
 
 def _evaluate_images(run, args):
     """``evaluate --images FILE``: the run's ELBO and log p(x) of the user's own images."""
     from .data import load_images
+    from .evaluate import standard_error
 
     x = load_images(args.images)
-    elbo = run.elbo(x, args.elbo_samples)
-    log_px = run.log_px(x, num_samples=args.num_samples, progress=not args.quiet)
+    y = None
+    if run.conditioned_on == "label":
+        if args.label is None:
+            raise ConfigError(
+                f"{args.run} is conditioned on a label: pass --label N, the class of the images "
+                f"in {args.images} (0 to {run.num_classes - 1})"
+            )
+        y = args.label
+    elif args.label is not None:
+        raise ConfigError("--label needs a label-conditioned run (--condition label)")
+    elbo = run.elbo(x, args.elbo_samples, y=y)
+    log_px = run.log_px(x, num_samples=args.num_samples, progress=not args.quiet, y=y)
     metrics = {
         "images": args.images,
         "count": len(log_px),
         "elbo": round(elbo.mean().item(), 3),
         "log_px": round(log_px.mean().item(), 3),
-        "log_px_stderr": round((log_px.std() / len(log_px) ** 0.5).item(), 3)
-        if len(log_px) > 1
-        else None,
+        "log_px_stderr": standard_error(log_px),
         "log_px_samples": args.num_samples,
         "units": "nats per image (higher is better)",
     }
     if args.json:
-        return print(json.dumps(metrics, indent=2))
+        return print(to_json(metrics))
     print(f"{args.images}: {metrics['count']} images, scored by {args.run}")
     for name, key in (("ELBO", "elbo"), (f"log p(x), K={args.num_samples}", "log_px")):
         print(f"  {name:<22} {metrics[key]:.2f} nats/image")
@@ -526,6 +588,8 @@ def cmd_sample(args):
     else:
         if args.label is not None and run.conditioned_on != "label":
             raise ConfigError("--label needs a label-conditioned run (--condition label)")
+        if args.label is not None and not 0 <= args.label < run.num_classes:
+            raise ConfigError(f"--label must be a class from 0 to {run.num_classes - 1}")
         if run.conditioned_on == "image":
             raise ConfigError(
                 "an image-completion run completes images; its inpainting.png shows them"
@@ -577,6 +641,8 @@ def cmd_inspect(args):
             y=data.model_y(x, data.test_y[: args.batch]),
             train_size=data.train_x.shape[0],
         )
+    if args.diagram != "none" and os.path.exists(args.diagram) and not args.overwrite:
+        raise RunDirError(f"{args.diagram} exists; pass --overwrite or choose another --diagram")
     x = data.test_x[: args.batch]
     print(
         f"{args.target} on {config.dataset}: a batch of {len(x)} test images {tuple(x.shape[1:])}"
@@ -601,10 +667,12 @@ def cmd_compare(args):
         )
     if args.run:
         run = load_run(args.run)
+        _check_handles("compare", run.config, args.run)
         out = args.out or os.path.join("runs", f"compare-{run.config.dataset}-{_timestamp()}")
         prepare_run_dir(out, args.overwrite)
         train_seconds = _json_field(os.path.join(run.path, "metrics.json"), "seconds")
     else:
+        _check_handles("compare", _config_from_args(args))  # before training, not after
         out = args.out or os.path.join("runs", f"compare-{args.dataset}-{_timestamp()}")
         prepare_run_dir(out, args.overwrite)
         print(f"training the model to compare on: {os.path.join(out, 'run')}", flush=True)
@@ -733,12 +801,56 @@ def _run_and_data(path):
     return run, load_run_data(run.config)
 
 
+# What each command cannot do yet, by the kind of run: (test on the config, why). A command on such
+# a run stops in one line before it computes anything.
+_UNHANDLED = {
+    "compare": [
+        (
+            lambda c: c.model == "hierarchical",
+            "its strategies fit one latent z per image, and the hierarchical model has two (z1, z)",
+        ),
+        (
+            lambda c: c.condition != "none",
+            "its strategies fit q(z|x) without a condition, and this model is conditioned on "
+            "{condition}",
+        ),
+    ],
+    "gradvar": [
+        (
+            lambda c: c.condition != "none",
+            "it measures the gradients of an unconditional ELBO, and this model is conditioned "
+            "on {condition}",
+        ),
+    ],
+    "anomaly": [
+        (
+            lambda c: c.condition != "none",
+            "its scores are of images alone, and this model is conditioned on {condition}",
+        ),
+    ],
+}
+
+
+def _check_handles(command, config, run=None):
+    """Refuse, in one line, a run of a kind ``command`` does not handle (see ``_UNHANDLED``)."""
+    condition = {"label": "the label (--condition label)"}.get(
+        config.condition, f"observed quadrants (--condition {config.condition})"
+    )
+    for applies, why in _UNHANDLED.get(command, ()):
+        if applies(config):
+            what = f"the run {run}" if run else "this model"
+            raise ConfigError(
+                f"pyro-vae {command} cannot work on {what}: {why.format(condition=condition)}"
+            )
+
+
 def cmd_gradvar(args):
     from . import plots
     from .gradvar import format_rows, measure_stages, training_stages
     from .runs import prepare_run_dir, write_json
 
     run, data = _run_and_data(args.run)
+    _check_handles("gradvar", run.config, args.run)
     out = args.out or os.path.join(run.path, "gradvar")
     prepare_run_dir(out, args.overwrite)
     x = data.test_x[: args.batch_size]
@@ -767,7 +879,7 @@ def cmd_gradvar(args):
         os.path.join(out, "gradvar.png"),
         title=f"{data.name}: variance of {args.draws} gradient estimates on {x.shape[0]} images",
     )
-    print(json.dumps(result, indent=2) if args.json else format_rows(rows))
+    print(to_json(result) if args.json else format_rows(rows))
     if not args.json:
         print(f"written: {out}/gradvar.json {out}/gradvar.png")
 
@@ -801,6 +913,7 @@ def cmd_anomaly(args):
     from .runs import prepare_run_dir, write_json
 
     run, data = _run_and_data(args.run)
+    _check_handles("anomaly", run.config, args.run)
     names = args.ood or (["held-out"] if run.config.exclude_classes else ["fashion-mnist"])
     out = args.out or os.path.join(run.path, "anomaly")
     oods = _ood_sets(run, data, names, args.n)
@@ -832,7 +945,7 @@ def cmd_anomaly(args):
     }
     write_json(os.path.join(out, "anomaly.json"), result)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(to_json(result))
     else:
         print(
             f"in: {data.name} test split, {x_in.shape[0]} images; log p(x) with K={args.num_samples}"
@@ -876,7 +989,7 @@ def _add_lab_commands(sub):
         help="also measure a fresh model from the run's config and seed, trained this "
         "many epochs, e.g. 0,1,10 (default: 0, the untrained model)",
     )
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=_seed, default=0, help="(default: %(default)s)")
     p.add_argument("--out", help="output directory (default: RUN/gradvar)")
     p.add_argument("--overwrite", action="store_true", help="write into --out even if not empty")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -952,6 +1065,11 @@ def make_parser():
         help="score these images (.npy, or .pt holding a tensor; values in [0, 1]) instead of "
         "the run's test split",
     )
+    p.add_argument(
+        "--label",
+        type=_non_negative_int,
+        help="with --images, for a label-conditioned run: the class of those images",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -960,7 +1078,7 @@ def make_parser():
     p.add_argument("run", help="a run directory")
     p.add_argument("--n", type=_positive_int, default=100, help="(default: %(default)s)")
     p.add_argument("--nrow", type=_positive_int, default=10, help="images per row")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=_seed, default=0, help="(default: %(default)s)")
     p.add_argument("--out", help="PNG path (default: RUN/samples-seedSEED.png)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument(
@@ -1003,7 +1121,8 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     args.argv = argv
     try:
-        args.func(args)
+        with faults():  # file-system and memory errors of any command, as one line too
+            args.func(args)
     except PyroVAEError as e:
         # One line: Pyro appends trace shapes to errors raised inside a model.
         print(f"pyro-vae: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)

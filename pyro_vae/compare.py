@@ -94,7 +94,8 @@ def reconstruction_nats(model, q, x):
 
 
 def _mean_stderr(values):
-    return values.mean().item(), (values.std() / math.sqrt(len(values))).item()
+    stderr = (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else None
+    return values.mean().item(), stderr
 
 
 def compare(

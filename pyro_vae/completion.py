@@ -106,5 +106,5 @@ def report(run, data, quiet=True):
     inpainting_figure(run, data.test_x[:12], os.path.join(run.path, "inpainting.png"), model)
     return {
         "baseline_test_log_px": round(log_px.mean().item(), 3),
-        "baseline_test_log_px_stderr": round((log_px.std() / len(log_px) ** 0.5).item(), 3),
+        "baseline_test_log_px_stderr": evaluate.standard_error(log_px),
     }

@@ -24,6 +24,7 @@ from .program import Program
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": IWAE}
 MODELS = ("vae", "hierarchical", "FILE.py[:NAME]")
+MAX_SEED = 2**32 - 1
 CONDITIONS = ("none", "label", "quadrants:1", "quadrants:2", "quadrants:3")
 
 
@@ -116,8 +117,7 @@ class Config:
             raise ConfigError(
                 f"clip_grad must be a positive number or None, got {self.clip_grad!r}"
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        check_seed(self.seed)
         if self.sigma is not None and self.likelihood != "gaussian":
             raise ConfigError(
                 f"sigma fixes the scale of a gaussian likelihood, not of {self.likelihood}"
@@ -167,6 +167,14 @@ class Config:
             kwargs["vectorize_particles"] = True
             kwargs["max_plate_nesting"] = max_plate_nesting
         return ELBOS[self.elbo](**kwargs)
+
+
+def check_seed(seed, name="seed"):
+    """Seeds go to Python's, NumPy's and torch's generators; NumPy's takes 0 to 2**32 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(
+            f"{name} must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}"
+        )
 
 
 def _positive_number(value):

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .errors import DataError, DatasetUnavailableError, first_line
+from .resources import check_fits
 
 DATASETS = ("mnist-small", "mnist", "fashion-mnist", "cifar10", "folder:PATH")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -224,7 +225,15 @@ def load_dataset(
     if len(set(exclude_classes)) == len(labels):
         raise DataError(f"excluding every class of {name} leaves no training data")
     # Excluding after binarization keeps every remaining image exactly as it is without exclusion.
-    return data.select_classes(exclude_classes, keep=False)
+    data = data.select_classes(exclude_classes, keep=False)
+    for split, x in (("training", data.train_x), ("test", data.test_x)):
+        if x.shape[0] == 0:
+            excluded = ",".join(map(str, exclude_classes))
+            raise DataError(
+                f"excluding classes {excluded} of {name} leaves its {split} split empty; "
+                "exclude fewer classes, or add images of the others"
+            )
+    return data
 
 
 def _to_float_images(images):
@@ -239,15 +248,21 @@ def _resized(x, size):
         return x
     if not isinstance(size, int) or size < 1:
         raise DataError(f"image_size must be a positive integer, got {size!r}")
+    n, channels = x.shape[:2]
+    check_fits(
+        n * channels * size * size * 4,
+        f"image_size {size} asks for {n} images of {channels}x{size}x{size} floats",
+        "choose a smaller --image-size",
+    )
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
     return x.clamp_(0, 1)
 
 
 def _load_folder(path, size):
-    """Images below ``path``, resized (shorter side) and centre-cropped to ``size``, as uint8."""
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import functional as TF
+    """Images below ``path``, resized (shorter side) and centre-cropped to ``size``, as uint8.
 
+    One image is decoded at a time and only its resized pixels are kept, so memory grows with
+    ``size``, not with the originals' resolution. 16-bit images are scaled to 8 bits."""
     if not os.path.isdir(path):
         raise DatasetUnavailableError(f"folder:{path}: no such directory")
     files = sorted(
@@ -267,29 +282,80 @@ def _load_folder(path, size):
         return parts[0] if len(parts) > 1 else ""
 
     classes = sorted({subfolder(f) for f in files})
-    images, labels, modes = [], [], set()
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                img.load()
-                modes.add(img.mode)
-                images.append(img.copy())
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"cannot read image {f}: {e}") from None
-        labels.append(classes.index(subfolder(f)))
-    mode = "L" if modes <= {"1", "L", "LA", "I", "I;16"} else "RGB"
-    x = np.stack(
-        [
-            TF.pil_to_tensor(TF.center_crop(TF.resize(img.convert(mode), size), size)).numpy()
-            for img in images
-        ]
+    labels = [classes.index(subfolder(f)) for f in files]
+    modes = set()
+    for f in files:  # the headers only: is every image grayscale?
+        with _open_image(f) as img:
+            modes.add(img.mode)
+    mode = "L" if modes <= GRAYSCALE_MODES else "RGB"
+    channels = 1 if mode == "L" else 3
+    check_fits(
+        len(files) * channels * size * size,
+        f"image_size {size} asks for {len(files)} images of {channels}x{size}x{size} bytes",
+        "choose a smaller --image-size",
     )
+    x = np.empty((len(files), channels, size, size), np.uint8)
+    for i, f in enumerate(files):
+        x[i] = _resized_image(f, mode, size)
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(FOLDER_SPLIT_SEED))
     n_test = max(1, round(0.1 * len(files)))
     test, train = order[:n_test].numpy(), order[n_test:].numpy()
     y = np.asarray(labels)
     names = tuple(c or os.path.basename(os.path.normpath(path)) for c in classes)
     return (x[train], y[train]), (x[test], y[test]), names
+
+
+GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _open_image(f):
+    """``PIL.Image.open(f)`` (the header only), with its failures as one-line DataErrors."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(f)
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"cannot read image {f}: it has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
+            "Pillow's limit against decompression bombs; shrink it or move it out of the folder"
+        ) from None
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise DataError(f"cannot read image {f}: {first_line(e)}") from None
+
+
+def _resized_image(f, mode, size):
+    """The image in file ``f`` as ``mode`` ("L" or "RGB") pixels, resized (shorter side) and
+    centre-cropped to ``size``: a uint8 array ``(C, size, size)``."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    with _open_image(f) as img:
+        img.draft(mode, (size, size))  # JPEG: decode at the smallest scale that is large enough
+        try:
+            img.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"cannot read image {f}: {first_line(e)}") from None
+        img = _eight_bit(img).convert(mode)
+    return TF.pil_to_tensor(TF.center_crop(TF.resize(img, size), size)).numpy()
+
+
+def _eight_bit(img):
+    """``img`` with 8 bits per channel: 16-bit and 32-bit integer pixels are scaled to 0-255 by
+    their format's range (Pillow's own conversion clips them, turning most of an image white),
+    float pixels by [0, 1]."""
+    from PIL import Image
+
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img
+    pixels = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        top = 1.0 if pixels.max(initial=0) <= 1 else 255.0
+    else:  # 16-bit images open as "I;16..." or, in older Pillow, as "I"
+        top = (
+            65535.0 if img.mode.startswith("I;16") or pixels.max(initial=0) <= 65535 else 2**32 - 1
+        )
+    scaled = np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
 
 
 def _load_mnist_small():

@@ -34,9 +34,17 @@ from pyro.infer import Trace_ELBO
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .errors import ConfigError, MissingDependencyError
-from .guides import AmortizedGuide, DeltaGuide
+from .guides import DeltaGuide, LocalGuide
+from .program import as_program
 from .runs import _train, _training_data, default_run_dir, prepare_run_dir
-from .train import History, Schedule, check_fit_arguments, mean_test_elbo, training_state
+from .train import (
+    History,
+    Schedule,
+    check_fit_arguments,
+    example_batch,
+    mean_test_elbo,
+    training_state,
+)
 
 try:
     import lightning.pytorch as pl
@@ -255,7 +263,8 @@ def fit_distributed(
     :param str accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
     :param callbacks: extra Lightning callbacks.
     """
-    check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay)
+    n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay)
+    model, guide = as_program(model, guide, *example_batch(data), n)
     if resume_from is not None:
         raise ConfigError(
             "a data-parallel run cannot resume from a checkpoint; continue it in one process"
@@ -280,6 +289,8 @@ def fit_distributed(
             "per-datapoint guide keeps parameters for every training image, and each process "
             "would have to hold and update its own shard of them; train it in one process"
         )
+    if not any(p.requires_grad for m in (model, guide) for p in m.parameters()):
+        raise ConfigError("the model and guide have no parameters to train")
     if batch_size % world:
         raise ConfigError(
             f"batch_size {batch_size} does not split evenly over {world} processes (--devices "
@@ -364,11 +375,12 @@ def train_run_distributed(
 
 
 def _amortized(guide):
-    """Whether ``guide`` is the amortized guide, alone or inside a :class:`DeltaGuide`."""
+    """Whether ``guide`` holds no parameters per training image (a :class:`LocalGuide` does),
+    alone or inside a :class:`DeltaGuide`."""
     return (
         _amortized(guide.guide)
         if isinstance(guide, DeltaGuide)
-        else isinstance(guide, AmortizedGuide)
+        else not isinstance(guide, LocalGuide)
     )
 
 

@@ -29,6 +29,10 @@ class DivergenceError(PyroVAEError, FloatingPointError):
     """Training produced a non-finite loss or gradient."""
 
 
+class ResourceError(PyroVAEError, MemoryError):
+    """A setting asks for more memory than this process can have; the message names it."""
+
+
 class MissingDependencyError(PyroVAEError, ImportError):
     """A feature needs an optional extra that is not installed; the message says how to install it."""
 
@@ -41,10 +45,13 @@ def first_line(error, limit=200):
     """
     text = str(error).strip()
     if text.startswith("Weights only load failed"):
-        return (
-            "it holds Python objects other than tensors and plain values "
-            "(refused: loading it could run code)"
-        )
+        if "Unsupported global" in text:
+            return (
+                "it holds Python objects other than tensors and plain values "
+                "(refused: loading it could run code)"
+            )
+        reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        return f"it is damaged or not a torch file ({reason[0] if reason else 'unreadable'})"
     return text.splitlines()[0][:limit] if text else type(error).__name__
 
 

@@ -117,6 +117,13 @@ def _per_image(reduce, model, guide, x, y, num_samples, max_rows, max_plate_nest
     return torch.cat(out)
 
 
+def standard_error(values):
+    """The standard error of the mean of per-image ``values``, or ``None`` for fewer than two."""
+    if len(values) < 2:
+        return None
+    return round((values.std() / len(values) ** 0.5).item(), 3)
+
+
 def elbo(
     model,
     guide,

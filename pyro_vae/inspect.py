@@ -76,7 +76,15 @@ def render(model, x, y, path):
         )
     import pyro
 
+    from .checkpoints import _atomic_write
+
+    suffix = os.path.splitext(os.fspath(path))[1][1:]
     with torch.no_grad():
-        pyro.render_model(
-            model, model_args=(x, y), filename=os.fspath(path), render_distributions=True
-        )
+        graph = pyro.render_model(model, model_args=(x, y), render_distributions=True)
+    # Piped, not graph.render(): that writes the DOT source beside the image, as PATH without its
+    # suffix, replacing (then deleting) whatever file of that name the user had.
+    try:
+        image = graph.pipe(format=suffix)
+    except ValueError as e:  # graphviz names the formats it knows
+        raise PyroVAEError(f"--diagram {path}: {str(e).splitlines()[0]}") from None
+    _atomic_write(path, lambda f: f.write(image))

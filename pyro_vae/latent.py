@@ -77,7 +77,7 @@ def manifold_grid(run, n=20, span=0.95):
     code = run.structure.code
     if code.numel != 2:
         raise ConfigError(
-            f"the manifold grid needs a 2-D latent, this model's site {code.name!r} has "
+            f"the manifold grid needs a 2-D latent (z_dim = 2); this model's site {code.name!r} has "
             f"{code.numel} numbers"
         )
     if not 0 < span < 1:

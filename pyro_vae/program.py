@@ -253,8 +253,8 @@ class Half(nn.Module):
             return getattr(target, name)
 
     def __setattr__(self, name, value):
-        if name == "z_scale":  # beta and KL warm-up reach the built-in model's own scale
-            setattr(self.target, name, value)
+        if name == "z_scale" and self.target is not None:
+            setattr(self.target, name, value)  # beta and KL warm-up reach the built-in models
         else:
             super().__setattr__(name, value)
 
@@ -362,7 +362,8 @@ class Program:
     def param_state(self):
         """Every ``pyro.param`` of the program, as ``{"pyro.param:NAME": tensor}``."""
         return {
-            PARAM_PREFIX + name: self.store_params[key] for key, name in self._store_names.items()
+            PARAM_PREFIX + name: self.store_params[key].detach()
+            for key, name in self._store_names.items()
         }
 
     def load_param_state(self, state):

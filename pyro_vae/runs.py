@@ -26,7 +26,7 @@ from .checkpoints import (
     remove_stray_temporaries,
     write_json,
 )
-from .config import Config, build
+from .config import Config, build, check_seed
 from .data import as_images, load_dataset
 from .errors import (
     CheckpointError,
@@ -37,8 +37,10 @@ from .errors import (
     RunDirError,
 )
 from .guides import LocalGuide
+from .lock import writing
 from .models import LabelCondition, ObservedQuadrants
 from .objectives import kl_warmup
+from .resources import check_sizes, faults, guarded
 from .train import fit
 
 CONFIG = "config.json"
@@ -52,7 +54,8 @@ def prepare_run_dir(path, overwrite=False):
         raise RunDirError(
             f"{path} exists and is not empty; pass --overwrite or choose another --out"
         )
-    os.makedirs(path, exist_ok=True)
+    with faults():
+        os.makedirs(path, exist_ok=True)
 
 
 def default_run_dir(dataset):
@@ -197,6 +200,8 @@ class Run:
         For a conditional model ``y`` is the label(s) to generate, or the images to complete.
         """
         _check_count("n", n)
+        if seed is not None:
+            check_seed(seed)
         y = self._condition(y, n)
         with torch.random.fork_rng():
             if seed is not None:
@@ -219,6 +224,7 @@ def _check_count(name, value):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+@guarded()
 def load_run(path):
     """Load a run directory (or a ``checkpoint.pt`` inside one) written by pyro_vae.
 
@@ -237,9 +243,12 @@ def load_run(path):
             f"{file} does not match its own config ({str(e).splitlines()[0][:200]})"
         ) from None
     path = os.path.dirname(os.path.abspath(file))
-    return Run(config, model, guide, state["x_shape"], path=path, num_classes=num_classes)
+    run = Run(config, model, guide, state["x_shape"], path=path, num_classes=num_classes)
+    run.progress = (state.get("epoch", config.epochs), state.get("step", 0))  # how far it trained
+    return run
 
 
+@guarded()
 def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=None):
     """Train the run ``config`` describes and write its run directory; return the :class:`Run`.
 
@@ -254,11 +263,13 @@ def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=N
     """
     out = out or default_run_dir(config.dataset)
     data = _training_data(config)
-    prepare_run_dir(out, overwrite)
-    write_json(os.path.join(out, CONFIG), config.as_dict())
-    return _train(config, data, out, None, quiet, checkpoint_every)
+    check_sizes(config, data.x_shape, data.num_classes)
+    with writing(out, overwrite):
+        write_json(os.path.join(out, CONFIG), config.as_dict())
+        return _train(config, data, out, None, quiet, checkpoint_every)
 
 
+@guarded()
 def resume_run(path, quiet=False, checkpoint_every=None):
     """Continue the run in ``path`` from its last checkpoint; return what :func:`train_run` does.
 
@@ -269,6 +280,11 @@ def resume_run(path, quiet=False, checkpoint_every=None):
     :param str path: a run directory written by :func:`train_run` or ``pyro-vae train``.
     """
     config = read_config(os.path.join(path, CONFIG))
+    with writing(path, resume=True, command="train --resume"):
+        return _resume(config, path, quiet, checkpoint_every)
+
+
+def _resume(config, path, quiet, checkpoint_every):
     file = os.path.join(path, CHECKPOINT)
     state = read_checkpoint(file) if os.path.exists(file) else None
     if state is not None and state["config"] != config:
@@ -279,6 +295,7 @@ def resume_run(path, quiet=False, checkpoint_every=None):
             f"there, {ours[key]!r} here); put back the run's own checkpoint or start a new run"
         )
     data = _training_data(config)
+    check_sizes(config, data.x_shape, data.num_classes)
     if state is not None and tuple(state["x_shape"]) != data.x_shape:
         raise CheckpointError(
             f"{file} was trained on images of shape {tuple(state['x_shape'])}, but {config.dataset} "
@@ -327,6 +344,23 @@ def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
     than global rank 0); there ``_train`` returns ``(None, None)``. Only the writing process calls
     ``checkpoint``, and it writes ``config.json`` first if it is not there yet.
     """
+    file = os.path.join(out, CHECKPOINT)
+    shape = "x".join(map(str, data.x_shape))
+    phase = {
+        "doing": f"building the networks (z_dim {config.z_dim}, hidden_dims "
+        f"{list(config.hidden_dims)}, images of {shape})"
+    }
+
+    def resume_hint():
+        if os.path.exists(file):
+            return f"the last checkpoint stays; pyro-vae train --resume {out} continues from it"
+        return None
+
+    with faults(doing=lambda: phase["doing"], fix=resume_hint):
+        return _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase)
+
+
+def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
     start = time.perf_counter()
     file = os.path.join(out, CHECKPOINT)
     header = checkpoint_header(config, data.x_shape, data.num_classes)
@@ -354,6 +388,9 @@ def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
         x=examples,
         y=data.model_y(examples, labels),
         train_size=data.train_x.shape[0],
+    )
+    phase["doing"] = (
+        f"training with batch_size {config.batch_size} and num_particles {config.num_particles}"
     )
     try:
         history = fit(
@@ -390,8 +427,10 @@ def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
     run = Run(config, model, guide, data.x_shape, path=out, num_classes=data.num_classes)
     write_json(os.path.join(out, "history.json"), history.as_dict())
 
+    phase["doing"] = f"evaluating with log_px_samples {config.log_px_samples}"
     metrics = evaluate_run(run, data, num_samples=config.log_px_samples, quiet=quiet)
     metrics.update(epochs=config.epochs, seconds=round(train_seconds, 2))
+    phase["doing"] = "drawing the figures"
     write_figures(run, data, history.as_dict(), metrics["test_log_px"])
     metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
     if run.conditioned_on == "label":
@@ -422,7 +461,7 @@ def evaluate_run(run, data, num_samples=1000, elbo_samples=1, quiet=True):
         "train_elbo": round(run.elbo(train_x, elbo_samples, y=train_y).mean().item(), 3),
         "test_elbo": round(run.elbo(data.test_x, elbo_samples, y=test_y).mean().item(), 3),
         "test_log_px": round(log_px.mean().item(), 3),
-        "test_log_px_stderr": round((log_px.std() / len(log_px) ** 0.5).item(), 3),
+        "test_log_px_stderr": evaluate.standard_error(log_px),
         "log_px_samples": num_samples,
         "elbo_samples": elbo_samples,
         "test_images": int(data.test_x.shape[0]),

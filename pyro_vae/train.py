@@ -127,10 +127,7 @@ def fit(
         far. Training then stops early with whole epochs; ``history.epoch`` says how many.
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
-    x4, y4 = data.train_x[:4], data.train_y[:4]
-    if data.binarize == "dynamic":
-        x4 = binarize_once(x4, 0)
-    model, guide = as_program(model, guide, x4, data.model_y(x4, y4), n)
+    model, guide = as_program(model, guide, *example_batch(data), n)
     elbo = elbo if elbo is not None else Trace_ELBO()
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
@@ -216,6 +213,15 @@ def fit(
             if checkpoint is not None:
                 save(epoch, steps_per_epoch, None, 0.0)
     return history
+
+
+def example_batch(data, n=4):
+    """A few training images (binarized as the model sees them) and their condition, for the
+    program door to discover a model's structure on."""
+    x, y = data.train_x[:n], data.train_y[:n]
+    if data.binarize == "dynamic":
+        x = binarize_once(x, 0)
+    return x, data.model_y(x, y)
 
 
 def per_image(guide):

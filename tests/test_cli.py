@@ -517,6 +517,78 @@ def test_model_file_trains_and_inspects(tmp_path):
         assert os.path.getsize(diagram) > 1000
 
 
+PLAIN_FUNCTIONS = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+decoder = nn.Sequential(nn.Linear(3, 32), nn.Softplus(), nn.Linear(32, 784))
+encoder = nn.Sequential(nn.Linear(784, 32), nn.Softplus(), nn.Linear(32, 6))
+
+def model(x):
+    pyro.module("decoder", decoder)
+    with pyro.plate("batch", x.shape[0]):
+        h = pyro.sample("h", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        pyro.sample("pixels", dist.Bernoulli(logits=decoder(h)).to_event(1), obs=x)
+
+def guide(x):
+    pyro.module("encoder", encoder)
+    with pyro.plate("batch", x.shape[0]):
+        loc, log_scale = encoder(x).chunk(2, -1)
+        pyro.sample("h", dist.Normal(loc, log_scale.exp()).to_event(1))
+"""
+
+
+@pytest.mark.parametrize("style", ["methods of an nn.Module", "module-level functions"])
+def test_every_command_runs_on_a_plain_pyro_program(style, tmp_path):
+    """The door keeps every command open to programs written as Pyro's docs write them."""
+    if style == "methods of an nn.Module":
+        spec = os.path.join(ROOT, "examples", "pyro_style_vae.py") + ":VAE"
+    else:
+        (tmp_path / "plain.py").write_text(PLAIN_FUNCTIONS)
+        spec = str(tmp_path / "plain.py")
+    out = str(tmp_path / "run")
+    result = pyro_vae("train", *TINY, "--model", spec, "--out", out)
+    assert result.returncode == 0, result.stderr
+    files = set(os.listdir(out))
+    assert {"samples.png", "reconstructions.png", "latent.png", "metrics.json"} <= files
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["measures"] == "log p(x) of binary images"
+    assert -600 < metrics["test_log_px"] < 0
+    result = pyro_vae("evaluate", out, "-k", "10")
+    assert result.returncode == 0, result.stderr
+    result = pyro_vae("sample", out, "--n", "4", "--out", str(tmp_path / "s.png"))
+    assert result.returncode == 0 and os.path.getsize(tmp_path / "s.png") > 0, result.stderr
+    result = pyro_vae("inspect", spec, "--z-dim", "3", "--diagram", "none")
+    assert result.returncode == 0, result.stderr
+    assert "not subsampled: pyro_vae scales each minibatch" in result.stdout
+    result = pyro_vae(
+        "compare",
+        "--run",
+        out,
+        "--out",
+        str(tmp_path / "cmp"),
+        "--num-images",
+        "20",
+        "--e-steps",
+        "5",
+        "--refine-steps",
+        "2",
+        "--mcmc-images",
+        "1",
+        "--mcmc-samples",
+        "10",
+        "--mcmc-warmup",
+        "10",
+        "--log-px-samples",
+        "10",
+        "--elbo-samples",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.load(open(tmp_path / "cmp" / "comparison.json"))["rows"]
+    assert {r["strategy"] for r in rows} >= {"amortized", "local", "semi-amortized", "delta"}
+
+
 @pytest.fixture(scope="module")
 def trained_without_ones(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("cli") / "no1")

@@ -1,8 +1,10 @@
 """Every tutorial and benchmark script runs, with tiny sizes, as a reader would run it.
 
-The scripts switch to tiny sizes when ``CI`` is set (``smoke_test = "CI" in os.environ``). The
-coverage test fails when a script is added without a smoke run here (as in Pyro's
-tests/test_examples.py).
+The scripts switch to tiny sizes when ``CI`` is set (``smoke_test = "CI" in os.environ``). A
+benchmark runs as a script; a tutorial runs as the notebook a student is handed, cell by cell in a
+fresh kernel (``docs/tutorial_notebooks.py``; the cells are the script's lines), and the docs' test
+renders that same execution into the site. The coverage test fails when a script is added without
+a smoke run here (as in Pyro's tests/test_examples.py).
 """
 
 import glob
@@ -46,7 +48,11 @@ def test_coverage():
     assert not missing, f"scripts without a smoke run in tests/test_tutorials.py: {missing}"
 
 
-@pytest.mark.parametrize("script", SMOKE_RUNS)
+def _is_tutorial(run):
+    return str(run).startswith("tutorials/")
+
+
+@pytest.mark.parametrize("script", [s for s in SMOKE_RUNS if not _is_tutorial(s)])
 def test_smoke(script, tmp_path):
     env = {**os.environ, "CI": "1", "PYTHONPATH": ROOT, "MPLBACKEND": "Agg"}
     result = subprocess.run(
@@ -59,3 +65,17 @@ def test_smoke(script, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script", [s for s in SMOKE_RUNS if _is_tutorial(s)])
+def test_tutorial_notebook(script, smoke_notebooks):
+    import nbformat
+
+    # A failing cell raises TutorialError with the tutorial's name and the cell's traceback.
+    (path,) = smoke_notebooks.build([os.path.join(ROOT, script)])
+    nb = nbformat.read(path, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code and all(cell.execution_count for cell in code), "a cell did not run"
+    outputs = [output for cell in code for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure in the notebook"

@@ -1,0 +1,176 @@
+"""Sphinx configuration of pyro_vae's documentation site (``make docs``).
+
+The site is built offline: no intersphinx, maths by a local copy of KaTeX (``_ext/katex_offline``),
+Furo's theme with system fonts. Three parts of it are made at build time, before Sphinx reads
+the sources (``builder-inited``), and are not committed:
+
+- ``tutorials/NN_*.ipynb``: the tutorials executed as notebooks by ``tutorial_notebooks.py`` (reused
+  when current), with the scripts beside them for download;
+- ``api/``: one page per module for every name in ``pyro_vae.__all__``, from the docstrings;
+- ``_generated/``: the landing page's figure, taken from an executed tutorial.
+"""
+
+import glob
+import importlib
+import inspect
+import json
+import os
+import re
+import shutil
+import sys
+
+DOCS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(DOCS)
+sys.path[:0] = [ROOT, DOCS, os.path.join(DOCS, "_ext")]
+
+import tutorial_notebooks  # noqa: E402
+from sphinx.util import logging  # noqa: E402
+
+logger = logging.getLogger("pyro_vae.docs")
+
+project = "pyro_vae"
+author = "the pyro_vae developers"
+copyright = "pyro_vae developers, MIT licence"
+release = importlib.import_module("pyro_vae").__version__
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.viewcode",
+    "katex_offline",
+]
+html_math_renderer = "katex"
+exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "README.md"]
+html_theme = "furo"
+html_title = f"pyro_vae {release}"
+html_static_path = []
+html_show_sourcelink = False  # the tutorial pages offer their notebook and script instead
+html_copy_source = False
+
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_heading_anchors = 3
+nb_execution_mode = "off"  # tutorial_notebooks.py has executed them, figures included
+nb_merge_streams = True
+nb_output_stderr = "show"
+
+autodoc_member_order = "bysource"
+autodoc_inherit_docstrings = False  # not torch.nn.Module.forward's "Define the computation ..."
+autodoc_typehints = "none"  # the Sphinx-style :param int z_dim: fields carry the types
+
+# The executed notebooks: full size by default, tiny sizes when CI is set (as the tutorials do).
+SMOKE = tutorial_notebooks.smoke_size()
+NOTEBOOKS = os.environ.get("PYRO_VAE_NOTEBOOKS") or tutorial_notebooks.default_out(SMOKE)
+LANDING_FIGURE = ("06_latent_space", "tutorial-output/06/manifold.png")
+
+
+def stage_tutorials(app):
+    """Execute the tutorials (unless current) and copy notebooks and scripts into tutorials/."""
+    tutorial_notebooks.build(NOTEBOOKS, SMOKE, log=logger.info)
+    pages = os.path.join(DOCS, "tutorials")
+    for old in glob.glob(os.path.join(pages, "[0-9][0-9]_*")):
+        os.remove(old)
+    for script in tutorial_notebooks.TUTORIALS:
+        name = tutorial_notebooks.name_of(script)
+        for ext in (".ipynb", ".py"):
+            shutil.copyfile(os.path.join(NOTEBOOKS, name + ext), os.path.join(pages, name + ext))
+
+
+def download_cell(docname, size):
+    name = docname.split("/")[-1]
+    return {
+        "cell_type": "markdown",
+        "id": "hand-outs",
+        "metadata": {},
+        "source": (
+            ":::{admonition} Hand-outs\n:class: tip\n"
+            f"{{download}}`{name}.ipynb` — this page as a notebook, executed at {size} size, "
+            f"with its outputs and figures. {{download}}`{name}.py` — the same tutorial as a "
+            f"script (`python {name}.py`; `CI=1` for tiny sizes). `make notebooks` writes all "
+            "seven to `notebooks/`.\n:::\n"
+        ),
+    }
+
+
+def add_downloads(app, docname, source):
+    """Offer each tutorial page's notebook and script for download, under its title."""
+    if not (docname.startswith("tutorials/") and docname[len("tutorials/") :][:2].isdigit()):
+        return
+    nb = json.loads(source[0])
+    size = "smoke" if nb["metadata"]["pyro_vae"]["smoke"] else "full"
+    nb["cells"].insert(1, download_cell(docname, size))
+    source[0] = json.dumps(nb)
+
+
+def landing_figure(app):
+    """The landing page's figure, decoded from the executed tutorial that made it."""
+    import base64
+
+    name, filename = LANDING_FIGURE
+    with open(os.path.join(NOTEBOOKS, name + ".ipynb")) as f:
+        nb = json.load(f)
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            if output.get("metadata", {}).get("filename") == filename:
+                os.makedirs(os.path.join(DOCS, "_generated"), exist_ok=True)
+                with open(os.path.join(DOCS, "_generated", "landing.png"), "wb") as out:
+                    out.write(base64.b64decode(output["data"]["image/png"]))
+                return
+    raise RuntimeError(f"{name} made no figure {filename} for the landing page")
+
+
+def _summary(obj):
+    """The docstring's first paragraph on one line, its reST roles written as MyST roles."""
+    text = " ".join((inspect.getdoc(obj) or "").split("\n\n")[0].split())
+    if text.endswith("::"):  # reST's "::" before a literal block reads as ":"
+        text = text[:-1]
+    text = re.sub(r":(\w+):`", r"{py:\1}`", text)
+    return text.replace("|", "\\|")
+
+
+def api_pages(app):
+    """One page per module of pyro_vae, documenting the names of ``pyro_vae.__all__`` in it."""
+    import pyro_vae
+
+    modules = {}
+    for name in pyro_vae.__all__:
+        obj = getattr(pyro_vae, name)
+        modules.setdefault(obj.__module__, []).append((name, obj))
+    folder = os.path.join(DOCS, "api")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    rows = []
+    for module, objs in sorted(modules.items()):
+        doc = inspect.getdoc(importlib.import_module(module)) or ""
+        lines = [f"# `{module}`", "", doc.split("\n\n")[0], "", "```{eval-rst}"]
+        lines += [f".. currentmodule:: {module}", ""]
+        for name, obj in objs:
+            kind = "autoclass" if inspect.isclass(obj) else "autofunction"
+            lines += [f".. {kind}:: {name}"] + (
+                ["   :members:", ""] if kind == "autoclass" else [""]
+            )
+            summary = _summary(obj)
+            role = "class" if kind == "autoclass" else "func"
+            rows.append((name, f"{{py:{role}}}`pyro_vae.{name} <{module}.{name}>`", summary))
+        lines += ["```", ""]
+        with open(os.path.join(folder, module + ".md"), "w") as f:
+            f.write("\n".join(lines))
+    index = [
+        "# API reference",
+        "",
+        "Everything `import pyro_vae` offers (`pyro_vae.__all__`), from the docstrings; each name",
+        "is documented in the module that defines it.",
+        "",
+        "| name | what it is |",
+        "|---|---|",
+    ]
+    index += [f"| {link} | {summary} |" for _, link, summary in sorted(rows)]
+    index += ["", "```{toctree}", ":hidden:", ""] + [m for m in sorted(modules)] + ["```", ""]
+    with open(os.path.join(folder, "index.md"), "w") as f:
+        f.write("\n".join(index))
+
+
+def setup(app):
+    app.connect("builder-inited", stage_tutorials)
+    app.connect("builder-inited", landing_figure)
+    app.connect("builder-inited", api_pages)
+    app.connect("source-read", add_downloads)
