@@ -1096,10 +1096,12 @@ def make_parser():
     p = sub.add_parser(
         "inspect",
         help="print a model's sample sites with their shapes and draw its plate diagram",
-        description="MODEL is vae, hierarchical, FILE.py:CLASS or a run directory; the train "
+        description="MODEL is vae, hierarchical, a model file (FILE.py[:NAME]) or a run directory; the train "
         "options build it exactly as train would.",
     )
-    p.add_argument("target", metavar="MODEL", help="vae, hierarchical, FILE.py:CLASS or a run")
+    p.add_argument(
+        "target", metavar="MODEL", help="vae, hierarchical, a model file (FILE.py[:NAME]) or a run"
+    )
     p.add_argument("--batch", type=_positive_int, default=4, help="images (default: %(default)s)")
     p.add_argument(
         "--diagram",

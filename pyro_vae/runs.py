@@ -33,6 +33,7 @@ from .errors import (
     ConfigError,
     DataError,
     DivergenceError,
+    ProgramError,
     PyroVAEError,
     RunDirError,
 )
@@ -409,18 +410,16 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             checkpoint_every=checkpoint_every,
             on_epoch=kl_warmup([model, guide], config.beta, config.kl_warmup),
         )
-    except DivergenceError as e:
+    except (DivergenceError, ProgramError) as e:
         last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})
         if not last:
-            raise DivergenceError(f"{e}; no checkpoint was written") from None
+            raise type(e)(f"{e}; no checkpoint was written") from None
         where = (
             f"epoch {last['epoch'] + 1}, step {last['step']}"
             if last["step"]
             else f"the end of epoch {last['epoch']}"
         )
-        raise DivergenceError(
-            f"{e}; the last good checkpoint, from {where}, stays in {file}"
-        ) from None
+        raise type(e)(f"{e}; the last good checkpoint, from {where}, stays in {file}") from None
     if history is None:
         return None, None
     train_seconds = history.seconds[-1]

@@ -22,7 +22,16 @@ from tqdm.auto import tqdm
 
 from . import evaluate
 from .data import binarize_once
-from .errors import CheckpointError, ConfigError, DataError, DivergenceError, first_line
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    ProgramError,
+    PyroVAEError,
+    first_line,
+    program_error_line,
+)
 from .program import as_program
 
 # What a training state holds besides the model's and guide's state_dicts.
@@ -411,11 +420,16 @@ class _Step:
     def __call__(self, x, y, idx, n, epoch, step):
         try:
             loss = self.loss_fn(x, y, idx, n)
-        except ValueError:
+        except PyroVAEError:
+            raise
+        except Exception as e:
             # Pyro's validation rejects NaN parameters of a distribution before any loss.
-            if all(torch.isfinite(p).all() for p in self.params):
-                raise
-            _diverged("the parameters", "non-finite", epoch, step)
+            if isinstance(e, ValueError) and not all(torch.isfinite(p).all() for p in self.params):
+                _diverged("the parameters", "non-finite", epoch, step)
+            raise ProgramError(
+                f"the model or guide failed at epoch {epoch}, step {step} (a batch of "
+                f"{x.shape[0]} images): {program_error_line(e)}"
+            ) from None
         value = loss.item()
         if not math.isfinite(value) and not self.collective:
             _diverged("the ELBO", value, epoch, step)

@@ -11,7 +11,7 @@ import torch
 from pyro_vae import evaluate
 from pyro_vae.config import Config, build
 from pyro_vae.data import Data
-from pyro_vae.errors import ModelFileError
+from pyro_vae.errors import ModelFileError, ProgramError
 from pyro_vae.guides import LocalGuide
 from pyro_vae.program import DataScale, Program
 from pyro_vae.train import fit
@@ -339,3 +339,20 @@ def test_a_constructor_that_cannot_be_called_is_explained(tmp_path):
     config = Config(model=spec(tmp_path, text, "MyVAE"), z_dim=3, hidden_dims=(16,))
     with pytest.raises(ModelFileError, match="MyVAE.*needs width, which pyro_vae cannot give"):
         build(config, X_SHAPE)
+
+
+def test_an_error_inside_the_program_at_run_time_is_one_line_with_where(tmp_path):
+    """A model that breaks only on the last, smaller batch: the error names the epoch, the step
+    and the first line of what the model raised, without Pyro's trace dump."""
+    text = FUNCTIONS.replace(
+        "def model(x):\n",
+        "def model(x):\n    if x.shape[0] == 8:\n        raise ValueError('cannot take 8 images')\n",
+    )
+    config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
+    data = tiny_data(n_train=40)
+    model, guide = build(config, X_SHAPE, x=data.test_x[:4], train_size=40)
+    with pytest.raises(ProgramError) as error:
+        fit(model, guide, data, epochs=2, batch_size=16, quiet=True, test_samples=0)
+    message = str(error.value)
+    assert "at epoch 1, step 3 (a batch of 8 images): ValueError: cannot take 8 images" in message
+    assert "\n" not in message and "Trace Shapes" not in message
