@@ -42,6 +42,12 @@ class MissingDependencyError(PyroVAEError, ImportError):
     """A feature needs an optional extra that is not installed; the message says how to install it."""
 
 
+def shown(value, limit=80):
+    """``repr(value)`` on one line, shortened: how a bad value is quoted in a message."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def program_error_line(error):
     """What went wrong inside a user's program, in one line: Pyro's "... at site 'x':" context
     (when it gave one) and the first line of the error itself, without Pyro's trace dump."""

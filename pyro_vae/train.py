@@ -32,6 +32,7 @@ from .errors import (
     first_line,
     program_error_line,
 )
+from .guides import LocalGuide
 from .program import as_program
 
 # What a training state holds besides the model's and guide's state_dicts.
@@ -137,6 +138,8 @@ def fit(
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
     model, guide = as_program(model, guide, *example_batch(data), n)
+    if guide is None:  # a model alone: variational EM with a Gaussian per training image
+        guide = LocalGuide(n, structure=model.structure)
     elbo = elbo if elbo is not None else Trace_ELBO()
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
@@ -236,7 +239,6 @@ def example_batch(data, n=4):
 def per_image(guide):
     """Whether ``guide`` holds parameters per training image (a :class:`~pyro_vae.guides.LocalGuide`,
     or a :class:`~pyro_vae.guides.DeltaGuide` around one): it has no q for a test image."""
-    from .guides import LocalGuide
 
     inner = _users(guide)
     return isinstance(getattr(inner, "guide", inner), LocalGuide)

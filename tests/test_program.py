@@ -17,6 +17,7 @@ from pyro_vae.program import DataScale, Program
 from pyro_vae.train import fit
 from tests.conftest import assert_close
 from tests.linear_gaussian import plain_functions
+from tests.test_modelfile import GOOD
 
 X_SHAPE = (1, 6, 5)
 
@@ -76,39 +77,15 @@ def guide(x):
 make = None
 """
 
-# PyroModules with pyro_vae's optional extras: idx and size, and data_plate.
-PYRO_MODULES = """
-import pyro, pyro.distributions as dist, torch
-from pyro.nn import PyroModule
-from pyro_vae import MLPDecoder, MLPEncoder, data_plate
-
-class Model(PyroModule):
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        super().__init__()
-        self.z_dim, self.decoder = z_dim, MLPDecoder(x_shape, z_dim, hidden_dims)
-
-    def forward(self, x=None, y=None, idx=None, size=None):
-        with data_plate(x, idx, size):
-            z = pyro.sample("code", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
-            pyro.sample("image", dist.Bernoulli(logits=self.decoder(z)).to_event(3), obs=x)
-
-class Guide(PyroModule):
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        super().__init__()
-        self.encoder = MLPEncoder(x_shape, z_dim, hidden_dims)
-
-    def forward(self, x, y=None, idx=None, size=None):
-        with data_plate(x, idx, size):
-            pyro.sample("code", dist.Normal(*self.encoder(x)).to_event(1))
-
-class MyVAE:
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        self.model = Model(x_shape, z_dim, hidden_dims)
-        self.guide = Guide(x_shape, z_dim, hidden_dims)
-
+# PyroModules with pyro_vae's optional extras (idx and size, data_plate): the model-file tests'
+# correct file with sites of other names, and a factory beside its class.
+PYRO_MODULES = (
+    GOOD.replace('"z"', '"code"').replace('"x"', '"image"')
+    + """
 def make(x_shape, z_dim):
     return Model(x_shape, z_dim, (8,)), Guide(x_shape, z_dim, (8,))
 """
+)
 
 STYLES = {
     "nn.Module methods with pyro.module": (TUTORIAL_STYLE, "VAE", "latent", "image", False),
@@ -239,7 +216,7 @@ def test_plain_functions_are_evaluated_against_their_exact_log_px():
     torch.manual_seed(0)
     x = truth(size=20).detach()
     program = Program(model, guide, x)
-    q = program.local_guide(20)
+    q = LocalGuide(20, structure=program.structure)
     from pyro_vae.inference import e_step
 
     e_step(program.model, q, x, steps=300)
