@@ -185,9 +185,17 @@ def build_one(script, out, smoke=None, log=print):
     if is_current(target, script, smoke):
         log(f"{name}: up to date")
         return target
+    from nbclient.exceptions import DeadKernelError
+
     start = time.perf_counter()
     try:
-        nb = execute(script, smoke)
+        try:
+            nb = execute(script, smoke)
+        except DeadKernelError:
+            # The kernel process itself stopped answering (a starved machine, a killed process),
+            # not a cell that raised: start a fresh kernel once more.
+            log(f"{name}: the kernel died; running it again in a fresh kernel")
+            nb = execute(script, smoke)
     except Exception as e:  # nbclient's CellExecutionError carries the cell's traceback
         raise TutorialError(f"{os.path.relpath(script, ROOT)} failed:\n{e}") from e
     partial = target + ".partial"
