@@ -11,12 +11,18 @@ from .resources import faults
 
 
 def _positive_int(text):
+    from .config import MAX_COUNT
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer up to {MAX_COUNT} (2**31 - 1), got {text!r}"
+        )
     return value
 
 
@@ -61,9 +67,10 @@ def _int_list(text):
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive integers such as 512,256, got {text!r}"
         ) from None
-    if not values or min(values) < 1:
+    if not values or min(values) < 1 or max(values) > 2**31 - 1:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers such as 512,256, got {text!r}"
+            f"expected comma-separated positive integers (up to 2**31 - 1) such as 512,256, got "
+            f"{text!r}"
         )
     return tuple(values)
 
@@ -701,7 +708,8 @@ def cmd_compare(args):
         seed=args.seed,
         train_seconds=train_seconds,
     )
-    print(open(os.path.join(out, "comparison.md")).read())
+    with open(os.path.join(out, "comparison.md")) as f:
+        print(f.read())
     print(f"wrote {out}: comparison.json comparison.md and figures ({result['seconds']:.0f} s)")
 
 
@@ -1096,10 +1104,12 @@ def make_parser():
     p = sub.add_parser(
         "inspect",
         help="print a model's sample sites with their shapes and draw its plate diagram",
-        description="MODEL is vae, hierarchical, FILE.py:CLASS or a run directory; the train "
+        description="MODEL is vae, hierarchical, a model file (FILE.py[:NAME]) or a run directory; the train "
         "options build it exactly as train would.",
     )
-    p.add_argument("target", metavar="MODEL", help="vae, hierarchical, FILE.py:CLASS or a run")
+    p.add_argument(
+        "target", metavar="MODEL", help="vae, hierarchical, a model file (FILE.py[:NAME]) or a run"
+    )
     p.add_argument("--batch", type=_positive_int, default=4, help="images (default: %(default)s)")
     p.add_argument(
         "--diagram",

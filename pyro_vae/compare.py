@@ -43,7 +43,7 @@ def local_guide(model, n):
     """A per-image guide over every latent site of ``model`` for ``n`` images, at the prior."""
     program = getattr(model, "program", None)
     if program is not None:
-        return program.local_guide(n)
+        return LocalGuide(n, structure=model.structure)
     return LocalGuide(n, model.z_dim)
 
 

@@ -8,8 +8,8 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .data import BINARIZATIONS, is_dataset_name
-from .errors import ConfigError
-from .guides import AmortizedGuide
+from .errors import ConfigError, shown
+from .guides import AmortizedGuide, LocalGuide
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .models import (
     VAE,
@@ -25,6 +25,9 @@ from .program import Program
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": IWAE}
 MODELS = ("vae", "hierarchical", "FILE.py[:NAME]")
 MAX_SEED = 2**32 - 1
+# The largest size or count a setting takes: torch indexes with 64-bit integers, but no size
+# beyond this fits any machine, and a count beyond it never ends.
+MAX_COUNT = 2**31 - 1
 CONDITIONS = ("none", "label", "quadrants:1", "quadrants:2", "quadrants:3")
 
 
@@ -72,7 +75,7 @@ class Config:
         """Raise :class:`~pyro_vae.errors.ConfigError` naming the first bad setting."""
         if not is_dataset_name(self.dataset):
             raise ConfigError(
-                f"unknown dataset {self.dataset!r}; choose one of mnist-small, mnist, "
+                f"unknown dataset {shown(self.dataset)}; choose one of mnist-small, mnist, "
                 "fashion-mnist, cifar10, folder:PATH"
             )
         for name, choices in (
@@ -84,11 +87,11 @@ class Config:
         ):
             if getattr(self, name) not in choices:
                 raise ConfigError(
-                    f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}"
+                    f"unknown {name} {shown(getattr(self, name))}; choose one of {', '.join(choices)}"
                 )
         if self.model not in MODELS[:2] and not _is_model_file(self.model):
             raise ConfigError(
-                f"unknown model {self.model!r}; choose vae, hierarchical, FILE.py, FILE.py:NAME or "
+                f"unknown model {shown(self.model)}; choose vae, hierarchical, FILE.py, FILE.py:NAME or "
                 "FILE.py:MODEL,GUIDE"
             )
         for name in ("z_dim", "epochs", "batch_size", "num_particles", "log_px_samples"):
@@ -101,21 +104,30 @@ class Config:
             or not isinstance(self.kl_warmup, int)
             or self.kl_warmup < 0
         ):
-            raise ConfigError(f"kl_warmup must be a whole number of epochs, got {self.kl_warmup!r}")
+            raise ConfigError(
+                f"kl_warmup must be a whole number of epochs, got {shown(self.kl_warmup)}"
+            )
         hidden = self.hidden_dims
         if (
             not isinstance(hidden, tuple)
             or not hidden
-            or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)
+            or any(
+                isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_COUNT
+                for h in hidden
+            )
         ):
-            shown = list(hidden) if isinstance(hidden, tuple) else hidden
-            raise ConfigError(f"hidden_dims must be one or more positive integers, got {shown!r}")
+            value = list(hidden) if isinstance(hidden, tuple) else hidden
+            raise ConfigError(
+                f"hidden_dims must be one or more positive integers, got {shown(value)}"
+            )
         for name in ("lr", "beta") + (("sigma",) if self.sigma is not None else ()):
             if not _positive_number(getattr(self, name)):
-                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"{name} must be a positive number, got {shown(getattr(self, name))}"
+                )
         if self.clip_grad is not None and not _positive_number(self.clip_grad):
             raise ConfigError(
-                f"clip_grad must be a positive number or None, got {self.clip_grad!r}"
+                f"clip_grad must be a positive number or None, got {shown(self.clip_grad)}"
             )
         check_seed(self.seed)
         if self.sigma is not None and self.likelihood != "gaussian":
@@ -136,13 +148,15 @@ class Config:
         if not isinstance(self.exclude_classes, tuple) or any(
             isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in self.exclude_classes
         ):
-            shown = self.exclude_classes
-            shown = list(shown) if isinstance(shown, tuple) else shown
+            value = self.exclude_classes
+            value = list(value) if isinstance(value, tuple) else value
             raise ConfigError(
-                f"exclude_classes must be a list of class labels (integers >= 0), got {shown!r}"
+                f"exclude_classes must be a list of class labels (integers >= 0), got {shown(value)}"
             )
         if not isinstance(self.learned_prior, bool):
-            raise ConfigError(f"learned_prior must be true or false, got {self.learned_prior!r}")
+            raise ConfigError(
+                f"learned_prior must be true or false, got {shown(self.learned_prior)}"
+            )
 
     def as_dict(self):
         d = asdict(self)
@@ -173,7 +187,7 @@ def check_seed(seed, name="seed"):
     """Seeds go to Python's, NumPy's and torch's generators; NumPy's takes 0 to 2**32 - 1."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(
-            f"{name} must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}"
+            f"{name} must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {shown(seed)}"
         )
 
 
@@ -188,7 +202,23 @@ def _positive_number(value):
 
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {shown(value)}")
+    if value > MAX_COUNT:
+        raise ConfigError(f"{name} must be at most {MAX_COUNT} (2**31 - 1), got {shown(value)}")
+
+
+def check_x_shape(x_shape):
+    """``x_shape`` as a tuple ``(C, H, W)`` of positive integers, or a :class:`ConfigError`."""
+    try:
+        shape = tuple(int(d) for d in x_shape)
+        exact = all(not isinstance(d, bool) and d == int(d) for d in x_shape)
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        shape, exact = (), False
+    if not exact or len(shape) != 3 or min(shape) < 1 or max(shape) > MAX_COUNT:
+        raise ConfigError(
+            f"x_shape must be three positive integers (C, H, W), got {shown(x_shape)}"
+        )
+    return shape
 
 
 def _is_model_file(name):
@@ -215,6 +245,11 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
         images of ``x_shape``); ``y`` their condition.
     :param int train_size: training images, for the per-image guide of a model without one.
     """
+    if not isinstance(config, Config):
+        raise ConfigError(f"config must be a pyro_vae.Config, got {type(config).__name__}")
+    x_shape = check_x_shape(x_shape)
+    if config.condition == "label":
+        _check_positive_int("num_classes", num_classes)
     owner = None
     if _is_model_file(config.model):
         from .modelfile import build_from_file
@@ -225,6 +260,8 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
     if x is None:
         x, y = example_batch(config, x_shape, num_classes)
     program = Program(model, guide, x, y, owner=owner, train_size=train_size)
+    if program.guide is None:  # a model alone: variational EM with a Gaussian per image
+        return program.model, LocalGuide(train_size or x.shape[0], structure=program.structure)
     return program.model, program.guide
 
 

@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .errors import DataError, DatasetUnavailableError, first_line
+from .errors import DataError, DatasetUnavailableError, first_line, shown
 from .resources import check_fits
 
 DATASETS = ("mnist-small", "mnist", "fashion-mnist", "cifar10", "folder:PATH")
@@ -189,7 +189,19 @@ def load_dataset(
     :param exclude_classes: labels to leave out of both splits (see :meth:`Data.select_classes`).
     :rtype: Data
     """
-    if binarize not in BINARIZATIONS:
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise DataError(f"image_size must be a positive integer, got {shown(image_size)}")
+    try:
+        exclude_classes = tuple(() if exclude_classes is None else exclude_classes)
+    except TypeError:
+        exclude_classes = None
+    if exclude_classes is None or any(
+        isinstance(c, bool) or not isinstance(c, int) for c in exclude_classes
+    ):
+        raise DataError("exclude_classes must be a list of class labels (integers)")
+    if not isinstance(binarize, str) or binarize not in BINARIZATIONS:
         raise DataError(
             f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZATIONS)}"
         )
@@ -426,6 +438,9 @@ def _unpack_debian_fashion_mnist(raw):
 def load_images(path):
     """Images a user brings, as a tensor: a ``.npy`` array (read without pickles) or a ``.pt``
     file holding one tensor (read with ``weights_only=True``). :func:`as_images` checks them."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"path must be a path to a .npy or .pt file, got {type(path).__name__}")
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"no images at {path}")
     if not path.endswith((".npy", ".pt")):
@@ -444,13 +459,40 @@ def load_images(path):
     return x
 
 
+def as_numbers(x, what="images"):
+    """``x`` (a tensor, an array, nested lists of numbers) as a real tensor, or a ``DataError``."""
+    try:
+        x = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise DataError(
+            f"{what} must be a tensor or an array of numbers, got {type(x).__name__}"
+        ) from None
+    if x.is_complex() or x.dtype not in _REAL_DTYPES:
+        raise DataError(f"{what} must hold real numbers, got {x.dtype}")
+    return x
+
+
+_REAL_DTYPES = {
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+}
+
+
 def as_images(x, x_shape=None, binary=False):
     """Check and convert user images to a float tensor ``(N, *x_shape)``.
 
     Accepts ``(N, H, W)`` for one-channel images, ``(N, C, H, W)``, and a single image without
     the batch dimension. Values must be finite and in [0, 1]; with ``binary=True``, 0 or 1.
     """
-    x = torch.as_tensor(x)
+    x = as_numbers(x)
     if x.dtype != torch.float32:  # the networks' dtype; uint8, bool, float64 all arrive here
         x = x.float()
     if x_shape is not None:

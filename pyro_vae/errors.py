@@ -33,8 +33,34 @@ class ResourceError(PyroVAEError, MemoryError):
     """A setting asks for more memory than this process can have; the message names it."""
 
 
+class ProgramError(PyroVAEError, RuntimeError):
+    """A model or guide raised an error while it ran (during training, say): the message names
+    where, and the first line of what it raised."""
+
+
 class MissingDependencyError(PyroVAEError, ImportError):
     """A feature needs an optional extra that is not installed; the message says how to install it."""
+
+
+def shown(value, limit=80):
+    """``repr(value)`` on one line, shortened: how a bad value is quoted in a message."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def program_error_line(error):
+    """What went wrong inside a user's program, in one line: Pyro's "... at site 'x':" context
+    (when it gave one) and the first line of the error itself, without Pyro's trace dump."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    lines = (
+        [line for line in lines[: lines.index("Trace Shapes:")]]
+        if "Trace Shapes:" in lines
+        else lines
+    )
+    context = next((line.rstrip(":") for line in lines if " at site " in line), None)
+    message = next((line for line in lines if " at site " not in line), type(error).__name__)
+    text = f"{type(error).__name__}: {message[:200]}"
+    return f"{context}: {text}" if context else text
 
 
 def first_line(error, limit=200):

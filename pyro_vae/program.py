@@ -185,9 +185,7 @@ class Call:
         names = {p.name for p in params}
         varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
         self.takes_y = len(positional) >= 2 or "y" in names or varargs
-        self.y_name = positional[1].name if len(positional) >= 2 else "y"
         self.takes_idx = {"idx", "size"} <= names
-        self.needs_x = bool(positional) and positional[0].default is inspect.Parameter.empty
 
     def __call__(self, fn, x, y=None, idx=None, size=None):
         args = [x]
@@ -209,8 +207,8 @@ class Half(nn.Module):
 
     Its ``parameters()`` are the ones this half uses (found by following the autograd graph of
     its log-density), so freezing the model freezes the decoder and not an encoder that lives in
-    the same ``nn.Module``; its ``state_dict()`` holds every module and ``pyro.param`` of the
-    program, under the modules' own names.
+    the same ``nn.Module``; its ``state_dict()`` holds the modules it is made of, under their own
+    names, and every ``pyro.param`` of the program (as ``pyro.param:NAME``).
     """
 
     def __init__(self, program, role, fn):
@@ -231,7 +229,8 @@ class Half(nn.Module):
         structure = self.program.structure
         if x is None:
             n = size if size is not None else (y.shape[0] if y is not None else 1)
-            x = torch.zeros(n, *self.program.x_shape, device=self.program.device)
+            device = y.device if y is not None else self.program.device
+            x = torch.zeros(n, *self.program.x_shape, device=device)
             idx = size = None
         stack = ExitStack()
         with stack:
@@ -297,13 +296,14 @@ class Program:
     as ``(x, y=None, idx=None, size=None)``, ``program.structure`` says what they are.
 
     :param model: the model: a ``PyroModule``/``nn.Module``, a plain function, or a bound method.
-    :param guide: its guide, of any of the same kinds, or ``None`` (then
-        :meth:`local_guide` makes the per-image guide of variational EM).
+    :param guide: its guide, of any of the same kinds, or ``None`` (then ``program.guide`` is
+        ``None`` and the model is fitted with a per-image guide,
+        ``LocalGuide(n, structure=program.structure)``: variational EM).
     :param x: a few images ``(B, *x_shape)`` to run them on.
     :param y: their condition (labels, or the images to complete), if the model takes one.
     :param owner: an ``nn.Module`` that holds both halves' networks (the object whose methods
         ``model`` and ``guide`` are), if any.
-    :param int train_size: images in the training set, for a guide made by :meth:`local_guide`.
+    :param int train_size: images in the training set.
     :param bool shared_params: keep ``pyro.param`` values in Pyro's global param store rather
         than in the program's own (see :class:`ParamScope`).
     """
@@ -326,7 +326,7 @@ class Program:
         self.structure = discover(self, x, y, has_guide=user_guide is not None)
         self._collect_params(x, y)
         if user_guide is None:
-            self.guide = self.local_guide(train_size or x.shape[0])
+            self.guide = None  # the caller makes a per-image guide (LocalGuide) for the structure
 
     # -- parameters -----------------------------------------------------------------------
     def _collect_params(self, x, y):
@@ -379,13 +379,6 @@ class Program:
         if names:
             raise RuntimeError(f"missing parameter {next(iter(names))!r} in the state")
         return state
-
-    # -- guides made for the program ------------------------------------------------------
-    def local_guide(self, size, loc=None, scale=None):
-        """A per-image guide (:class:`~pyro_vae.guides.LocalGuide`) over every latent site."""
-        from .guides import LocalGuide
-
-        return LocalGuide(size, structure=self.structure, loc=loc, scale=scale)
 
 
 class _PriorGuide:

@@ -181,12 +181,12 @@ def parameter_count(config, x_shape, num_classes=10):
     torch's ``meta`` device (nothing is allocated); ``None`` for a model file."""
     import torch
 
-    from .config import _is_model_file, build
+    from .config import _is_model_file, build_vae
 
     if _is_model_file(config.model):
         return None
-    with torch.device("meta"):
-        model, guide = build(config, x_shape, num_classes)
+    with torch.device("meta"):  # the networks only: nothing is run, so the door is not needed
+        model, guide = build_vae(config, x_shape, num_classes)
     params = {id(p): p for m in (model, guide) for p in m.parameters()}
     return sum(p.numel() for p in params.values())
 

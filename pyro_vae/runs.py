@@ -11,6 +11,7 @@ A run directory holds::
 """
 
 import json
+import math
 import os
 import time
 
@@ -26,21 +27,22 @@ from .checkpoints import (
     remove_stray_temporaries,
     write_json,
 )
-from .config import Config, build, check_seed
-from .data import as_images, load_dataset
+from .config import MAX_COUNT, Config, build, check_seed
+from .data import as_images, as_numbers, load_dataset
 from .errors import (
     CheckpointError,
     ConfigError,
     DataError,
     DivergenceError,
-    PyroVAEError,
+    ProgramError,
     RunDirError,
+    shown,
 )
 from .guides import LocalGuide
 from .lock import writing
 from .models import LabelCondition, ObservedQuadrants
 from .objectives import kl_warmup
-from .resources import check_sizes, faults, guarded
+from .resources import check_fits, check_sizes, faults, guarded
 from .train import fit
 
 CONFIG = "config.json"
@@ -125,7 +127,7 @@ class Run:
                 return default
             y = self._images(y) if y is not None else None
         elif y is not None:
-            y = torch.as_tensor(y)
+            y = as_numbers(y, "labels y")
             if y.dim() == 0:
                 y = y.expand(n)
             if (
@@ -148,7 +150,7 @@ class Run:
             return self.guide
         from .inference import e_step
 
-        q = self.model.program.local_guide(x.shape[0])
+        q = LocalGuide(x.shape[0], structure=self.structure)
         e_step(self.model, q, x, steps=steps, y=y)
         return q.eval()
 
@@ -177,12 +179,14 @@ class Run:
     def decode(self, z, y=None):
         """The mean image of p(x|z) for each latent ``z`` ``(N, *shape)`` of the code site."""
         code = self.structure.code
-        z = torch.as_tensor(z, dtype=torch.float32)
-        if z.dim() != 1 + len(code.shape) or tuple(z.shape[1:]) != code.shape:
-            raise PyroVAEError(
+        z = as_numbers(z, "latents z").float()
+        if z.dim() != 1 + len(code.shape) or tuple(z.shape[1:]) != code.shape or not len(z):
+            raise DataError(
                 f"latents of shape {tuple(z.shape)} do not fit this model, which expects "
-                f"(N, {', '.join(map(str, code.shape))}) at its site {code.name!r}"
+                f"(N, {', '.join(map(str, code.shape))}) with N >= 1 at its site {code.name!r}"
             )
+        if not torch.isfinite(z).all():
+            raise DataError("the latents contain NaN or infinite values")
         return program.decode(self.model, z, self._condition(y, z.shape[0]))
 
     @torch.no_grad()
@@ -202,6 +206,12 @@ class Run:
         _check_count("n", n)
         if seed is not None:
             check_seed(seed)
+        check_fits(
+            n * math.prod(self.x_shape) * 4 * 3,
+            f"n {n} asks for images of {'x'.join(map(str, self.x_shape))} and their decoder "
+            "outputs",
+            "ask for fewer images at a time",
+        )
         y = self._condition(y, n)
         with torch.random.fork_rng():
             if seed is not None:
@@ -220,8 +230,16 @@ class Run:
 
 
 def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        raise ConfigError(
+            f"{name} must be a positive integer up to {MAX_COUNT} (2**31 - 1), got {shown(value)}"
+        )
+
+
+def _check_path(path, what="path"):
+    if not isinstance(path, (str, os.PathLike)):
+        raise RunDirError(f"{what} must be a path (a str), got {type(path).__name__}")
+    return os.fspath(path)
 
 
 @guarded()
@@ -230,6 +248,7 @@ def load_run(path):
 
     :rtype: Run
     """
+    path = _check_path(path)
     file = path if os.path.isfile(path) else os.path.join(path, CHECKPOINT)
     state = read_checkpoint(file)
     config = state["config"]
@@ -261,7 +280,9 @@ def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=N
     :param bool quiet: no progress bars.
     :param int checkpoint_every: steps between checkpoints within an epoch (default: none).
     """
-    out = out or default_run_dir(config.dataset)
+    if not isinstance(config, Config):
+        raise ConfigError(f"config must be a pyro_vae.Config, got {type(config).__name__}")
+    out = _check_path(out, "out") if out is not None else default_run_dir(config.dataset)
     data = _training_data(config)
     check_sizes(config, data.x_shape, data.num_classes)
     with writing(out, overwrite):
@@ -279,6 +300,7 @@ def resume_run(path, quiet=False, checkpoint_every=None):
 
     :param str path: a run directory written by :func:`train_run` or ``pyro-vae train``.
     """
+    path = _check_path(path)
     config = read_config(os.path.join(path, CONFIG))
     with writing(path, resume=True, command="train --resume"):
         return _resume(config, path, quiet, checkpoint_every)
@@ -409,18 +431,16 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             checkpoint_every=checkpoint_every,
             on_epoch=kl_warmup([model, guide], config.beta, config.kl_warmup),
         )
-    except DivergenceError as e:
+    except (DivergenceError, ProgramError) as e:
         last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})
         if not last:
-            raise DivergenceError(f"{e}; no checkpoint was written") from None
+            raise type(e)(f"{e}; no checkpoint was written") from None
         where = (
             f"epoch {last['epoch'] + 1}, step {last['step']}"
             if last["step"]
             else f"the end of epoch {last['epoch']}"
         )
-        raise DivergenceError(
-            f"{e}; the last good checkpoint, from {where}, stays in {file}"
-        ) from None
+        raise type(e)(f"{e}; the last good checkpoint, from {where}, stays in {file}") from None
     if history is None:
         return None, None
     train_seconds = history.seconds[-1]

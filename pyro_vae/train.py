@@ -22,7 +22,17 @@ from tqdm.auto import tqdm
 
 from . import evaluate
 from .data import binarize_once
-from .errors import CheckpointError, ConfigError, DataError, DivergenceError, first_line
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    ProgramError,
+    PyroVAEError,
+    first_line,
+    program_error_line,
+)
+from .guides import LocalGuide
 from .program import as_program
 
 # What a training state holds besides the model's and guide's state_dicts.
@@ -128,6 +138,8 @@ def fit(
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
     model, guide = as_program(model, guide, *example_batch(data), n)
+    if guide is None:  # a model alone: variational EM with a Gaussian per training image
+        guide = LocalGuide(n, structure=model.structure)
     elbo = elbo if elbo is not None else Trace_ELBO()
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
@@ -227,7 +239,6 @@ def example_batch(data, n=4):
 def per_image(guide):
     """Whether ``guide`` holds parameters per training image (a :class:`~pyro_vae.guides.LocalGuide`,
     or a :class:`~pyro_vae.guides.DeltaGuide` around one): it has no q for a test image."""
-    from .guides import LocalGuide
 
     inner = _users(guide)
     return isinstance(getattr(inner, "guide", inner), LocalGuide)
@@ -411,11 +422,16 @@ class _Step:
     def __call__(self, x, y, idx, n, epoch, step):
         try:
             loss = self.loss_fn(x, y, idx, n)
-        except ValueError:
+        except PyroVAEError:
+            raise
+        except Exception as e:
             # Pyro's validation rejects NaN parameters of a distribution before any loss.
-            if all(torch.isfinite(p).all() for p in self.params):
-                raise
-            _diverged("the parameters", "non-finite", epoch, step)
+            if isinstance(e, ValueError) and not all(torch.isfinite(p).all() for p in self.params):
+                _diverged("the parameters", "non-finite", epoch, step)
+            raise ProgramError(
+                f"the model or guide failed at epoch {epoch}, step {step} (a batch of "
+                f"{x.shape[0]} images): {program_error_line(e)}"
+            ) from None
         value = loss.item()
         if not math.isfinite(value) and not self.collective:
             _diverged("the ELBO", value, epoch, step)

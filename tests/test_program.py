@@ -11,12 +11,13 @@ import torch
 from pyro_vae import evaluate
 from pyro_vae.config import Config, build
 from pyro_vae.data import Data
-from pyro_vae.errors import ModelFileError
+from pyro_vae.errors import ModelFileError, ProgramError
 from pyro_vae.guides import LocalGuide
 from pyro_vae.program import DataScale, Program
 from pyro_vae.train import fit
 from tests.conftest import assert_close
 from tests.linear_gaussian import plain_functions
+from tests.test_modelfile import GOOD
 
 X_SHAPE = (1, 6, 5)
 
@@ -76,39 +77,15 @@ def guide(x):
 make = None
 """
 
-# PyroModules with pyro_vae's optional extras: idx and size, and data_plate.
-PYRO_MODULES = """
-import pyro, pyro.distributions as dist, torch
-from pyro.nn import PyroModule
-from pyro_vae import MLPDecoder, MLPEncoder, data_plate
-
-class Model(PyroModule):
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        super().__init__()
-        self.z_dim, self.decoder = z_dim, MLPDecoder(x_shape, z_dim, hidden_dims)
-
-    def forward(self, x=None, y=None, idx=None, size=None):
-        with data_plate(x, idx, size):
-            z = pyro.sample("code", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
-            pyro.sample("image", dist.Bernoulli(logits=self.decoder(z)).to_event(3), obs=x)
-
-class Guide(PyroModule):
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        super().__init__()
-        self.encoder = MLPEncoder(x_shape, z_dim, hidden_dims)
-
-    def forward(self, x, y=None, idx=None, size=None):
-        with data_plate(x, idx, size):
-            pyro.sample("code", dist.Normal(*self.encoder(x)).to_event(1))
-
-class MyVAE:
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        self.model = Model(x_shape, z_dim, hidden_dims)
-        self.guide = Guide(x_shape, z_dim, hidden_dims)
-
+# PyroModules with pyro_vae's optional extras (idx and size, data_plate): the model-file tests'
+# correct file with sites of other names, and a factory beside its class.
+PYRO_MODULES = (
+    GOOD.replace('"z"', '"code"').replace('"x"', '"image"')
+    + """
 def make(x_shape, z_dim):
     return Model(x_shape, z_dim, (8,)), Guide(x_shape, z_dim, (8,))
 """
+)
 
 STYLES = {
     "nn.Module methods with pyro.module": (TUTORIAL_STYLE, "VAE", "latent", "image", False),
@@ -239,7 +216,7 @@ def test_plain_functions_are_evaluated_against_their_exact_log_px():
     torch.manual_seed(0)
     x = truth(size=20).detach()
     program = Program(model, guide, x)
-    q = program.local_guide(20)
+    q = LocalGuide(20, structure=program.structure)
     from pyro_vae.inference import e_step
 
     e_step(program.model, q, x, steps=300)
@@ -339,3 +316,20 @@ def test_a_constructor_that_cannot_be_called_is_explained(tmp_path):
     config = Config(model=spec(tmp_path, text, "MyVAE"), z_dim=3, hidden_dims=(16,))
     with pytest.raises(ModelFileError, match="MyVAE.*needs width, which pyro_vae cannot give"):
         build(config, X_SHAPE)
+
+
+def test_an_error_inside_the_program_at_run_time_is_one_line_with_where(tmp_path):
+    """A model that breaks only on the last, smaller batch: the error names the epoch, the step
+    and the first line of what the model raised, without Pyro's trace dump."""
+    text = FUNCTIONS.replace(
+        "def model(x):\n",
+        "def model(x):\n    if x.shape[0] == 8:\n        raise ValueError('cannot take 8 images')\n",
+    )
+    config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
+    data = tiny_data(n_train=40)
+    model, guide = build(config, X_SHAPE, x=data.test_x[:4], train_size=40)
+    with pytest.raises(ProgramError) as error:
+        fit(model, guide, data, epochs=2, batch_size=16, quiet=True, test_samples=0)
+    message = str(error.value)
+    assert "at epoch 1, step 3 (a batch of 8 images): ValueError: cannot take 8 images" in message
+    assert "\n" not in message and "Trace Shapes" not in message
