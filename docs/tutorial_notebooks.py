@@ -214,9 +214,10 @@ Each tutorial twice: NN_name.ipynb, a notebook executed at {size} size with its 
 figures, and NN_name.py, the same tutorial as a script (jupytext percent format: it opens in
 Jupyter as a notebook too). Executed with pyro_vae {version}.
 
-To run them again: pip install pyro_vae (with jupyter to open the notebooks), then run a notebook's
-cells in order, or `python NN_name.py`; with the environment variable CI set they run with tiny
-sizes in a minute or so. Each writes its figures to tutorial-output/NN/.
+To run them again: in a clone of pyro_vae (tutorial 7 reads its examples/ folder), `pip install -e .`
+(and jupyter to open the notebooks), then run a notebook's cells in order, or `python NN_name.py`;
+with the environment variable CI set they run with tiny sizes in a minute or so. Each writes its
+figures to tutorial-output/NN/.
 """
 
 
