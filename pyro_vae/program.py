@@ -227,6 +227,8 @@ class Half(nn.Module):
 
     def forward(self, x=None, y=None, idx=None, size=None):
         structure = self.program.structure
+        if idx is None and x is not None and self.program._discovery_size:
+            idx, size = torch.arange(x.shape[0]), self.program._discovery_size
         if x is None:
             n = size if size is not None else (y.shape[0] if y is not None else 1)
             device = y.device if y is not None else self.program.device
@@ -323,8 +325,15 @@ class Program:
         if guide is None:
             guide = _PriorGuide(self.model)
         self.guide = Half(self, "guide", guide)
-        self.structure = discover(self, x, y, has_guide=user_guide is not None)
-        self._collect_params(x, y)
+        # While discovering, the example images stand at the start of the training set, so a
+        # guide with parameters per training image (a LocalGuide) finds their rows.
+        n = x.shape[0]
+        self._discovery_size = train_size if train_size and train_size > n else None
+        try:
+            self.structure = discover(self, x, y, has_guide=user_guide is not None)
+            self._collect_params(x, y)
+        finally:
+            self._discovery_size = None
         if user_guide is None:
             self.guide = None  # the caller makes a per-image guide (LocalGuide) for the structure
 

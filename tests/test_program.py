@@ -333,3 +333,17 @@ def test_an_error_inside_the_program_at_run_time_is_one_line_with_where(tmp_path
     message = str(error.value)
     assert "at epoch 1, step 3 (a batch of 8 images): ValueError: cannot take 8 images" in message
     assert "\n" not in message and "Trace Shapes" not in message
+
+
+def test_a_bare_model_trains_with_a_per_image_guide_passed_to_fit():
+    """fit(model, LocalGuide(N, z_dim), data) with a model that has not been through the door:
+    the door runs the per-image guide on the first training images' rows."""
+    truth, model, _ = plain_functions()
+    torch.manual_seed(0)
+    x = truth(size=60).detach()
+    labels = torch.zeros(60, dtype=torch.long)
+    data = Data("linear-gaussian", "none", x, labels, x[:10], labels[:10])
+    program = Program(model, None, x[:4], train_size=60)
+    guide = LocalGuide(60, structure=program.structure)
+    history = fit(model, guide, data, epochs=20, batch_size=20, lr=0.05, quiet=True)
+    assert history.train_elbo[-1] > history.train_elbo[0]
