@@ -185,9 +185,17 @@ def build_one(script, out, smoke=None, log=print):
     if is_current(target, script, smoke):
         log(f"{name}: up to date")
         return target
+    from nbclient.exceptions import DeadKernelError
+
     start = time.perf_counter()
     try:
-        nb = execute(script, smoke)
+        try:
+            nb = execute(script, smoke)
+        except DeadKernelError:
+            # The kernel process itself stopped answering (a starved machine, a killed process),
+            # not a cell that raised: start a fresh kernel once more.
+            log(f"{name}: the kernel died; running it again in a fresh kernel")
+            nb = execute(script, smoke)
     except Exception as e:  # nbclient's CellExecutionError carries the cell's traceback
         raise TutorialError(f"{os.path.relpath(script, ROOT)} failed:\n{e}") from e
     partial = target + ".partial"
@@ -206,9 +214,10 @@ Each tutorial twice: NN_name.ipynb, a notebook executed at {size} size with its 
 figures, and NN_name.py, the same tutorial as a script (jupytext percent format: it opens in
 Jupyter as a notebook too). Executed with pyro_vae {version}.
 
-To run them again: pip install pyro_vae (with jupyter to open the notebooks), then run a notebook's
-cells in order, or `python NN_name.py`; with the environment variable CI set they run with tiny
-sizes in a minute or so. Each writes its figures to tutorial-output/NN/.
+To run them again: in a clone of pyro_vae (tutorial 7 reads its examples/ folder), `pip install -e .`
+(and jupyter to open the notebooks), then run a notebook's cells in order, or `python NN_name.py`;
+with the environment variable CI set they run with tiny sizes in a minute or so. Each writes its
+figures to tutorial-output/NN/.
 """
 
 

@@ -21,7 +21,7 @@ def assert_close(actual, expected, atol=1e-5, rtol=1e-5, msg=""):
 
 
 class SmokeNotebooks:
-    """The tutorials executed once per test session as smoke-size notebooks, in ``folder``.
+    """The tutorials executed once per test run as smoke-size notebooks, in ``folder``.
 
     The tutorial tests execute them one by one; the docs' test renders the same notebooks into the
     site, so each tutorial runs once (``docs/tutorial_notebooks.py`` reuses a current notebook).
