@@ -857,6 +857,7 @@ def variant_runs(tmp_path_factory):
 )
 def test_every_command_on_every_kind_of_run(variant, command, variant_runs, tmp_path, capsys):
     run, images = variant_runs(variant)
+    capsys.readouterr()  # what training the run printed
     replace = {"RUN": run, "IMAGES": images}
     argv = [replace.get(a, a.replace("OUT", str(tmp_path))) for a in COMMANDS[command]]
     result = cli(capsys, *argv)
