@@ -36,6 +36,7 @@ from .errors import (
     DivergenceError,
     ProgramError,
     RunDirError,
+    first_line,
     shown,
 )
 from .guides import LocalGuide
@@ -334,8 +335,8 @@ def read_config(file):
     try:
         with open(file) as f:
             d = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"cannot read {file}: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, or huge numbers
+        raise ConfigError(f"cannot read {file}: {first_line(e)}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{file} does not hold a JSON object of settings")
     return Config.from_dict(d)
