@@ -205,6 +205,8 @@ def load_dataset(
         raise DataError(
             f"unknown binarization {shown(binarize)}; choose one of {', '.join(BINARIZATIONS)}"
         )
+    if not is_dataset_name(name):
+        raise DataError(f"unknown dataset {shown(name)}; choose one of {', '.join(DATASETS)}")
     class_names = CLASS_NAMES.get(name)
     if name == "mnist-small":
         train, test = _load_mnist_small()

@@ -258,6 +258,8 @@ def test_running_out_of_memory_is_one_line_and_rerunnable(args, message, tmp_pat
         (["--image-size", "1000000"], "image_size 1000000"),
         (["--model", "hierarchical", "--elbo", "trace", "--z1-dim", "2000000000"], "z1_dim"),
         (["--net", "conv", "--hidden-dims", "8,100000000"], "hidden_dims (8, 100000000)"),
+        # found by the fuzzer: a layer whose size overflows torch's own count
+        (["--hidden-dims", "1518500299,1518500299"], "asks for too many parameters"),
     ],
 )
 def test_sizes_no_machine_holds_are_refused_by_name(args, setting, tmp_path, capsys):
