@@ -38,8 +38,9 @@ result = {
     "judge_test_accuracy": round(classifier.accuracy(judge, data.test_x, data.test_y), 3),
 }
 for command, options in RECIPES.items():
-    tiny = dict(hidden_dims=(32,), z_dim=4, log_px_samples=5) if smoke_test else {}
-    config = pyro_vae.Config(epochs=EPOCHS, log_px_samples=100, **options, **tiny)
+    tiny = dict(hidden_dims=(32,), z_dim=4) if smoke_test else {}
+    k = 5 if smoke_test else 100
+    config = pyro_vae.Config(epochs=EPOCHS, log_px_samples=k, **options, **tiny)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         run, metrics = pyro_vae.train_run(config, out, overwrite=True, quiet=True)

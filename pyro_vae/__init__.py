@@ -47,6 +47,7 @@ from .models import (  # noqa: E402
 )
 from .nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, make_fc  # noqa: E402
 from .objectives import IWAE, kl_warmup  # noqa: E402
+from .program import Program, Structure, as_program  # noqa: E402
 from .runs import Run, load_run, resume_run, train_run  # noqa: E402
 from .train import History, fit  # noqa: E402
 
@@ -78,6 +79,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelFileError",
     "ObservedQuadrants",
+    "Program",
     "ProgramError",
     "PyroVAEError",
     "ResourceError",
@@ -85,8 +87,10 @@ __all__ = [
     "RunDirError",
     "ScoreFunction",
     "StandardNormalPrior",
+    "Structure",
     "VAE",
     "anomaly_scores",
+    "as_program",
     "auroc",
     "build",
     "check_protocol",

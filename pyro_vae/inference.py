@@ -13,6 +13,7 @@ Each routine takes a trained model (typically the decoder of a VAE) and leaves i
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import pyro
@@ -59,19 +60,23 @@ def e_step(
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.requires_grad_(False)
     try:
-        return fit(
-            model,
-            guide,
-            images,
-            elbo if elbo is not None else TraceMeanField_ELBO(),
-            epochs=steps,
-            batch_size=n,
-            lr=lr,
-            lr_decay=(final_lr / lr if final_lr else 1 / 100) ** (1 / steps),
-            seed=seed,
-            quiet=quiet,
-            test_samples=0,
-        )
+        with warnings.catch_warnings():
+            # pyro.module warns of every frozen parameter of a module in training mode; freezing
+            # the model is the point of the E-step
+            warnings.filterwarnings("ignore", ".*not registered in the param store because")
+            return fit(
+                model,
+                guide,
+                images,
+                elbo if elbo is not None else TraceMeanField_ELBO(),
+                epochs=steps,
+                batch_size=n,
+                lr=lr,
+                lr_decay=(final_lr / lr if final_lr else 1 / 100) ** (1 / steps),
+                seed=seed,
+                quiet=quiet,
+                test_samples=0,
+            )
     finally:
         for p in trainable:
             p.requires_grad_(True)

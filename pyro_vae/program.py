@@ -185,9 +185,7 @@ class Call:
         names = {p.name for p in params}
         varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
         self.takes_y = len(positional) >= 2 or "y" in names or varargs
-        self.y_name = positional[1].name if len(positional) >= 2 else "y"
         self.takes_idx = {"idx", "size"} <= names
-        self.needs_x = bool(positional) and positional[0].default is inspect.Parameter.empty
 
     def __call__(self, fn, x, y=None, idx=None, size=None):
         args = [x]
@@ -209,8 +207,8 @@ class Half(nn.Module):
 
     Its ``parameters()`` are the ones this half uses (found by following the autograd graph of
     its log-density), so freezing the model freezes the decoder and not an encoder that lives in
-    the same ``nn.Module``; its ``state_dict()`` holds every module and ``pyro.param`` of the
-    program, under the modules' own names.
+    the same ``nn.Module``; its ``state_dict()`` holds the modules it is made of, under their own
+    names, and every ``pyro.param`` of the program (as ``pyro.param:NAME``).
     """
 
     def __init__(self, program, role, fn):
@@ -229,9 +227,12 @@ class Half(nn.Module):
 
     def forward(self, x=None, y=None, idx=None, size=None):
         structure = self.program.structure
+        if idx is None and x is not None and self.program._discovery_size:
+            idx, size = torch.arange(x.shape[0]), self.program._discovery_size
         if x is None:
             n = size if size is not None else (y.shape[0] if y is not None else 1)
-            x = torch.zeros(n, *self.program.x_shape, device=self.program.device)
+            device = y.device if y is not None else self.program.device
+            x = torch.zeros(n, *self.program.x_shape, device=device)
             idx = size = None
         stack = ExitStack()
         with stack:
@@ -324,8 +325,15 @@ class Program:
         if guide is None:
             guide = _PriorGuide(self.model)
         self.guide = Half(self, "guide", guide)
-        self.structure = discover(self, x, y, has_guide=user_guide is not None)
-        self._collect_params(x, y)
+        # While discovering, the example images stand at the start of the training set, so a
+        # guide with parameters per training image (a LocalGuide) finds their rows.
+        n = x.shape[0]
+        self._discovery_size = train_size if train_size and train_size > n else None
+        try:
+            self.structure = discover(self, x, y, has_guide=user_guide is not None)
+            self._collect_params(x, y)
+        finally:
+            self._discovery_size = None
         if user_guide is None:
             self.guide = None  # the caller makes a per-image guide (LocalGuide) for the structure
 

@@ -17,6 +17,7 @@ from pyro_vae.program import DataScale, Program
 from pyro_vae.train import fit
 from tests.conftest import assert_close
 from tests.linear_gaussian import plain_functions
+from tests.test_modelfile import GOOD
 
 X_SHAPE = (1, 6, 5)
 
@@ -76,39 +77,15 @@ def guide(x):
 make = None
 """
 
-# PyroModules with pyro_vae's optional extras: idx and size, and data_plate.
-PYRO_MODULES = """
-import pyro, pyro.distributions as dist, torch
-from pyro.nn import PyroModule
-from pyro_vae import MLPDecoder, MLPEncoder, data_plate
-
-class Model(PyroModule):
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        super().__init__()
-        self.z_dim, self.decoder = z_dim, MLPDecoder(x_shape, z_dim, hidden_dims)
-
-    def forward(self, x=None, y=None, idx=None, size=None):
-        with data_plate(x, idx, size):
-            z = pyro.sample("code", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
-            pyro.sample("image", dist.Bernoulli(logits=self.decoder(z)).to_event(3), obs=x)
-
-class Guide(PyroModule):
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        super().__init__()
-        self.encoder = MLPEncoder(x_shape, z_dim, hidden_dims)
-
-    def forward(self, x, y=None, idx=None, size=None):
-        with data_plate(x, idx, size):
-            pyro.sample("code", dist.Normal(*self.encoder(x)).to_event(1))
-
-class MyVAE:
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        self.model = Model(x_shape, z_dim, hidden_dims)
-        self.guide = Guide(x_shape, z_dim, hidden_dims)
-
+# PyroModules with pyro_vae's optional extras (idx and size, data_plate): the model-file tests'
+# correct file with sites of other names, and a factory beside its class.
+PYRO_MODULES = (
+    GOOD.replace('"z"', '"code"').replace('"x"', '"image"')
+    + """
 def make(x_shape, z_dim):
     return Model(x_shape, z_dim, (8,)), Guide(x_shape, z_dim, (8,))
 """
+)
 
 STYLES = {
     "nn.Module methods with pyro.module": (TUTORIAL_STYLE, "VAE", "latent", "image", False),
@@ -356,3 +333,17 @@ def test_an_error_inside_the_program_at_run_time_is_one_line_with_where(tmp_path
     message = str(error.value)
     assert "at epoch 1, step 3 (a batch of 8 images): ValueError: cannot take 8 images" in message
     assert "\n" not in message and "Trace Shapes" not in message
+
+
+def test_a_bare_model_trains_with_a_per_image_guide_passed_to_fit():
+    """fit(model, LocalGuide(N, z_dim), data) with a model that has not been through the door:
+    the door runs the per-image guide on the first training images' rows."""
+    truth, model, _ = plain_functions()
+    torch.manual_seed(0)
+    x = truth(size=60).detach()
+    labels = torch.zeros(60, dtype=torch.long)
+    data = Data("linear-gaussian", "none", x, labels, x[:10], labels[:10])
+    program = Program(model, None, x[:4], train_size=60)
+    guide = LocalGuide(60, structure=program.structure)
+    history = fit(model, guide, data, epochs=20, batch_size=20, lr=0.05, quiet=True)
+    assert history.train_elbo[-1] > history.train_elbo[0]

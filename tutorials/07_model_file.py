@@ -77,11 +77,12 @@ def pyro_vae_cli(*args):
 # `guide(x)` does the same with the encoder:
 
 # %%
-EXAMPLE = os.path.join(
-    os.path.dirname(os.path.abspath(pyro_vae.__file__)), "..", "examples", "pyro_style_vae.py"
+EXAMPLE = os.path.normpath(
+    os.path.join(os.path.dirname(pyro_vae.__file__), "..", "examples", "pyro_style_vae.py")
 )
-if not os.path.exists(EXAMPLE):  # running from a copy of the tutorial: write the file here
-    EXAMPLE = os.path.join(OUT, "pyro_style_vae.py")
+if not os.path.exists(EXAMPLE):
+    EXAMPLE = os.path.join("examples", "pyro_style_vae.py")  # run from a clone's root
+assert os.path.exists(EXAMPLE), "this tutorial reads examples/pyro_style_vae.py: run it in a clone"
 with open(EXAMPLE) as f:
     source = f.read()
 print(source[source.index("class VAE") :])
