@@ -21,8 +21,8 @@ import pyro
 import torch
 import torchvision
 
-from .config import Config
-from .errors import CheckpointError, ConfigError, first_line
+from .config import MAX_COUNT, Config, check_x_shape
+from .errors import CheckpointError, ConfigError, first_line, shown
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "pyro_vae.checkpoint"
@@ -211,6 +211,17 @@ def read_checkpoint(file):
         )
     try:
         state["config"] = Config.from_dict(state["config"])
-    except (ConfigError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{file} holds a bad config ({e})") from None
+        # Its values too, not only its format: they size what is built from it.
+        state["x_shape"] = list(check_x_shape(state["x_shape"]))
+        num_classes = state.get("num_classes", 10)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+            raise ConfigError(f"num_classes must be an integer, got {shown(num_classes)}")
+        if not 1 <= num_classes <= MAX_COUNT:
+            raise ConfigError(f"num_classes must be from 1 to {MAX_COUNT}, got {num_classes}")
+        for key in ("epoch", "step"):
+            value = state.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{key} must be a whole number, got {shown(value)}")
+    except (ConfigError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{file} holds a bad config ({first_line(e)})") from None
     return state

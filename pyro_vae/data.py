@@ -157,7 +157,7 @@ class Data:
             if self.binarize == "dynamic":
                 x = binarize_once(x, STATIC_TRAIN_SEED)
             return x, self.train_y
-        raise DataError(f"unknown split {name!r}; choose 'train' or 'test'")
+        raise DataError(f"unknown split {shown(name)}; choose 'train' or 'test'")
 
 
 def is_dataset_name(name):
@@ -203,8 +203,10 @@ def load_dataset(
         raise DataError("exclude_classes must be a list of class labels (integers)")
     if not isinstance(binarize, str) or binarize not in BINARIZATIONS:
         raise DataError(
-            f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZATIONS)}"
+            f"unknown binarization {shown(binarize)}; choose one of {', '.join(BINARIZATIONS)}"
         )
+    if not is_dataset_name(name):
+        raise DataError(f"unknown dataset {shown(name)}; choose one of {', '.join(DATASETS)}")
     class_names = CLASS_NAMES.get(name)
     if name == "mnist-small":
         train, test = _load_mnist_small()
@@ -215,7 +217,7 @@ def load_dataset(
             name[len("folder:") :], image_size or DEFAULT_FOLDER_SIZE
         )
     else:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {shown(name)}; choose one of {', '.join(DATASETS)}")
 
     (train_x, train_y), (test_x, test_y) = [
         (_resized(_to_float_images(images), image_size), torch.as_tensor(labels, dtype=torch.long))
@@ -232,7 +234,7 @@ def load_dataset(
     unknown = [c for c in exclude_classes if c not in labels]
     if unknown:
         raise DataError(
-            f"{name} has no class {unknown[0]!r} to exclude; its labels are {labels[0]}..{labels[-1]}"
+            f"{name} has no class {shown(unknown[0])} to exclude; its labels are {labels[0]}..{labels[-1]}"
         )
     if len(set(exclude_classes)) == len(labels):
         raise DataError(f"excluding every class of {name} leaves no training data")
@@ -259,7 +261,7 @@ def _resized(x, size):
     if size is None or tuple(x.shape[-2:]) == (size, size):
         return x
     if not isinstance(size, int) or size < 1:
-        raise DataError(f"image_size must be a positive integer, got {size!r}")
+        raise DataError(f"image_size must be a positive integer, got {shown(size)}")
     n, channels = x.shape[:2]
     check_fits(
         n * channels * size * size * 4,

@@ -15,6 +15,7 @@ Two things are done here and nowhere else:
 import contextlib
 import errno
 import functools
+import math
 import os
 import re
 import resource
@@ -44,6 +45,8 @@ _UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 def human(nbytes):
     """``nbytes`` as a short string: ``"512 B"``, ``"3.1 GB"``."""
     value = float(nbytes)
+    if not math.isfinite(value):
+        return "more than any machine holds"
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if value < 1000 or unit == "PB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
@@ -185,8 +188,13 @@ def parameter_count(config, x_shape, num_classes=10):
 
     if _is_model_file(config.model):
         return None
-    with torch.device("meta"):  # the networks only: nothing is run, so the door is not needed
-        model, guide = build_vae(config, x_shape, num_classes)
+    try:
+        with torch.device("meta"):  # the networks only: nothing is run, so the door is not needed
+            model, guide = build_vae(config, x_shape, num_classes)
+    except RuntimeError as e:  # a layer whose size torch cannot even count
+        if "overflow" in str(e).lower():
+            return math.inf
+        raise
     params = {id(p): p for m in (model, guide) for p in m.parameters()}
     return sum(p.numel() for p in params.values())
 
@@ -206,9 +214,10 @@ def _blame(config, x_shape, num_classes, total):
             if config.net == "conv":
                 small = tuple(8 * (i + 1) for i in range(len(value)))
         try:
-            saved = total - parameter_count(replace(config, **{name: small}), x_shape, num_classes)
+            rest = parameter_count(replace(config, **{name: small}), x_shape, num_classes)
         except Exception:  # a combination the builder refuses: not this setting, then
             continue
+        saved = math.inf if rest < total == math.inf else total - rest
         if saved > best_saved:
             best, best_saved = name, saved
     return best
@@ -229,9 +238,10 @@ def check_sizes(config, x_shape, num_classes=10):
                 if name
                 else f"the images' size {shape} with hidden_dims {list(config.hidden_dims)}"
             )
+            amount = f"{count:,}" if count < math.inf else "too many"
             check_fits(
                 nbytes,
-                f"{setting} asks for {count:,} parameters (with gradients and Adam's state)",
+                f"{setting} asks for {amount} parameters (with gradients and Adam's state)",
                 f"choose a smaller {name or 'image_size'}",
             )
     pixels = 1

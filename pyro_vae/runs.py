@@ -36,6 +36,7 @@ from .errors import (
     DivergenceError,
     ProgramError,
     RunDirError,
+    first_line,
     shown,
 )
 from .guides import LocalGuide
@@ -183,7 +184,7 @@ class Run:
         if z.dim() != 1 + len(code.shape) or tuple(z.shape[1:]) != code.shape or not len(z):
             raise DataError(
                 f"latents of shape {tuple(z.shape)} do not fit this model, which expects "
-                f"(N, {', '.join(map(str, code.shape))}) with N >= 1 at its site {code.name!r}"
+                f"(N, {', '.join(map(str, code.shape))}) with N >= 1 at its site {shown(code.name)}"
             )
         if not torch.isfinite(z).all():
             raise DataError("the latents contain NaN or infinite values")
@@ -313,8 +314,8 @@ def _resume(config, path, quiet, checkpoint_every):
         theirs, ours = state["config"].as_dict(), config.as_dict()
         key = next(k for k in ours if theirs.get(k) != ours[k])
         raise CheckpointError(
-            f"{file} comes from a different configuration than {CONFIG} ({key} {theirs.get(key)!r} "
-            f"there, {ours[key]!r} here); put back the run's own checkpoint or start a new run"
+            f"{file} comes from a different configuration than {CONFIG} ({key} {shown(theirs.get(key))} "
+            f"there, {shown(ours[key])} here); put back the run's own checkpoint or start a new run"
         )
     data = _training_data(config)
     check_sizes(config, data.x_shape, data.num_classes)
@@ -334,8 +335,8 @@ def read_config(file):
     try:
         with open(file) as f:
             d = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"cannot read {file}: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, or huge numbers
+        raise ConfigError(f"cannot read {file}: {first_line(e)}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{file} does not hold a JSON object of settings")
     return Config.from_dict(d)
@@ -570,6 +571,6 @@ def write_figures(run, data, history, log_px=None):
         data.test_y[:n],
         os.path.join(out, "latent.png"),
         title=f"{name}: posterior means of {n} test images"
-        + ("" if site == "z" else f" (latent site {site!r})"),
+        + ("" if site == "z" else f" (latent site {shown(site)})"),
         names=data.class_names,
     )

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .guides import LocalGuide
 from .program import as_program
+from .resources import is_out_of_memory
 
 # What a training state holds besides the model's and guide's state_dicts.
 STATE_KEYS = (
@@ -425,6 +426,8 @@ class _Step:
         except PyroVAEError:
             raise
         except Exception as e:
+            if is_out_of_memory(e):  # the sizes', not the program's fault: the caller names them
+                raise
             # Pyro's validation rejects NaN parameters of a distribution before any loss.
             if isinstance(e, ValueError) and not all(torch.isfinite(p).all() for p in self.params):
                 _diverged("the parameters", "non-finite", epoch, step)

@@ -258,6 +258,8 @@ def test_running_out_of_memory_is_one_line_and_rerunnable(args, message, tmp_pat
         (["--image-size", "1000000"], "image_size 1000000"),
         (["--model", "hierarchical", "--elbo", "trace", "--z1-dim", "2000000000"], "z1_dim"),
         (["--net", "conv", "--hidden-dims", "8,100000000"], "hidden_dims (8, 100000000)"),
+        # found by the fuzzer: a layer whose size overflows torch's own count
+        (["--hidden-dims", "1518500299,1518500299"], "asks for too many parameters"),
     ],
 )
 def test_sizes_no_machine_holds_are_refused_by_name(args, setting, tmp_path, capsys):
@@ -857,6 +859,7 @@ def variant_runs(tmp_path_factory):
 )
 def test_every_command_on_every_kind_of_run(variant, command, variant_runs, tmp_path, capsys):
     run, images = variant_runs(variant)
+    capsys.readouterr()  # what training the run printed
     replace = {"RUN": run, "IMAGES": images}
     argv = [replace.get(a, a.replace("OUT", str(tmp_path))) for a in COMMANDS[command]]
     result = cli(capsys, *argv)
@@ -963,3 +966,43 @@ def test_the_api_raises_only_package_errors(data, run_dir, variant_runs):
 @given(data=st.data())
 def test_the_api_raises_only_package_errors_at_length(data, run_dir, variant_runs):
     _api_receives_hostile_values(data, run_dir, variant_runs)
+
+
+# --- what is read from disk is checked for its values, not only its format --------------------
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("x_shape", [-1, 28, 28], "x_shape must be three positive integers"),
+        ("x_shape", [1, 28], "x_shape must be three positive integers"),
+        ("num_classes", 10**12, "num_classes must be from 1 to"),
+        ("epoch", -3, "epoch must be a whole number"),
+    ],
+)
+def test_a_checkpoint_with_bad_values_is_refused(key, value, message, run_dir, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state[key] = value
+    torch.save(state, run / "checkpoint.pt")
+    before = snapshot(str(run))
+    for command in (["evaluate", str(run), "-k", "2"], ["train", "--resume", str(run)]):
+        assert_the_promise(cli(capsys, *command), message, before, str(run))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000 + "]" * 100_000, '{"z_dim": ' + "9" * 5000 + "}", "\udcff"],
+    ids=["deeply nested", "a 5000-digit number", "not UTF-8"],
+)
+def test_a_config_file_that_json_cannot_read(text, tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    result = cli(capsys, "train", "--config", str(path), *TINY, "--out", str(tmp_path / "run"))
+    assert_the_promise(result, "cannot read")
+    assert not os.path.exists(tmp_path / "run")
