@@ -175,7 +175,7 @@ def _add_train_args(p, d):
         default=d.log_px_samples,
         help="importance samples K for the final test log p(x) (default: %(default)s)",
     )
-    _add_family_args(p.add_argument_group("model family (see the README's Model family)"), d)
+    _add_family_args(p.add_argument_group("model family (see docs/guide/model-family.md)"), d)
     _add_out_args(p)
 
 

@@ -98,7 +98,8 @@ NATIVE = f"{EXAMPLE}:VAE"
 
 # %%
 common = ["--z-dim", str(Z_DIM), "--hidden-dims", HIDDEN]
-pyro_vae_cli("inspect", NATIVE, *common, "--diagram", "none")
+status = pyro_vae_cli("inspect", NATIVE, *common, "--diagram", "none")
+assert status == 0
 
 # %% [markdown]
 # The last lines are the door's findings. The image site is `"obs"`; the only latent site,
@@ -213,7 +214,8 @@ diagram = os.path.join(OUT, "vamp-prior-model.png")
 if os.path.exists(diagram):
     os.remove(diagram)  # inspect does not replace a file it did not write
 has_graphviz = shutil.which("dot") is not None
-pyro_vae_cli("inspect", MODEL, *common, "--diagram", diagram if has_graphviz else "none")
+status = pyro_vae_cli("inspect", MODEL, *common, "--diagram", diagram if has_graphviz else "none")
+assert status == 0
 
 # %% [markdown]
 # Read the table column by column. Both programs sample `"z"` with batch shape `(4,)`, one code
