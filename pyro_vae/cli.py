@@ -595,8 +595,6 @@ def cmd_sample(args):
     else:
         if args.label is not None and run.conditioned_on != "label":
             raise ConfigError("--label needs a label-conditioned run (--condition label)")
-        if args.label is not None and not 0 <= args.label < run.num_classes:
-            raise ConfigError(f"--label must be a class from 0 to {run.num_classes - 1}")
         if run.conditioned_on == "image":
             raise ConfigError(
                 "an image-completion run completes images; its inpainting.png shows them"

@@ -112,8 +112,9 @@ def rerunnable(folder, before):
 # --- the file system -------------------------------------------------------------------------
 
 
-def test_a_fault_at_every_write_of_a_run(tmp_path, monkeypatch, capsys):
-    """A full disk at each write of ``train`` in turn: one line; before the first checkpoint the
+def _faults_at_writes(tmp_path, monkeypatch, capsys, every):
+    """A full disk at writes of ``train`` in turn (``every``: each one; else the first two, the
+    first checkpoint, one in the middle and the last): one line; before the first checkpoint the
     folder is gone again and the same command runs; after it, ``--resume`` finishes the run."""
     out = str(tmp_path / "run")
     with monkeypatch.context() as m:
@@ -122,7 +123,9 @@ def test_a_fault_at_every_write_of_a_run(tmp_path, monkeypatch, capsys):
     writes = len(counted.writes)
     assert writes >= 8  # the folder, config.json, checkpoint.pt, history, metrics, figures
     expected = sorted(os.listdir(out))
-    for at in range(1, writes + 1):
+    checkpoint = 1 + next(i for i, w in enumerate(counted.writes) if "checkpoint.pt" in w)
+    picks = range(1, writes + 1) if every else sorted({1, 2, checkpoint, writes // 2 + 2, writes})
+    for at in picks:
         out = str(tmp_path / f"run{at}")
         with monkeypatch.context() as m:
             Faults(m, tmp_path, errno.ENOSPC, at)
@@ -136,6 +139,15 @@ def test_a_fault_at_every_write_of_a_run(tmp_path, monkeypatch, capsys):
             again = cli(capsys, "train", *TINY, "--out", out)
         assert again.returncode == 0, (at, again.stderr)
         assert sorted(os.listdir(out)) == expected
+
+
+def test_a_fault_at_writes_of_a_run(tmp_path, monkeypatch, capsys):
+    _faults_at_writes(tmp_path, monkeypatch, capsys, every=False)
+
+
+@pytest.mark.slow
+def test_a_fault_at_every_write_of_a_run(tmp_path, monkeypatch, capsys):
+    _faults_at_writes(tmp_path, monkeypatch, capsys, every=True)
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EDQUOT])
