@@ -275,22 +275,35 @@ class Half(nn.Module):
             return
         yield from self._own
 
-    def state_dict(self, *args, **kwargs):
-        """The state of the modules this half is made of, and every ``pyro.param``."""
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        """The state of the modules this half is made of, under their own names, and every
+        ``pyro.param`` (``pyro.param:NAME``). Inside another module (a ``DeltaGuide`` around
+        it, say) it fills the parent's state under the parent's prefix."""
         state = {}
         for i, owner in enumerate(self.owners):
-            prefix = "" if len(self.owners) == 1 else f"{i}."
-            state.update({prefix + k: v for k, v in owner.state_dict().items()})
+            first = "" if len(self.owners) == 1 else f"{i}."
+            state.update({first + k: v for k, v in owner.state_dict(keep_vars=keep_vars).items()})
         state.update(self.program.param_state())
-        return state
+        if destination is None:
+            return state
+        destination.update({prefix + k: v for k, v in state.items()})
+        return destination
 
     def load_state_dict(self, state, strict=True, assign=False):
         state = self.program.load_param_state(state)
         for i, owner in enumerate(self.owners):
-            prefix = "" if len(self.owners) == 1 else f"{i}."
+            first = "" if len(self.owners) == 1 else f"{i}."
             owner.load_state_dict(
-                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                {k[len(first) :]: v for k, v in state.items() if k.startswith(first)}
             )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        """Loading as a part of another module: load this half's keys, then hand its registered
+        children the same values under the names torch's recursion looks for."""
+        own = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        self.load_state_dict(own)
+        for name, value in nn.Module.state_dict(self).items():
+            state_dict[prefix + name] = value
 
 
 class Program:
