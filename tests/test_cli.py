@@ -449,7 +449,7 @@ def test_label_cvae_samples_one_row_per_class_or_one_label(tmp_path):
     result = pyro_vae("sample", out, "--label", "3", "--quiet", "--out", str(tmp_path / "q.png"))
     assert result.returncode == 0 and result.stderr == ""
     assert_clean_error(
-        pyro_vae("sample", out, "--label", "12"), "--label must be a class from 0 to 9"
+        pyro_vae("sample", out, "--label", "12"), "labels must be integers from 0 to 9"
     )
     metrics = json.loads(pyro_vae("evaluate", out, "-k", "5", "--json", "--quiet").stdout)
     assert metrics["measures"] == "log p(x | label)"
