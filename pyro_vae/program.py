@@ -861,7 +861,7 @@ def describe(structure):
         if structure.latents
         else "latent sites: none",
         f"data plate: {plate.name!r} at dim {plate.dim}, {how}",
-        "condition: the model reads y (the labels)"
+        "condition: the model reads y (the labels, or the image to complete)"
         if structure.conditional
         else "condition: none (the model does not read y)",
         "guide: the file's own"
