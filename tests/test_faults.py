@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from pyro_vae.cli import main
 from tests.test_cli import ROOT, assert_clean_error, cli
+from tests.test_modelfile import GOOD
 
 # The digit 9 alone: 400 training and 100 test images, so a whole run takes well under a second.
 SMALL = ["--exclude-classes", "0,1,2,3,4,5,6,7,8"]
@@ -283,35 +284,11 @@ def test_sizes_no_machine_holds_are_refused_by_name(args, setting, tmp_path, cap
 
 # --- a failure before the first checkpoint leaves nothing behind -------------------------------
 
-BROKEN_MODEL = """
-import pyro, pyro.distributions as dist, torch
-from pyro.nn import PyroModule
-from pyro_vae import MLPDecoder, MLPEncoder, data_plate
-
-class Model(PyroModule):
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        super().__init__()
-        self.z_dim, self.decoder = z_dim, MLPDecoder(x_shape, z_dim, hidden_dims)
-
-    def forward(self, x=None, y=None, idx=None, size=None):
-        with data_plate(x, idx, size):
-            z = pyro.sample("z", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(3), obs=x)
-
-class Guide(PyroModule):
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        super().__init__()
-        self.encoder = MLPEncoder(x_shape, z_dim, hidden_dims)
-
-    def forward(self, x, y=None, idx=None, size=None):
-        with data_plate(x, idx, size):
-            pyro.sample("BROKEN", dist.Normal(*self.encoder(x)).to_event(1))
-
-class MyVAE:
-    def __init__(self, x_shape, z_dim, hidden_dims):
-        self.model = Model(x_shape, z_dim, hidden_dims)
-        self.guide = Guide(x_shape, z_dim, hidden_dims)
-"""
+# The model-file tests' correct file, with a guide that samples a site the model lacks.
+BROKEN_MODEL = GOOD.replace(
+    'pyro.sample("z", dist.Normal(*self.encoder(x)).to_event(1))',
+    'pyro.sample("BROKEN", dist.Normal(*self.encoder(x)).to_event(1))',
+)
 
 
 def test_a_model_file_that_fails_its_check_leaves_the_folder_rerunnable(tmp_path, capsys):
