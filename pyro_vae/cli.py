@@ -176,7 +176,25 @@ def _add_train_args(p, d):
         help="importance samples K for the final test log p(x) (default: %(default)s)",
     )
     _add_family_args(p.add_argument_group("model family (see docs/guide/model-family.md)"), d)
+    _add_guide_family_args(p.add_argument_group("guide family (see docs/guide/compare.md)"), d)
     _add_out_args(p)
+
+
+def _add_guide_family_args(g, d):
+    from .families import FAMILIES, families_help
+
+    g.add_argument(
+        "--guide-family",
+        default=d.guide_family,
+        choices=tuple(FAMILIES),
+        help=f"the shape of q(z|x): {families_help()} (default: %(default)s)",
+    )
+    g.add_argument(
+        "--flow-layers",
+        type=_positive_int,
+        default=d.flow_layers,
+        help="inverse autoregressive flow steps of --guide-family flow (default: %(default)s)",
+    )
 
 
 def _add_family_args(g, d):
@@ -257,7 +275,7 @@ def _family_from_args(args):
         path, _, names = model.rpartition(":") if ".py:" in model else (model, "", "")
         model = os.path.abspath(path) + (f":{names}" if names else "")
     same = ("likelihood", "sigma", "net", "condition", "learned_prior", "z1_dim", "beta")
-    same += ("kl_warmup", "image_size")
+    same += ("kl_warmup", "image_size", "guide_family", "flow_layers")
     return dict(
         {name: getattr(args, name) for name in same}, binarize=binarize, elbo=elbo, model=model
     )

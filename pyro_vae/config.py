@@ -9,7 +9,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .data import BINARIZATIONS, is_dataset_name
 from .errors import ConfigError, shown
-from .guides import AmortizedGuide, LocalGuide
+from .families import FAMILIES
+from .guides import AmortizedGuide, FamilyGuide, LocalGuide
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .models import (
     VAE,
@@ -63,6 +64,9 @@ class Config:
     kl_warmup: int = 0
     image_size: Optional[int] = None
     exclude_classes: tuple = ()  # labels left out of both splits (anomaly detection)
+    # The guide's family (pyro_vae.families): diag, fullcov or flow, with flow_layers steps.
+    guide_family: str = "diag"
+    flow_layers: int = 2
 
     def __post_init__(self):
         if isinstance(self.hidden_dims, list):  # as JSON gives it back
@@ -84,6 +88,7 @@ class Config:
             ("likelihood", LIKELIHOODS),
             ("net", NETS),
             ("condition", CONDITIONS),
+            ("guide_family", tuple(FAMILIES)),
         ):
             if getattr(self, name) not in choices:
                 raise ConfigError(
@@ -94,7 +99,14 @@ class Config:
                 f"unknown model {shown(self.model)}; choose vae, hierarchical, FILE.py, FILE.py:NAME or "
                 "FILE.py:MODEL,GUIDE"
             )
-        for name in ("z_dim", "epochs", "batch_size", "num_particles", "log_px_samples"):
+        for name in (
+            "z_dim",
+            "epochs",
+            "batch_size",
+            "num_particles",
+            "log_px_samples",
+            "flow_layers",
+        ):
             _check_positive_int(name, getattr(self, name))
         for name in ("z1_dim", "image_size"):
             if getattr(self, name) is not None:
@@ -238,7 +250,9 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
 
     The built-in variants are the one :class:`~pyro_vae.models.VAE` and
     :class:`~pyro_vae.guides.AmortizedGuide`, composed of the parts the config names; a model
-    file (``config.model = "FILE.py[:NAME]"``) is loaded by :mod:`pyro_vae.modelfile`.
+    file (``config.model = "FILE.py[:NAME]"``) is loaded by :mod:`pyro_vae.modelfile`. A guide
+    family other than ``diag`` wraps the guide in a :class:`~pyro_vae.guides.FamilyGuide` (or
+    gives a model without a guide a per-image guide of that family).
 
     :param int num_classes: the number of labels, for a label-conditioned model.
     :param x: a few images to discover the program's structure on (default: random binary
@@ -260,8 +274,12 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
     if x is None:
         x, y = example_batch(config, x_shape, num_classes)
     program = Program(model, guide, x, y, owner=owner, train_size=train_size)
-    if program.guide is None:  # a model alone: variational EM with a Gaussian per image
-        return program.model, LocalGuide(train_size or x.shape[0], structure=program.structure)
+    family = {"family": config.guide_family, "flow_layers": config.flow_layers}
+    if program.guide is None:  # a model alone: variational EM with a q of the family per image
+        size = train_size or x.shape[0]
+        return program.model, LocalGuide(size, structure=program.structure, **family)
+    if config.guide_family != "diag":
+        return program.model, FamilyGuide(program.guide, structure=program.structure, **family)
     return program.model, program.guide
 
 

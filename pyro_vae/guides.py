@@ -10,7 +10,11 @@ returns q(z|x) for the images ``x`` at dataset positions ``idx``, so guides comp
   latent variable models; fitted to new images by an E-step (:func:`pyro_vae.inference.e_step`).
   Started from an encoder's output it is the semi-amortized guide (Kim et al. 2018).
 - :class:`DeltaGuide`: zero posterior variance, the autoencoder / MAP limit.
+- :class:`FamilyGuide`: any amortized guide's Gaussian turned into another family of
+  :mod:`pyro_vae.families` (full covariance, a flow); :class:`LocalGuide` takes a ``family`` too.
 """
+
+import math
 
 import pyro
 import pyro.distributions as dist
@@ -18,10 +22,12 @@ import torch
 from pyro import poutine
 from pyro.distributions import constraints
 from pyro.nn import PyroModule
+from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.distributions import biject_to
 
-from .errors import DataError
+from .errors import ConfigError, DataError, ModelFileError
+from .families import make_family
 from .models import data_plate, features
 from .nets import loc_scale
 from .program import DataPlate, LatentSite
@@ -106,7 +112,17 @@ class LocalGuide(Guide):
     :param structure: a program's :class:`~pyro_vae.program.Structure`.
     """
 
-    def __init__(self, size, z_dim=None, loc=None, scale=None, structure=None):
+    def __init__(
+        self,
+        size,
+        z_dim=None,
+        loc=None,
+        scale=None,
+        structure=None,
+        family="diag",
+        flow_layers=None,
+        extra=None,
+    ):
         super().__init__()
         if structure is None:
             if z_dim is None:
@@ -116,12 +132,15 @@ class LocalGuide(Guide):
             sites, plate = structure.latents, structure.plate
         self.size, self.sites, self.plate = size, tuple(sites), plate
         self.structure = structure
+        self.family, self.flow_layers = family, flow_layers
         self.z_dim = z_dim if z_dim is not None else (self.sites[0].numel if self.sites else 0)
         self.transforms = [
             None if _is_real(site.support) else biject_to(site.support) for site in self.sites
         ]
         self.locs = nn.ParameterDict()
         self.log_scales = nn.ParameterDict()
+        self.extras = nn.ParameterDict()  # the family's numbers beyond the diagonal, per image
+        self.families = nn.ModuleDict()
         for i, (site, t) in enumerate(zip(self.sites, self.transforms)):
             shape = (size, *(site.shape if t is None else t.inv.forward_shape(site.shape)))
             init_loc, init_scale = _pick(loc, site.name, i), _pick(scale, site.name, i)
@@ -134,6 +153,26 @@ class LocalGuide(Guide):
                 )
             self.locs[str(i)] = nn.Parameter(init_loc.float())
             self.log_scales[str(i)] = nn.Parameter(init_scale.float().log())
+            fam = make_family(family, math.prod(shape[1:]), flow_layers)
+            self.families[str(i)] = fam
+            if fam.extra_dim:
+                init_extra = _pick(extra, site.name, i)
+                if init_extra is None:
+                    flat = (size, fam.dim)
+                    init_extra = fam.local_extra(
+                        self.locs[str(i)].detach().reshape(flat),
+                        self.log_scales[str(i)].detach().reshape(flat),
+                    )
+                self.extras[str(i)] = nn.Parameter(init_extra.detach().clone().float())
+
+    def fresh(self, size):
+        """A guide of the same sites and family for ``size`` other images, at the prior (the
+        flow, shared by the images, starts afresh too)."""
+        if self.structure is None:
+            return LocalGuide(size, self.z_dim, family=self.family, flow_layers=self.flow_layers)
+        return LocalGuide(
+            size, structure=self.structure, family=self.family, flow_layers=self.flow_layers
+        )
 
     @property
     def loc(self):
@@ -147,27 +186,54 @@ class LocalGuide(Guide):
 
     @classmethod
     @torch.no_grad()
-    def from_guide(cls, guide, x, y=None, structure=None):
-        """A local guide for the images ``x`` (with condition ``y``) that starts where ``guide``
-        stands on them: each site's mean and standard deviation under ``guide`` (in its
-        unconstrained space; estimated from 64 draws where the distribution has no closed form).
+    def from_guide(cls, guide, x, y=None, structure=None, family="diag", flow_layers=None):
+        """A local guide of ``family`` for the images ``x`` (with condition ``y``) that starts
+        where ``guide`` stands on them.
+
+        From a :class:`FamilyGuide` of the same family it starts *at* the guide's q, image for
+        image (the same Gaussian, the same lower triangle or flow context, a copy of the flow);
+        otherwise at each site's mean and standard deviation under ``guide`` (in its
+        unconstrained space; estimated from 64 draws where the distribution has no closed form),
+        which every family can represent.
 
         Refining it with a few E-steps is semi-amortized inference (Kim et al. 2018); with none,
-        it is ``guide`` itself, image for image.
+        it is ``guide`` itself (up to the moments, for a family that cannot hold ``guide``'s q).
         """
         structure = structure if structure is not None else getattr(guide, "structure", None)
         if structure is None:  # a built-in guide on its own
             q = guide.z_dist(x, y).base_dist
-            return cls(x.shape[0], q.loc.shape[-1], q.loc, q.scale)
+            return cls(
+                x.shape[0], q.loc.shape[-1], q.loc, q.scale, family=family, flow_layers=flow_layers
+            )
+        if isinstance(guide, FamilyGuide) and guide.family == family:
+            parts = guide.parts(x, y)
+            local = cls(
+                x.shape[0],
+                structure=structure,
+                family=family,
+                flow_layers=guide.flow_layers,
+                loc={k: v[0] for k, v in parts.items()},
+                scale={k: v[1].exp() for k, v in parts.items()},
+                extra={k: v[2] for k, v in parts.items()},
+            )
+            local.families.load_state_dict(guide.families.state_dict())
+            return local
         trace = poutine.trace(guide).get_trace(x, y)
         loc, scale = {}, {}
         for site in structure.latents:
             loc[site.name], scale[site.name] = _moments(trace.nodes[site.name]["fn"], site)
-        return cls(x.shape[0], loc=loc, scale=scale, structure=structure)
+        return cls(
+            x.shape[0],
+            loc=loc,
+            scale=scale,
+            structure=structure,
+            family=family,
+            flow_layers=flow_layers,
+        )
 
     def site_dists(self, x, y=None, idx=None):
-        """``{site: q}`` for the images ``x`` at positions ``idx``: each a diagonal Normal in the
-        site's unconstrained space, mapped onto its support."""
+        """``{site: q}`` for the images ``x`` at positions ``idx``: each a q of the guide's family
+        in the site's unconstrained space, mapped onto its support."""
         if idx is None and x.shape[0] != self.size:
             raise DataError(
                 f"this local guide holds parameters for {self.size} images, got "
@@ -176,10 +242,12 @@ class LocalGuide(Guide):
         out = {}
         for i, (site, t) in enumerate(zip(self.sites, self.transforms)):
             loc, log_scale = self.locs[str(i)], self.log_scales[str(i)]
+            extra = self.extras[str(i)] if str(i) in self.extras else None
             if idx is not None:
                 loc, log_scale = loc[idx], log_scale[idx]
-            base = dist.Normal(loc, log_scale.exp()).to_event(loc.dim() - 1)
-            out[site.name] = base if t is None else dist.TransformedDistribution(base, t)
+                extra = None if extra is None else extra[idx]
+            fam = self.families[str(i)]
+            out[site.name] = fam.site_dist(loc, log_scale, extra, loc.dim() - 1, t)
         return out
 
     def z_dist(self, x, y=None, idx=None):
@@ -212,6 +280,8 @@ def _moments(fn, site):
         base = base.base_dist
     if isinstance(base, dist.Normal) and _is_real(site.support):
         return base.loc.expand(fn.shape()), base.scale.expand(fn.shape())
+    if isinstance(fn, dist.MultivariateNormal) and _is_real(site.support):
+        return fn.mean, fn.stddev
     draws = biject_to(site.support).inv(fn.sample((64,)))
     return draws.mean(0), draws.std(0).clamp(min=1e-3)
 
@@ -273,3 +343,112 @@ class DeltaGuide(Guide):
         dists = self.site_dists(x, y, idx)
         with self.guide.plate(x.shape[0], idx, size), poutine.scale(scale=self.z_scale):
             return {name: pyro.sample(name, fn) for name, fn in dists.items()}
+
+
+class FamilyGuide(Guide):
+    """An amortized guide of another family (:mod:`pyro_vae.families`) made from any guide whose
+    latent sites are Gaussian: ``guide`` runs as it is, and each latent site's
+    ``Normal(loc, scale)`` becomes the family's q built on it::
+
+        loc, scale = what guide samples each latent site from      # the encoder, as trained
+        z ~ family(loc, scale, extra(loc, scale))                    # e.g. MVN, or a flow on top
+
+    For ``fullcov`` the extra numbers are the lower triangle of the scale, from a network on the
+    encoder's ``(loc, log scale)``; for ``flow`` the inverse autoregressive flow is conditioned on
+    them (Kingma et al. 2016's context). Sites the guide samples later see the new values, so a
+    guide whose sites depend on each other (the hierarchical model's) keeps its order.
+
+    :param guide: an amortized guide behind the program door (``program.guide``).
+    :param str family: a name from :data:`pyro_vae.families.FAMILIES`.
+    :param structure: the program's structure (default ``guide.structure``).
+    :param int flow_layers: flow steps for ``family="flow"``.
+    """
+
+    def __init__(self, guide, family="fullcov", structure=None, flow_layers=None):
+        super().__init__()
+        structure = structure if structure is not None else guide.structure
+        self.guide = guide
+        self.family, self.flow_layers = family, flow_layers
+        self.index = {site.name: i for i, site in enumerate(structure.latents)}
+        self.families = nn.ModuleDict()
+        for i, site in enumerate(structure.latents):
+            if not _is_real(site.support):
+                raise ConfigError(
+                    f"the amortized {family} family reshapes a Gaussian on the real line; latent "
+                    f"site {site.name!r} lives on {site.support}: use --guide-family diag, or a "
+                    "model file without a guide (its per-image guide takes every family)"
+                )
+            self.families[str(i)] = make_family(family, site.numel, flow_layers)
+        self._recorded = None
+
+    @property
+    def structure(self):
+        return self.guide.structure
+
+    @property
+    def z_scale(self):
+        return getattr(self.guide, "z_scale", 1.0)
+
+    @z_scale.setter
+    def z_scale(self, value):  # beta and KL warm-up reach the guide that scales its sites
+        if "guide" in self._modules:
+            self.guide.z_scale = value
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """The wrapped guide's own parameters (not those of modules it shares with the model)
+        and the family's."""
+        dot = prefix + "." if prefix else ""
+        yield from self.guide.named_parameters(dot + "guide", recurse, remove_duplicate)
+        yield from self.families.named_parameters(dot + "families", recurse, remove_duplicate)
+
+    def forward(self, x, y=None, idx=None, size=None):
+        with _FamilySwap(self):
+            return self.guide(x, y, idx, size)
+
+    def z_dist(self, x, y=None, idx=None):
+        """q of the code site for the images ``x``."""
+        name = self.structure.code.name
+        return poutine.trace(self).get_trace(x, y, idx).nodes[name]["fn"]
+
+    @torch.no_grad()
+    def parts(self, x, y=None):
+        """``{site: (loc, log_scale, extra)}`` for the images ``x``, each ``(N, D)`` or
+        ``(N, extra_dim)``: what a :class:`LocalGuide` of this family needs to start at q."""
+        swap = _FamilySwap(self)
+        with swap:
+            poutine.trace(self.guide).get_trace(x, y)
+        return swap.parts
+
+
+class _FamilySwap(Messenger):
+    """Replaces each latent site's Gaussian by the family's q built on it (see
+    :class:`FamilyGuide`), recording the parts."""
+
+    def __init__(self, owner):
+        super().__init__()
+        self.owner = owner
+        self.parts = {}
+
+    def _pyro_sample(self, msg):
+        i = self.owner.index.get(msg["name"])
+        if i is None or msg["is_observed"]:
+            return
+        fn = msg["fn"]
+        base = fn
+        while isinstance(base, dist.Independent):
+            base = base.base_dist
+        if not isinstance(base, dist.Normal):
+            raise ModelFileError(
+                f"the {self.owner.family} guide family builds on the guide's Normal at each latent "
+                f"site, but site {msg['name']!r} is a {type(base).__name__}; use --guide-family "
+                "diag"
+            )
+        event_dims = len(fn.event_shape)
+        shape = fn.batch_shape + fn.event_shape
+        loc, log_scale = base.loc.expand(shape), base.scale.expand(shape).log()
+        batch = shape[: len(shape) - event_dims]
+        family = self.owner.families[str(i)]
+        flat_loc, flat_log_scale = loc.reshape(*batch, -1), log_scale.reshape(*batch, -1)
+        extra = family.amortized_extra(flat_loc, flat_log_scale)
+        msg["fn"] = family.site_dist(loc, log_scale, extra, event_dims)
+        self.parts[msg["name"]] = (flat_loc, flat_log_scale, extra)

@@ -151,7 +151,7 @@ class Run:
             return self.guide
         from .inference import e_step
 
-        q = LocalGuide(x.shape[0], structure=self.structure)
+        q = self.guide.fresh(x.shape[0])
         e_step(self.model, q, x, steps=steps, y=y)
         return q.eval()
 

@@ -274,11 +274,7 @@ def mean_test_elbo(model, guide, data, num_samples=1, device=None):
         structure = getattr(model, "structure", None)
         n = x.shape[0]
         local = getattr(inner, "guide", inner)
-        fresh = (
-            LocalGuide(n, structure=structure)
-            if structure is not None
-            else LocalGuide(n, local.z_dim)
-        ).to(x.device)
+        fresh = local.fresh(n).to(x.device)
         guide = fresh if isinstance(inner, LocalGuide) else DeltaGuide(fresh)
         conditional = getattr(structure, "conditional", False)
         with torch.random.fork_rng():

@@ -1,0 +1,227 @@
+"""Guide families: the shape of q over one latent site's numbers, for any guide.
+
+A guide decides *where* q's parameters come from (an encoder, a free table per image); a family
+decides *what shape* q has. Every family here starts from the same Gaussian, a ``loc`` and a
+``log_scale`` over the site's D unconstrained numbers, and adds ``extra_dim`` numbers per image:
+
+=========  =========================================================================  ============
+family     q over the site's D numbers                                                extra / image
+=========  =========================================================================  ============
+diag       ``Normal(loc, scale)``, independent numbers (the VAE's usual family)       0
+fullcov    ``MultivariateNormal(loc, scale_tril=diag(scale) + L)``, ``L`` strictly    D(D-1)/2
+           lower triangular: every correlation between the numbers
+flow       ``Normal(loc, scale)`` pushed through K conditional inverse autoregressive  2D
+           flow steps (Kingma et al. 2016) conditioned on a context per image
+=========  =========================================================================  ============
+
+Every family is the diagonal Gaussian at initialization (``L = 0``; each flow step's output
+layer is zero, so each step is the identity), so a guide of any family starts where a ``diag``
+guide stands and can only improve on it.
+
+Amortized (:class:`pyro_vae.guides.FamilyGuide`), the extra numbers come from the encoder's
+output: for ``fullcov`` a network maps the encoder's ``(loc, log_scale)`` to ``L`` (the full
+lower triangle, not a low-rank factor: at the latent sizes pyro_vae trains, a few hundred numbers
+at most, its D(D-1)/2 outputs cost less than the decoder, and only the full triangle can hold an
+arbitrary posterior covariance, which the linear-Gaussian tests check against the exact one);
+for ``flow`` the flow's context *is* the encoder's ``(loc, log_scale)``. Per image
+(:class:`pyro_vae.guides.LocalGuide`), ``L`` is a free table, and ``flow`` is one flow shared
+by all images conditioned on a free context per image (initialized to the image's
+``(loc, log_scale)``): free flow weights per image would cost O(D * hidden) numbers per image with
+nothing tying them, while the shared flow with a per-image context is the amortized flow with its
+context looked up instead of computed, so an E-step started from an amortized flow guide starts
+*at* its q (:meth:`~pyro_vae.guides.LocalGuide.from_guide` copies the flow).
+
+The flow is built from ``pyro.distributions.transforms`` (Pyro's own
+``ConditionalAffineAutoregressive`` on a MADE network) rather than Zuko through
+``pyro.contrib.zuko``: it is in Pyro's tree (no new dependency), it is a ``TransformedDistribution``
+that Pyro's plates broadcast over the particles of evaluation, and its inverse is cached, so the
+ELBO scores its own samples without inverting the flow.
+
+Choosing a family is choosing an entry of :data:`FAMILIES`; the CLI's ``--guide-family`` choices
+and help, the docs' table and the tests are made from it.
+"""
+
+from dataclasses import dataclass
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.transforms import ConditionalAffineAutoregressive, ReshapeTransform
+from pyro.nn import ConditionalAutoRegressiveNN
+from torch import nn
+
+from .errors import ConfigError
+from .nets import make_fc
+
+#: Flow steps when none are asked for.
+DEFAULT_FLOW_LAYERS = 2
+
+
+class Family(nn.Module):
+    """A guide family over one latent site of ``dim`` unconstrained numbers (see the module
+    docstring). Subclasses set ``extra_dim`` and define :meth:`dist`."""
+
+    extra_dim = 0
+
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def dist(self, loc, log_scale, extra):
+        """q over R^D (event shape ``(D,)``) from ``loc``, ``log_scale`` ``(..., D)`` and the
+        family's ``extra`` ``(..., extra_dim)``."""
+        raise NotImplementedError
+
+    def amortized_extra(self, loc, log_scale):
+        """The extra numbers an encoder's ``(loc, log_scale)`` give (amortized guides)."""
+        return loc.new_zeros(*loc.shape[:-1], self.extra_dim)
+
+    def local_extra(self, loc, log_scale):
+        """The extra numbers a per-image guide starts from."""
+        return loc.new_zeros(*loc.shape[:-1], self.extra_dim)
+
+    def site_dist(self, loc, log_scale, extra, event_dims, transform=None):
+        """q of a site whose unconstrained value has shape ``loc.shape[-event_dims:]``, mapped
+        onto its support by ``transform`` (``None``: the site is real)."""
+        shape = loc.shape[loc.dim() - event_dims :]
+        batch = loc.shape[: loc.dim() - event_dims]
+        flat = self.dist(loc.reshape(*batch, self.dim), log_scale.reshape(*batch, self.dim), extra)
+        transforms = []
+        if tuple(shape) != (self.dim,):
+            transforms.append(ReshapeTransform((self.dim,), shape, cache_size=1))
+        if transform is not None:
+            transforms.append(transform.with_cache(1))
+        return dist.TransformedDistribution(flat, transforms) if transforms else flat
+
+
+class Diagonal(Family):
+    """``Normal(loc, exp(log_scale))`` on every number independently."""
+
+    def dist(self, loc, log_scale, extra=None):
+        return dist.Normal(loc, log_scale.exp()).to_event(1)
+
+    def site_dist(self, loc, log_scale, extra, event_dims, transform=None):
+        # the site's own shape, no reshape: the diagonal family as pyro_vae always built it
+        base = dist.Normal(loc, log_scale.exp()).to_event(event_dims)
+        return base if transform is None else dist.TransformedDistribution(base, transform)
+
+
+class FullCovariance(Family):
+    """``MultivariateNormal(loc, scale_tril)`` with ``scale_tril = diag(exp(log_scale)) + L``
+    and ``L`` the strictly lower triangle in ``extra``. Amortized, ``L`` is
+    ``head(loc, log_scale)``, a one-hidden-layer network whose output layer starts at zero."""
+
+    def __init__(self, dim, hidden=None):
+        super().__init__(dim)
+        self.extra_dim = dim * (dim - 1) // 2
+        self.register_buffer("rows", torch.tril_indices(dim, dim, -1)[0], persistent=False)
+        self.register_buffer("cols", torch.tril_indices(dim, dim, -1)[1], persistent=False)
+        self.head = make_fc([2 * dim, hidden or max(2 * dim, 32), max(self.extra_dim, 1)])
+        _zero_output(self.head[-1])
+
+    def scale_tril(self, log_scale, extra):
+        tril = log_scale.new_zeros(*log_scale.shape, self.dim)
+        tril[..., self.rows, self.cols] = extra
+        return tril + torch.diag_embed(log_scale.exp())
+
+    def dist(self, loc, log_scale, extra):
+        return dist.MultivariateNormal(loc, scale_tril=self.scale_tril(log_scale, extra))
+
+    def amortized_extra(self, loc, log_scale):
+        return self.head(torch.cat([loc, log_scale], -1))[..., : self.extra_dim]
+
+
+class Flow(Family):
+    """``Normal(loc, exp(log_scale))`` pushed through ``layers`` steps of an inverse
+    autoregressive flow (Kingma et al. 2016), each a MADE network (Germain et al. 2015) with one
+    hidden layer of ``4 D`` units that reads the sample so far and a context of ``2 D`` numbers.
+    Successive steps read the numbers in opposite orders. Each step's output layer starts at
+    zero, so the flow starts as the identity."""
+
+    def __init__(self, dim, layers=DEFAULT_FLOW_LAYERS, hidden=None):
+        super().__init__(dim)
+        if dim < 2:
+            raise ConfigError(
+                "the flow family needs latent sites of at least 2 numbers (on one number an "
+                "autoregressive flow is one affine map: use diag)"
+            )
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+            raise ConfigError(f"flow_layers must be a positive integer, got {layers!r}")
+        self.extra_dim = 2 * dim
+        order = torch.arange(dim)
+        steps = []
+        for k in range(layers):
+            made = ConditionalAutoRegressiveNN(
+                dim,
+                self.extra_dim,
+                [hidden or 4 * dim],
+                permutation=order if k % 2 == 0 else order.flip(0),
+            )
+            _zero_output(made.layers[-1])
+            steps.append(ConditionalAffineAutoregressive(made))
+        self.steps = nn.ModuleList(steps)
+
+    def dist(self, loc, log_scale, extra):
+        base = dist.Normal(loc, log_scale.exp()).to_event(1)
+        return dist.TransformedDistribution(base, [step.condition(extra) for step in self.steps])
+
+    def amortized_extra(self, loc, log_scale):
+        return torch.cat([loc, log_scale], -1)
+
+    def local_extra(self, loc, log_scale):
+        return torch.cat([loc, log_scale], -1)
+
+
+def _zero_output(layer):
+    with torch.no_grad():
+        layer.weight.zero_()
+        if layer.bias is not None:
+            layer.bias.zero_()
+
+
+@dataclass(frozen=True)
+class GuideFamily:
+    """An entry of :data:`FAMILIES`: a name, the builder ``make(dim, flow_layers)`` of the
+    family's :class:`Family` for a site of ``dim`` numbers, and what it is, in one line."""
+
+    name: str
+    make: object
+    description: str
+
+
+FAMILIES = {
+    f.name: f
+    for f in (
+        GuideFamily(
+            "diag",
+            lambda dim, flow_layers=None: Diagonal(dim),
+            "diagonal Gaussian: independent latent numbers (the usual VAE guide)",
+        ),
+        GuideFamily(
+            "fullcov",
+            lambda dim, flow_layers=None: FullCovariance(dim),
+            "full-covariance Gaussian: a lower-triangular scale, every correlation",
+        ),
+        GuideFamily(
+            "flow",
+            lambda dim, flow_layers=None: Flow(dim, flow_layers or DEFAULT_FLOW_LAYERS),
+            "Gaussian through an inverse autoregressive flow (--flow-layers steps)",
+        ),
+    )
+}
+
+
+def check_family(name):
+    """``name`` if it names an entry of :data:`FAMILIES`, else a :class:`ConfigError`."""
+    if not isinstance(name, str) or name not in FAMILIES:
+        raise ConfigError(f"unknown guide family {name!r}; choose one of {', '.join(FAMILIES)}")
+    return name
+
+
+def make_family(name, dim, flow_layers=None):
+    """The :class:`Family` ``name`` for a site of ``dim`` unconstrained numbers."""
+    return FAMILIES[check_family(name)].make(dim, flow_layers)
+
+
+def families_help():
+    """The families as the CLI's ``--help`` lists them."""
+    return "; ".join(f"{f.name}: {f.description}" for f in FAMILIES.values())
