@@ -255,6 +255,15 @@ def _add_family_args(g, d):
         help="raise the KL weight linearly from beta/EPOCHS to beta over EPOCHS epochs "
         "(default: %(default)s)",
     )
+    from .discrete import STRATEGIES
+
+    g.add_argument(
+        "--discrete",
+        choices=tuple(STRATEGIES),
+        help="how discrete latent sites are trained: "
+        + "; ".join(f"{s.name}: {s.description}" for s in STRATEGIES.values())
+        + " (default: enumerate where the supports are finite and small, else score)",
+    )
     g.add_argument(
         "--image-size",
         type=_positive_int,
@@ -275,7 +284,7 @@ def _family_from_args(args):
         path, _, names = model.rpartition(":") if ".py:" in model else (model, "", "")
         model = os.path.abspath(path) + (f":{names}" if names else "")
     same = ("likelihood", "sigma", "net", "condition", "learned_prior", "z1_dim", "beta")
-    same += ("kl_warmup", "image_size", "guide_family", "flow_layers")
+    same += ("kl_warmup", "image_size", "guide_family", "flow_layers", "discrete")
     return dict(
         {name: getattr(args, name) for name in same}, binarize=binarize, elbo=elbo, model=model
     )

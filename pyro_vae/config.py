@@ -8,6 +8,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .data import BINARIZATIONS, is_dataset_name
+from .discrete import STRATEGIES
 from .errors import ConfigError, shown
 from .families import FAMILIES
 from .guides import AmortizedGuide, FamilyGuide, LocalGuide
@@ -67,6 +68,9 @@ class Config:
     # The guide's family (pyro_vae.families): diag, fullcov or flow, with flow_layers steps.
     guide_family: str = "diag"
     flow_layers: int = 2
+    # How discrete latent sites are trained (pyro_vae.discrete.STRATEGIES); None: enumerate
+    # where their supports are finite and small, score otherwise.
+    discrete: Optional[str] = None
 
     def __post_init__(self):
         if isinstance(self.hidden_dims, list):  # as JSON gives it back
@@ -94,6 +98,12 @@ class Config:
                 raise ConfigError(
                     f"unknown {name} {shown(getattr(self, name))}; choose one of {', '.join(choices)}"
                 )
+        if self.discrete is not None and (
+            not isinstance(self.discrete, str) or self.discrete not in STRATEGIES
+        ):
+            raise ConfigError(
+                f"unknown discrete {shown(self.discrete)}; choose one of {', '.join(STRATEGIES)}"
+            )
         if self.model not in MODELS[:2] and not _is_model_file(self.model):
             raise ConfigError(
                 f"unknown model {shown(self.model)}; choose vae, hierarchical, FILE.py, FILE.py:NAME or "

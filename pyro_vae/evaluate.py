@@ -10,6 +10,15 @@ The ELBO is the mean of ``log w_k``; the importance-weighted estimate of log p(x
 Burda, Grosse & Salakhutdinov 2015). Work is chunked over images and samples so memory stays
 bounded by ``max_rows`` decoder evaluations at a time, whatever K is.
 
+A finite discrete latent site (a class, a cluster) is summed out exactly instead of sampled: the
+guide enumerates its values (in dims left of the particles) and draws the continuous latents
+within each, so for one particle ``k``::
+
+    log w_k = log sum_y p(x, y, z_k^y) / q(z_k^y | x, y)        (its mean over k is p(x))
+
+and the ELBO is ``sum_y q(y|x) [log p(x, y, z^y) - log q(y|x) - log q(z^y | x, y)]``. However a
+run was trained (:mod:`pyro_vae.discrete`), it is scored by the same numbers.
+
 Log-densities are taken unscaled, so a model trained with a ``poutine.scale`` on ``"z"`` (beta-VAE,
 KL warm-up) is still scored by its true ELBO and log p(x).
 """
@@ -22,6 +31,8 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
+from .discrete import enumerated, finite_sites, joint_values
+
 DEFAULT_MAX_ROWS = 32768
 
 
@@ -31,11 +42,15 @@ def _log_joint(trace, data_dim=-1):
     total = 0.0
     for site in trace.nodes.values():
         if site["type"] == "sample" and not site_is_subsample(site):
-            lp = site["fn"].log_prob(site["value"])
-            if data_dim != -1 and torch.is_tensor(lp) and lp.dim() >= -data_dim:
-                lp = lp.sum(tuple(range(lp.dim() + data_dim + 1, lp.dim())))
-            total = total + lp
+            total = total + _site_log_prob(site, data_dim)
     return total
+
+
+def _site_log_prob(site, data_dim=-1):
+    lp = site["fn"].log_prob(site["value"])
+    if data_dim != -1 and torch.is_tensor(lp) and lp.dim() >= -data_dim:
+        lp = lp.sum(tuple(range(lp.dim() + data_dim + 1, lp.dim())))
+    return lp
 
 
 def structure_of(model):
@@ -44,8 +59,22 @@ def structure_of(model):
 
 
 @torch.no_grad()
-def log_weights(model, guide, x, y=None, num_samples=1, max_plate_nesting=1, idx=None, size=None):
+def log_weights(
+    model,
+    guide,
+    x,
+    y=None,
+    num_samples=1,
+    max_plate_nesting=1,
+    idx=None,
+    size=None,
+    discrete="sum",
+):
     """Log importance weights ``log p(x, z) - log q(z|x)``, shape ``(num_samples, N)``.
+
+    With finite discrete latent sites (summed out, see the module notes), ``discrete="sum"``
+    gives ``log sum_y w_k^y`` (whose mean is p(x)) and ``"expect"`` the ELBO's
+    ``sum_y q(y|x) log w_k^y``.
 
     :param model: a pyro_vae model (see :mod:`pyro_vae.models` for the calling convention).
     :param guide: a guide with the same signature.
@@ -59,6 +88,7 @@ def log_weights(model, guide, x, y=None, num_samples=1, max_plate_nesting=1, idx
     """
     structure = structure_of(model)
     data_dim = -1
+    summed = finite_sites(structure) if structure is not None else ()
     if structure is not None:
         max_plate_nesting = max(max_plate_nesting, structure.max_plate_nesting)
         data_dim = structure.plate.dim
@@ -66,17 +96,29 @@ def log_weights(model, guide, x, y=None, num_samples=1, max_plate_nesting=1, idx
             # a program that cannot take particles in a batch dimension: one draw at a time
             return torch.cat(
                 [
-                    log_weights(model, guide, x, y, 1, max_plate_nesting, idx, size)
+                    log_weights(model, guide, x, y, 1, max_plate_nesting, idx, size, discrete)
                     for _ in range(num_samples)
                 ]
             )
 
     def run():
-        guide_trace = poutine.trace(guide).get_trace(x, y, idx, size)
+        q = guide
+        if summed:
+            names = frozenset(s.name for s in summed)
+            q = poutine.enum(enumerated(guide, names), first_available_dim=-(max_plate_nesting + 2))
+        guide_trace = poutine.trace(q).get_trace(x, y, idx, size)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             x, y, idx, size
         )
-        return _log_joint(model_trace, data_dim) - _log_joint(guide_trace, data_dim)
+        log_w = _log_joint(model_trace, data_dim) - _log_joint(guide_trace, data_dim)
+        if not summed:
+            return log_w
+        log_q = sum(_site_log_prob(guide_trace.nodes[s.name], data_dim) for s in summed)
+        log_w, log_q = torch.broadcast_tensors(torch.as_tensor(log_w), log_q)
+        dims = tuple(range(log_w.dim() - (max_plate_nesting + 1)))  # the enumeration dims
+        if discrete == "expect":
+            return (log_q.exp() * log_w).sum(dims)
+        return (log_w + log_q).logsumexp(dims)
 
     if structure is not None and not structure.vectorized:
         return torch.as_tensor(run()).expand(1, x.shape[0])
@@ -99,8 +141,13 @@ def _chunked(x, y, num_samples, max_rows):
         )
 
 
-def _per_image(reduce, model, guide, x, y, num_samples, max_rows, max_plate_nesting, progress):
+def _per_image(
+    reduce, model, guide, x, y, num_samples, max_rows, max_plate_nesting, progress, discrete="sum"
+):
     out = []
+    structure = structure_of(model)
+    if structure is not None:  # each sample runs the decoder once per joint discrete value
+        max_rows = max(1, max_rows // joint_values(structure))
     chunks = list(_chunked(x, y, num_samples, max_rows))
     # disable=None: no bar when stderr is not a terminal (a log file)
     bar = tqdm(
@@ -109,7 +156,15 @@ def _per_image(reduce, model, guide, x, y, num_samples, max_rows, max_plate_nest
     for xc, yc, idx, k in bar:
         blocks = [
             log_weights(
-                model, guide, xc, yc, min(k, num_samples - s), max_plate_nesting, idx, x.shape[0]
+                model,
+                guide,
+                xc,
+                yc,
+                min(k, num_samples - s),
+                max_plate_nesting,
+                idx,
+                x.shape[0],
+                discrete,
             )
             for s in range(0, num_samples, k)
         ]
@@ -145,6 +200,7 @@ def elbo(
         max_rows,
         max_plate_nesting,
         progress,
+        discrete="expect",
     )
 
 

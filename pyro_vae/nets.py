@@ -37,11 +37,14 @@ def make_fc(dims, activation=nn.Softplus):
 def join(h, c):
     """``h`` with the condition ``c`` concatenated on its last dimension (``c=None``: ``h``).
 
-    ``c`` has the batch shape of the data, ``h`` may have extra leading (particle) dimensions.
+    Their batch shapes broadcast: ``c`` may have the batch shape of the data and ``h`` extra
+    leading (particle) dimensions, or ``c`` the enumerated values of a discrete latent in a
+    dimension left of the data's (Pyro's parallel enumeration).
     """
     if c is None:
         return h
-    return torch.cat([h, c.expand(*h.shape[:-1], c.shape[-1])], dim=-1)
+    shape = torch.broadcast_shapes(h.shape[:-1], c.shape[:-1])
+    return torch.cat([h.expand(*shape, h.shape[-1]), c.expand(*shape, c.shape[-1])], dim=-1)
 
 
 def loc_scale(h, min_scale=1e-3):

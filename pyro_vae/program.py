@@ -42,12 +42,14 @@ LAYOUTS = ("image", "flat")
 
 @dataclass(frozen=True)
 class LatentSite:
-    """A latent sample site: its name, the shape of one image's value, and its support."""
+    """A latent sample site: its name, the shape of one image's value, and its support;
+    for a discrete site, ``cardinality`` is its number of values (``None``: infinitely many)."""
 
     name: str
     shape: tuple
     support: object = field(compare=False)
     discrete: bool = False
+    cardinality: object = None
 
     @property
     def numel(self):
@@ -111,11 +113,12 @@ class Structure:
 
     @property
     def code(self):
-        """The latent site the figures and latent tools show: the largest one per image, the
-        one nearest the image among equals (the last sampled)."""
-        if not self.latents:
+        """The latent site the figures and latent tools show: the largest continuous one per
+        image, the one nearest the image among equals (the last sampled)."""
+        sites = [s for s in self.latents if not s.discrete] or list(self.latents)
+        if not sites:
             return None
-        return max(reversed(self.latents), key=lambda s: s.numel)
+        return max(reversed(sites), key=lambda s: s.numel)
 
     def site(self, name):
         return next(s for s in self.latents if s.name == name)
@@ -557,11 +560,10 @@ def _discover(program, x, y, has_guide):
         _check_guide(model_latents, guide_latents, model_trace)
     latents = tuple(_latent_site(name, s, n, frame) for name, s in model_latents.items())
     discrete = [s.name for s in latents if s.discrete]
-    if discrete:
+    if discrete and not has_guide:
         raise ModelFileError(
-            f"latent site(s) {', '.join(discrete)} are discrete; pyro_vae trains continuous "
-            "latents only for now (sum a discrete variable out inside the model, or make it "
-            "continuous)"
+            f"latent site(s) {', '.join(discrete)} are discrete, and a model without a guide is "
+            "fitted with a Gaussian per image; write a guide that samples them (q(y | x))"
         )
     subsampled = False
     if program.model.call.takes_idx:
@@ -644,7 +646,10 @@ def _latent_site(name, site, n, frame):
             f"({n},) (global latents and plates inside the data plate are not supported yet)"
         )
     discrete = bool(fn.support.is_discrete) or bool(getattr(fn, "has_enumerate_support", False))
-    return LatentSite(name, shape[1:], fn.support, discrete)
+    cardinality = None
+    if discrete and fn.has_enumerate_support:
+        cardinality = int(fn.enumerate_support(expand=False).shape[0])
+    return LatentSite(name, shape[1:], fn.support, discrete, cardinality)
 
 
 def _check_guide(model_latents, guide_latents, model_trace):
@@ -778,11 +783,13 @@ def site_moments(guide, x, y=None, site=None, idx=None, size=None):
 
 @torch.no_grad()
 def site_values(guide, x, y=None, idx=None, size=None):
-    """``{site: mean of q}`` for every latent site: the point a reconstruction decodes."""
+    """``{site: mean of q}`` for every latent site (the mode of a discrete one): the point a
+    reconstruction decodes."""
     trace = poutine.trace(guide).get_trace(x, y, idx, size)
     out = {}
     for name, site in _latents(trace).items():
-        out[name] = _mean(site["fn"])
+        # a discrete site's most probable value: a value it can take
+        out[name] = site["fn"].mode if site["fn"].support.is_discrete else _mean(site["fn"])
     return out
 
 

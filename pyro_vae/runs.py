@@ -431,6 +431,7 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
             on_epoch=kl_warmup([model, guide], config.beta, config.kl_warmup),
+            discrete=config.discrete,
         )
     except (DivergenceError, ProgramError) as e:
         last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})

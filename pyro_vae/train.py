@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from . import evaluate
 from .data import binarize_once
+from .discrete import objective
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -84,6 +85,7 @@ def fit(
     e_steps=0,
     lr_decay=1.0,
     time_limit=None,
+    discrete=None,
 ):
     """Fit ``model`` and ``guide`` to ``data.train_x`` by SVI; return the per-epoch :class:`History`.
 
@@ -136,14 +138,20 @@ def fit(
     :param float time_limit: a wall-clock budget in seconds for training (the per-epoch test ELBO
         included): no epoch is started that would end after it, judged by the mean epoch time so
         far. Training then stops early with whole epochs; ``history.epoch`` says how many.
+    :param str discrete: how to train discrete latent sites, a name in
+        :data:`pyro_vae.discrete.STRATEGIES` (``"enumerate"``, ``"score"``,
+        ``"score-baseline"``, ``"relaxed"``); default: enumerate where the supports are finite and
+        small. ``elbo`` then only gives the number of particles (and IWAE's bound, for relaxed).
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
     model, guide = as_program(model, guide, *example_batch(data), n)
     if guide is None:  # a model alone: variational EM with a Gaussian per training image
         guide = LocalGuide(n, structure=model.structure)
     elbo = elbo if elbo is not None else Trace_ELBO()
+    elbo = objective(getattr(model, "structure", None), discrete, elbo)
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
+    start_epoch = getattr(elbo, "start_epoch", None)
     schedule = Schedule(loss_fn, lr, lr_decay, clip_grad, e_steps)
     generator = torch.Generator()
     if resume_from is None:
@@ -194,6 +202,8 @@ def fit(
                     break
             if on_epoch is not None:
                 on_epoch(epoch)
+            if start_epoch is not None:  # a discrete strategy's schedule (the temperature)
+                start_epoch(epoch)
             model.train(), guide.train()
             if done_steps == 0:
                 order, total = torch.randperm(n, generator=generator), 0.0
@@ -332,7 +342,7 @@ def training_state(
     """
     if not all(torch.isfinite(p).all() for p in schedule.params):
         _diverged("the parameters", "non-finite", epoch, step)
-    return {
+    state = {
         "model": model.state_dict(),
         "guide": guide.state_dict(),
         "optimizer": schedule.state_dict(),  # one entry per optimizer
@@ -347,6 +357,10 @@ def training_state(
         "train_size": train_size,
         "batch_size": batch_size,
     }
+    baseline = getattr(schedule.loss_fn, "baseline", None)
+    if baseline is not None:  # a score-function baseline learned with the run
+        state["baseline"] = baseline.state_dict()
+    return state
 
 
 class Schedule:
@@ -369,6 +383,7 @@ class Schedule:
             return _Step(loss_fn, params, lr, lr_decay, max_norm, backward)
 
         self.e_steps = e_steps
+        self.loss_fn = loss_fn
         if e_steps:
             self.e_step, self.step = step(loss_fn.guide), step(loss_fn.model)
             self.steppers = (self.step, self.e_step)
@@ -518,6 +533,9 @@ def _restore(state, model, guide, schedule, generator, n, batch_size, epochs):
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
         schedule.load_state_dict(state["optimizer"])
+        baseline = getattr(schedule.loss_fn, "baseline", None)
+        if baseline is not None:
+            baseline.load_state_dict(state["baseline"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"the checkpoint does not fit this model ({first_line(e)})") from None
     set_rng_state(state["rng"])

@@ -262,11 +262,6 @@ BROKEN = {
         'pyro.sample("a", dist.Normal(h[..., :2], s[:2]))',
         "the guide failed: Shape mismatch inside plate",
     ),
-    "discrete latent": (
-        '        b = pyro.sample("b", dist.Normal(torch.zeros(2), 1.0).to_event(1))\n',
-        '        b = pyro.sample("b", dist.Bernoulli(0.5 * torch.ones(2)).to_event(1))\n',
-        "latent site(s) b are discrete",
-    ),
     "no plate": (
         '    with pyro.plate("images", x.shape[0]):\n        a =',
         "    if True:\n        a =",
@@ -298,14 +293,28 @@ def test_what_cannot_work_is_refused_with_the_fix(case, tmp_path):
         text = text.replace(
             "logits = torch.cat([a, b], -1) @ w", "logits = HIDDEN(torch.cat([a, b], -1))"
         )
-    if case == "discrete latent":
-        text = text.replace(
-            'pyro.sample("b", dist.Normal(h[..., 2:], s[2:]).to_event(1))',
-            'pyro.sample("b", dist.Bernoulli(torch.sigmoid(h[..., 2:])).to_event(1))',
-        )
     config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
     with pytest.raises(ModelFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build(config, X_SHAPE)
+
+
+def test_a_discrete_latent_passes_the_door_and_is_trained_by_the_score_function(tmp_path):
+    """Two binary switches as one event have no enumerable support as a site (Independent):
+    the door records them as discrete, of unknown cardinality, and they default to ``score``."""
+    from pyro_vae.discrete import default_strategy
+
+    text = FUNCTIONS.replace(
+        '        b = pyro.sample("b", dist.Normal(torch.zeros(2), 1.0).to_event(1))\n',
+        '        b = pyro.sample("b", dist.Bernoulli(0.5 * torch.ones(2)).to_event(1))\n',
+    ).replace(
+        'pyro.sample("b", dist.Normal(h[..., 2:], s[2:]).to_event(1))',
+        'pyro.sample("b", dist.Bernoulli(torch.sigmoid(h[..., 2:])).to_event(1))',
+    )
+    config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
+    model, _ = build(config, X_SHAPE)
+    site = model.structure.site("b")
+    assert site.discrete and site.cardinality is None and model.structure.code.name != "b"
+    assert default_strategy(model.structure) == "score"
 
 
 def test_a_constructor_that_cannot_be_called_is_explained(tmp_path):
