@@ -723,6 +723,7 @@ def cmd_compare(args):
         e_steps=args.e_steps,
         refine_steps=args.refine_steps,
         lr=args.e_lr,
+        refine_lr=args.refine_lr,
         elbo_samples=args.elbo_samples,
         log_px_samples=args.log_px_samples,
         mcmc_images=args.mcmc_images,
@@ -754,6 +755,7 @@ def _json_field(path, key):
 
 def _add_compare_parser(sub, d):
     from .compare import STRATEGIES
+    from .inference import E_STEP_LR, REFINE_LR
 
     p = sub.add_parser(
         "compare",
@@ -790,8 +792,15 @@ def _add_compare_parser(sub, d):
     p.add_argument(
         "--e-lr",
         type=_positive_float,
-        default=0.1,
-        help="the E-step's Adam learning rate (default: %(default)s)",
+        default=E_STEP_LR,
+        help="the E-step's Adam learning rate from the prior, for local (default: %(default)s)",
+    )
+    p.add_argument(
+        "--refine-lr",
+        type=_positive_float,
+        default=REFINE_LR,
+        help="its learning rate from the encoder's q, for semi-amortized, delta and q* "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--elbo-samples",

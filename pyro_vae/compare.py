@@ -33,7 +33,7 @@ import torch
 from . import evaluate, program
 from .errors import ConfigError
 from .guides import DeltaGuide, LocalGuide
-from .inference import GridPosterior, e_step, grid_posterior, nuts_posterior
+from .inference import E_STEP_LR, REFINE_LR, GridPosterior, e_step, grid_posterior, nuts_posterior
 from .program import site_moments
 
 STRATEGIES = ("amortized", "local", "semi-amortized", "delta", "mcmc")
@@ -47,8 +47,12 @@ def local_guide(model, n):
     return LocalGuide(n, model.z_dim)
 
 
-def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed):
-    """A guide for the images ``x`` under ``strategy``, its E-step history and the seconds taken."""
+def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed, refine_lr=REFINE_LR):
+    """A guide for the images ``x`` under ``strategy``, its E-step history and the seconds taken.
+
+    The E-step from the prior runs at ``lr``; refinements from the encoder's answer, which start
+    near their optimum, at the smaller ``refine_lr`` (Adam's first steps are about ``lr`` long
+    whatever the gradient, so a large one first throws a good start away)."""
     start = time.perf_counter()
     history = None
     if strategy == "amortized":
@@ -60,13 +64,14 @@ def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed):
     elif strategy == "semi-amortized":
         q = LocalGuide.from_guide(guide, x)
         if refine_steps:
-            history = e_step(model, q, x, steps=refine_steps, lr=lr, seed=seed)
+            history = e_step(model, q, x, steps=refine_steps, lr=refine_lr, seed=seed)
     elif strategy == "delta":
         # A Delta has no analytic KL; TraceMeanField_ELBO falls back to log p(z) - log q(z) = log p(z).
+        # A point mass draws nothing, so one particle is exact.
         q = DeltaGuide(
             LocalGuide.from_guide(guide, x) if guide is not None else local_guide(model, len(x))
         )
-        history = e_step(model, q, x, steps=e_steps, lr=lr, seed=seed)
+        history = e_step(model, q, x, steps=e_steps, lr=refine_lr, seed=seed, num_particles=1)
     else:
         raise ConfigError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     return q, history, time.perf_counter() - start
@@ -106,7 +111,8 @@ def compare(
     num_images=1000,
     e_steps=300,
     refine_steps=20,
-    lr=0.1,
+    lr=E_STEP_LR,
+    refine_lr=REFINE_LR,
     elbo_samples=100,
     log_px_samples=1000,
     mcmc_images=3,
@@ -126,7 +132,9 @@ def compare(
     :param int num_images: images per split (fewer if the split is smaller).
     :param int e_steps: E-step steps for ``local`` and ``delta``.
     :param int refine_steps: E-step steps for ``semi-amortized`` (K; 0 gives the encoder's q).
-    :param float lr: the E-step's Adam learning rate.
+    :param float lr: the E-step's Adam learning rate from the prior (``local``).
+    :param float refine_lr: its learning rate from the encoder's answer (``semi-amortized``,
+        ``delta`` and q*).
     :param int elbo_samples: latent samples per image for each ELBO.
     :param int log_px_samples: importance samples per image for log p(x).
     :param int mcmc_images: test images NUTS samples (the first ones).
@@ -170,7 +178,9 @@ def compare(
     for strategy in variational:
         row = {"strategy": strategy}
         for split, x in splits.items():
-            q, history, seconds = _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed)
+            q, history, seconds = _fit(
+                strategy, model, guide, x, e_steps, refine_steps, lr, seed, refine_lr
+            )
             pyro.set_rng_seed(seed)
             elbo = evaluate.elbo(model, q, x, num_samples=elbo_samples)
             row[f"{split}_elbo"], row[f"{split}_elbo_stderr"] = _mean_stderr(elbo)
@@ -201,7 +211,9 @@ def compare(
         # q*, the per-image optimum the gaps are measured against: the E-step started from the
         # encoder's q, with as many steps as the local strategy takes from the prior.
         x = splits["test"]
-        q_star, _, _ = _fit("semi-amortized", model, guide, x, e_steps, e_steps, lr, seed)
+        q_star, _, _ = _fit(
+            "semi-amortized", model, guide, x, e_steps, e_steps, lr, seed, refine_lr
+        )
         pyro.set_rng_seed(seed)
         per_image["q*"] = evaluate.elbo(model, q_star, x, num_samples=elbo_samples)
         pyro.set_rng_seed(seed)
@@ -215,6 +227,7 @@ def compare(
             "e_steps": e_steps,
             "refine_steps": refine_steps,
             "lr": lr,
+            "refine_lr": refine_lr,
             "elbo_samples": elbo_samples,
             "log_px_samples": log_px_samples,
             "seed": seed,
