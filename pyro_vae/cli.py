@@ -75,6 +75,19 @@ def _int_list(text):
     return tuple(values)
 
 
+def _alpha(text):
+    """A non-negative number, or ``kingma`` (kept as the string; the run sets 0.1 N)."""
+    if text.strip() == "kingma":
+        return "kingma"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or kingma, got {text!r}")
+    return value
+
+
 def _dataset_name(text):
     from .data import is_dataset_name
 
@@ -241,6 +254,19 @@ def _add_family_args(g, d):
     )
     g.add_argument("--z1-dim", type=_positive_int, help="top layer of --model hierarchical")
     g.add_argument(
+        "--labels",
+        type=_positive_int,
+        help="--model m2: the number of labelled training images (balanced over the classes, "
+        "chosen by --seed); the others are unlabelled",
+    )
+    g.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=d.alpha,
+        help="--model m2: weight of the classification term alpha * log q(y|x) on labelled "
+        "images; 'kingma' is Kingma et al.'s 0.1 N (default: %(default)s, no term)",
+    )
+    g.add_argument(
         "--beta",
         type=_positive_float,
         default=d.beta,
@@ -284,7 +310,8 @@ def _family_from_args(args):
         path, _, names = model.rpartition(":") if ".py:" in model else (model, "", "")
         model = os.path.abspath(path) + (f":{names}" if names else "")
     same = ("likelihood", "sigma", "net", "condition", "learned_prior", "z1_dim", "beta")
-    same += ("kl_warmup", "image_size", "guide_family", "flow_layers", "discrete")
+    same += ("kl_warmup", "image_size", "guide_family", "flow_layers", "discrete", "labels")
+    same += ("alpha",)
     return dict(
         {name: getattr(args, name) for name in same}, binarize=binarize, elbo=elbo, model=model
     )
@@ -1157,7 +1184,61 @@ def make_parser():
     _add_compare_parser(sub, Config())
 
     _add_lab_commands(sub)
+    _add_semi_parser(sub)
     return parser
+
+
+def _add_semi_parser(sub):
+    from .config import Config
+    from .semi import VARIANTS
+
+    d = Config(model="m2", labels=100, z_dim=16, hidden_dims=(256,), epochs=10)
+    p = sub.add_parser(
+        "semi",
+        help="the semi-supervised table: M2's test accuracy per number of labels and variant",
+    )
+    p.add_argument(
+        "--label-counts",
+        type=_int_list,
+        default=(100, 600, 1000, 3000),
+        help="numbers of labelled images (default: 100,600,1000,3000)",
+    )
+    p.add_argument(
+        "--draws",
+        type=_positive_int,
+        default=5,
+        help="labelled sets drawn per cell, seeds --seed, --seed + 1, ... (default: %(default)s)",
+    )
+    p.add_argument(
+        "--variants",
+        type=_choice_list(tuple(v.replace(" ", "") for v in VARIANTS)),
+        default=tuple(v.replace(" ", "") for v in VARIANTS),
+        help="comma-separated, from " + ",".join(v.replace(" ", "") for v in VARIANTS),
+    )
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    _add_train_args(p, d)
+    p.set_defaults(func=cmd_semi, model="m2")
+
+
+def cmd_semi(args):
+    from .checkpoints import write_json
+    from .semi import VARIANTS, table
+
+    args.labels = args.labels or args.label_counts[0]
+    config = _config_from_args(args)
+    names = {v.replace(" ", ""): v for v in VARIANTS}
+    rows = table(
+        config,
+        labels=args.label_counts,
+        draws=args.draws,
+        variants=[names[v] for v in args.variants],
+        out=args.out,
+        log=(lambda line: None) if args.json or args.quiet else print,
+    )
+    if args.out:
+        write_json(os.path.join(args.out, "semi.json"), {"config": config.as_dict(), "rows": rows})
+    if args.json:
+        print(to_json(rows))
 
 
 def main(argv=None):

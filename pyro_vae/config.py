@@ -11,10 +11,11 @@ from .data import BINARIZATIONS, is_dataset_name
 from .discrete import STRATEGIES
 from .errors import ConfigError, shown
 from .families import FAMILIES
-from .guides import AmortizedGuide, FamilyGuide, LocalGuide
+from .guides import AmortizedGuide, ClassGuide, FamilyGuide, LocalGuide
 from .likelihoods import LIKELIHOODS, make_likelihood
 from .models import (
     VAE,
+    ClassVAE,
     ConditionalPrior,
     HierarchicalPrior,
     LabelCondition,
@@ -25,7 +26,9 @@ from .objectives import IWAE
 from .program import Program
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": IWAE}
-MODELS = ("vae", "hierarchical", "FILE.py[:NAME]")
+MODELS = ("vae", "hierarchical", "m2", "gmvae", "FILE.py[:NAME]")
+#: The built-in models with a discrete class latent (:class:`~pyro_vae.models.ClassVAE`).
+CLASS_MODELS = ("m2", "gmvae")
 MAX_SEED = 2**32 - 1
 # The largest size or count a setting takes: torch indexes with 64-bit integers, but no size
 # beyond this fits any machine, and a count beyond it never ends.
@@ -71,6 +74,10 @@ class Config:
     # How discrete latent sites are trained (pyro_vae.discrete.STRATEGIES); None: enumerate
     # where their supports are finite and small, score otherwise.
     discrete: Optional[str] = None
+    # The semi-supervised M2: labelled training images (balanced over the classes, chosen by the
+    # seed) and the weight of its classification term (Kingma et al.'s alpha; 0: none).
+    labels: Optional[int] = None
+    alpha: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.hidden_dims, list):  # as JSON gives it back
@@ -98,15 +105,29 @@ class Config:
                 raise ConfigError(
                     f"unknown {name} {shown(getattr(self, name))}; choose one of {', '.join(choices)}"
                 )
+        if self.labels is not None:
+            _check_positive_int("labels", self.labels)
+        if (self.model == "m2") != (self.labels is not None):
+            raise ConfigError(
+                "--labels N is the number of labelled images of --model m2 (the semi-supervised "
+                "VAE), which needs it"
+            )
+        if self.alpha == "kingma":  # Kingma et al.'s 0.1 N, N the training set's size
+            pass
+        elif not _positive_number(self.alpha) and self.alpha != 0:
+            raise ConfigError(f"alpha must be a number >= 0, got {shown(self.alpha)}")
+        if self.alpha and self.model != "m2":
+            raise ConfigError("alpha weighs the classification term of --model m2")
         if self.discrete is not None and (
             not isinstance(self.discrete, str) or self.discrete not in STRATEGIES
         ):
             raise ConfigError(
                 f"unknown discrete {shown(self.discrete)}; choose one of {', '.join(STRATEGIES)}"
             )
-        if self.model not in MODELS[:2] and not _is_model_file(self.model):
+        if self.model not in MODELS[:-1] and not _is_model_file(self.model):
             raise ConfigError(
-                f"unknown model {shown(self.model)}; choose vae, hierarchical, FILE.py, FILE.py:NAME or "
+                f"unknown model {shown(self.model)}; choose vae, hierarchical, m2, gmvae, FILE.py, "
+                "FILE.py:NAME or "
                 "FILE.py:MODEL,GUIDE"
             )
         for name in (
@@ -275,7 +296,10 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
     if config.condition == "label":
         _check_positive_int("num_classes", num_classes)
     owner = None
-    if _is_model_file(config.model):
+    if config.model in CLASS_MODELS:
+        _check_positive_int("num_classes", num_classes)
+        model, guide = build_class_vae(config, x_shape, num_classes, train_size)
+    elif _is_model_file(config.model):
         from .modelfile import build_from_file
 
         model, guide, owner = build_from_file(config, x_shape, num_classes)
@@ -301,7 +325,37 @@ def example_batch(config, x_shape, num_classes=10, n=4):
     x = torch.bernoulli(torch.full((n, *x_shape), 0.5), generator=generator)
     if config.condition.startswith("quadrants:"):
         return x, x
+    if config.model in CLASS_MODELS:  # as evaluation sees them: no label given
+        return x, torch.full((n,), -1)
     return x, torch.randint(0, num_classes, (n,), generator=generator)
+
+
+def build_class_vae(config, x_shape, num_classes=10, train_size=None):
+    """The M2 or Gaussian-mixture model and its guide (:class:`~pyro_vae.models.ClassVAE`,
+    :class:`~pyro_vae.guides.ClassGuide`), before the door. ``alpha="kingma"`` is
+    ``0.1 * train_size``."""
+    x_shape = tuple(x_shape)
+    alpha = config.alpha
+    if alpha == "kingma":
+        alpha = 0.1 * (train_size or 1)
+    mixture = config.model == "gmvae"
+    likelihood = make_likelihood(config.likelihood, x_shape, config.sigma)
+    c_dim = 0 if mixture else num_classes
+    encoder, decoder = make_networks(
+        config.net, x_shape, config.z_dim, config.hidden_dims, num_classes, likelihood.outputs
+    )
+    if c_dim == 0:  # the mixture's decoder reads z alone
+        _, decoder = make_networks(
+            config.net, x_shape, config.z_dim, config.hidden_dims, 0, likelihood.outputs
+        )
+    classifier = torch.nn.Sequential(
+        torch.nn.Flatten(-len(x_shape)),
+        make_fc([math.prod(x_shape), *config.hidden_dims, num_classes]),
+    )
+    model = ClassVAE(
+        decoder, config.z_dim, x_shape, num_classes, likelihood, classifier, alpha, mixture
+    )
+    return model, ClassGuide(classifier, encoder, num_classes)
 
 
 def build_vae(config, x_shape, num_classes=10):

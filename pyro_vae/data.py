@@ -88,6 +88,10 @@ class Data:
     test_y: torch.Tensor
     y_is_x: bool = False
     class_names: Optional[tuple] = None  # label -> name (None: the labels are the names)
+    # Semi-supervised and unsupervised class models: which training labels the model may see
+    # (None: all). With a mask, every image scored is unlabelled (y = -1) and a training
+    # minibatch shows the labels of the masked-in images only.
+    labelled: Optional[torch.Tensor] = None
 
     @property
     def x_shape(self):
@@ -103,6 +107,8 @@ class Data:
 
     def model_y(self, x, labels):
         """What the model is conditioned on for images ``x`` with ``labels``."""
+        if self.labelled is not None:
+            return torch.full_like(labels, -1)
         return x if self.y_is_x else labels
 
     def batches(self, batch_size, generator=None, order=None, start=0):
@@ -124,6 +130,8 @@ class Data:
         x = self.train_x[idx]
         if self.binarize == "dynamic":
             x = torch.bernoulli(x, generator=generator)
+        if self.labelled is not None:
+            return x, torch.where(self.labelled[idx], self.train_y[idx], -1), idx
         return x, self.model_y(x, self.train_y[idx]), idx
 
     def select_classes(self, classes, keep=True):
@@ -158,6 +166,27 @@ class Data:
                 x = binarize_once(x, STATIC_TRAIN_SEED)
             return x, self.train_y
         raise DataError(f"unknown split {shown(name)}; choose 'train' or 'test'")
+
+
+def balanced_labels(labels, n, seed=0):
+    """A mask over ``labels`` that keeps ``n`` of them, as equal a number per class as ``n``
+    allows (the first ``n % K`` classes get one more), chosen by ``seed``: the labelled set of a
+    semi-supervised run."""
+    classes = torch.unique(labels)
+    if n < len(classes) or n > len(labels):
+        raise DataError(
+            f"labels must be from {len(classes)} (one per class) to {len(labels)} (the training "
+            f"set), got {n}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for i, c in enumerate(classes):
+        members = torch.nonzero(labels == c).squeeze(-1)
+        take = n // len(classes) + (1 if i < n % len(classes) else 0)
+        if take > len(members):
+            raise DataError(f"class {int(c)} has {len(members)} training images, fewer than {take}")
+        mask[members[torch.randperm(len(members), generator=g)[:take]]] = True
+    return mask
 
 
 def is_dataset_name(name):

@@ -452,3 +452,47 @@ class _FamilySwap(Messenger):
         extra = family.amortized_extra(flat_loc, flat_log_scale)
         msg["fn"] = family.site_dist(loc, log_scale, extra, event_dims)
         self.parts[msg["name"]] = (flat_loc, flat_log_scale, extra)
+
+
+#: A labelled image's q(y|x): logit 0 on its label, this on the others (mass exp(-30) each).
+LABEL_LOGIT = -30.0
+
+
+class ClassGuide(Guide):
+    """The guide of :class:`~pyro_vae.models.ClassVAE` (M2 and the mixture VAE)::
+
+        y ~ OneHotCategorical(softmax(cls(x)))    # the classifier q(y|x)
+        z ~ Normal(enc(x, y))                     # the style given the class
+
+    For a labelled image (``y >= 0``) q(y|x) is the point mass on its label (up to
+    ``exp(LABEL_LOGIT)`` on each other class, which keeps every estimator's log-densities finite),
+    so the ELBO is Kingma et al.'s labelled bound ``L(x, y)`` for it.
+
+    :param classifier: a network from images to ``K`` logits.
+    :param encoder: a network ``encoder(x, c)`` returning ``(loc, scale)`` of z.
+    :param int num_classes: K.
+    """
+
+    def __init__(self, classifier, encoder, num_classes):
+        super().__init__()
+        self.classifier = classifier
+        self.encoder = encoder
+        self.num_classes = num_classes
+
+    def y_logits(self, x, y=None):
+        logits = self.classifier(x)
+        if y is None:
+            return logits
+        labelled = (y >= 0)[:, None]
+        onehot = nn.functional.one_hot(y.clamp(min=0).long(), self.num_classes).to(logits)
+        return torch.where(labelled, LABEL_LOGIT * (1 - onehot), logits)
+
+    def forward(self, x, y=None, idx=None, size=None):
+        with data_plate(x, idx, size):
+            c = pyro.sample("y", dist.OneHotCategorical(logits=self.y_logits(x, y)))
+            return pyro.sample("z", dist.Normal(*self.encoder(x, c)).to_event(1))
+
+    @torch.no_grad()
+    def classify(self, x):
+        """The most probable class under q(y|x) for each image, ``(N,)``."""
+        return self.classifier(x).argmax(-1)

@@ -217,3 +217,85 @@ class VAE(PyroModule):
             with poutine.scale(scale=self.z_scale):
                 z = pyro.sample("z", self.z_dist(y))
             return pyro.sample("x", self.x_dist(z, y), obs=x)
+
+
+class ClassVAE(PyroModule):
+    """A VAE with a discrete class latent: the semi-supervised M2 of Kingma, Rezende, Mohamed &
+    Welling (2014), and with ``mixture=True`` the Gaussian-mixture VAE (Dilokthanakul et al. 2016;
+    Jiang et al. 2017), whose cluster is never observed::
+
+        y ~ OneHotCategorical(1/K)      # the class; observed for labelled images
+        z ~ Normal(0, I)                # M2: the style, independent of the class
+          | Normal(loc[y], scale[y])    # mixture: one Gaussian bump per cluster
+        x ~ likelihood(dec(z, y))       # M2: the decoder reads both
+          | likelihood(dec(z))          # mixture: the cluster reaches x only through z
+
+    ``y`` is the minibatch's labels with ``-1`` for an unlabelled image (``None``: all
+    unlabelled). ``y`` is a latent site for every image; a labelled image's guide puts its mass on
+    the label (:class:`~pyro_vae.guides.ClassGuide`), so its ELBO is the labelled bound
+    ``L(x, y)`` and an unlabelled image's the bound ``U(x)`` with ``y`` summed or sampled
+    (:mod:`pyro_vae.discrete`). With ``alpha > 0`` a labelled image adds Kingma et al.'s
+    classification term ``alpha * log q(y|x)`` (their alpha = 0.1 N), a factor in the model so
+    that q(y|x) learns from the labels directly.
+
+    :param decoder: a network ``decoder(z, c)`` as :class:`VAE`'s (``c``: the one-hot class for
+        M2, ``None`` for the mixture).
+    :param int z_dim: latent dimension.
+    :param tuple x_shape: shape of one image.
+    :param int num_classes: K.
+    :param likelihood: a likelihood from :mod:`pyro_vae.likelihoods`.
+    :param classifier: q(y|x)'s network (shared with the guide) for the ``alpha`` term.
+    :param float alpha: weight of the classification term (0: none).
+    :param bool mixture: the Gaussian-mixture prior instead of M2's.
+    """
+
+    def __init__(
+        self,
+        decoder,
+        z_dim,
+        x_shape,
+        num_classes,
+        likelihood=None,
+        classifier=None,
+        alpha=0.0,
+        mixture=False,
+    ):
+        super().__init__()
+        self.decoder = decoder
+        self.z_dim, self.x_shape, self.num_classes = z_dim, tuple(x_shape), num_classes
+        self.likelihood = likelihood if likelihood is not None else Bernoulli()
+        self.classifier = classifier
+        self.alpha, self.mixture = alpha, mixture
+        if mixture:
+            # spread the bumps out so they do not all start on top of each other
+            g = torch.Generator().manual_seed(0)
+            self.locs = torch.nn.Parameter(2.0 * torch.randn(num_classes, z_dim, generator=g))
+            self.log_scales = torch.nn.Parameter(torch.zeros(num_classes, z_dim))
+        self.register_buffer("logits", torch.zeros(num_classes))
+
+    def y_dist(self):
+        return dist.OneHotCategorical(logits=self.logits)
+
+    def z_dist(self, y):
+        if self.mixture:
+            return dist.Normal(y @ self.locs, (y @ self.log_scales).exp()).to_event(1)
+        loc = self.logits.new_zeros(self.z_dim)
+        return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
+
+    def x_dist(self, z, y):
+        fn = self.likelihood(self.decoder(z, None if self.mixture else y))
+        return fn.to_event(len(self.x_shape))
+
+    def forward(self, x=None, y=None, idx=None, size=None):
+        if x is not None and self.likelihood.binary and dist.is_validation_enabled():
+            check_binary(x)
+        with data_plate(x, idx, size):
+            c = pyro.sample("y", self.y_dist())
+            z = pyro.sample("z", self.z_dist(c))
+            out = pyro.sample("x", self.x_dist(z, c), obs=x)
+            if self.alpha and x is not None and y is not None and (y >= 0).any():
+                labelled = y >= 0
+                log_q = self.classifier(x).log_softmax(-1)
+                log_q = log_q.gather(-1, y.clamp(min=0).long()[:, None]).squeeze(-1)
+                pyro.factor("classify", self.alpha * log_q * labelled)
+            return out

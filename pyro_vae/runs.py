@@ -27,8 +27,8 @@ from .checkpoints import (
     remove_stray_temporaries,
     write_json,
 )
-from .config import MAX_COUNT, Config, build, check_seed
-from .data import as_images, as_numbers, load_dataset
+from .config import CLASS_MODELS, MAX_COUNT, Config, _is_model_file, build, check_seed
+from .data import as_images, as_numbers, balanced_labels, load_dataset
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -344,7 +344,7 @@ def read_config(file):
 
 def _training_data(config):
     data = load_run_data(config)
-    built_in = config.model in ("vae", "hierarchical")  # a model file has its own likelihood
+    built_in = not _is_model_file(config.model)  # a model file has its own likelihood
     if built_in and config.likelihood == "bernoulli" and not data.binary:
         raise DataError(
             f"{config.dataset} with --binarize none has grayscale pixels, but the Bernoulli "
@@ -464,6 +464,11 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
 
         metrics.update(completion.report(run, data, quiet))
         metrics["figures"].append("inpainting.png")
+    if config.model in CLASS_MODELS:
+        from . import semi
+
+        metrics.update(semi.report(run, data))
+        metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
     metrics["total_seconds"] = round(time.perf_counter() - start, 2)
     write_json(os.path.join(out, "metrics.json"), metrics)
     return run, metrics
@@ -515,6 +520,12 @@ def load_run_data(config):
         exclude_classes=config.exclude_classes,
     )
     data.y_is_x = config.condition.startswith("quadrants:")
+    if config.model in CLASS_MODELS:  # M2 sees the labels of a chosen few; the mixture, none
+        data.labelled = (
+            balanced_labels(data.train_y, config.labels, config.seed)
+            if config.labels is not None
+            else torch.zeros(len(data.train_y), dtype=torch.bool)
+        )
     return data
 
 

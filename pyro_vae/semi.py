@@ -1,0 +1,173 @@
+"""Semi-supervised and unsupervised learning with a discrete class latent.
+
+- :func:`report`: what ``pyro-vae train --model m2`` (or ``gmvae``) adds to a run's metrics:
+  the test accuracy of q(y|x) (for the mixture: the cluster accuracy, clusters matched one-to-one
+  to labels), and the analogies figure (Kingma et al. 2014, figure 1: the style z of a few test
+  images decoded under every class).
+- :func:`baseline_classifier`: q(y|x)'s network trained on the labelled images alone, the
+  baseline M2 must beat.
+- :func:`table`: Pyro's semi-supervised tutorial's table 1 layout, test accuracy per number of
+  labels and :data:`VARIANTS` (score function, enumeration, enumeration with the classification
+  term, the baseline), mean and 95% interval over draws of the labelled set (``pyro-vae semi``).
+"""
+
+import math
+import os
+from dataclasses import replace
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import t as student_t
+from torch.nn import functional as F
+
+from . import plots
+from .errors import ConfigError
+
+
+@torch.no_grad()
+def predictions(run, x):
+    """The most probable class of q(y|x) for each image ``(N,)``."""
+    return run.guide.classify(run._images(x))
+
+
+def cluster_accuracy(predicted, labels):
+    """The accuracy of ``predicted`` clusters under the one-to-one matching of clusters to
+    labels that maximizes it (the Hungarian method, ``linear_sum_assignment``)."""
+    k = int(max(predicted.max(), labels.max())) + 1
+    counts = torch.zeros(k, k)
+    counts.index_put_((predicted.long(), labels.long()), torch.ones(len(labels)), accumulate=True)
+    rows, cols = linear_sum_assignment(-counts.numpy())
+    return counts[rows, cols].sum().item() / len(labels)
+
+
+def report(run, data):
+    """The class model's numbers on the test split, and its figure in the run directory."""
+    predicted = predictions(run, data.test_x)
+    if run.config.model == "gmvae":
+        out = {"test_cluster_accuracy": round(cluster_accuracy(predicted, data.test_y), 4)}
+        clusters(run, os.path.join(run.path, "clusters.png"))
+        return out
+    accuracy = (predicted == data.test_y).float().mean().item()
+    analogies(run, data.test_x[:8], os.path.join(run.path, "analogies.png"))
+    return {"test_accuracy": round(accuracy, 4), "labels": run.config.labels}
+
+
+@torch.no_grad()
+def analogies(run, x, path):
+    """Each row: a test image, then its style z (the mean of q(z | x, y) at q's class) decoded
+    under every class y = 0, 1, ..., K - 1."""
+    x = run._images(x)
+    k = run.num_classes
+    c = F.one_hot(predictions(run, x), k).float()
+    z, _ = run.guide.encoder(x, c)
+    n = x.shape[0]
+    decoded = run.model.x_dist(z.repeat_interleave(k, 0), torch.eye(k).repeat(n, 1)).mean
+    rows = torch.cat([x[:, None], decoded.reshape(n, k, *x.shape[1:])], 1)
+    plots.image_grid(
+        rows.reshape(-1, *x.shape[1:]),
+        path,
+        title=f"analogies: a test image (left), its style z decoded under y = 0 ... {k - 1}",
+        nrow=k + 1,
+    )
+
+
+@torch.no_grad()
+def clusters(run, path, per_cluster=10):
+    """Each row: images decoded from z drawn in one cluster's bump of the mixture prior."""
+    model, k = run.model, run.num_classes
+    c = torch.eye(k).repeat_interleave(per_cluster, 0)
+    g = torch.Generator().manual_seed(0)
+    z = model.z_dist(c).base_dist
+    z = z.loc + z.scale * torch.randn(z.loc.shape, generator=g)
+    images = model.x_dist(z, c).mean
+    plots.image_grid(images, path, title="one row per cluster: z ~ p(z | cluster)")
+
+
+def baseline_classifier(data, hidden_dims, epochs=100, lr=1e-3, seed=0):
+    """q(y|x)'s network (:func:`pyro_vae.config.build_class_vae`'s classifier) trained by
+    cross-entropy on ``data``'s labelled training images alone; returns its test accuracy."""
+    from .config import Config, build_class_vae
+
+    torch.manual_seed(seed)
+    config = Config(model="gmvae", hidden_dims=tuple(hidden_dims))
+    net = build_class_vae(config, data.x_shape, data.num_classes)[1].classifier
+    x, y = data.train_x[data.labelled], data.train_y[data.labelled]
+    optim = torch.optim.Adam(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(128):
+            xb = torch.bernoulli(x[idx], generator=g) if data.binarize == "dynamic" else x[idx]
+            loss = F.cross_entropy(net(xb), y[idx])
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    with torch.no_grad():
+        return (net(data.test_x).argmax(-1) == data.test_y).float().mean().item()
+
+
+#: The table's columns: name -> the settings an M2 run of that variant changes (None: the
+#: baseline classifier). ``alpha="kingma"`` is Kingma et al.'s 0.1 N.
+VARIANTS = {
+    "score function": {"discrete": "score"},
+    "enumeration": {"discrete": "enumerate"},
+    "enumeration + aux": {"discrete": "enumerate", "alpha": "kingma"},
+    "baseline": None,
+}
+
+
+def interval(values):
+    """Mean and half-width of the 95% Student-t interval of ``values``."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, student_t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+
+
+def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=None, log=print):
+    """Test accuracy of every variant for every number of labels, over ``draws`` labelled sets
+    (seeds ``config.seed`` to ``config.seed + draws - 1``). Returns the rows as dicts:
+    ``labels``, ``variant``, ``accuracies``, ``mean`` and ``half_width`` (95% interval).
+
+    :param Config config: the M2 settings shared by every run (its ``labels``, ``discrete``,
+        ``alpha`` and ``seed`` are set per cell).
+    :param str out: a folder for the runs (default: a temporary one).
+    """
+    import tempfile
+
+    from .runs import load_run_data, train_run
+
+    variants = list(variants or VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    folder = out or tempfile.mkdtemp(prefix="pyro-vae-semi-")
+    rows = []
+    for n in labels:
+        for variant in variants:
+            accuracies = []
+            for draw in range(draws):
+                settings = VARIANTS[variant]
+                seed = config.seed + draw
+                cell = replace(config, labels=n, seed=seed, alpha=0.0, discrete=None)
+                if settings is None:
+                    data = load_run_data(cell)
+                    accuracies.append(baseline_classifier(data, config.hidden_dims, seed=seed))
+                    continue
+                cell = replace(cell, **settings)
+                path = os.path.join(folder, f"{n}-{variant.replace(' ', '')}-{draw}")
+                _, metrics = train_run(cell, path, overwrite=True, quiet=True)
+                accuracies.append(metrics["test_accuracy"])
+            mean, half = interval(accuracies)
+            rows.append(
+                {
+                    "labels": n,
+                    "variant": variant,
+                    "accuracies": [round(a, 4) for a in accuracies],
+                    "mean": round(mean, 4),
+                    "half_width": round(half, 4),
+                }
+            )
+            log(f"labels {n:5d}  {variant:18s} {mean:.3f} +- {half:.3f}")
+    return rows

@@ -1,0 +1,268 @@
+"""The semi-supervised VAE (M2), the Gaussian-mixture VAE and the semi-supervised table."""
+
+import copy
+import json
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from torch.nn import functional as F
+
+from pyro_vae import Config, build, evaluate, fit, train_run
+from pyro_vae.cli import main
+from pyro_vae.data import Data, balanced_labels, load_dataset
+from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.semi import cluster_accuracy, interval
+from tests.conftest import assert_close
+
+X_SHAPE = (1, 4, 4)
+K = 3
+
+
+def tiny_m2(alpha=0.0, z_dim=1):
+    config = Config(model="m2", labels=K, z_dim=z_dim, hidden_dims=(8,), alpha=alpha)
+    return build(config, X_SHAPE, num_classes=K, train_size=12)
+
+
+def images(n=5, seed=0):
+    return torch.bernoulli(
+        torch.full((n, *X_SHAPE), 0.4), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_m2_log_px_sums_the_class_out_like_brute_force():
+    """log p(x) = log sum_y p(y) int p(z) p(x | y, z) dz, the integral over the 1-D z done on a
+    grid: the enumerated importance-sampled estimate matches it."""
+    model, guide = tiny_m2()
+    x = images()
+    grid = torch.linspace(-10, 10, 4001)
+    dz = grid[1] - grid[0]
+    inner = model.target  # the ClassVAE behind the door
+    per_class = []
+    for y in range(K):
+        c = F.one_hot(torch.tensor(y), K).float().expand(len(grid), 1, K)
+        z = grid[:, None, None].expand(len(grid), 1, 1)
+        with torch.no_grad():
+            log_lik = inner.x_dist(z, c).log_prob(x)  # (grid, N)
+        log_pz = dist.Normal(0.0, 1.0).log_prob(grid)[:, None]
+        per_class.append((log_pz + log_lik).logsumexp(0) + dz.log() - torch.tensor(K).log())
+    exact = torch.stack(per_class).logsumexp(0)
+    pyro.set_rng_seed(0)
+    estimate = evaluate.log_px(model, guide, x, num_samples=30000)
+    assert_close(estimate, exact, atol=0.015, rtol=0)
+
+
+def test_a_labelled_image_scores_its_label_and_the_others_sum_it_out():
+    model, guide = tiny_m2()
+    x = images(4)
+    labelled = torch.tensor([2, -1, 0, -1])
+    trace = poutine.trace(guide).get_trace(x, labelled)
+    q = trace.nodes["y"]["fn"].probs
+    assert_close(q[0], F.one_hot(torch.tensor(2), K).float(), atol=1e-10)
+    assert_close(q[2], F.one_hot(torch.tensor(0), K).float(), atol=1e-10)
+    assert (q[1] < 0.99).all() and (q[3] < 0.99).all()
+    # a labelled image's ELBO is L(x, y) = E_q(z|x,y)[log p(x, y, z) - log q(z|x, y)]
+    pyro.set_rng_seed(0)
+    elbo = evaluate.elbo(model, guide, x, labelled, num_samples=20000)
+    inner, q = model.target, guide.target
+    for i, label in ((0, 2), (2, 0)):
+        c = F.one_hot(torch.tensor([label]), K).float()
+        with torch.no_grad():
+            qz = dist.Normal(*q.encoder(x[i : i + 1], c)).to_event(1)
+            z = qz.sample((20000,))
+            by_hand = (
+                inner.y_dist().log_prob(c)
+                + inner.z_dist(c).log_prob(z)
+                + inner.x_dist(z, c).log_prob(x[i : i + 1])
+                - qz.log_prob(z)
+            ).mean()
+        assert_close(elbo[i], by_hand, atol=0.02, rtol=0)
+    # and log p(x) sums y out whatever the guide's q(y|x): the labels do not change it
+    pyro.set_rng_seed(0)
+    summed = evaluate.log_px(model, guide, x, labelled, num_samples=3000)
+    pyro.set_rng_seed(0)
+    free = evaluate.log_px(model, guide, x, None, num_samples=3000)
+    assert_close(summed, free, atol=1e-4)
+
+
+def test_labelled_and_unlabelled_images_in_a_minibatch_scale_to_the_data_set():
+    """Every term of a minibatch of B from N images is scaled by N / B, whether the image is
+    labelled or not, the classification term included: the minibatch ELBO is unbiased for the
+    data set's (labelled part sum_l L + alpha log q, unlabelled part sum_u U)."""
+    model, guide = tiny_m2(alpha=7.0)
+    x = images(4)
+    y = torch.tensor([1, -1, -1, 0])
+    idx, size = torch.tensor([3, 8, 1, 11]), 12
+    guide_trace = poutine.trace(guide).get_trace(x, y, idx, size)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y, idx, size)
+    for trace, names in ((model_trace, ("y", "z", "x", "classify")), (guide_trace, ("y", "z"))):
+        for name in names:
+            assert trace.nodes[name]["scale"] == pytest.approx(size / 4), name
+    log_q = guide.classifier(x).log_softmax(-1)
+    expected = 7.0 * (log_q[0, 1] + log_q[3, 0])
+    model_trace.compute_log_prob()
+    assert_close(model_trace.nodes["classify"]["log_prob_sum"], size / 4 * expected, 1e-5)
+    # and the full batch, unsubsampled, is not scaled
+    whole = poutine.trace(guide).get_trace(x, y)
+    assert whole.nodes["y"]["scale"] == 1.0
+
+
+def semi_data(n=120, labels=30, seed=0):
+    data = load_dataset("mnist-small")
+    data = Data(
+        "mnist-small",
+        "dynamic",
+        data.train_x[:n],
+        data.train_y[:n],
+        data.test_x[:40],
+        data.test_y[:40],
+    )
+    data.labelled = balanced_labels(data.train_y, labels, seed)
+    return data
+
+
+def test_resume_stays_exact_for_m2():
+    data = semi_data()
+    config = Config(model="m2", labels=30, z_dim=2, hidden_dims=(16,))
+
+    def fresh():
+        pyro.set_rng_seed(0)
+        return build(
+            config, data.x_shape, 10, x=data.test_x[:4], y=torch.full((4,), -1), train_size=120
+        )
+
+    states = []
+    kwargs = dict(epochs=2, batch_size=32, quiet=True, discrete="enumerate", test_samples=0)
+    model, guide = fresh()
+    fit(
+        model,
+        guide,
+        data,
+        checkpoint=lambda s: states.append(copy.deepcopy(s)),
+        checkpoint_every=3,
+        **kwargs,
+    )
+    middle = next(s for s in states if s["step"] == 3)
+    model2, guide2 = fresh()
+    fit(model2, guide2, data, resume_from=middle, **kwargs)
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(guide.state_dict().values(), guide2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_balanced_labels_are_balanced_and_drawn_by_the_seed():
+    labels = torch.arange(10).repeat(30)
+    mask = balanced_labels(labels, 23, seed=1)
+    counts = torch.bincount(labels[mask], minlength=10)
+    assert mask.sum() == 23 and counts.max() - counts.min() <= 1
+    assert not torch.equal(mask, balanced_labels(labels, 23, seed=2))
+    assert torch.equal(mask, balanced_labels(labels, 23, seed=1))
+    with pytest.raises(DataError, match="one per class"):
+        balanced_labels(labels, 5)
+
+
+def test_cluster_accuracy_matches_clusters_to_labels_one_to_one():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert cluster_accuracy(torch.tensor([2, 2, 0, 0, 1, 1]), labels) == 1.0
+    # two clusters cannot both be matched to label 0
+    assert cluster_accuracy(torch.tensor([1, 1, 1, 0, 2, 2]), labels) == pytest.approx(5 / 6)
+
+
+def test_interval_is_the_student_t_95_percent_interval():
+    mean, half = interval([0.5, 0.7, 0.6])
+    assert mean == pytest.approx(0.6)
+    assert half == pytest.approx(4.302653 * 0.1 / 3**0.5, rel=1e-5)
+
+
+def test_m2_settings_are_checked():
+    with pytest.raises(ConfigError, match="--labels"):
+        Config(model="m2")
+    with pytest.raises(ConfigError, match="--labels"):
+        Config(labels=100)
+    with pytest.raises(ConfigError, match="alpha"):
+        Config(alpha=1.0)
+
+
+def test_gmvae_trains_and_reports_its_cluster_accuracy(tmp_path):
+    config = Config(
+        model="gmvae", z_dim=2, hidden_dims=(16,), epochs=1, batch_size=500, log_px_samples=4
+    )
+    run, metrics = train_run(config, str(tmp_path / "gm"), quiet=True)
+    assert 0.1 <= metrics["test_cluster_accuracy"] <= 1
+    assert "clusters.png" in metrics["figures"]
+    assert run.structure.site("y").cardinality == 10 and run.conditioned_on is None
+
+
+def test_train_m2_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "m2"
+    args = [
+        "train",
+        "--model",
+        "m2",
+        "--labels",
+        "100",
+        "--z-dim",
+        "2",
+        "--hidden-dims",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "500",
+        "--log-px-samples",
+        "4",
+        "--quiet",
+        "--alpha",
+        "kingma",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["labels"] == 100
+    assert "analogies.png" in metrics["figures"]
+    assert metrics["test_elbo"] <= metrics["test_log_px"] + 0.5
+    assert json.loads((out / "config.json").read_text())["alpha"] == "kingma"
+    from pyro_vae import load_run
+
+    run = load_run(str(out))  # builds the same program back: y summed out, no label needed
+    assert run.log_px(run.sample(2, seed=0).round(), num_samples=4).shape == (2,)
+
+
+def test_m2_without_labels_is_one_line(tmp_path, capsys):
+    assert main(["train", "--model", "m2", "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-vae: error:") and "--labels" in err and len(err.splitlines()) == 1
+
+
+def test_the_semi_table_at_smoke_size(tmp_path, capsys):
+    args = [
+        "semi",
+        "--label-counts",
+        "20",
+        "--draws",
+        "2",
+        "--variants",
+        "enumeration+aux,baseline",
+        "--z-dim",
+        "2",
+        "--hidden-dims",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "500",
+        "--log-px-samples",
+        "2",
+        "--json",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["variant"] for r in rows] == ["enumeration + aux", "baseline"]
+    assert all(len(r["accuracies"]) == 2 and 0 <= r["mean"] <= 1 for r in rows)
+    assert json.loads((tmp_path / "semi.json").read_text())["rows"] == rows
