@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 import pyro_vae
 from pyro_vae.program import ParamScope
+from pyro_vae.traced import TracedLoss
 from pyro_vae.train import Schedule, adam
 
 # With CI set (the test suite's smoke run) the sizes are tiny: the numbers then mean nothing.
@@ -51,11 +52,13 @@ def batch(size):
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(0))
 
 
-def pyro_vae_step(config, x):
-    """pyro_vae's training step, built as :func:`pyro_vae.fit` builds it."""
+def pyro_vae_step(config, x, eager=False):
+    """pyro_vae's training step, built as :func:`pyro_vae.fit` builds it: the ELBO's recorded
+    loss (:class:`~pyro_vae.traced.TracedLoss`), or with ``eager`` Pyro's eager step (what fit
+    falls back to)."""
     model, guide = pyro_vae.build(config, x.shape[1:])
     loss_fn = config.make_elbo()(model, guide)
-    schedule = Schedule(loss_fn, config.lr)
+    schedule = Schedule(loss_fn, config.lr, traced=None if eager else TracedLoss(loss_fn))
     idx = torch.arange(x.shape[0])
     return (lambda: schedule(x, None, idx, N, 1, 1)), model, guide
 

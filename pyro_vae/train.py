@@ -11,6 +11,7 @@ permutation, every random number generator), and ``resume_from`` takes it back.
 
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -36,6 +37,7 @@ from .errors import (
 from .guides import LocalGuide
 from .program import as_program
 from .resources import is_out_of_memory
+from .traced import NotTraceable, lean_loss
 
 # What a training state holds besides the model's and guide's state_dicts.
 STATE_KEYS = (
@@ -100,9 +102,17 @@ def fit(
     minibatch, ``e_steps`` steps on the guide's parameters with the model held fixed (E), then one
     step on the model's parameters with the guide held fixed (M).
 
-    A non-finite loss, gradient or parameter stops training with a
-    :class:`~pyro_vae.errors.DivergenceError` naming the epoch and step; no checkpoint is taken
-    after it, so the last one stays good.
+    Each step's loss is a recording of the ELBO's tensor operations, replayed on every minibatch
+    (:class:`~pyro_vae.traced.TracedLoss`: the same losses and gradients as Pyro's eager step,
+    bit for bit, without its per-step Python); where that cannot apply, the eager Pyro step runs,
+    with a one-line notice saying why (unless ``quiet``).
+
+    A non-finite loss or parameter stops training with a :class:`~pyro_vae.errors.DivergenceError`
+    naming the epoch and step: the loss is checked every step, the parameters whenever the loss
+    is not finite, at every checkpoint and at the end of every epoch (a non-finite gradient
+    makes them so). No checkpoint is taken after it, so the last one stays good. With
+    ``clip_grad``, or on the eager step, the gradient is checked every step too, before the
+    update.
 
     Resuming::
 
@@ -152,7 +162,8 @@ def fit(
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
     start_epoch = getattr(elbo, "start_epoch", None)
-    schedule = Schedule(loss_fn, lr, lr_decay, clip_grad, e_steps)
+    traced = lean_loss(loss_fn, model, data, notify=None if quiet else _notify)
+    schedule = Schedule(loss_fn, lr, lr_decay, clip_grad, e_steps, traced=traced)
     generator = torch.Generator()
     if resume_from is None:
         pyro.set_rng_seed(seed)
@@ -204,6 +215,8 @@ def fit(
                 on_epoch(epoch)
             if start_epoch is not None:  # a discrete strategy's schedule (the temperature)
                 start_epoch(epoch)
+            if traced is not None and (on_epoch, start_epoch) != (None, None):
+                traced.reset()  # the hooks may change what the program computes
             model.train(), guide.train()
             if done_steps == 0:
                 order, total = torch.randperm(n, generator=generator), 0.0
@@ -218,6 +231,7 @@ def fit(
                 if every and done % every == 0 and step < steps_per_epoch:
                     save(epoch, step, order, total)
             done_steps = 0
+            schedule.check_parameters(epoch, steps_per_epoch)
             schedule.end_epoch()
             history.epoch.append(epoch)
             history.train_elbo.append(-total / n)
@@ -340,8 +354,7 @@ def training_state(
     ``total`` the epoch's loss so far. A parameter that overflowed in the last step raises
     :class:`DivergenceError` instead, so it never replaces the last good checkpoint.
     """
-    if not all(torch.isfinite(p).all() for p in schedule.params):
-        _diverged("the parameters", "non-finite", epoch, step)
+    schedule.check_parameters(epoch, step)
     state = {
         "model": model.state_dict(),
         "guide": guide.state_dict(),
@@ -373,14 +386,18 @@ class Schedule:
     averages them over the processes).
 
     :param loss_fn: the ELBO as a loss module, ``elbo(model, guide)``.
+    :param traced: its recording (a :class:`~pyro_vae.traced.TracedLoss`), or ``None`` for the
+        eager Pyro step.
     """
 
-    def __init__(self, loss_fn, lr, lr_decay=1.0, clip_grad=None, e_steps=0, backward=None):
+    def __init__(
+        self, loss_fn, lr, lr_decay=1.0, clip_grad=None, e_steps=0, backward=None, traced=None
+    ):
         max_norm = float("inf") if clip_grad is None else float(clip_grad)
 
         def step(module):
             params = [p for p in module.parameters() if p.requires_grad]
-            return _Step(loss_fn, params, lr, lr_decay, max_norm, backward)
+            return _Step(loss_fn, params, lr, lr_decay, max_norm, backward, traced)
 
         self.e_steps = e_steps
         self.loss_fn = loss_fn
@@ -398,6 +415,11 @@ class Schedule:
         for _ in range(self.e_steps):
             self.e_step(x, y, idx, n, epoch, step)
         return self.step(x, y, idx, n, epoch, step)
+
+    def check_parameters(self, epoch, step):
+        """Refuse non-finite parameters (a non-finite gradient makes them so)."""
+        if not all(torch.isfinite(p).all() for p in self.params):
+            _diverged("the parameters", "non-finite", epoch, step)
 
     def end_epoch(self):
         """Decay the learning rates."""
@@ -420,10 +442,24 @@ class _Step:
     The learning rate decays by ``lr_decay`` each time ``scheduler.step()`` is called (per epoch);
     the gradient is clipped to ``max_norm`` (``inf``: only checked for being finite).
     ``backward`` replaces ``loss.backward()`` with a collective one (see :class:`Schedule`).
+    ``traced`` is the loss's recording (:class:`~pyro_vae.traced.TracedLoss`), used until it
+    says it cannot apply. With it, only the loss is checked every step (and the parameters when
+    it is not finite); the gradient only when it is clipped anyway, since its norm costs as much
+    as a tenth of a small network's step.
     """
 
-    def __init__(self, loss_fn, params, lr, lr_decay=1.0, max_norm=float("inf"), backward=None):
+    def __init__(
+        self,
+        loss_fn,
+        params,
+        lr,
+        lr_decay=1.0,
+        max_norm=float("inf"),
+        backward=None,
+        traced=None,
+    ):
         self.loss_fn, self.params, self.max_norm = loss_fn, params, max_norm
+        self.traced = traced
         self.collective = backward is not None
         self.backward = backward if backward is not None else torch.Tensor.backward
         # Every parameter's gradient is cleared, so a frozen half never accumulates any.
@@ -432,8 +468,10 @@ class _Step:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, lr_decay)
 
     def __call__(self, x, y, idx, n, epoch, step):
+        lean = self.traced is not None and self.traced.failed is None
         try:
-            loss = self.loss_fn(x, y, idx, n)
+            loss = self._loss(x, y, idx, n) if lean else self.loss_fn(x, y, idx, n)
+            lean = lean and self.traced.failed is None
         except PyroVAEError:
             raise
         except Exception as e:
@@ -447,6 +485,9 @@ class _Step:
                 f"{x.shape[0]} images): {program_error_line(e)}"
             ) from None
         value = loss.item()
+        if not math.isfinite(value) and lean:  # Pyro's validation would name the parameters
+            if not all(torch.isfinite(p).all() for p in self.params):
+                _diverged("the parameters", "non-finite", epoch, step)
         if not math.isfinite(value) and not self.collective:
             _diverged("the ELBO", value, epoch, step)
         for p in self.all_params:
@@ -456,11 +497,20 @@ class _Step:
             # Only now under data parallelism: every process must reach the backward pass, whose
             # all-reduce the others wait on; their averaged gradient is non-finite, so all stop.
             _diverged("the ELBO", value, epoch, step)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
-        if not torch.isfinite(grad_norm):
-            _diverged("the gradient norm", grad_norm.item(), epoch, step)
+        if not lean or math.isfinite(self.max_norm):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+            if not torch.isfinite(grad_norm):
+                _diverged("the gradient norm", grad_norm.item(), epoch, step)
         self.optimizer.step()
         return value
+
+    def _loss(self, x, y, idx, n):
+        """The recorded loss, or the eager one from the first minibatch it cannot apply to."""
+        try:
+            return self.traced(x, y, idx, n)
+        except NotTraceable as e:
+            self.traced.give_up(str(e))
+            return self.loss_fn(x, y, idx, n)
 
     def state_dict(self):
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
@@ -480,6 +530,10 @@ def adam(params, lr):
     params = list(params)
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
+def _notify(line):
+    print(f"pyro_vae: training with the eager Pyro step: {line}", file=sys.stderr, flush=True)
 
 
 def _diverged(what, value, epoch, step):

@@ -1,0 +1,251 @@
+"""The recorded loss (pyro_vae.traced) against Pyro's eager step: the same losses, gradients,
+buffer updates and random draws for every model variant, guide and ELBO pyro_vae trains, and the
+eager step, with a notice, wherever a recording cannot be trusted."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyro_vae.config import CONDITIONS, ELBOS, Config, build
+from pyro_vae.data import Data, load_dataset
+from pyro_vae.errors import DataError, DivergenceError
+from pyro_vae.guides import DeltaGuide, LocalGuide
+from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.nets import NETS
+from pyro_vae.traced import NotTraceable, TracedLoss, lean_loss
+from pyro_vae.train import fit
+from tests.conftest import assert_close
+from tests.test_program import STYLES, X_SHAPE, build_style, tiny_data
+
+N = 60_000  # the data set size the minibatch's loss is scaled to
+
+# One change at a time from the default model, drawn from the registries the CLI offers.
+VARIANTS = {
+    "vae": {},
+    **{f"likelihood={name}": {"likelihood": name} for name in LIKELIHOODS[1:]},
+    **{f"net={name}": {"net": name, "hidden_dims": (4, 8)} for name in NETS if name != "mlp"},
+    **{f"condition={name}": {"condition": name} for name in CONDITIONS[1:]},
+    "learned prior": {"condition": "label", "learned_prior": True},
+    "hierarchical": {"model": "hierarchical"},
+    "beta": {"beta": 0.5},
+}
+CASES = [
+    pytest.param(variant, elbo, particles, id=f"{variant}-{elbo}-{particles}")
+    for variant in VARIANTS
+    for elbo in ELBOS
+    for particles in ((1, 3) if variant == "vae" else (1,))
+    if not (variant == "hierarchical" and elbo == "meanfield")
+]
+GUIDES = {
+    "amortized": lambda model, guide, n: guide,
+    "local": lambda model, guide, n: LocalGuide(n, structure=model.structure),
+    "delta(amortized)": lambda model, guide, n: DeltaGuide(guide),
+    "delta(local)": lambda model, guide, n: DeltaGuide(LocalGuide(n, structure=model.structure)),
+}
+
+
+@pytest.fixture(scope="module")
+def images():
+    data = load_dataset("mnist-small", binarize="none")
+    x = torch.bernoulli(data.train_x[:8], generator=torch.Generator().manual_seed(0))
+    return x, data.train_y[:8]
+
+
+def condition(config, x, labels):
+    if config.condition.startswith("quadrants:"):
+        return x
+    return labels if config.condition == "label" else None
+
+
+def assert_same_step(model, guide, elbo, x, y, n=N):
+    """The recorded loss and the eager one, from the same random state: the same value, the same
+    gradients and buffer updates bit for bit, the same random numbers drawn; on the recording
+    call and on a replay with other parameters and other random numbers."""
+    loss_fn = elbo(model, guide)
+    traced = TracedLoss(loss_fn)
+    idx = torch.arange(x.shape[0])
+    params = [p for p in loss_fn.parameters() if p.requires_grad]
+    buffers = list(loss_fn.buffers())
+    for seed, call in enumerate(("record", "replay")):
+        if call == "replay":
+            with torch.no_grad():
+                for p in params:
+                    p.add_(0.05 * torch.randn_like(p))
+        before = [b.clone() for b in buffers]
+        torch.manual_seed(seed)
+        eager = loss_fn(x, y, idx, n)
+        eager_grads = torch.autograd.grad(eager, params, allow_unused=True)
+        eager_buffers, rng = [b.clone() for b in buffers], torch.get_rng_state()
+        for b, value in zip(buffers, before):
+            b.copy_(value)
+        torch.manual_seed(seed)
+        lean = traced(x, y, idx, n)
+        lean_grads = torch.autograd.grad(lean, params, allow_unused=True)
+        assert torch.equal(torch.get_rng_state(), rng), call
+        assert_close(lean, eager, rtol=1e-6, atol=0, msg=call)
+        for name, a, b in zip(map(str, range(len(params))), lean_grads, eager_grads):
+            assert (a is None and b is None) or torch.equal(a, b), (call, name)
+        for a, b in zip(buffers, eager_buffers):
+            assert torch.equal(a, b), call
+
+
+@pytest.mark.parametrize("variant, elbo, particles", CASES)
+def test_every_model_variant_and_elbo_records_the_eager_step(variant, elbo, particles, images):
+    x, labels = images
+    config = Config(z_dim=4, hidden_dims=(16,), elbo=elbo, num_particles=particles)
+    for key, value in VARIANTS[variant].items():
+        setattr(config, key, value)
+    config.validate()
+    model, guide = build(config, x.shape[1:])
+    model.train(), guide.train()
+    assert_same_step(model, guide, config.make_elbo(), x, condition(config, x, labels))
+
+
+@pytest.mark.parametrize("elbo", ELBOS)
+@pytest.mark.parametrize("family", GUIDES)
+def test_every_guide_records_the_eager_step(family, elbo, images):
+    x, _ = images
+    config = Config(z_dim=4, hidden_dims=(16,), elbo=elbo)
+    model, guide = build(config, x.shape[1:])
+    guide = GUIDES[family](model, guide, N)
+    assert_same_step(model, guide, config.make_elbo(), x, None)
+
+
+@pytest.mark.parametrize("elbo", ELBOS)
+@pytest.mark.parametrize("style", STYLES)
+def test_every_model_file_style_records_the_eager_step(style, elbo, tmp_path):
+    model, guide = build_style(tmp_path, style)
+    x = tiny_data().train_x[:8]
+    assert_same_step(model, guide, Config(elbo=elbo).make_elbo(), x, None, n=48)
+
+
+def _tiny(n=256, binarize="dynamic"):
+    data = load_dataset("mnist-small", binarize=binarize)
+    return Data(
+        "tiny", binarize, data.train_x[:n], data.train_y[:n], data.test_x[:64], data.test_y[:64]
+    )
+
+
+def _fit(data, eager=False, monkeypatch=None, **kwargs):
+    if eager:
+        monkeypatch.setattr("pyro_vae.train.lean_loss", lambda *args, **kw: None)
+    pyro.set_rng_seed(7)
+    model, guide = build(Config(z_dim=4, hidden_dims=(32,)), data.x_shape)
+    history = fit(model, guide, data, epochs=2, batch_size=100, quiet=True, seed=7, **kwargs)
+    monkeypatch.undo()
+    return model, history
+
+
+@pytest.mark.parametrize("elbo", [None, Trace_ELBO()], ids=["default", "trace"])
+def test_fit_takes_the_eager_steps_with_the_recorded_loss(elbo, monkeypatch):
+    data = _tiny()  # 100, 100, 56 images: two minibatch shapes
+    model, history = _fit(data, elbo=elbo, monkeypatch=monkeypatch)
+    eager_model, eager_history = _fit(data, True, monkeypatch, elbo=elbo)
+    for a, b in zip(model.state_dict().values(), eager_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert_close(history.train_elbo, eager_history.train_elbo, rtol=1e-6)
+    assert history.test_elbo == eager_history.test_elbo
+
+
+def test_a_per_epoch_hook_is_recorded_afresh(monkeypatch):
+    from pyro_vae.objectives import kl_warmup
+
+    data = _tiny()
+    runs = []
+    for eager in (False, True):
+        pyro.set_rng_seed(7)
+        model, guide = build(Config(z_dim=4, hidden_dims=(32,)), data.x_shape)
+        if eager:
+            monkeypatch.setattr("pyro_vae.train.lean_loss", lambda *args, **kw: None)
+        hook = kl_warmup([model, guide], epochs=3)
+        runs.append(fit(model, guide, data, epochs=3, batch_size=100, quiet=True, on_epoch=hook))
+    assert_close(runs[0].train_elbo, runs[1].train_elbo, rtol=1e-6)
+
+
+class _MyELBO(Trace_ELBO):
+    """A subclass: its loss may differ from Trace_ELBO's, so it is not recorded."""
+
+
+def test_what_cannot_be_recorded_runs_eagerly_with_a_one_line_notice(tmp_path, capsys):
+    data = _tiny()
+    model, guide = build(Config(z_dim=4, hidden_dims=(32,)), data.x_shape)
+    fit(model, guide, data, _MyELBO(), epochs=1, batch_size=128)
+    notice = [line for line in capsys.readouterr().err.splitlines() if "eager" in line]
+    assert notice == [
+        "pyro_vae: training with the eager Pyro step: _MyELBO is not one of the ELBOs pyro_vae "
+        "records (TraceMeanField_ELBO, IWAE, Trace_ELBO)"
+    ]
+    fit(model, guide, data, _MyELBO(), epochs=1, batch_size=128, quiet=True)
+    assert "eager" not in capsys.readouterr().err
+
+
+def test_a_program_that_branches_on_its_data_runs_eagerly(tmp_path, capsys):
+    text, names, *_ = STYLES["function pair with pyro.param"]
+    branching = text.replace(
+        '        pyro.sample("pixels"',
+        '        if bool(x.mean() > 2):\n            logits = -logits\n        pyro.sample("pixels"',
+    )
+    path = tmp_path / "branching.py"
+    path.write_text(branching)
+    config = Config(model=str(path), z_dim=3, hidden_dims=(16,), elbo="trace")
+    data = tiny_data()
+    model, guide = build(config, X_SHAPE, x=data.test_x[:4], train_size=48)
+    history = fit(model, guide, data, Trace_ELBO(), epochs=2, batch_size=16)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "eager" in line]
+    assert len(lines) == 1 and "turns a tensor into a Python value at branching.py:" in lines[0]
+    assert len(history.train_elbo) == 2
+
+
+def test_a_guide_without_reparameterized_samples_runs_eagerly():
+    from pyro_vae.program import Program
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            pyro.sample("x", dist.Normal(z[:, None], 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.tensor(0.5))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc * torch.ones(x.shape[0]), 1.0).has_rsample_(False))
+
+    x = torch.randn(4, 1)
+    program = Program(model, guide, x)
+    traced = TracedLoss(Trace_ELBO()(program.model, program.guide))
+    with pytest.raises(NotTraceable, match="site 'z' has no reparameterized sampler"):
+        traced(x, None, torch.arange(4), 4)
+
+
+def test_data_outside_the_support_keeps_the_eager_error():
+    grey = _tiny(binarize="none")
+    model, guide = build(Config(z_dim=4, hidden_dims=(32,)), grey.x_shape)
+    loss_fn = Config().make_elbo()(model, guide)
+    assert lean_loss(loss_fn, model, grey) is None
+    assert isinstance(lean_loss(loss_fn, model, _tiny(binarize="static")), TracedLoss)
+    with pytest.raises(DataError, match="binary pixels"):
+        fit(model, guide, grey, epochs=1, quiet=True)
+
+
+def test_parameters_gone_non_finite_between_recorded_steps_are_named():
+    data = _tiny(binarize="static")
+    model, guide = build(Config(z_dim=4, hidden_dims=(32,)), data.x_shape)
+
+    def poison(state):  # the state's tensors are the live parameters
+        for value in state["guide"].values():
+            value.fill_(float("nan"))
+
+    with pytest.raises(
+        DivergenceError, match="the parameters became non-finite at epoch 1, step 2; try"
+    ):
+        fit(
+            model,
+            guide,
+            data,
+            epochs=1,
+            batch_size=64,
+            quiet=True,
+            checkpoint=poison,
+            checkpoint_every=1,
+        )
