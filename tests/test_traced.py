@@ -11,6 +11,7 @@ from pyro.infer import Trace_ELBO
 from pyro_vae.config import CONDITIONS, ELBOS, Config, build
 from pyro_vae.data import Data, load_dataset
 from pyro_vae.errors import DataError, DivergenceError
+from pyro_vae.families import FAMILIES
 from pyro_vae.guides import DeltaGuide, LocalGuide
 from pyro_vae.likelihoods import LIKELIHOODS
 from pyro_vae.nets import NETS
@@ -30,6 +31,7 @@ VARIANTS = {
     "learned prior": {"condition": "label", "learned_prior": True},
     "hierarchical": {"model": "hierarchical"},
     "beta": {"beta": 0.5},
+    **{f"guide_family={name}": {"guide_family": name} for name in FAMILIES if name != "diag"},
 }
 CASES = [
     pytest.param(variant, elbo, particles, id=f"{variant}-{elbo}-{particles}")
@@ -43,6 +45,13 @@ GUIDES = {
     "local": lambda model, guide, n: LocalGuide(n, structure=model.structure),
     "delta(amortized)": lambda model, guide, n: DeltaGuide(guide),
     "delta(local)": lambda model, guide, n: DeltaGuide(LocalGuide(n, structure=model.structure)),
+    **{
+        f"local {name}": lambda model, guide, n, name=name: LocalGuide(
+            n, structure=model.structure, family=name
+        )
+        for name in FAMILIES
+        if name != "diag"
+    },
 }
 
 
