@@ -713,7 +713,7 @@ def cmd_inspect(args):
 
 
 def cmd_compare(args):
-    from .compare import STRATEGIES, compare_run
+    from .compare import STRATEGIES
     from .errors import ConfigError
     from .runs import load_run, load_run_data, prepare_run_dir, train_run
 
@@ -724,6 +724,9 @@ def cmd_compare(args):
             f"unknown --strategies {','.join(unknown) or '(none)'}; "
             f"choose from {','.join(STRATEGIES)}"
         )
+    families = list(args.families) if args.families else None
+    if args.train_families:
+        return _compare_families(args, strategies, families)
     if args.run:
         run = load_run(args.run)
         _check_handles("compare", run.config, args.run)
@@ -740,11 +743,14 @@ def cmd_compare(args):
         )
         train_seconds = metrics["seconds"]
     data = load_run_data(run.config)
-    result = compare_run(
-        run,
-        data,
-        out,
-        overwrite=True,
+    result = _compare_one(run, data, out, args, strategies, families, train_seconds)
+    with open(os.path.join(out, "comparison.md")) as f:
+        print(f.read())
+    print(f"wrote {out}: comparison.json comparison.md and figures ({result['seconds']:.0f} s)")
+
+
+def _compare_settings(args, strategies, families):
+    return dict(
         strategies=strategies,
         num_images=args.num_images,
         e_steps=args.e_steps,
@@ -759,11 +765,69 @@ def cmd_compare(args):
         grid_points=args.grid_points,
         grid_lim=args.grid_lim,
         seed=args.seed,
-        train_seconds=train_seconds,
+        families=families,
     )
-    with open(os.path.join(out, "comparison.md")) as f:
-        print(f.read())
-    print(f"wrote {out}: comparison.json comparison.md and figures ({result['seconds']:.0f} s)")
+
+
+def _compare_families(args, strategies, families):
+    """``compare --train-families``: one model trained per family, each compared, and the
+    models side by side in Cremer et al.'s Table 2 layout (``OUT/families.md``)."""
+    from dataclasses import replace
+
+    from .compare import family_table, training_table
+    from .errors import ConfigError
+    from .runs import load_run_data, prepare_run_dir, train_run, write_json
+
+    if args.run:
+        raise ConfigError(
+            "--train-families trains one model per family itself; leave out --run (or compare "
+            "a trained run with --run and --families)"
+        )
+    config = _config_from_args(args)
+    _check_handles("compare", config)
+    out = args.out or os.path.join("runs", f"compare-families-{args.dataset}-{_timestamp()}")
+    prepare_run_dir(out, args.overwrite)
+    results, training = {}, {}
+    data = load_run_data(config)
+    for family in args.train_families:
+        run_dir = os.path.join(out, f"run-{family}")
+        print(f"training with the {family} guide family: {run_dir}", flush=True)
+        run, metrics = train_run(
+            replace(config, guide_family=family), run_dir, overwrite=True, quiet=args.quiet
+        )
+        training[family] = dict(metrics, train_size=int(data.train_x.shape[0]))
+        compared = os.path.join(out, f"compare-{family}")
+        results[family] = _compare_one(
+            run, data, compared, args, strategies, families, metrics["seconds"]
+        )
+    lines = [f"# Models trained with each guide family: {config.dataset}", ""]
+    lines += training_table(training, config.batch_size) + [""] + family_table(results)
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "families.md"), "w") as f:
+        f.write(text)
+    write_json(
+        os.path.join(out, "families.json"),
+        {
+            "training": training,
+            "families": {k: v["families"] for k, v in results.items()},
+            "gaps": {k: v["gaps"] for k, v in results.items()},
+        },
+    )
+    print(text)
+    print(f"wrote {out}: families.md families.json, and run-FAMILY/ compare-FAMILY/ for each")
+
+
+def _compare_one(run, data, out, args, strategies, families, train_seconds):
+    from .compare import compare_run
+
+    return compare_run(
+        run,
+        data,
+        out,
+        overwrite=True,
+        train_seconds=train_seconds,
+        **_compare_settings(args, strategies, families),
+    )
 
 
 def _timestamp():
@@ -782,6 +846,7 @@ def _json_field(path, key):
 
 def _add_compare_parser(sub, d):
     from .compare import STRATEGIES
+    from .families import FAMILIES
     from .inference import E_STEP_LR, REFINE_LR
 
     p = sub.add_parser(
@@ -856,6 +921,19 @@ def _add_compare_parser(sub, d):
         default=5.0,
         help="the exact posterior's grid covers [-LIM, LIM]^2 (default: 5, where the prior has "
         "all but ~1e-6 of its mass; widen it when the report finds mass on the grid's edge)",
+    )
+    p.add_argument(
+        "--families",
+        type=_choice_list(tuple(FAMILIES)),
+        help=f"guide families to find q* in, comma-separated from {','.join(FAMILIES)} "
+        "(default: all that the latent sites allow; the encoder's own is always included)",
+    )
+    p.add_argument(
+        "--train-families",
+        type=_choice_list(tuple(FAMILIES)),
+        metavar="FAMILIES",
+        help="train one model per guide family (e.g. diag,flow), compare each, and write "
+        "OUT/families.md: Cremer et al.'s Table 2 layout, rows = the family trained with",
     )
     p.set_defaults(func=cmd_compare)
 

@@ -17,10 +17,17 @@ The gaps on the test images, per image and then averaged::
     approximation gap = log p(x) - L[q*]              (the Gaussian family's limit)
     amortization gap  = L[q*] - L[q_amortized]        (the price of sharing one encoder)
 
-q* is the best diagonal Gaussian per image, as found by ``e_steps`` E-step steps started from the
-encoder's q (so it is never the encoder's q made worse by too few steps from the prior, which the
-``local`` row can be on harder data). log p(x) is the importance-sampled estimate with q* as the
-proposal, or, for a 2-D latent, the exact value from :func:`~pyro_vae.inference.grid_posterior`.
+q* is the best q per image within the encoder's guide family (:mod:`pyro_vae.families`), as found
+by ``e_steps`` E-step steps started from the encoder's q (so it is never the encoder's q made worse
+by too few steps from the prior, which the ``local`` row can be on harder data). log p(x) is the
+importance-sampled estimate with a q* as the proposal (the family whose estimate is highest), or,
+for a 2-D latent, the exact value from :func:`~pyro_vae.inference.grid_posterior`.
+
+By family: q* is found within each of ``families`` (``diag``, ``fullcov``, ``flow``) the same way,
+so the approximation gap splits into what a full covariance recovers (correlations between the
+latent numbers) and what a flow recovers beyond it (a non-Gaussian posterior), as in Cremer, Li &
+Duvenaud (2018, Table 2); :func:`family_table` sets models trained with different families side
+by side in their layout.
 """
 
 import math
@@ -32,6 +39,7 @@ import torch
 
 from . import evaluate, program
 from .errors import ConfigError
+from .families import FAMILIES, check_family
 from .guides import DeltaGuide, LocalGuide
 from .inference import E_STEP_LR, REFINE_LR, GridPosterior, e_step, grid_posterior, nuts_posterior
 from .program import site_moments
@@ -122,6 +130,7 @@ def compare(
     grid_lim=5.0,
     seed=0,
     train_seconds=None,
+    families=None,
 ):
     """Fit each strategy's q on the first ``num_images`` train and test images; measure all.
 
@@ -142,7 +151,11 @@ def compare(
     :param float grid_lim: the grid covers ``[-grid_lim, grid_lim]^2``; widen it when the report
         says a posterior has mass on the grid's edge.
     :param float train_seconds: how long training the model and encoder took, if known.
-    :returns: a dict with ``rows`` (one per strategy), ``gaps``, ``mcmc``, ``grid`` and ``curves``;
+    :param families: guide families to find q* in (names from
+        :data:`pyro_vae.families.FAMILIES`); default every family the latent sites allow. The
+        encoder's own family is always among them.
+    :returns: a dict with ``rows`` (one per strategy), ``gaps``, ``families`` (the gaps by
+        family), ``mcmc``, ``grid`` and ``curves``;
         :func:`pyro_vae.report.write_comparison` writes it out.
     """
     strategies = list(dict.fromkeys(strategies))
@@ -152,6 +165,8 @@ def compare(
             f"unknown strategies {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join(STRATEGIES)}"
         )
+    if families is not None:
+        families = [check_family(f) for f in families]
     variational = [s for s in strategies if s != "mcmc"]
     x4 = data.test_x[:4]
     model, guide = program.as_program(model, guide, x4, data.model_y(x4, data.test_y[:4]))
@@ -207,17 +222,29 @@ def compare(
             row["trained_with_decoder_seconds"] = train_seconds  # the encoder's own fitting
         rows[strategy] = row
 
+    own = getattr(guide, "family", "diag")
+    families = _families(families, structure, own)
+    q_stars, family_seconds = {}, {}
     if "local" in variational and guide is not None:
-        # q*, the per-image optimum the gaps are measured against: the E-step started from the
-        # encoder's q, with as many steps as the local strategy takes from the prior.
+        # q*, the per-image optimum the gaps are measured against, within each family: the
+        # E-step started from the encoder's q, with as many steps as the local strategy takes
+        # from the prior.
         x = splits["test"]
-        q_star, _, _ = _fit(
-            "semi-amortized", model, guide, x, e_steps, e_steps, lr, seed, refine_lr
-        )
-        pyro.set_rng_seed(seed)
-        per_image["q*"] = evaluate.elbo(model, q_star, x, num_samples=elbo_samples)
-        pyro.set_rng_seed(seed)
-        per_image["q*:log_px"] = evaluate.log_px(model, q_star, x, num_samples=log_px_samples)
+        for family in families:
+            start = time.perf_counter()
+            q_stars[family] = q = LocalGuide.from_guide(guide, x, family=family)
+            e_step(model, q, x, steps=e_steps, lr=refine_lr, seed=seed)
+            family_seconds[family] = time.perf_counter() - start
+            pyro.set_rng_seed(seed)
+            per_image[f"q*:{family}"] = evaluate.elbo(model, q, x, num_samples=elbo_samples)
+            pyro.set_rng_seed(seed)
+            per_image[f"q*:{family}:log_px"] = evaluate.log_px(
+                model, q, x, num_samples=log_px_samples
+            )
+        per_image["q*"] = per_image[f"q*:{own}"]
+        best = max(families, key=lambda f: per_image[f"q*:{f}:log_px"].mean().item())
+        per_image["q*:log_px"] = per_image[f"q*:{best}:log_px"]
+        per_image["q*:proposal"] = best
 
     result = {
         "strategies": strategies,
@@ -255,6 +282,10 @@ def compare(
         per_image["exact"] = grid.log_px
         result["_grid"] = grid
     result["gaps"] = _gaps(per_image, len(x_test), elbo_samples, log_px_samples)
+    if result["gaps"] is not None:
+        result["gaps"]["family"] = own
+        result["families"] = _family_gaps(per_image, families, own, family_seconds, len(x_test))
+        result["_q_stars"] = q_stars
     if "mcmc" in strategies:
         result["mcmc"] = _mcmc(
             model,
@@ -306,6 +337,47 @@ def _moments(q, x):
     return mean.detach(), sd.detach()
 
 
+def _families(families, structure, own):
+    """The families to find q* in: those asked (the encoder's own added), or every family the
+    latent sites allow (a flow needs sites of two numbers or more)."""
+    if families is None:
+        sizes = [s.numel for s in structure.latents] if structure is not None else [2]
+        families = [f for f in FAMILIES if f != "flow" or min(sizes, default=2) >= 2]
+    families = [check_family(f) for f in families]
+    return [f for f in FAMILIES if f in families or f == own]
+
+
+def _family_gaps(per_image, families, own, seconds, n):
+    """The approximation gap of each family's q*, and how much of diag's each closes (paired
+    standard errors)."""
+    exact = "exact" in per_image
+    log_px = per_image["exact"] if exact else per_image["q*:log_px"]
+    rows = []
+    for family in families:
+        elbo = per_image[f"q*:{family}"]
+        row = {
+            "family": family,
+            "encoder": family == own,
+            "q_star_test_elbo": _mean_stderr(elbo),
+            "approximation_gap": _mean_stderr(log_px - elbo),
+            "e_step_seconds": seconds[family],
+            "e_step_seconds_per_image": seconds[family] / n,
+        }
+        if "q*:diag" in per_image:
+            row["recovered_from_diag"] = _mean_stderr(elbo - per_image["q*:diag"])
+        rows.append(row)
+    return {
+        "rows": rows,
+        "log_px": _mean_stderr(log_px),
+        "log_px_source": "exact (grid quadrature)"
+        if exact
+        else f"importance sampling with q*_{per_image['q*:proposal']} as proposal",
+        "amortized_family": own,
+        "amortized_test_elbo": _mean_stderr(per_image["amortized"]),
+        "amortized_gap": _mean_stderr(log_px - per_image["amortized"]),
+    }
+
+
 def _gaps(per_image, n, elbo_samples, log_px_samples):
     """Mean gaps with standard errors of the per-image differences (paired, so image-to-image
     variation cancels)."""
@@ -321,7 +393,9 @@ def _gaps(per_image, n, elbo_samples, log_px_samples):
         "approximation_gap_stderr": approximation[1],
         "amortization_gap": amortization[0],
         "amortization_gap_stderr": amortization[1],
-        "log_px": "exact (grid quadrature)" if exact else "importance sampling with q* as proposal",
+        "log_px": "exact (grid quadrature)"
+        if exact
+        else f"importance sampling with q*_{per_image['q*:proposal']} as proposal",
         "images": n,
         "elbo_samples": elbo_samples,
         "log_px_samples": None if exact else log_px_samples,
@@ -465,12 +539,15 @@ def markdown(result):
             "| amortization: L[q*] − L[q_amortized] "
             f"| {_fmt(gaps['amortization_gap'], gaps['amortization_gap_stderr'])} |",
             "",
-            f"q* is the best Gaussian per image found by {result['settings']['e_steps']} "
-            "E-steps started from the encoder's q (test ELBO "
+            f"q* is the best q of the encoder's family ({gaps.get('family', 'diag')}) per image "
+            f"found by {result['settings']['e_steps']} E-steps started from the encoder's q (test "
+            "ELBO "
             f"{_fmt(*gaps['q_star_test_elbo'])}); log p(x) is {gaps['log_px']}{samples}; "
             f"{gaps['images']} images, {gaps['elbo_samples']} samples per ELBO; standard errors "
             "of the per-image differences.",
         ]
+    if result.get("families"):
+        lines += [""] + family_markdown(result["families"], result["settings"]["e_steps"])
     if "grid" in result:
         g = result["grid"]
         lines += [
@@ -498,6 +575,96 @@ def markdown(result):
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def family_markdown(families, e_steps):
+    """The gaps-by-family section of :func:`markdown`: each family's q* against log p(x), and how
+    much of the diagonal family's approximation gap the others close."""
+    rows = {r["family"]: r for r in families["rows"]}
+    lines = [
+        "## Gaps by guide family, test images",
+        "",
+        "| q | L[q] | gap to log p(x) | closed from diag's q* | E-step s/image |",
+        "|---|---|---|---|---|",
+    ]
+    for family, r in rows.items():
+        closed = r.get("recovered_from_diag")
+        lines.append(
+            f"| q*_{family}{' (encoder family)' if r['encoder'] else ''} "
+            f"| {_fmt(*r['q_star_test_elbo'])} | {_fmt(*r['approximation_gap'])} "
+            f"| {_fmt(*closed) if closed and family != 'diag' else '—'} "
+            f"| {r['e_step_seconds_per_image']:.2e} |"
+        )
+    lines.append(
+        f"| q (amortized, {families['amortized_family']}) "
+        f"| {_fmt(*families['amortized_test_elbo'])} | {_fmt(*families['amortized_gap'])} | — | — |"
+    )
+    lines += [
+        "",
+        f"log p(x) = {_fmt(*families['log_px'])}, {families['log_px_source']}. Each q* is the "
+        f"best q of its family per image, {e_steps} E-steps from the encoder's q; the gap to "
+        "log p(x) of q*_F is family F's approximation gap.",
+    ]
+    if "diag" in rows and len(rows) > 1:
+        total = rows["diag"]["approximation_gap"][0]
+        parts = [
+            f"{family} closes {rows[family]['recovered_from_diag'][0]:.2f}"
+            for family in ("fullcov", "flow")
+            if family in rows
+        ]
+        lines.append(
+            f"Of diag's approximation gap ({total:.2f} nats), " + ", ".join(parts) + " (fullcov: "
+            "the correlations between latent numbers; flow: those and a non-Gaussian shape)."
+        )
+    return lines
+
+
+def family_table(results):
+    """Cremer, Li & Duvenaud (2018)'s Table 2 for models trained with different guide families:
+    ``results`` maps the family a model was trained with to its :func:`compare` result. Rows:
+    the training family; columns: log p(x), L[q*] in each family, L[q] (the encoder), the
+    approximation gap (log p(x) - L[q*] in the encoder's family) and the amortization gap
+    (L[q*] - L[q]); markdown lines."""
+    families = [
+        f
+        for f in FAMILIES
+        if any(r["family"] == f for res in results.values() for r in res["families"]["rows"])
+    ]
+    header = "| trained with | log p(x) | " + " | ".join(f"L[q*_{f}]" for f in families[::-1])
+    header += " | L[q] | approximation gap | amortization gap |"
+    lines = [header, "|---" * (len(families) + 5) + "|"]
+    for trained, res in results.items():
+        fam = res["families"]
+        rows = {r["family"]: r for r in fam["rows"]}
+        gaps = res["gaps"]
+        cells = [
+            f"{_fmt(*rows[f]['q_star_test_elbo'])}" if f in rows else "—" for f in families[::-1]
+        ]
+        lines.append(
+            f"| {trained} | {_fmt(*fam['log_px'])} | "
+            + " | ".join(cells)
+            + f" | {_fmt(*fam['amortized_test_elbo'])} "
+            f"| {_fmt(gaps['approximation_gap'], gaps['approximation_gap_stderr'])} "
+            f"| {_fmt(gaps['amortization_gap'], gaps['amortization_gap_stderr'])} |"
+        )
+    return lines
+
+
+def training_table(training, batch_size):
+    """Markdown lines: for each family a model was trained with, its test log p(x) and its cost
+    (``training`` maps the family to the run's ``metrics.json`` plus ``train_size``)."""
+    lines = [
+        "| trained with | epochs | training s | s/step | test ELBO | test log p(x) (K) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for family, m in training.items():
+        steps = m["epochs"] * math.ceil(m["train_size"] / batch_size)
+        lines.append(
+            f"| {family} | {m['epochs']} | {m['seconds']:.1f} | {m['seconds'] / steps:.2e} "
+            f"| {_fmt(m['test_elbo'])} "
+            f"| {_fmt(m['test_log_px'], m.get('test_log_px_stderr'))} ({m['log_px_samples']}) |"
+        )
+    return lines
 
 
 def _nuts_row(mcmc, z_dim=None):
@@ -552,11 +719,29 @@ def write_comparison(result, out, title=None):
         sub = GridPosterior(
             grid.z1, grid.z2, grid.log_post[:n], grid.log_px[:n], grid.error[:n], grid.edge_mass[:n]
         )
-        plots.posteriors_2d(sub, qs, result["_x"][:n], os.path.join(out, "posteriors.png"), samples)
+        densities = {
+            family: _grid_log_density(q, grid, result["_x"][:n])
+            for family, q in result.get("_q_stars", {}).items()
+        }
+        plots.posteriors_2d(
+            sub, qs, result["_x"][:n], os.path.join(out, "posteriors.png"), samples, densities
+        )
     elif mcmc:
         plots.posterior_dims(
             samples.mean(0), samples.std(0), qs, os.path.join(out, "posteriors.png")
         )
+
+
+@torch.no_grad()
+def _grid_log_density(q, grid, x):
+    """log q(z | x_i) of a per-image guide fitted to (at least) the images ``x``, at every point
+    of ``grid``: ``(N, P, P)`` laid out as ``grid.log_post``."""
+    n, p = x.shape[0], len(grid.z1)
+    z = torch.cartesian_prod(grid.z1, grid.z2)  # z1 varies slowest, as on the grid
+    fn = next(iter(q.site_dists(x, idx=torch.arange(n)).values()))
+    # a flow's context has the images' batch shape: the points are expanded to it
+    log_q = torch.cat([fn.log_prob(zc[:, None].expand(-1, n, 2)) for zc in z.split(8192)])
+    return log_q.T.reshape(n, p, p)
 
 
 def compare_run(run, data, out, overwrite=False, quiet=True, **kwargs):

@@ -1,5 +1,7 @@
 """Figures written into a run directory. Every function takes tensors and a path; none trains."""
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -231,13 +233,20 @@ def _ellipse(ax, loc, scale, colour, label):
     ax.plot(*loc.tolist(), "+", color=colour, ms=8)
 
 
-def posteriors_2d(grid, qs, images, path, samples=None, title=None):
+FAMILY_COLOURS = {"diag": "tab:purple", "fullcov": "tab:olive", "flow": "tab:cyan"}
+
+
+def posteriors_2d(grid, qs, images, path, samples=None, densities=None, title=None):
     """True posterior contours (grid) per image with each q's 2-sd ellipse and MCMC samples.
 
     :param grid: a :class:`pyro_vae.inference.GridPosterior` for ``images``.
     :param dict qs: strategy name -> ``(loc, scale)`` tensors ``(N, 2)`` (scale ``None``: a point).
     :param samples: MCMC samples ``(S, N, 2)`` or ``None``.
+    :param dict densities: guide family -> log q* on the grid ``(N, P, P)``, each drawn as the
+        contour at ``exp(-2)`` of its peak (a Gaussian's 2-sd ellipse), or ``None``.
     """
+    from matplotlib.lines import Line2D
+
     n = images.shape[0]
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.9), squeeze=False)
     mean, std = grid.moments()
@@ -253,6 +262,12 @@ def posteriors_2d(grid, qs, images, path, samples=None, title=None):
                 ax.plot(*loc[i].tolist(), "x", color=colour, ms=9, mew=2, label=name)
             else:
                 _ellipse(ax, loc[i], scale[i], colour, name)
+        for name, log_q in (densities or {}).items():
+            q = (log_q[i] - log_q[i].max()).exp().T.numpy()
+            z1, z2 = grid.z1.numpy(), grid.z2.numpy()
+            ax.contour(z1, z2, q, levels=[math.exp(-2)], colors=FAMILY_COLOURS[name])
+            # contour sets have no legend entry of their own
+            ax.add_line(Line2D([], [], color=FAMILY_COLOURS[name], label=f"q*_{name}"))
         reach = 4 * std[i].max().item() + 0.05
         centre = mean[i].tolist()
         ax.set_xlim(centre[0] - reach, centre[0] + reach)

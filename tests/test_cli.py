@@ -309,7 +309,7 @@ def test_bad_training_setups(case, tmp_path, capsys, monkeypatch):
         (["train", "--dataset", "cifar"], "--dataset: unknown dataset 'cifar'"),
         (["train", "--binarize", "maybe"], "--binarize: invalid choice: 'maybe'"),
         (["train", "--elbo", "renyi"], "--elbo: invalid choice: 'renyi'"),
-        (["train", "--guide", "flow"], "unrecognized arguments: --guide flow"),
+        (["train", "--posterior", "flow"], "unrecognized arguments: --posterior flow"),
         (["evaluate", "run", "-k", "-5"], "--num-samples/-k: expected a positive integer"),
         (["evaluate", "run", "--elbo-samples", "0"], "--elbo-samples: expected a positive"),
         (["sample", "run", "--n", "0"], "--n: expected a positive integer"),

@@ -3,6 +3,7 @@ posterior of a linear-Gaussian model where diag stops at its closed-form gap, gu
 family resume exactly and work on a plain Pyro model file."""
 
 import io
+import json
 import math
 import os
 
@@ -10,17 +11,21 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from torch import nn
 
 from pyro_vae import evaluate
+from pyro_vae.compare import compare, family_table, markdown, write_comparison
 from pyro_vae.config import Config, build
 from pyro_vae.data import Data, load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.families import FAMILIES, families_help, make_family
-from pyro_vae.guides import FamilyGuide, LocalGuide
+from pyro_vae.guides import AmortizedGuide, FamilyGuide, LocalGuide
 from pyro_vae.inference import e_step
 from pyro_vae.train import fit
 from tests.conftest import assert_close
 from tests.linear_gaussian import LinearGaussian
+from tests.test_cli import assert_clean_error, cli, pyro_vae
+from tests.test_cli_resume import kill_when_paused
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYRO_STYLE = os.path.join(ROOT, "examples", "pyro_style_vae.py") + ":VAE"
@@ -220,3 +225,153 @@ def test_config_refuses_an_unknown_family_and_bad_flow_layers():
         Config(guide_family="iaf")
     with pytest.raises(ConfigError, match="flow_layers must be a positive integer"):
         Config(guide_family="flow", flow_layers=0)
+
+
+class ExactMeanEncoder(nn.Module):
+    """The exact posterior mean with the posterior's marginal sds: a diagonal amortized guide."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.shift = nn.Parameter(torch.zeros(2))
+
+    def forward(self, x, c=None):
+        loc, cov = self.model.exact_posterior(x)
+        return loc + self.shift, cov.diag().sqrt().expand_as(loc)
+
+
+@pytest.fixture(scope="module")
+def family_comparison(tmp_path_factory):
+    pyro.set_rng_seed(0)
+    model, _ = _correlated_linear_gaussian()
+    train, test = model(size=40).detach(), model(size=40).detach()
+    labels = torch.zeros(40, dtype=torch.long)
+    data = Data("linear-gaussian", "none", train, labels, test, labels)
+    result = compare(
+        model,
+        AmortizedGuide(ExactMeanEncoder(model)),
+        data,
+        strategies=("amortized", "local"),
+        num_images=40,
+        e_steps=400,
+        elbo_samples=500,
+        log_px_samples=500,
+        grid_points=200,
+        grid_lim=6.0,
+    )
+    out = tmp_path_factory.mktemp("compare")
+    write_comparison(result, str(out))
+    return model, test, result, out
+
+
+def test_compare_splits_the_approximation_gap_by_family_against_the_exact_grid(family_comparison):
+    model, test, result, out = family_comparison
+    fam = result["families"]
+    assert fam["log_px_source"] == "exact (grid quadrature)"
+    assert_close(fam["log_px"][0], model.exact_log_px(test).mean(), atol=1e-3)
+    rows = {r["family"]: r for r in fam["rows"]}
+    assert list(rows) == ["diag", "fullcov", "flow"] and rows["diag"]["encoder"]
+    loc, cov = model.exact_posterior(test)
+    rho = (cov[0, 1] / cov.diag().prod().sqrt()).item()
+    diag, se = rows["diag"]["approximation_gap"]
+    assert abs(diag - (-0.5 * math.log(1 - rho**2))) < 0.03 + 3 * se
+    full, se_full = rows["fullcov"]["approximation_gap"]
+    assert abs(full) < 0.02 + 3 * se_full
+    flow, se_flow = rows["flow"]["approximation_gap"]
+    assert flow + se_flow < diag - se  # non-overlapping standard errors
+    closed, _ = rows["fullcov"]["recovered_from_diag"]
+    assert_close(closed, diag - full, atol=1e-4)
+    # the encoder's q* is diag's, so the usual gaps are diag's
+    assert_close(result["gaps"]["approximation_gap"], diag, atol=1e-6)
+    text = markdown(result)
+    assert "## Gaps by guide family" in text and "q*_flow" in text and "fullcov closes" in text
+    assert os.path.getsize(os.path.join(out, "posteriors.png")) > 0
+    saved = json.load(open(os.path.join(out, "comparison.json")))
+    assert [r["family"] for r in saved["families"]["rows"]] == ["diag", "fullcov", "flow"]
+
+
+def test_family_table_has_cremer_et_al_s_layout(family_comparison):
+    _, _, result, _ = family_comparison
+    lines = family_table({"diag": result, "flow": result})
+    assert lines[0].startswith(
+        "| trained with | log p(x) | L[q*_flow] | L[q*_fullcov] | L[q*_diag] | L[q] |"
+    )
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["diag", "flow"]
+
+
+def test_compare_refuses_an_unknown_family():
+    with pytest.raises(ConfigError, match="unknown guide family 'iaf'"):
+        compare(*_tiny_compare_args(), families=["iaf"])
+
+
+def _tiny_compare_args():
+    model, _ = _correlated_linear_gaussian()
+    x = model(size=4).detach()
+    labels = torch.zeros(4, dtype=torch.long)
+    data = Data("linear-gaussian", "none", x, labels, x, labels)
+    return model, AmortizedGuide(ExactMeanEncoder(model)), data
+
+
+# -- the command line: every family trains, resumes, evaluates and compares on a user's file ---
+
+FILE_SETTINGS = ["--model", PYRO_STYLE, "--z-dim", "2", "--hidden-dims", "16", "--epochs", "1"]
+FILE_SETTINGS += ["--batch-size", "500", "--log-px-samples", "10", "--quiet"]
+COMPARE_SETTINGS = ["--num-images", "8", "--e-steps", "10", "--elbo-samples", "4"]
+COMPARE_SETTINGS += ["--log-px-samples", "10", "--strategies", "amortized,local"]
+COMPARE_SETTINGS += ["--grid-points", "40"]
+
+
+def test_every_family_trains_and_compares_on_a_model_file_from_the_command_line(capsys, tmp_path):
+    out = str(tmp_path / "families")
+    result = cli(
+        capsys,
+        "compare",
+        *FILE_SETTINGS,
+        *COMPARE_SETTINGS,
+        "--train-families",
+        "diag,fullcov,flow",
+        "--out",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    table = open(os.path.join(out, "families.md")).read()
+    for family in FAMILIES:
+        assert f"| {family} |" in table
+        run = os.path.join(out, f"run-{family}")
+        assert json.load(open(os.path.join(run, "config.json")))["guide_family"] == family
+        assert os.path.exists(os.path.join(out, f"compare-{family}", "posteriors.png"))
+        assert cli(capsys, "evaluate", run, "--num-samples", "10", "--quiet").returncode == 0
+    saved = json.load(open(os.path.join(out, "families.json")))
+    assert set(saved["gaps"]) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("family", [pytest.param("fullcov", marks=pytest.mark.slow), "flow"])
+def test_a_run_of_each_family_killed_and_resumed_is_the_run_never_interrupted(tmp_path, family):
+    settings = [*FILE_SETTINGS, "--epochs", "2", "--guide-family", family, "--seed", "3"]
+    options = ["--checkpoint-every", "3"]
+    reference, run = str(tmp_path / "reference"), str(tmp_path / "run")
+    result = pyro_vae("train", *settings, *options, "--out", reference)
+    assert result.returncode == 0, result.stderr
+    # killed while writing its second checkpoint: the first, at epoch 1 step 3, stays
+    kill_when_paused(["train", *settings, *options, "--out", run], "checkpoint.pt:2")
+    result = pyro_vae("train", "--resume", run, "--quiet")
+    assert result.returncode == 0, result.stderr
+    ours = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=True)
+    theirs = torch.load(os.path.join(reference, "checkpoint.pt"), weights_only=True)
+    assert any(name.startswith("families.") for name in theirs["guide"])
+    for part in ("model", "guide"):
+        assert ours[part].keys() == theirs[part].keys()
+        for name, value in theirs[part].items():
+            assert torch.equal(ours[part][name], value), (part, name)
+    metrics = [json.load(open(os.path.join(r, "metrics.json"))) for r in (run, reference)]
+    assert metrics[0]["test_log_px"] == metrics[1]["test_log_px"]
+
+
+def test_bad_family_options_are_one_line_errors(capsys, tmp_path):
+    result = cli(capsys, "train", "--guide-family", "iaf", "--out", str(tmp_path / "r"))
+    assert result.returncode != 0 and "invalid choice: 'iaf'" in result.stderr
+    result = cli(capsys, "compare", "--train-families", "diag,iaf")
+    assert result.returncode != 0 and "expected comma-separated names" in result.stderr
+    result = cli(capsys, "compare", "--train-families", "diag", "--run", str(tmp_path))
+    assert_clean_error(result, "--train-families trains one model per family itself")
+    assert not os.path.exists(tmp_path / "r")
