@@ -161,3 +161,26 @@ def test_any_array_is_accepted_as_images_or_refused_with_a_data_error(array, bin
     assert ((x >= 0) & (x <= 1)).all()
     if binary:
         assert ((x == 0) | (x == 1)).all()
+
+
+def test_threshold_binarization_keeps_pixels_at_or_above_one_half():
+    grey = load_dataset("mnist-small", binarize="none")
+    data = load_dataset("mnist-small", binarize="threshold")
+    assert data.binary
+    assert torch.equal(data.train_x, (grey.train_x >= 0.5).float())
+    assert torch.equal(data.test_x, (grey.test_x >= 0.5).float())
+    x, _, _ = data.batch(torch.arange(5))  # no resampling per minibatch
+    assert torch.equal(x, data.train_x[:5])
+
+
+def test_scoring_the_first_training_images_in_place_of_the_test_split():
+    from pyro_vae.data import scored_on_train
+
+    data = load_dataset("mnist-small", binarize="dynamic")
+    scored = scored_on_train(data, 1000)
+    x, y = data.split("train")
+    assert torch.equal(scored.test_x, x[:1000]) and torch.equal(scored.test_y, y[:1000])
+    assert torch.equal(scored.train_x, data.train_x)
+    assert scored.name == "mnist-small, first 1000 training images"
+    with pytest.raises(DataError, match="must be positive"):
+        scored_on_train(data, 0)

@@ -341,6 +341,8 @@ def test_every_family_trains_and_compares_on_a_model_file_from_the_command_line(
         assert json.load(open(os.path.join(run, "config.json")))["guide_family"] == family
         assert os.path.exists(os.path.join(out, f"compare-{family}", "posteriors.png"))
         assert cli(capsys, "evaluate", run, "--num-samples", "10", "--quiet").returncode == 0
+    result = cli(capsys, "evaluate", run, "--num-samples", "10", "--on-train", "50", "--quiet")
+    assert result.returncode == 0 and "first 50 training images, 50 images" in result.stdout
     saved = json.load(open(os.path.join(out, "families.json")))
     assert set(saved["gaps"]) == set(FAMILIES)
 
