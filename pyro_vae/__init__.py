@@ -32,12 +32,13 @@ from .errors import (  # noqa: E402
 )
 from .evaluate import elbo, log_px, log_weights  # noqa: E402
 from .gradvar import ScoreFunction, gradient_draws, gradient_variance  # noqa: E402
-from .guides import AmortizedGuide, DeltaGuide, LocalGuide  # noqa: E402
+from .guides import AmortizedGuide, ClassGuide, DeltaGuide, LocalGuide  # noqa: E402
 from .inference import e_step, grid_posterior, nuts_posterior  # noqa: E402
 from .likelihoods import Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood  # noqa: E402
 from .modelfile import check_protocol  # noqa: E402
 from .models import (  # noqa: E402
     VAE,
+    ClassVAE,
     ConditionalPrior,
     HierarchicalPrior,
     LabelCondition,
@@ -57,6 +58,8 @@ __all__ = [
     "AmortizedGuide",
     "Bernoulli",
     "CheckpointError",
+    "ClassGuide",
+    "ClassVAE",
     "ConditionalPrior",
     "Config",
     "ConfigError",

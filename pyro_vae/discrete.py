@@ -315,3 +315,36 @@ def objective(structure, discrete=None, elbo=None):
             )
         built.elbo = elbo
     return built
+
+
+def gradient_draws(model, guide, x, strategy, num_draws=100, y=None, seed=0):
+    """``num_draws`` independent estimates of the gradient of the per-image negative ELBO by the
+    strategy ``strategy`` (a name in :data:`STRATEGIES`), for the programs' parameters, as
+    :func:`pyro_vae.gradvar.gradient_draws` returns them: ``{"encoder": (num_draws, P_enc),
+    "decoder": (num_draws, P_dec)}`` (:func:`pyro_vae.gradvar.summarize` reads them). The
+    gradient-variance lab for the discrete sites: ``enumerate`` draws vary through the continuous
+    latents only. The parameters are not changed (a learned baseline starts untrained).
+    """
+    torch.manual_seed(seed)
+    loss_fn = objective(model.structure, strategy)(model, guide)
+    groups = {"encoder": list(guide.parameters()), "decoder": list(model.parameters())}
+    params = groups["encoder"] + groups["decoder"]
+    draws = []
+    for _ in range(num_draws):
+        for p in params:
+            p.grad = None
+        (loss_fn(x, y) / x.shape[0]).backward()
+        draws.append(
+            torch.cat(
+                [
+                    (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                    for p in params
+                ]
+            )
+        )
+    for p in params:
+        p.grad = None
+    flat = torch.stack(draws)
+    sizes = [sum(p.numel() for p in groups[k]) for k in ("encoder", "decoder")]
+    encoder, decoder = flat.split(sizes, dim=1)
+    return {"encoder": encoder, "decoder": decoder}

@@ -278,3 +278,10 @@ def test_a_model_file_with_a_discrete_latent_trains_with_each_choice(name, tmp_p
     assert metrics["test_log_px"] < 0 and metrics["test_elbo"] <= metrics["test_log_px"] + 1
     config = __import__("json").loads((out / "config.json").read_text())
     assert config["discrete"] == name
+
+
+def test_the_guide_page_lists_every_strategy():
+    with open(os.path.join(ROOT, "docs", "guide", "discrete.md")) as f:
+        page = f.read()
+    for name in STRATEGIES:
+        assert f"| `{name}` |" in page, name

@@ -34,6 +34,7 @@ SMOKE_RUNS = [
     "tutorials/05_conditional_vae.py",
     "tutorials/06_latent_space.py",
     "tutorials/07_model_file.py",
+    "tutorials/08_discrete_latents.py",
 ]
 
 
