@@ -100,8 +100,9 @@ class LocalGuide(Guide):
     (when its minibatch comes), so ``fit``'s default ``lr=1e-3`` moves them by about 1e-3 per epoch
     and leaves q near the prior: train them with a learning rate of 0.01-0.1 (the tests train
     decoder and locals together with 0.03), or fit them with
-    :func:`~pyro_vae.inference.e_step` (every image every step, ``lr=0.2``, four draws per step). ``fit``'s test ELBO
-    for this guide comes from an E-step on the test images after the last epoch
+    :func:`~pyro_vae.inference.e_step` (every image every step, ``lr=0.2``, four draws per
+    step). ``fit``'s test ELBO for this guide comes from an E-step on the test images after the
+    last epoch
     (:func:`~pyro_vae.train.mean_test_elbo`).
 
     :param int size: number of images (rows of ``loc`` and ``scale``).
