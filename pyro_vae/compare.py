@@ -41,7 +41,15 @@ from . import evaluate, program
 from .errors import ConfigError
 from .families import FAMILIES, check_family
 from .guides import DeltaGuide, LocalGuide
-from .inference import E_STEP_LR, REFINE_LR, GridPosterior, e_step, grid_posterior, nuts_posterior
+from .inference import (
+    E_STEP_LR,
+    E_STEP_PARTICLES,
+    REFINE_LR,
+    GridPosterior,
+    e_step,
+    grid_posterior,
+    nuts_posterior,
+)
 from .program import site_moments
 
 STRATEGIES = ("amortized", "local", "semi-amortized", "delta", "mcmc")
@@ -706,7 +714,7 @@ def write_comparison(result, out, title=None):
             os.path.join(out, "e-step.png"),
             amortized_elbo=by_name.get("amortized", {}).get("test_elbo"),
             title=f"{name}: E-step on {result['settings']['num_images']['test']} test images "
-            "(one Monte Carlo sample per step)",
+            f"(each step's estimate, {E_STEP_PARTICLES} draws per image)",
         )
     mcmc = result.get("mcmc")
     n = mcmc["images"] if mcmc else min(4, len(result["_x"]))
