@@ -875,6 +875,20 @@ def describe(structure):
         if structure.has_guide
         else "guide: none in the file; a per-image guide (variational EM) is used",
     ]
+    discrete = [site for site in structure.latents if site.discrete]
+    if discrete:
+        from .discrete import default_strategy
+
+        values = ", ".join(
+            f"{site.name} ({site.cardinality} values)"
+            if site.cardinality
+            else f"{site.name} (infinitely many values)"
+            for site in discrete
+        )
+        lines.append(
+            f"discrete sites: {values}; trained by --discrete {default_strategy(structure)} "
+            "unless chosen, summed out exactly by evaluation where finite"
+        )
     if not structure.vectorized:
         lines.append("evaluation draws one particle at a time (the program does not vectorize)")
     return lines
