@@ -32,7 +32,7 @@ from .errors import (  # noqa: E402
 )
 from .evaluate import elbo, log_px, log_weights  # noqa: E402
 from .gradvar import ScoreFunction, gradient_draws, gradient_variance  # noqa: E402
-from .guides import AmortizedGuide, ClassGuide, DeltaGuide, LocalGuide  # noqa: E402
+from .guides import AmortizedGuide, ClassGuide, DeltaGuide, FamilyGuide, LocalGuide  # noqa: E402
 from .inference import e_step, grid_posterior, nuts_posterior  # noqa: E402
 from .likelihoods import Bernoulli, ContinuousBernoulli, Gaussian, make_likelihood  # noqa: E402
 from .modelfile import check_protocol  # noqa: E402
@@ -71,6 +71,7 @@ __all__ = [
     "DatasetUnavailableError",
     "DeltaGuide",
     "DivergenceError",
+    "FamilyGuide",
     "Gaussian",
     "HierarchicalPrior",
     "History",

@@ -111,6 +111,12 @@ class LocalGuide(Guide):
         in unconstrained space); default zeros (the standard Normal prior's mean).
     :param scale: initial scales, likewise; default ones.
     :param structure: a program's :class:`~pyro_vae.program.Structure`.
+    :param str family: the guide family of each site's q (:data:`pyro_vae.families.FAMILIES`):
+        ``"diag"`` (the default, as above), ``"fullcov"`` (a free lower triangle per image) or
+        ``"flow"`` (a flow shared by the images, with a free context per image).
+    :param int flow_layers: flow steps for ``family="flow"``.
+    :param extra: the family's initial numbers per image beyond ``loc`` and ``scale``
+        ``(size, extra_dim)`` (or a dict by site name); default: the family's own start.
     """
 
     def __init__(
@@ -154,7 +160,7 @@ class LocalGuide(Guide):
                 )
             self.locs[str(i)] = nn.Parameter(init_loc.float())
             self.log_scales[str(i)] = nn.Parameter(init_scale.float().log())
-            fam = make_family(family, math.prod(shape[1:]), flow_layers)
+            fam = make_family(family, math.prod(shape[1:]), flow_layers, per_image=True)
             self.families[str(i)] = fam
             if fam.extra_dim:
                 init_extra = _pick(extra, site.name, i)
@@ -215,7 +221,10 @@ class LocalGuide(Guide):
                 flow_layers=guide.flow_layers,
                 loc={k: v[0] for k, v in parts.items()},
                 scale={k: v[1].exp() for k, v in parts.items()},
-                extra={k: v[2] for k, v in parts.items()},
+                extra={
+                    name: guide.families[str(guide.index[name])].local_from_amortized(v[2])
+                    for name, v in parts.items()
+                },
             )
             local.families.load_state_dict(guide.families.state_dict())
             return local

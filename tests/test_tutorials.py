@@ -35,6 +35,7 @@ SMOKE_RUNS = [
     "tutorials/06_latent_space.py",
     "tutorials/07_model_file.py",
     "tutorials/08_discrete_latents.py",
+    "tutorials/09_guide_families.py",
 ]
 
 
