@@ -226,7 +226,8 @@ class LocalGuide(Guide):
                     for name, v in parts.items()
                 },
             )
-            local.families.load_state_dict(guide.families.state_dict())
+            for i, fam in local.families.items():
+                fam.copy_from(guide.families[i])
             return local
         trace = poutine.trace(guide).get_trace(x, y)
         loc, scale = {}, {}
