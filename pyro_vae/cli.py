@@ -384,6 +384,16 @@ def _print_metrics(metrics, out):
             "that the label explains; 0: ignored)"
         )
         _warn_if_label_ignored(metrics["label_effect"])
+    if "test_accuracy" in metrics:
+        print(
+            f"  test accuracy  {metrics['test_accuracy']:.3f} (q(y|x), {metrics['labels']} "
+            "labelled training images)"
+        )
+    if "test_cluster_accuracy" in metrics:
+        print(
+            f"  cluster acc.   {metrics['test_cluster_accuracy']:.3f} (clusters matched one-to-one "
+            "to the test labels)"
+        )
     print("  figures        " + " ".join(metrics.get("figures", FIGURES)))
 
 
