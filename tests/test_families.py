@@ -392,3 +392,10 @@ def test_the_per_image_flow_holds_the_per_image_full_covariance_gaussian():
     x = torch.zeros(3, 2)
     expected = full.site_dists(x)["z"].log_prob(z)
     assert_close(flow.site_dists(x)["z"].log_prob(z), expected, atol=1e-5)
+
+
+def test_the_readme_lists_every_family_as_the_registry_describes_it():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    for family in FAMILIES.values():
+        assert f"| `{family.name}` | {family.description} |" in readme
