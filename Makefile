@@ -43,7 +43,7 @@ docs: $(STAMP)
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 	@echo "the site: docs/_build/html/index.html"
 
-# The eight tutorials executed as notebooks, with their scripts, in notebooks/ (to zip and hand out).
+# The nine tutorials executed as notebooks, with their scripts, in notebooks/ (to zip and hand out).
 notebooks: $(STAMP)
 	$(BIN)/python docs/tutorial_notebooks.py
 
