@@ -86,7 +86,7 @@ def download_cell(docname, size):
             f"{{download}}`{name}.ipynb` — this page as a notebook, executed at {size} size, "
             f"with its outputs and figures. {{download}}`{name}.py` — the same tutorial as a "
             f"script (`python {name}.py`; `CI=1` for tiny sizes). `make notebooks` writes all "
-            "eight to `notebooks/`.\n:::\n"
+            "nine to `notebooks/`.\n:::\n"
         ),
     }
 
