@@ -144,6 +144,7 @@ def case(net, hidden_dims, batch_size, with_peer=False):
     ours, model, guide = pyro_vae_step(config, x)
     steps = {"hand_written": hand_written_step(model, guide, x, config.lr), "pyro_vae": ours}
     if with_peer:
+        steps["pyro_vae_eager"] = pyro_vae_step(config, x, eager=True)[0]
         steps.update(peer_steps(x))
     rounds = alternate(steps)
     result = {
@@ -156,6 +157,12 @@ def case(net, hidden_dims, batch_size, with_peer=False):
         **ratio(rounds, "pyro_vae", "hand_written"),
     }
     if with_peer:
+        result["pyro_vae_eager"] = {
+            "what": "pyro_vae's eager Pyro step, what fit falls back to where a recording "
+            "cannot apply",
+            "ms": ms(rounds, "pyro_vae_eager"),
+            **ratio(rounds, "pyro_vae_eager", "hand_written"),
+        }
         result["peer"] = {
             "what": "Pyro's VAE example (784-400-50, SVI + pyro.optim.Adam) against its networks "
             "and Trace_ELBO objective written by hand (one torch Adam); same batch, same rounds",
@@ -172,31 +179,44 @@ def case(net, hidden_dims, batch_size, with_peer=False):
 
 
 def breakdown(batch_size=128):
-    """Where the MLP step's extra time goes: the loss alone (Pyro running model and guide under
-    its trace and computing the ELBO, against the hand-written forward pass) and the whole step
-    with Pyro's validation switched off (pyro_vae keeps it on; this only measures its cost)."""
+    """Where the MLP step's time goes, each part timed in the same alternating rounds: the loss's
+    forward pass, and forward with backward, recorded (what fit runs), hand-written and through
+    Pyro's eager step; the gradient-norm check the recorded step leaves out; Pyro's validation,
+    which the eager step pays (the whole eager step with it off)."""
     config = pyro_vae.Config()
     x = batch(batch_size)
-    ours, model, guide = pyro_vae_step(config, x)
+    model, guide = pyro_vae.build(config, x.shape[1:])
     loss_fn = config.make_elbo()(model, guide)
+    traced = TracedLoss(loss_fn)
+    encoder, decoder = copy.deepcopy(guide.encoder), copy.deepcopy(model.decoder)
     idx = torch.arange(batch_size)
+    params = list(loss_fn.parameters())
+    eager_step = pyro_vae_step(config, x, eager=True)[0]
 
-    def timed(fn):
-        seconds_per_step(fn, 3)
-        return round(1e3 * statistics.median(seconds_per_step(fn, STEPS) for _ in range(ROUNDS)), 3)
+    def backward(loss):
+        loss.backward()
+        for p in (*params, *encoder.parameters(), *decoder.parameters()):
+            p.grad = None
 
-    with torch.no_grad():
-        pyro_loss = timed(lambda: loss_fn(x, None, idx, N))
-        hand = timed(lambda: hand_written_loss(guide.encoder, model.decoder, x))
-    with pyro.validation_enabled(False):
-        unvalidated = timed(ours)
-    return {
-        "case": f"mlp, batch {batch_size}",
-        "loss_only_pyro_ms": pyro_loss,
-        "loss_only_hand_written_ms": hand,
-        "step_with_validation_ms": timed(ours),
-        "step_without_validation_ms": unvalidated,
+    def unvalidated():
+        with pyro.validation_enabled(False):
+            eager_step()
+
+    traced(x, None, idx, N).backward()  # gradients for the norm below
+    parts = {
+        "forward_recorded": lambda: traced(x, None, idx, N),
+        "forward_hand_written": lambda: hand_written_loss(encoder, decoder, x),
+        "forward_pyro_eager": lambda: loss_fn(x, None, idx, N),
+        "gradient_norm_check": lambda: torch.isfinite(
+            torch.nn.utils.clip_grad_norm_(params, float("inf"))
+        ).item(),
+        "forward_backward_recorded": lambda: backward(traced(x, None, idx, N)),
+        "forward_backward_hand_written": lambda: backward(hand_written_loss(encoder, decoder, x)),
+        "eager_step_validation_on": eager_step,
+        "eager_step_validation_off": unvalidated,
     }
+    rounds = alternate(parts)
+    return {"case": f"mlp, batch {batch_size}", **{f"{k}_ms": ms(rounds, k) for k in parts}}
 
 
 def main():
