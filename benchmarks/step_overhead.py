@@ -43,13 +43,15 @@ CASES = [("mlp", (400,), 128), ("mlp", (400,), 1024), ("conv", (32, 64), 128)]
 if not smoke_test:
     CASES.append(("conv", (32, 64), 1024))
 N = 60_000  # the training set size the ELBO is scaled to, as for Fashion-MNIST
+# benchmarks/gpu_check.py runs this script on a GPU with PYRO_VAE_BENCH_DEVICE=cuda.
+DEVICE = torch.device(os.environ.get("PYRO_VAE_BENCH_DEVICE", "cpu"))
 
 
 def batch(size):
     """``size`` binarized digits from mnist-small (repeated when more are asked for)."""
     data = pyro_vae.load_dataset("mnist-small", binarize="none")
     x = data.train_x.repeat(size // data.train_x.shape[0] + 1, 1, 1, 1)[:size]
-    return torch.bernoulli(x, generator=torch.Generator().manual_seed(0))
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(0)).to(DEVICE)
 
 
 def pyro_vae_step(config, x, eager=False):
@@ -57,6 +59,7 @@ def pyro_vae_step(config, x, eager=False):
     loss (:class:`~pyro_vae.traced.TracedLoss`), or with ``eager`` Pyro's eager step (what fit
     falls back to)."""
     model, guide = pyro_vae.build(config, x.shape[1:])
+    model.to(DEVICE), guide.to(DEVICE)
     loss_fn = config.make_elbo()(model, guide)
     schedule = Schedule(loss_fn, config.lr, traced=None if eager else TracedLoss(loss_fn))
     idx = torch.arange(x.shape[0])
@@ -93,6 +96,8 @@ def seconds_per_step(step, steps):
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
@@ -100,7 +105,7 @@ def peer_steps(x):
     """Pyro's VAE example's step by each of its ELBOs, and the same networks' hand-written step.
     Each peer keeps its parameters in a param store of its own (swapped in around its step), so
     two of them can alternate in one process."""
-    vae = _peer.PeerVAE(x_dim=x[0].numel())
+    vae = _peer.PeerVAE(x_dim=x[0].numel()).to(DEVICE)
     steps = {"peer_hand_written": _peer.hand_written_step(copy.deepcopy(vae), x)}
     for name in _peer.ELBOS:
         scope = ParamScope()
@@ -186,6 +191,7 @@ def breakdown(batch_size=128):
     config = pyro_vae.Config()
     x = batch(batch_size)
     model, guide = pyro_vae.build(config, x.shape[1:])
+    model.to(DEVICE), guide.to(DEVICE)
     loss_fn = config.make_elbo()(model, guide)
     traced = TracedLoss(loss_fn)
     encoder, decoder = copy.deepcopy(guide.encoder), copy.deepcopy(model.decoder)
@@ -238,6 +244,7 @@ def main():
                 "breakdown": breakdown(),
                 "target": {"case": "mlp, batch 128", "ratio_max": 1.05},
                 "target_met": headline <= 1.05,
+                "device": str(DEVICE),
                 "machine": {**machine(), "load_average": round(os.getloadavg()[0], 2)},
             },
             indent=2,

@@ -10,6 +10,7 @@ from pyro.infer import Trace_ELBO
 
 from pyro_vae.config import CONDITIONS, ELBOS, Config, build
 from pyro_vae.data import Data, load_dataset
+from pyro_vae.discrete import STRATEGIES, objective
 from pyro_vae.errors import DataError, DivergenceError
 from pyro_vae.families import FAMILIES
 from pyro_vae.guides import DeltaGuide, LocalGuide
@@ -258,3 +259,14 @@ def test_parameters_gone_non_finite_between_recorded_steps_are_named():
             checkpoint=poison,
             checkpoint_every=1,
         )
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_discrete_strategy_runs_eagerly_with_a_notice(strategy):
+    data = _tiny()
+    config = Config(model="gmvae", z_dim=4, hidden_dims=(16,), elbo="trace")
+    model, guide = build(config, data.x_shape)
+    loss_fn = objective(model.structure, strategy, config.make_elbo())(model, guide)
+    lines = []
+    assert lean_loss(loss_fn, model, data, notify=lines.append) is None
+    assert len(lines) == 1 and "is not one of the ELBOs pyro_vae records" in lines[0]

@@ -23,6 +23,8 @@ SMOKE_RUNS = [
     "benchmarks/e_step.py",
     "benchmarks/label_cvae.py",
     "benchmarks/epoch.py",
+    "benchmarks/gpu_check.py",
+    "benchmarks/log_px.py",
     # Four fresh processes, each importing torch: about 30 s even with tiny sizes.
     pytest.param("benchmarks/memory.py", marks=pytest.mark.slow),
     "benchmarks/quality_at_budget.py",
