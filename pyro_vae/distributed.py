@@ -33,6 +33,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .discrete import objective
 from .errors import ConfigError, MissingDependencyError
 from .guides import DeltaGuide, LocalGuide
 from .program import as_program
@@ -222,6 +223,17 @@ class SVIModule(pl.LightningModule):
         self.log_dict(logged, prog_bar=True, rank_zero_only=True)
 
 
+def _in_turn(*hooks):
+    """One ``on_epoch`` hook that calls each of ``hooks`` (those not ``None``) in turn."""
+
+    def on_epoch(epoch):
+        for hook in hooks:
+            if hook is not None:
+                hook(epoch)
+
+    return on_epoch
+
+
 def fit_distributed(
     model,
     guide,
@@ -245,6 +257,7 @@ def fit_distributed(
     strategy="ddp",
     accelerator="auto",
     callbacks=(),
+    discrete=None,
 ):
     """:func:`pyro_vae.train.fit` on ``devices`` processes on each of ``num_nodes`` machines.
 
@@ -262,9 +275,14 @@ def fit_distributed(
     :param str strategy: Lightning's ``"ddp"`` (or ``"auto"`` to let Lightning choose).
     :param str accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
     :param callbacks: extra Lightning callbacks.
+    :param str discrete: how to train discrete latent sites, as for :func:`~pyro_vae.train.fit`.
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay)
     model, guide = as_program(model, guide, *example_batch(data), n)
+    elbo = objective(model.structure, discrete, elbo if elbo is not None else Trace_ELBO())
+    start_epoch = getattr(elbo, "start_epoch", None)  # a discrete strategy's schedule
+    if start_epoch is not None:
+        on_epoch = _in_turn(start_epoch, on_epoch)
     if resume_from is not None:
         raise ConfigError(
             "a data-parallel run cannot resume from a checkpoint; continue it in one process"

@@ -438,3 +438,28 @@ def test_lightning_advertises_nothing(capfd, caplog):
     printed = out + err + caplog.text
     assert "litlogger" not in printed.lower()
     assert "GPU available" in printed  # the device report stays when not quiet
+
+
+@needs_lightning
+def test_discrete_sites_train_through_lightning_with_fits_objective():
+    """A program with a discrete latent gets fit's objective through Lightning too (here the
+    relaxed one, whose temperature the per-epoch hook anneals), and is scored by enumeration."""
+    from pyro_vae.discrete import Relaxed, temperature
+    from pyro_vae.distributed import fit_distributed
+    from tests.test_discrete import Mixture, MixtureGuide, mixture
+
+    truth, _, program, _ = mixture()
+    torch.manual_seed(0)
+    y = torch.distributions.Categorical(truth.pi).sample((100,))
+    x = torch.randn(100, 2) @ truth.W.T + truth.B.detach()[y] + 0.5 * torch.randn(100, 2)
+    data = Data("mixture", "none", x, y, x[:50], y[:50])
+    elbo = Relaxed(program.structure)
+    pyro.set_rng_seed(0)
+    model = Mixture()
+    kwargs = dict(epochs=3, batch_size=50, lr=0.05, quiet=True, devices=1, accelerator="cpu")
+    history = fit_distributed(model, MixtureGuide(model), data, elbo, **kwargs)
+    assert elbo.temperature == temperature(3)
+    exact = truth.log_joint_y(x[:50]).logsumexp(0).mean().item()
+    assert history.epoch == [1, 2, 3] and history.test_elbo[-1] <= exact + 0.05
+    with pytest.raises(ConfigError, match="unknown discrete strategy"):
+        fit_distributed(model, MixtureGuide(model), data, discrete="gumbel", **kwargs)
