@@ -1,6 +1,26 @@
+import os
+
 import pyro
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per worker, in the commands the tests start too: two workers with two
+    # threads each on two cores run many times slower than one worker alone.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+# Test modules whose tests run in one worker together (``make test`` runs ``-n auto --dist
+# loadgroup``): the tutorials' notebooks are executed once for the tutorial tests and the site.
+SHARED_WORKER = {"test_tutorials": "notebooks", "test_docs": "notebooks"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Keep each test module on one worker, so its module-scoped fixtures are computed once."""
+    for item in items:
+        module = os.path.splitext(os.path.basename(item.nodeid.split("::")[0]))[0]
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
 
 
 @pytest.fixture(autouse=True)
