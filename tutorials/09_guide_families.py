@@ -228,19 +228,29 @@ print(os.path.join(out, "posteriors.png"))
 
 # %% [markdown]
 # `posteriors.png` draws, for four test images, the exact posterior in grey and each family's q*
-# as its 2-sd contour. Where the grey shape is bent or lopsided the diagonal and full-covariance
-# ellipses cannot follow it and the flow's contour can.
+# as its 2-sd contour. In the full run (30 epochs, 200 test images) this small VAE's posteriors
+# are close to Gaussian: the diagonal family's gap is 0.04 nats, and fullcov and flow close nearly
+# all of it (0.01 left); their contours lie almost on top of each other, tilted a little where
+# the grey shape is. The encoder costs far more: its amortization gap is about 0.5 nats.
 #
 # ## 4. The family the decoder was trained with
 #
-# Cremer et al.'s observation: the decoder adapts to its encoder. A decoder trained with a
-# diagonal encoder learns to make posteriors a diagonal Gaussian fits well, so a flow recovers
-# less on it than on a decoder trained with a flow. Their Table 2 layout: one row per training
-# family; log p(x), the ELBO of each q* and of the amortized q; the approximation gap (to the q*
-# of the encoder's own family) and the amortization gap.
+# Cremer et al. observed that the decoder adapts to its encoder: a decoder trained with a
+# diagonal encoder learns posteriors that a diagonal Gaussian fits well. Their Table 2 layout:
+# one row per training family; log p(x), the ELBO of each q* and of the amortized q; the
+# approximation gap (to the q* of the encoder's own family) and the amortization gap. At this
+# small size both decoders leave tiny approximation gaps (0.04 and 0.01 nats in the full run) and
+# the same amortization gap (0.46 and 0.45): to see the family matter, train larger latents for
+# longer (the README's table is a larger run of the same study).
 
 # %%
 print("\n".join(family_table(results)))
+
+if not smoke_test:  # what the text says of the full run
+    for res in results.values():
+        rows = {r["family"]: r["approximation_gap"][0] for r in res["families"]["rows"]}
+        assert rows["diag"] < 0.1 and max(rows["fullcov"], rows["flow"]) <= rows["diag"], rows
+        assert res["gaps"]["amortization_gap"] > 5 * res["gaps"]["approximation_gap"], res["gaps"]
 
 # %% [markdown]
 # The same study from the command line, on any model file:
