@@ -36,6 +36,7 @@ from pyro.infer.elbo import ELBOModule
 from pyro.poutine.messenger import Messenger
 
 from .errors import ConfigError
+from .nets import LearnedBaseline
 
 #: The most joint values of the discrete sites that ``enumerate`` is the default for.
 MAX_ENUMERATE = 1024
@@ -206,8 +207,6 @@ class Score(Objective):
 
     def __call__(self, model, guide):
         if self.learned_baseline:
-            from .gradvar import LearnedBaseline
-
             self.baseline = LearnedBaseline(self.x_shape)
         return DiscreteLoss(model, guide, self, self.baseline)
 
@@ -235,7 +234,7 @@ class Score(Objective):
 
 
 class ScoreBaseline(Score):
-    """:class:`Score` with a learned baseline ``b(x)`` (:class:`pyro_vae.gradvar.LearnedBaseline`)."""
+    """:class:`Score` with a learned baseline ``b(x)`` (:class:`pyro_vae.nets.LearnedBaseline`)."""
 
     learned_baseline = True
 

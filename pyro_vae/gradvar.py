@@ -23,17 +23,14 @@ Usage::
     rows = gradient_variance(model, guide, x, particles=(1, 10), num_draws=200)
 """
 
-import math
-
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
-from torch import nn
 
 from .errors import ConfigError
 from .evaluate import log_weights
-from .nets import make_fc
+from .nets import LearnedBaseline
 
 #: name -> (the Pyro ELBO, the score-function baseline or None for a pathwise gradient)
 ESTIMATORS = {
@@ -79,26 +76,6 @@ class ScoreFunction(Messenger):
         else:
             return
         msg["infer"] = {**msg["infer"], "baseline": options}
-
-
-class LearnedBaseline(nn.Module):
-    """A baseline b(x) for the score-function estimator: a small MLP from an image to a number.
-
-    :param tuple x_shape: the shape of one image.
-    :param int hidden_dim: width of the hidden layer.
-    """
-
-    def __init__(self, x_shape, hidden_dim=64):
-        super().__init__()
-        self.x_shape = tuple(x_shape)
-        self.fc = make_fc([math.prod(self.x_shape), hidden_dim, 1])
-        # The network predicts standardized costs; costs of hundreds of nats would take Adam
-        # thousands of steps to reach from an output near zero.
-        self.register_buffer("shift", torch.tensor(0.0))
-        self.register_buffer("scale", torch.tensor(1.0))
-
-    def forward(self, x):
-        return self.shift + self.scale * self.fc(x.reshape(x.shape[0], -1)).squeeze(-1)
 
 
 def _groups(model, guide):

@@ -205,3 +205,23 @@ def make_networks(net, x_shape, z_dim, hidden_dims, c_dim=0, outputs=1):
     return ConvEncoder(x_shape, z_dim, hidden, c_dim), ConvDecoder(
         out_shape, z_dim, hidden[::-1], c_dim
     )
+
+
+class LearnedBaseline(nn.Module):
+    """A baseline b(x) for the score-function estimator: a small MLP from an image to a number.
+
+    :param tuple x_shape: the shape of one image.
+    :param int hidden_dim: width of the hidden layer.
+    """
+
+    def __init__(self, x_shape, hidden_dim=64):
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        self.fc = make_fc([math.prod(self.x_shape), hidden_dim, 1])
+        # The network predicts standardized costs; costs of hundreds of nats would take Adam
+        # thousands of steps to reach from an output near zero.
+        self.register_buffer("shift", torch.tensor(0.0))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def forward(self, x):
+        return self.shift + self.scale * self.fc(x.reshape(x.shape[0], -1)).squeeze(-1)

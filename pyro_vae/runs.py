@@ -465,9 +465,9 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
         metrics.update(completion.report(run, data, quiet))
         metrics["figures"].append("inpainting.png")
     if config.model in CLASS_MODELS:
-        from . import semi
+        from . import class_latent
 
-        metrics.update(semi.report(run, data))
+        metrics.update(class_latent.report(run, data))
         metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
     metrics["total_seconds"] = round(time.perf_counter() - start, 2)
     write_json(os.path.join(out, "metrics.json"), metrics)

@@ -1,14 +1,13 @@
-"""Semi-supervised and unsupervised learning with a discrete class latent.
+"""The semi-supervised study: M2 against the classifier it must beat, over numbers of labels.
 
-- :func:`report`: what ``pyro-vae train --model m2`` (or ``gmvae``) adds to a run's metrics:
-  the test accuracy of q(y|x) (for the mixture: the cluster accuracy, clusters matched one-to-one
-  to labels), and the analogies figure (Kingma et al. 2014, figure 1: the style z of a few test
-  images decoded under every class).
 - :func:`baseline_classifier`: q(y|x)'s network trained on the labelled images alone, the
   baseline M2 must beat.
 - :func:`table`: Pyro's semi-supervised tutorial's table 1 layout, test accuracy per number of
   labels and :data:`VARIANTS` (score function, enumeration, enumeration with the classification
   term, the baseline), mean and 95% interval over draws of the labelled set (``pyro-vae semi``).
+
+What one M2 or mixture run reports (accuracy, cluster accuracy, the analogies figure) is
+:mod:`pyro_vae.class_latent`.
 """
 
 import math
@@ -16,71 +15,10 @@ import os
 from dataclasses import replace
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from scipy.stats import t as student_t
 from torch.nn import functional as F
 
-from . import plots
 from .errors import ConfigError
-
-
-@torch.no_grad()
-def predictions(run, x):
-    """The most probable class of q(y|x) for each image ``(N,)``."""
-    return run.guide.classify(run._images(x))
-
-
-def cluster_accuracy(predicted, labels):
-    """The accuracy of ``predicted`` clusters under the one-to-one matching of clusters to
-    labels that maximizes it (the Hungarian method, ``linear_sum_assignment``)."""
-    k = int(max(predicted.max(), labels.max())) + 1
-    counts = torch.zeros(k, k)
-    counts.index_put_((predicted.long(), labels.long()), torch.ones(len(labels)), accumulate=True)
-    rows, cols = linear_sum_assignment(-counts.numpy())
-    return counts[rows, cols].sum().item() / len(labels)
-
-
-def report(run, data):
-    """The class model's numbers on the test split, and its figure in the run directory."""
-    predicted = predictions(run, data.test_x)
-    if run.config.model == "gmvae":
-        out = {"test_cluster_accuracy": round(cluster_accuracy(predicted, data.test_y), 4)}
-        clusters(run, os.path.join(run.path, "clusters.png"))
-        return out
-    accuracy = (predicted == data.test_y).float().mean().item()
-    analogies(run, data.test_x[:8], os.path.join(run.path, "analogies.png"))
-    return {"test_accuracy": round(accuracy, 4), "labels": run.config.labels}
-
-
-@torch.no_grad()
-def analogies(run, x, path):
-    """Each row: a test image, then its style z (the mean of q(z | x, y) at q's class) decoded
-    under every class y = 0, 1, ..., K - 1."""
-    x = run._images(x)
-    k = run.num_classes
-    c = F.one_hot(predictions(run, x), k).float()
-    z, _ = run.guide.encoder(x, c)
-    n = x.shape[0]
-    decoded = run.model.x_dist(z.repeat_interleave(k, 0), torch.eye(k).repeat(n, 1)).mean
-    rows = torch.cat([x[:, None], decoded.reshape(n, k, *x.shape[1:])], 1)
-    plots.image_grid(
-        rows.reshape(-1, *x.shape[1:]),
-        path,
-        title=f"analogies: a test image (left), its style z decoded under y = 0 ... {k - 1}",
-        nrow=k + 1,
-    )
-
-
-@torch.no_grad()
-def clusters(run, path, per_cluster=10):
-    """Each row: images decoded from z drawn in one cluster's bump of the mixture prior."""
-    model, k = run.model, run.num_classes
-    c = torch.eye(k).repeat_interleave(per_cluster, 0)
-    g = torch.Generator().manual_seed(0)
-    z = model.z_dist(c).base_dist
-    z = z.loc + z.scale * torch.randn(z.loc.shape, generator=g)
-    images = model.x_dist(z, c).mean
-    plots.image_grid(images, path, title="one row per cluster: z ~ p(z | cluster)")
 
 
 def baseline_classifier(data, hidden_dims, epochs=100, lr=1e-3, seed=0):
