@@ -108,6 +108,14 @@ class Data:
     def num_classes(self):
         return int(max(self.train_y.max(), self.test_y.max()).item()) + 1
 
+    def example_batch(self, n=4):
+        """A few training images (binarized as the model sees them) and their condition, for the
+        program door to discover a model's structure on."""
+        x, y = self.train_x[:n], self.train_y[:n]
+        if self.binarize == "dynamic":
+            x = binarize_once(x, 0)
+        return x, self.model_y(x, y)
+
     def model_y(self, x, labels):
         """What the model is conditioned on for images ``x`` with ``labels``."""
         if self.labelled is not None:

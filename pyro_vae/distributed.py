@@ -42,7 +42,6 @@ from .train import (
     History,
     Schedule,
     check_fit_arguments,
-    example_batch,
     mean_test_elbo,
     training_state,
 )
@@ -278,7 +277,7 @@ def fit_distributed(
     :param str discrete: how to train discrete latent sites, as for :func:`~pyro_vae.train.fit`.
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay)
-    model, guide = as_program(model, guide, *example_batch(data), n)
+    model, guide = as_program(model, guide, *data.example_batch(), n)
     elbo = objective(model.structure, discrete, elbo if elbo is not None else Trace_ELBO())
     start_epoch = getattr(elbo, "start_epoch", None)  # a discrete strategy's schedule
     if start_epoch is not None:

@@ -230,12 +230,10 @@ def data_in_support(model, data, chunk=4096):
     are binary whatever the stored images are."""
     from pyro import poutine
 
-    from .train import example_batch
-
     if data.binarize == "dynamic":
         return True
     structure = model.structure
-    x, y = example_batch(data)
+    x, y = data.example_batch()
     with torch.no_grad(), pyro.validation_enabled(False):
         site = poutine.trace(model).get_trace(x, y).nodes[structure.image]
         support = site["fn"].support

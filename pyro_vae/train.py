@@ -22,7 +22,6 @@ from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from . import evaluate
-from .data import binarize_once
 from .discrete import objective
 from .errors import (
     CheckpointError,
@@ -154,7 +153,7 @@ def fit(
         small. ``elbo`` then only gives the number of particles (and IWAE's bound, for relaxed).
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
-    model, guide = as_program(model, guide, *example_batch(data), n)
+    model, guide = as_program(model, guide, *data.example_batch(), n)
     if guide is None:  # a model alone: variational EM with a Gaussian per training image
         guide = LocalGuide(n, structure=model.structure)
     elbo = elbo if elbo is not None else Trace_ELBO()
@@ -250,15 +249,6 @@ def fit(
             if checkpoint is not None:
                 save(epoch, steps_per_epoch, None, 0.0)
     return history
-
-
-def example_batch(data, n=4):
-    """A few training images (binarized as the model sees them) and their condition, for the
-    program door to discover a model's structure on."""
-    x, y = data.train_x[:n], data.train_y[:n]
-    if data.binarize == "dynamic":
-        x = binarize_once(x, 0)
-    return x, data.model_y(x, y)
 
 
 def per_image(guide):
