@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # One pytest worker per core (tests/conftest.py gives each worker one torch thread).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadgroup
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

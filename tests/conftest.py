@@ -10,17 +10,37 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
-# Test modules whose tests run in one worker together (``make test`` runs ``-n auto --dist
-# loadgroup``): the tutorials' notebooks are executed once for the tutorial tests and the site.
+# ``make test`` runs ``-n auto --dist loadfile``: each test module on one worker, so its
+# module-scoped fixtures are computed once. These modules share a worker too: the tutorials'
+# notebooks are executed once for the tutorial tests and the site.
 SHARED_WORKER = {"test_tutorials": "notebooks", "test_docs": "notebooks"}
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Keep each test module on one worker, so its module-scoped fixtures are computed once."""
-    for item in items:
-        module = os.path.splitext(os.path.basename(item.nodeid.split("::")[0]))[0]
-        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, with the modules of :data:`SHARED_WORKER` sent to one worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return SHARED_WORKER.get(os.path.splitext(os.path.basename(path))[0], path)
+
+    return Scheduling(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    """The modules of :data:`SHARED_WORKER`, the longest share, first: a worker starts on them
+    while the other takes the rest."""
+    first = set(SHARED_WORKER)
+
+    def shared(item):
+        path = item.nodeid.split("::", 1)[0]
+        return os.path.splitext(os.path.basename(path))[0] in first
+
+    items.sort(key=lambda item: not shared(item))
 
 
 @pytest.fixture(autouse=True)

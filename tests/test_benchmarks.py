@@ -1,0 +1,54 @@
+"""Every benchmark script runs, with tiny sizes (``CI`` set), as a script.
+
+The coverage test fails when a benchmark is added without a smoke run here (as in Pyro's
+tests/test_examples.py).
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SMOKE_RUNS = [
+    # The demo benchmark's smoke run still scores 1,000 test images with K=1000 (about 2 minutes).
+    pytest.param("benchmarks/demo.py", marks=pytest.mark.slow),
+    "benchmarks/checkpoint.py",
+    "benchmarks/e_step.py",
+    "benchmarks/label_cvae.py",
+    "benchmarks/epoch.py",
+    "benchmarks/gpu_check.py",
+    "benchmarks/log_px.py",
+    # Four fresh processes, each importing torch: about 30 s even with tiny sizes.
+    pytest.param("benchmarks/memory.py", marks=pytest.mark.slow),
+    "benchmarks/quality_at_budget.py",
+    "benchmarks/step_overhead.py",
+]
+
+
+def test_coverage():
+    scripts = sorted(
+        os.path.relpath(path, ROOT)
+        for path in glob.glob(os.path.join(ROOT, "benchmarks", "[!_]*.py"))
+    )
+    smoked = [s.values[0] if hasattr(s, "values") else s for s in SMOKE_RUNS]
+    missing = [s for s in scripts if s not in smoked]
+    assert not missing, f"benchmarks without a smoke run in tests/test_benchmarks.py: {missing}"
+
+
+@pytest.mark.parametrize("script", SMOKE_RUNS)
+def test_smoke(script, tmp_path):
+    env = {**os.environ, "CI": "1", "PYTHONPATH": ROOT, "MPLBACKEND": "Agg"}
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script)],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
