@@ -251,10 +251,10 @@ def posteriors_2d(grid, qs, images, path, samples=None, densities=None, title=No
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.9), squeeze=False)
     mean, std = grid.moments()
     for i, ax in enumerate(axes[0]):
-        density = grid.log_post[i].exp().T  # rows: z2, columns: z1
-        ax.contourf(grid.z1, grid.z2, density, levels=12, cmap="Greys")
+        density = grid.log_post[i].exp().T.numpy()  # rows: z2, columns: z1
+        ax.contourf(grid.z1.numpy(), grid.z2.numpy(), density, levels=12, cmap="Greys")
         if samples is not None:
-            s = samples[:, i]
+            s = samples[:, i].numpy()
             ax.plot(s[:, 0], s[:, 1], ".", color="k", ms=2, alpha=0.5, label="NUTS samples")
         for name, (loc, scale) in qs.items():
             colour = STRATEGY_COLOURS.get(name, "grey")
@@ -278,7 +278,7 @@ def posteriors_2d(grid, qs, images, path, samples=None, densities=None, title=No
         ax.set_title(f"test image {i}: log p(x) = {grid.log_px[i]:.2f}", fontsize=9)
         if images.dim() >= 3:  # show the image itself in a corner
             inset = ax.inset_axes([0.0, 0.75, 0.25, 0.25])
-            inset.imshow(images[i].reshape(images.shape[-2], -1), cmap="gray_r")
+            inset.imshow(images[i].reshape(images.shape[-2], -1).numpy(), cmap="gray_r")
             inset.set_axis_off()
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(
