@@ -27,6 +27,7 @@ from pyro_vae.data import Data
 from pyro_vae.discrete import STRATEGIES, default_strategy, objective
 from pyro_vae.errors import ConfigError, ModelFileError
 from tests.conftest import assert_close
+from tests.test_semi import SMALL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K, X_DIM, Z_DIM, SIGMA = 3, 2, 2, 0.5
@@ -257,14 +258,7 @@ def test_a_model_file_with_a_discrete_latent_trains_with_each_choice(name, tmp_p
             os.path.join(ROOT, "examples", "cluster_vae.py:ClusterVAE"),
             "--discrete",
             name,
-            "--z-dim",
-            "2",
-            "--hidden-dims",
-            "16",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "500",
+            *SMALL,
             "--log-px-samples",
             "4",
             "--elbo",

@@ -20,6 +20,8 @@ from tests.conftest import assert_close
 
 X_SHAPE = (1, 4, 4)
 K = 3
+#: The smallest M2 that trains through the command line (1 epoch of 500-image batches).
+SMALL = ["--z-dim", "2", "--hidden-dims", "16", "--epochs", "1", "--batch-size", "500"]
 
 
 def tiny_m2(alpha=0.0, z_dim=1):
@@ -205,14 +207,7 @@ def test_train_m2_from_the_command_line(tmp_path, capsys):
         "m2",
         "--labels",
         "100",
-        "--z-dim",
-        "2",
-        "--hidden-dims",
-        "16",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "500",
+        *SMALL,
         "--log-px-samples",
         "4",
         "--quiet",
@@ -248,14 +243,7 @@ def test_the_semi_table_at_smoke_size(tmp_path, capsys):
         "2",
         "--variants",
         "enumeration+aux,baseline",
-        "--z-dim",
-        "2",
-        "--hidden-dims",
-        "16",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "500",
+        *SMALL,
         "--log-px-samples",
         "2",
         "--json",
