@@ -408,8 +408,7 @@ class Schedule:
 
     def check_parameters(self, epoch, step):
         """Refuse non-finite parameters (a non-finite gradient makes them so)."""
-        if not all(torch.isfinite(p).all() for p in self.params):
-            _diverged("the parameters", "non-finite", epoch, step)
+        check_parameters(self.params, epoch, step)
 
     def end_epoch(self):
         """Decay the learning rates."""
@@ -468,16 +467,15 @@ class _Step:
             if is_out_of_memory(e):  # the sizes', not the program's fault: the caller names them
                 raise
             # Pyro's validation rejects NaN parameters of a distribution before any loss.
-            if isinstance(e, ValueError) and not all(torch.isfinite(p).all() for p in self.params):
-                _diverged("the parameters", "non-finite", epoch, step)
+            if isinstance(e, ValueError):
+                check_parameters(self.params, epoch, step)
             raise ProgramError(
                 f"the model or guide failed at epoch {epoch}, step {step} (a batch of "
                 f"{x.shape[0]} images): {program_error_line(e)}"
             ) from None
         value = loss.item()
         if not math.isfinite(value) and lean:  # Pyro's validation would name the parameters
-            if not all(torch.isfinite(p).all() for p in self.params):
-                _diverged("the parameters", "non-finite", epoch, step)
+            check_parameters(self.params, epoch, step)
         if not math.isfinite(value) and not self.collective:
             _diverged("the ELBO", value, epoch, step)
         for p in self.all_params:
@@ -524,6 +522,12 @@ def adam(params, lr):
 
 def _notify(line):
     print(f"pyro_vae: training with the eager Pyro step: {line}", file=sys.stderr, flush=True)
+
+
+def check_parameters(params, epoch, step):
+    """Refuse non-finite ``params`` with a :class:`~pyro_vae.errors.DivergenceError`."""
+    if not all(torch.isfinite(p).all() for p in params):
+        _diverged("the parameters", "non-finite", epoch, step)
 
 
 def _diverged(what, value, epoch, step):
