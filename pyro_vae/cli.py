@@ -151,6 +151,14 @@ def _add_train_args(p, d):
     )
     p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="(default: %(default)s)")
     p.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        default=d.time_limit,
+        metavar="SECONDS",
+        help="a wall-clock budget for training: no epoch is started that would end after it, "
+        "so --epochs is then an upper bound (default: none)",
+    )
+    p.add_argument(
         "--batch-size", type=_positive_int, default=d.batch_size, help="(default: %(default)s)"
     )
     p.add_argument(
@@ -342,6 +350,7 @@ def _config_from_args(args):
         seed=args.seed,
         log_px_samples=args.log_px_samples,
         clip_grad=args.clip_grad,
+        time_limit=args.time_limit,
         **_family_from_args(args),
         exclude_classes=args.exclude_classes,
     )
@@ -364,7 +373,11 @@ FIGURES = ("samples.png", "reconstructions.png", "latent.png", "training-curve.p
 def _print_metrics(metrics, out):
     print(f"run directory: {out}")
     print(f"  dataset        {metrics['dataset']} (binarize={metrics['binarize']})")
-    print(f"  training       {plural(metrics['epochs'], 'epoch')} in {metrics['seconds']:.1f} s")
+    limit = metrics.get("time_limit")
+    print(
+        f"  training       {plural(metrics['epochs'], 'epoch')} in {metrics['seconds']:.1f} s"
+        + ("" if limit is None else f" (time limit {limit:g} s)")
+    )
     print(f"  train ELBO     {metrics['train_elbo']:.2f} nats/image")
     print(f"  test ELBO      {metrics['test_elbo']:.2f} nats/image")
     print(
@@ -616,7 +629,7 @@ def _unfinished(run, path):
 
     epoch, step = getattr(run, "progress", (run.config.epochs, 0))
     owner = holder(run.path)
-    if epoch >= run.config.epochs and owner is None:
+    if (epoch >= run.config.epochs or getattr(run, "out_of_time", False)) and owner is None:
         return None
     where = f"epoch {epoch} of {run.config.epochs}" + (f" and {step} steps" if step else "")
     if owner is not None:
@@ -836,6 +849,12 @@ def _compare_families(args, strategies, families):
             run, data, compared, args, strategies, families, metrics["seconds"]
         )
     lines = [f"# Models trained with each guide family: {config.dataset}", ""]
+    if config.time_limit is not None:
+        lines += [
+            f"Equal wall time: each family trained within {config.time_limit:g} s (no epoch "
+            f"started that would end after it; at most {config.epochs} epochs).",
+            "",
+        ]
     lines += training_table(training, config.batch_size) + [""] + family_table(results)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "families.md"), "w") as f:

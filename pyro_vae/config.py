@@ -78,6 +78,9 @@ class Config:
     # seed) and the weight of its classification term (Kingma et al.'s alpha; 0: none).
     labels: Optional[int] = None
     alpha: float = 0.0
+    # A wall-clock budget for training in seconds (pyro_vae.train.fit's time_limit): no epoch is
+    # started that would end after it, so --epochs is then an upper bound. None: no budget.
+    time_limit: Optional[float] = None
 
     def __post_init__(self):
         if isinstance(self.hidden_dims, list):  # as JSON gives it back
@@ -168,6 +171,11 @@ class Config:
                 raise ConfigError(
                     f"{name} must be a positive number, got {shown(getattr(self, name))}"
                 )
+        if self.time_limit is not None and not _positive_number(self.time_limit):
+            raise ConfigError(
+                f"time_limit must be a positive number of seconds or None, got "
+                f"{shown(self.time_limit)}"
+            )
         if self.clip_grad is not None and not _positive_number(self.clip_grad):
             raise ConfigError(
                 f"clip_grad must be a positive number or None, got {shown(self.clip_grad)}"

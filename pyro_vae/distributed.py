@@ -371,6 +371,10 @@ def train_run_distributed(
     in the same format as a single-process run (its checkpoint at the end of every epoch), and the
     others return ``(None, None)``.
     """
+    if config.time_limit is not None:
+        raise ConfigError(
+            "--time-limit stops a run in one process; a data-parallel run trains for --epochs"
+        )
     if not out and devices * num_nodes > 1:
         raise ConfigError(
             "a data-parallel run needs --out: every process must write to the same run directory"

@@ -44,7 +44,7 @@ from .lock import writing
 from .models import LabelCondition, ObservedQuadrants
 from .objectives import kl_warmup
 from .resources import check_fits, check_sizes, faults, guarded
-from .train import fit
+from .train import fit, out_of_time
 
 CONFIG = "config.json"
 
@@ -265,6 +265,10 @@ def load_run(path):
     path = os.path.dirname(os.path.abspath(file))
     run = Run(config, model, guide, state["x_shape"], path=path, num_classes=num_classes)
     run.progress = (state.get("epoch", config.epochs), state.get("step", 0))  # how far it trained
+    # whether training stopped at its time limit (then an epoch short of config.epochs is the end)
+    run.out_of_time = not run.progress[1] and out_of_time(
+        config.time_limit, state.get("seconds", 0.0), run.progress[0]
+    )
     return run
 
 
@@ -432,6 +436,7 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             checkpoint_every=checkpoint_every,
             on_epoch=kl_warmup([model, guide], config.beta, config.kl_warmup),
             discrete=config.discrete,
+            **({} if config.time_limit is None else {"time_limit": config.time_limit}),
         )
     except (DivergenceError, ProgramError) as e:
         last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})
@@ -451,7 +456,10 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
 
     phase["doing"] = f"evaluating with log_px_samples {config.log_px_samples}"
     metrics = evaluate_run(run, data, num_samples=config.log_px_samples, quiet=quiet)
-    metrics.update(epochs=config.epochs, seconds=round(train_seconds, 2))
+    # with a time limit, the epochs trained may be fewer than config.epochs
+    metrics.update(epochs=history.epoch[-1], seconds=round(train_seconds, 2))
+    if config.time_limit is not None:
+        metrics["time_limit"] = config.time_limit
     phase["doing"] = "drawing the figures"
     write_figures(run, data, history.as_dict(), metrics["test_log_px"])
     metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))

@@ -179,8 +179,11 @@ def fit(
     every = checkpoint_every if checkpoint is not None and checkpoint_every else 0
     done = done_epochs * steps_per_epoch + done_steps
     start = time.perf_counter() - seconds
+    # The training time at the end of the last epoch, as its checkpoint saves it: the time limit
+    # is judged by it, so a resumed run stops where the uninterrupted one did.
+    elapsed = seconds
 
-    def save(epoch, step, order, total):
+    def save(epoch, step, order, total, seconds=None):
         checkpoint(
             training_state(
                 model,
@@ -191,7 +194,7 @@ def fit(
                 order,
                 total,
                 history,
-                time.perf_counter() - start,
+                time.perf_counter() - start if seconds is None else seconds,
                 generator,
                 n,
                 batch_size,
@@ -206,10 +209,8 @@ def fit(
         desc="train",
     ) as bar:
         for epoch in range(done_epochs + 1, epochs + 1):
-            if time_limit is not None and history.epoch and done_steps == 0:
-                elapsed = time.perf_counter() - start
-                if elapsed + elapsed / len(history.epoch) > time_limit:
-                    break
+            if done_steps == 0 and out_of_time(time_limit, elapsed, len(history.epoch)):
+                break
             if on_epoch is not None:
                 on_epoch(epoch)
             if start_epoch is not None:  # a discrete strategy's schedule (the temperature)
@@ -245,10 +246,20 @@ def fit(
                 )
             elif test_samples:  # a per-image guide's test ELBO needs an E-step: at the end only
                 history.test_elbo.append(None)
+            elapsed = time.perf_counter() - start
             # After the test ELBO, which draws from the global generator too.
             if checkpoint is not None:
-                save(epoch, steps_per_epoch, None, 0.0)
+                save(epoch, steps_per_epoch, None, 0.0, elapsed)
     return history
+
+
+def out_of_time(time_limit, seconds, epochs_done):
+    """Whether :func:`fit` with ``time_limit`` stops after ``epochs_done`` epochs that took
+    ``seconds``: when one more epoch of their mean length would end after the limit. A run
+    always trains at least one epoch."""
+    if time_limit is None or not epochs_done:
+        return False
+    return seconds + seconds / epochs_done > time_limit
 
 
 def per_image(guide):

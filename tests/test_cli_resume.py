@@ -170,3 +170,58 @@ def test_resume_refuses_what_it_cannot_continue(reference, tmp_path, capsys):
     with pytest.raises(CheckpointError, match="different configuration than config.json"):
         resume_run(run)
     assert {name: open(os.path.join(run, name), "rb").read() for name in os.listdir(run)} == before
+
+
+class _Stop(BaseException):
+    """Stands in for a kill: nothing in pyro_vae catches it."""
+
+
+def test_a_time_limited_run_stops_early_is_finished_and_resumes_exactly(tmp_path, capsys):
+    import pyro_vae.runs
+    import pyro_vae.train
+
+    clock = [0.0]
+
+    def tick():  # a fake clock for fit: one second per reading, two readings per epoch
+        clock[0] += 1.0
+        return clock[0]
+
+    fake = type("Time", (), {"perf_counter": staticmethod(tick)})
+    args = [*SETTINGS[:5], "6", *SETTINGS[6:], "--time-limit", "7", "--quiet"]
+    reference, run = str(tmp_path / "reference"), str(tmp_path / "run")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pyro_vae.train, "time", fake)
+        result = cli(capsys, "train", *args, "--out", reference)
+        assert result.returncode == 0 and "(time limit 7 s)" in result.stdout, result.stdout
+        epochs = read_json(reference, "metrics.json")["epochs"]
+        assert 1 < epochs < 6  # stopped by the limit, not by --epochs
+        assert read_json(reference, "config.json")["time_limit"] == 7.0
+        assert len(read_json(reference, "history.json")["epoch"]) == epochs
+        assert checkpoint(reference)["epoch"] == epochs
+        # a finished run: evaluate does not call it unfinished, --resume trains nothing more
+        result = cli(capsys, "evaluate", reference, "-k", "5")
+        assert result.returncode == 0 and "stopped after" not in result.stdout, result.stdout
+        before = open(os.path.join(reference, "checkpoint.pt"), "rb").read()
+        assert cli(capsys, "train", "--resume", reference, "--quiet").returncode == 0
+        assert open(os.path.join(reference, "checkpoint.pt"), "rb").read() == before
+
+        # killed after its second epoch's checkpoint, then resumed: the same epochs, bit for bit
+        write, writes = pyro_vae.runs._atomic_write, []
+
+        def write_then_stop(file, save):
+            write(file, save)
+            writes.append(file)
+            if len(writes) == 2:
+                raise _Stop
+
+        m.setattr(pyro_vae.runs, "_atomic_write", write_then_stop)
+        with pytest.raises(_Stop):
+            cli(capsys, "train", *args, "--out", run)
+        m.setattr(pyro_vae.runs, "_atomic_write", write)
+        assert checkpoint(run)["epoch"] == 2
+        assert cli(capsys, "train", "--resume", run, "--quiet").returncode == 0
+    assert read_json(run, "metrics.json")["epochs"] == epochs
+    ours, theirs = checkpoint(run), checkpoint(reference)
+    for part in ("model", "guide"):
+        for name, value in theirs[part].items():
+            assert torch.equal(ours[part][name], value), (part, name)

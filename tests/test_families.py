@@ -330,15 +330,19 @@ def test_every_family_trains_and_compares_on_a_model_file_from_the_command_line(
         *COMPARE_SETTINGS,
         "--train-families",
         "diag,fullcov,flow",
+        "--time-limit",
+        "600",
         "--out",
         out,
     )
     assert result.returncode == 0, result.stderr
     table = open(os.path.join(out, "families.md")).read()
+    assert "each family trained within 600 s" in table  # the same budget for every family
     for family in FAMILIES:
         assert f"| {family} |" in table
         run = os.path.join(out, f"run-{family}")
-        assert json.load(open(os.path.join(run, "config.json")))["guide_family"] == family
+        config = json.load(open(os.path.join(run, "config.json")))
+        assert (config["guide_family"], config["time_limit"]) == (family, 600)
         assert os.path.exists(os.path.join(out, f"compare-{family}", "posteriors.png"))
         assert cli(capsys, "evaluate", run, "--num-samples", "10", "--quiet").returncode == 0
     result = cli(capsys, "evaluate", run, "--num-samples", "10", "--on-train", "50", "--quiet")
