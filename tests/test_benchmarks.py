@@ -20,6 +20,7 @@ SMOKE_RUNS = [
     "benchmarks/e_step.py",
     "benchmarks/label_cvae.py",
     "benchmarks/epoch.py",
+    "benchmarks/families.py",
     "benchmarks/gpu_check.py",
     "benchmarks/log_px.py",
     # Four fresh processes, each importing torch: about 30 s even with tiny sizes.
