@@ -127,6 +127,7 @@ def _choice_list(choices):
 def _add_train_args(p, d):
     from .config import ELBOS
     from .data import BINARIZATIONS
+    from .traced import STEPS
 
     p.add_argument(
         "--dataset",
@@ -170,6 +171,15 @@ def _add_train_args(p, d):
         default=d.clip_grad,
         metavar="NORM",
         help="rescale each step's gradient to at most this norm (default: no clipping)",
+    )
+    p.add_argument(
+        "--step",
+        choices=tuple(STEPS),
+        default=d.step,
+        help="how each training step computes the loss: recorded (the ELBO's operations recorded "
+        "once and replayed, Pyro's numbers bit for bit); compiled (torch.compile: faster per "
+        "step, the same numbers to float rounding, seconds to a minute to compile; for long "
+        "runs); eager (Pyro's eager step) (default: %(default)s)",
     )
     p.add_argument(
         "--elbo",
@@ -351,6 +361,7 @@ def _config_from_args(args):
         log_px_samples=args.log_px_samples,
         clip_grad=args.clip_grad,
         time_limit=args.time_limit,
+        step=args.step,
         **_family_from_args(args),
         exclude_classes=args.exclude_classes,
     )

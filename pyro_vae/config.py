@@ -24,6 +24,7 @@ from .models import (
 from .nets import NETS, make_fc, make_networks
 from .objectives import IWAE
 from .program import Program
+from .traced import STEPS
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": IWAE}
 MODELS = ("vae", "hierarchical", "m2", "gmvae", "FILE.py[:NAME]")
@@ -81,6 +82,8 @@ class Config:
     # A wall-clock budget for training in seconds (pyro_vae.train.fit's time_limit): no epoch is
     # started that would end after it, so --epochs is then an upper bound. None: no budget.
     time_limit: Optional[float] = None
+    # How each training step computes the loss (pyro_vae.traced.STEPS): recorded, compiled, eager.
+    step: str = "recorded"
 
     def __post_init__(self):
         if isinstance(self.hidden_dims, list):  # as JSON gives it back
@@ -171,6 +174,8 @@ class Config:
                 raise ConfigError(
                     f"{name} must be a positive number, got {shown(getattr(self, name))}"
                 )
+        if not isinstance(self.step, str) or self.step not in STEPS:
+            raise ConfigError(f"unknown step {shown(self.step)}; choose one of {', '.join(STEPS)}")
         if self.time_limit is not None and not _positive_number(self.time_limit):
             raise ConfigError(
                 f"time_limit must be a positive number of seconds or None, got "

@@ -24,7 +24,6 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.nn import PyroModule
-from torch.nn import functional as F
 
 from .errors import DataError
 from .likelihoods import Bernoulli
@@ -67,7 +66,11 @@ class LabelCondition(torch.nn.Module):
         self.dim = num_classes
 
     def forward(self, y):
-        return F.one_hot(y.long(), self.num_classes).float()
+        # One-hot by comparison, as F.one_hot without its check of the largest label, which
+        # reads a tensor's value and so stops a captured loss (pyro_vae.traced.CompiledLoss);
+        # the labels were checked when the data were loaded.
+        classes = torch.arange(self.num_classes, device=y.device)
+        return (y.long().unsqueeze(-1) == classes).float()
 
 
 class ObservedQuadrants(torch.nn.Module):

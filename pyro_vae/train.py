@@ -36,7 +36,7 @@ from .errors import (
 from .guides import LocalGuide
 from .program import as_program
 from .resources import is_out_of_memory
-from .traced import NotTraceable, lean_loss
+from .traced import STEPS, NotTraceable, lean_loss
 
 # What a training state holds besides the model's and guide's state_dicts.
 STATE_KEYS = (
@@ -87,6 +87,7 @@ def fit(
     lr_decay=1.0,
     time_limit=None,
     discrete=None,
+    step="recorded",
 ):
     """Fit ``model`` and ``guide`` to ``data.train_x`` by SVI; return the per-epoch :class:`History`.
 
@@ -151,8 +152,15 @@ def fit(
         :data:`pyro_vae.discrete.STRATEGIES` (``"enumerate"``, ``"score"``,
         ``"score-baseline"``, ``"relaxed"``); default: enumerate where the supports are finite and
         small. ``elbo`` then only gives the number of particles (and IWAE's bound, for relaxed).
+    :param str step: how each step computes the loss, a name in :data:`pyro_vae.traced.STEPS`:
+        ``"recorded"`` (default: the ELBO's operations recorded once and replayed, the eager
+        step's numbers bit for bit), ``"compiled"`` (full minibatches through a loss compiled by
+        ``torch.compile``: faster per step, the same numbers to float rounding, seconds to
+        compile once; for long runs) or ``"eager"`` (Pyro's eager step).
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
+    if step not in STEPS:
+        raise ConfigError(f"step must be one of {', '.join(STEPS)}, got {step!r}")
     model, guide = as_program(model, guide, *data.example_batch(), n)
     if guide is None:  # a model alone: variational EM with a Gaussian per training image
         guide = LocalGuide(n, structure=model.structure)
@@ -161,7 +169,15 @@ def fit(
     steps_per_epoch = math.ceil(n / batch_size)
     loss_fn = elbo(model, guide)
     start_epoch = getattr(elbo, "start_epoch", None)
-    traced = lean_loss(loss_fn, model, data, notify=None if quiet else _notify)
+    traced = lean_loss(
+        loss_fn,
+        model,
+        data,
+        notify=None if quiet else _notify,
+        step=step,
+        batch_size=batch_size,
+        announce=None if quiet else _announce,
+    )
     schedule = Schedule(loss_fn, lr, lr_decay, clip_grad, e_steps, traced=traced)
     generator = torch.Generator()
     if resume_from is None:
@@ -533,6 +549,10 @@ def adam(params, lr):
 
 def _notify(line):
     print(f"pyro_vae: training with the eager Pyro step: {line}", file=sys.stderr, flush=True)
+
+
+def _announce(line):
+    print(f"pyro_vae: {line}", file=sys.stderr, flush=True)
 
 
 def check_parameters(params, epoch, step):
