@@ -26,6 +26,7 @@ SMOKE_RUNS = [
     # Four fresh processes, each importing torch: about 30 s even with tiny sizes.
     pytest.param("benchmarks/memory.py", marks=pytest.mark.slow),
     "benchmarks/quality_at_budget.py",
+    "benchmarks/recipes.py",
     "benchmarks/step_overhead.py",
 ]
 
