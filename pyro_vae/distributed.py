@@ -375,6 +375,11 @@ def train_run_distributed(
         raise ConfigError(
             "--time-limit stops a run in one process; a data-parallel run trains for --epochs"
         )
+    if config.step != "recorded":
+        raise ConfigError(
+            f"--step {config.step} chooses the training step of a run in one process; a "
+            "data-parallel run takes Lightning's steps"
+        )
     if not out and devices * num_nodes > 1:
         raise ConfigError(
             "a data-parallel run needs --out: every process must write to the same run directory"

@@ -436,7 +436,7 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             checkpoint_every=checkpoint_every,
             on_epoch=kl_warmup([model, guide], config.beta, config.kl_warmup),
             discrete=config.discrete,
-            step=config.step,
+            **({} if config.step == "recorded" else {"step": config.step}),
             **({} if config.time_limit is None else {"time_limit": config.time_limit}),
         )
     except (DivergenceError, ProgramError) as e:

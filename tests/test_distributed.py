@@ -380,6 +380,7 @@ def test_per_image_guides_are_refused_with_one_line(guide, name):
         (["--num-nodes", "2", "--batch-size", "101", "--out", "{tmp}/r"], "multiple of 2"),
         (["--resume", "{tmp}", "--devices", "2"], "cannot be resumed on several"),
         (["--devices", "2", "--checkpoint-every", "5", "--out", "{tmp}/r"], "end of each epoch"),
+        (["--devices", "2", "--step", "compiled", "--out", "{tmp}/r"], "takes Lightning's steps"),
     ],
 )
 def test_bad_distributed_settings_are_one_line_errors(args, message, tmp_path, capsys):
