@@ -47,6 +47,19 @@ def join(h, c):
     return torch.cat([h.expand(*shape, h.shape[-1]), c.expand(*shape, c.shape[-1])], dim=-1)
 
 
+def linear_join(layer, h, c):
+    """``layer(join(h, c))`` for a ``nn.Linear`` ``layer``, without building the joined tensor.
+
+    The weight is split into the columns that read ``h`` and those that read ``c``, so an input
+    that broadcasts is multiplied once: under parallel enumeration an image meets each of the K
+    values of a class, and the image's columns are the bulk of the work.
+    """
+    if c is None:
+        return layer(h)
+    d = h.shape[-1]
+    return F.linear(h, layer.weight[:, :d], layer.bias) + F.linear(c, layer.weight[:, d:])
+
+
 def loc_scale(h, min_scale=1e-3):
     """Split ``h`` in halves on its last dimension into a Normal's ``loc`` and ``scale``.
 
@@ -75,7 +88,8 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x, c=None):
         batch_shape = x.shape[: x.dim() - len(self.x_shape)]
-        return loc_scale(self.fc(join(x.reshape(*batch_shape, -1), c)), self.min_scale)
+        h = linear_join(self.fc[0], x.reshape(*batch_shape, -1), c)
+        return loc_scale(self.fc[1:](h), self.min_scale)
 
 
 class MLPDecoder(nn.Module):
@@ -97,7 +111,8 @@ class MLPDecoder(nn.Module):
         self.fc = make_fc([z_dim + c_dim, *hidden_dims, math.prod(self.out_shape)])
 
     def forward(self, z, c=None):
-        return self.fc(join(z, c)).reshape(*z.shape[:-1], *self.out_shape)
+        h = self.fc[1:](linear_join(self.fc[0], z, c))
+        return h.reshape(*h.shape[:-1], *self.out_shape)
 
 
 def _check_conv_shape(x_shape, channels):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.nets import ConvDecoder, ConvEncoder, make_networks
+from pyro_vae.nets import ConvDecoder, ConvEncoder, join, linear_join, make_networks
+from tests.conftest import assert_close
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,21 @@ def test_sizes_must_be_divisible_by_the_strides():
         make_networks("conv", (1, 28, 28), 4, [8, 8, 8])
     with pytest.raises(ConfigError, match="unknown net 'rnn'"):
         make_networks("rnn", (1, 28, 28), 4, [8])
+
+
+def test_a_split_first_layer_equals_the_layer_on_the_joined_input():
+    """Images (B, D) meet the K enumerated one-hot classes (K, 1, K): the split weight gives
+    what the layer gives on the concatenation, (K, B, out), and the MLPs use it."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6 + 3, 5)
+    h, c = torch.randn(4, 6), torch.eye(3)[:, None, :]
+    assert_close(linear_join(layer, h, c), layer(join(h, c)), atol=1e-6)
+    plain = torch.nn.Linear(6, 5)
+    assert_close(linear_join(plain, h, None), plain(h))
+    encoder, decoder = make_networks("mlp", (1, 2, 3), 2, [7], c_dim=3)
+    x = torch.rand(4, 1, 2, 3)
+    loc, _ = encoder(x, c)
+    assert loc.shape == (3, 4, 2)
+    assert_close(loc, encoder.fc(join(x.reshape(4, -1), c)).chunk(2, -1)[0], atol=1e-6)
+    out = decoder(torch.randn(3, 4, 2), c)
+    assert out.shape == (3, 4, 1, 2, 3)
