@@ -75,8 +75,19 @@ def _int_list(text):
     return tuple(values)
 
 
+def _fraction(text):
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 def _alpha(text):
-    """A non-negative number, or ``kingma`` (kept as the string; the run sets 0.1 N)."""
+    """A non-negative number, or ``kingma`` (kept as the string; the run sets 0.1 N / labels)."""
     if text.strip() == "kingma":
         return "kingma"
     try:
@@ -282,8 +293,16 @@ def _add_family_args(g, d):
         "--alpha",
         type=_alpha,
         default=d.alpha,
-        help="--model m2: weight of the classification term alpha * log q(y|x) on labelled "
-        "images; 'kingma' is Kingma et al.'s 0.1 N (default: %(default)s, no term)",
+        help="--model m2: weight of the classification term alpha * log q(y|x) on each labelled "
+        "image; 'kingma' is Kingma et al.'s 0.1 N on the labelled images' mean, i.e. "
+        "0.1 N / labels on each (default: %(default)s, no term)",
+    )
+    g.add_argument(
+        "--labelled-share",
+        type=_fraction,
+        help="--model m2: repeat the labelled images so that this fraction of every epoch is "
+        "labelled (Siddharth et al. 2017's supervision rate; their terms then weigh more than in "
+        "Kingma et al.'s objective) (default: each image once)",
     )
     g.add_argument(
         "--beta",
@@ -330,7 +349,7 @@ def _family_from_args(args):
         model = os.path.abspath(path) + (f":{names}" if names else "")
     same = ("likelihood", "sigma", "net", "condition", "learned_prior", "z1_dim", "beta")
     same += ("kl_warmup", "image_size", "guide_family", "flow_layers", "discrete", "labels")
-    same += ("alpha",)
+    same += ("alpha", "labelled_share")
     return dict(
         {name: getattr(args, name) for name in same}, binarize=binarize, elbo=elbo, model=model
     )

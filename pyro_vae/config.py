@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from .data import BINARIZATIONS, is_dataset_name
+from .data import BINARIZATIONS, is_dataset_name, labelled_repeats
 from .discrete import STRATEGIES
 from .errors import ConfigError, shown
 from .families import FAMILIES
@@ -84,6 +84,9 @@ class Config:
     time_limit: Optional[float] = None
     # How each training step computes the loss (pyro_vae.traced.STEPS): recorded, compiled, eager.
     step: str = "recorded"
+    # The share of each epoch's images that is labelled, the labelled images repeated to reach it
+    # (pyro_vae.data.repeat_labelled; None: each image once).
+    labelled_share: Optional[float] = None
 
     def __post_init__(self):
         if isinstance(self.hidden_dims, list):  # as JSON gives it back
@@ -118,10 +121,18 @@ class Config:
                 "--labels N is the number of labelled images of --model m2 (the semi-supervised "
                 "VAE), which needs it"
             )
-        if self.alpha == "kingma":  # Kingma et al.'s 0.1 N, N the training set's size
+        if self.alpha == "kingma":  # Kingma et al.'s 0.1 N on the mean over labelled images
             pass
         elif not _positive_number(self.alpha) and self.alpha != 0:
             raise ConfigError(f"alpha must be a number >= 0, got {shown(self.alpha)}")
+        if self.labelled_share is not None:
+            if not (isinstance(self.labelled_share, (int, float)) and 0 < self.labelled_share < 1):
+                raise ConfigError(
+                    f"labelled_share must be a fraction between 0 and 1, got "
+                    f"{shown(self.labelled_share)}"
+                )
+            if self.model != "m2":
+                raise ConfigError("labelled_share is the labelled images' share of --model m2")
         if self.alpha and self.model != "m2":
             raise ConfigError("alpha weighs the classification term of --model m2")
         if self.discrete is not None and (
@@ -343,14 +354,35 @@ def example_batch(config, x_shape, num_classes=10, n=4):
     return x, torch.randint(0, num_classes, (n,), generator=generator)
 
 
+def kingma_alpha(train_size, labels):
+    """Kingma et al.'s (2014) classification weight as :class:`~pyro_vae.models.ClassVAE` takes
+    it, per labelled image: their alpha = 0.1 N multiplies the mean over the ``labels``
+    labelled images, so each image's log q(y|x) gets ``0.1 * train_size / labels``."""
+    return 0.1 * train_size / labels
+
+
+def _labelled_copies(config, train_size):
+    """``(train_size, labelled images)`` counting the copies that ``config.labelled_share`` adds
+    (:func:`pyro_vae.data.repeat_labelled`): M2 trains on that set, so Kingma et al.'s alpha is
+    0.1 N on the mean over all of its labelled images."""
+    labels = config.labels or 1
+    if config.labelled_share is None:
+        return train_size, labels
+    for r in range(1, train_size // labels + 1):  # the r with train_size = N + (r - 1) labels
+        if labelled_repeats(config.labelled_share, train_size - (r - 1) * labels, labels) == r:
+            return train_size, r * labels
+    return train_size, labels
+
+
 def build_class_vae(config, x_shape, num_classes=10, train_size=None):
     """The M2 or Gaussian-mixture model and its guide (:class:`~pyro_vae.models.ClassVAE`,
-    :class:`~pyro_vae.guides.ClassGuide`), before the door. ``alpha="kingma"`` is
-    ``0.1 * train_size``."""
+    :class:`~pyro_vae.guides.ClassGuide`), before the door. ``alpha="kingma"`` is Kingma et
+    al.'s weight 0.1 N on the *mean* of log q(y|x) over the labelled images (their eq. 9), that
+    is ``0.1 * train_size / labels`` on each labelled image's term."""
     x_shape = tuple(x_shape)
     alpha = config.alpha
     if alpha == "kingma":
-        alpha = 0.1 * (train_size or 1)
+        alpha = kingma_alpha(*_labelled_copies(config, train_size or 1))
     mixture = config.model == "gmvae"
     likelihood = make_likelihood(config.likelihood, x_shape, config.sigma)
     c_dim = 0 if mixture else num_classes

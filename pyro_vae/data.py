@@ -211,6 +211,28 @@ def balanced_labels(labels, n, seed=0):
     return mask
 
 
+def labelled_repeats(share, size, labelled):
+    """How many copies of each of ``labelled`` labelled images, among ``size`` training images,
+    make a fraction ``share`` of an epoch's images labelled (at least 1: no copy added)."""
+    return max(1, round(share * (size - labelled) / ((1 - share) * labelled)))
+
+
+def repeat_labelled(data, share):
+    """A copy of ``data`` whose labelled training images (``data.labelled``) are repeated
+    :func:`labelled_repeats` times, so that a fraction ``share`` of every epoch, and on average
+    of every minibatch, is labelled: Siddharth et al.'s (2017) supervision rate. The copies are
+    appended; the test split is unchanged."""
+    labelled = torch.nonzero(data.labelled).squeeze(-1)
+    r = labelled_repeats(share, len(data.labelled), len(labelled))
+    extra = labelled.repeat(r - 1)
+    return replace(
+        data,
+        train_x=torch.cat([data.train_x, data.train_x[extra]]),
+        train_y=torch.cat([data.train_y, data.train_y[extra]]),
+        labelled=torch.cat([data.labelled, torch.ones(len(extra), dtype=torch.bool)]),
+    )
+
+
 def is_dataset_name(name):
     """Whether ``name`` names a dataset: one of :data:`DATASETS` or ``folder:PATH``."""
     return isinstance(name, str) and (

@@ -238,8 +238,10 @@ class ClassVAE(PyroModule):
     the label (:class:`~pyro_vae.guides.ClassGuide`), so its ELBO is the labelled bound
     ``L(x, y)`` and an unlabelled image's the bound ``U(x)`` with ``y`` summed or sampled
     (:mod:`pyro_vae.discrete`). With ``alpha > 0`` a labelled image adds Kingma et al.'s
-    classification term ``alpha * log q(y|x)`` (their alpha = 0.1 N), a factor in the model so
-    that q(y|x) learns from the labels directly.
+    classification term ``alpha * log q(y|x)``, a factor in the model so that q(y|x) learns
+    from the labels directly. ``alpha`` weighs each labelled image; Kingma et al.'s alpha = 0.1 N
+    weighs the labelled images' mean, which is ``0.1 N / N_labelled`` here
+    (:func:`pyro_vae.config.kingma_alpha`).
 
     :param decoder: a network ``decoder(z, c)`` as :class:`VAE`'s (``c``: the one-hot class for
         M2, ``None`` for the mixture).
@@ -248,7 +250,7 @@ class ClassVAE(PyroModule):
     :param int num_classes: K.
     :param likelihood: a likelihood from :mod:`pyro_vae.likelihoods`.
     :param classifier: q(y|x)'s network (shared with the guide) for the ``alpha`` term.
-    :param float alpha: weight of the classification term (0: none).
+    :param float alpha: weight of each labelled image's classification term (0: none).
     :param bool mixture: the Gaussian-mixture prior instead of M2's.
     """
 

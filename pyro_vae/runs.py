@@ -28,7 +28,7 @@ from .checkpoints import (
     write_json,
 )
 from .config import CLASS_MODELS, MAX_COUNT, Config, _is_model_file, build, check_seed
-from .data import as_images, as_numbers, balanced_labels, load_dataset
+from .data import as_images, as_numbers, balanced_labels, load_dataset, repeat_labelled
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -535,6 +535,8 @@ def load_run_data(config):
             if config.labels is not None
             else torch.zeros(len(data.train_y), dtype=torch.bool)
         )
+        if config.labelled_share is not None:
+            data = repeat_labelled(data, config.labelled_share)
     return data
 
 

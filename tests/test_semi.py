@@ -255,3 +255,53 @@ def test_the_semi_table_at_smoke_size(tmp_path, capsys):
     assert [r["variant"] for r in rows] == ["enumeration + aux", "baseline"]
     assert all(len(r["accuracies"]) == 2 and 0 <= r["mean"] <= 1 for r in rows)
     assert json.loads((tmp_path / "semi.json").read_text())["rows"] == rows
+
+
+def test_kingma_alpha_weighs_the_labelled_mean_by_a_tenth_of_the_data_set():
+    """Kingma et al.'s term is 0.1 N times the mean of log q(y|x) over the labelled images. The
+    minibatch factor, averaged over every minibatch of B from the N images (all C(N, B) of them),
+    equals exactly that."""
+    import itertools
+
+    config = Config(model="m2", labels=K, z_dim=1, hidden_dims=(8,), alpha="kingma")
+    model, guide = build(config, X_SHAPE, num_classes=K, train_size=12)
+    assert model.target.alpha == pytest.approx(0.1 * 12 / K)
+    x = images(12)
+    y = torch.full((12,), -1)
+    y[torch.tensor([2, 5, 9])] = torch.tensor([0, 1, 2])
+    total, count = 0.0, 0
+    for subset in itertools.combinations(range(12), 4):
+        idx = torch.tensor(subset)
+        trace = poutine.trace(model).get_trace(x[idx], y[idx], idx, 12)
+        trace.compute_log_prob()
+        total += trace.nodes["classify"]["log_prob_sum"].item() if "classify" in trace else 0.0
+        count += 1
+    with torch.no_grad():
+        log_q = guide.classifier(x).log_softmax(-1)[torch.tensor([2, 5, 9]), torch.arange(K)]
+    assert total / count == pytest.approx(0.1 * 12 * log_q.mean().item(), rel=1e-4)
+
+
+def test_a_labelled_share_repeats_the_labelled_images_and_kingma_counts_the_copies():
+    from pyro_vae.config import _labelled_copies
+    from pyro_vae.data import labelled_repeats, repeat_labelled
+
+    data = semi_data(n=120, labels=10)
+    assert labelled_repeats(0.25, 120, 10) == 4  # 40 of 150 would be 0.27; 30 of 140, 0.21
+    more = repeat_labelled(data, 0.25)
+    assert len(more.train_x) == 120 + 3 * 10 and int(more.labelled.sum()) == 40
+    # every copy is a labelled image with its own label; the originals come first, unchanged
+    assert_close(more.train_x[:120], data.train_x)
+    copies = more.train_x[120:].reshape(3, 10, -1)
+    firsts = data.train_x[data.labelled].reshape(10, -1)
+    for k in range(3):
+        assert_close(copies[k], firsts)
+    assert (more.train_y[120:] == data.train_y[data.labelled].repeat(3)).all()
+    assert labelled_repeats(0.001, 120, 10) == 1  # never fewer than the originals
+    config = Config(model="m2", labels=10, alpha="kingma", labelled_share=0.25)
+    assert _labelled_copies(config, 150) == (150, 40)
+    model, _ = build(config, X_SHAPE, num_classes=K, train_size=150)
+    assert model.target.alpha == pytest.approx(0.1 * 150 / 40)
+    with pytest.raises(ConfigError, match="labelled_share"):
+        Config(model="m2", labels=10, labelled_share=1.0)
+    with pytest.raises(ConfigError, match="labelled_share"):
+        Config(labelled_share=0.5)
