@@ -43,7 +43,27 @@ def report(run, data):
         return out
     accuracy = (predicted == data.test_y).float().mean().item()
     analogies(run, data.test_x[:8], os.path.join(run.path, "analogies.png"))
-    return {"test_accuracy": round(accuracy, 4), "labels": run.config.labels}
+    return {
+        "test_accuracy": round(accuracy, 4),
+        "labels": run.config.labels,
+        "class_effect": round(class_effect(run), 4),
+    }
+
+
+@torch.no_grad()
+def class_effect(run, n=200, seed=0):
+    """How much M2's decoder output depends on the class, from 0 to 1: ``n`` codes z ~ p(z) are
+    decoded under every class, and the pixel variance across classes (same z) is divided by the
+    total variance across classes and codes (as :func:`pyro_vae.classifier.label_effect` does for
+    a conditional VAE). 0: the decoder ignores y and z carries the class, so q(y|x) learns nothing
+    from the unlabelled images; Kingma et al.'s analogies need it well above 0."""
+    k = run.num_classes
+    z = torch.randn(n, run.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    classes = torch.eye(k).repeat_interleave(n, 0)
+    images = run.model.x_dist(z.repeat(k, 1), classes).mean.reshape(k, n, -1)
+    across_classes = images.var(0, correction=0).sum(-1).mean()
+    total = images.reshape(k * n, -1).var(0, correction=0).sum()
+    return (across_classes / total).item()
 
 
 @torch.no_grad()

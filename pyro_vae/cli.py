@@ -432,6 +432,11 @@ def _print_metrics(metrics, out):
             f"  test accuracy  {metrics['test_accuracy']:.3f} (q(y|x), {metrics['labels']} "
             "labelled training images)"
         )
+    if "class_effect" in metrics:
+        print(
+            f"  class effect   {metrics['class_effect']:.2f} (share of the decoded pixel variance "
+            "that y explains at fixed z; 0: the decoder ignores y)"
+        )
     if "test_cluster_accuracy" in metrics:
         print(
             f"  cluster acc.   {metrics['test_cluster_accuracy']:.3f} (clusters matched one-to-one "

@@ -305,3 +305,23 @@ def test_a_labelled_share_repeats_the_labelled_images_and_kingma_counts_the_copi
         Config(model="m2", labels=10, labelled_share=1.0)
     with pytest.raises(ConfigError, match="labelled_share"):
         Config(labelled_share=0.5)
+
+
+def test_class_effect_is_0_for_a_decoder_that_ignores_y_and_1_for_one_that_reads_y_alone():
+    from types import SimpleNamespace
+
+    from pyro_vae.class_latent import class_effect
+
+    def fake_run(decode):
+        model = SimpleNamespace(x_dist=lambda z, c: SimpleNamespace(mean=decode(z, c)))
+        return SimpleNamespace(num_classes=K, config=SimpleNamespace(z_dim=2), model=model)
+
+    weights = torch.randn(2, 5, generator=torch.Generator().manual_seed(1))
+    assert class_effect(fake_run(lambda z, c: z @ weights)) == pytest.approx(0.0, abs=1e-6)
+    assert class_effect(fake_run(lambda z, c: c @ torch.ones(K, 5).tril(1))) == pytest.approx(1.0)
+    # z + b(y) on a full grid of codes and classes: var(b) / (var(z) + var(b)) exactly, with
+    # b = 0.5 for one class of K and 0 for the others
+    mixed = class_effect(fake_run(lambda z, c: z[:, :1] + 0.5 * c[:, :1]))
+    var_z = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))[:, 0].var(correction=0)
+    var_b = 0.25 * (1 / K) * (1 - 1 / K)
+    assert mixed == pytest.approx(var_b / (var_z.item() + var_b), rel=1e-4)
