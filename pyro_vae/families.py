@@ -89,6 +89,12 @@ class Family(nn.Module):
         :meth:`amortized_extra`)."""
         return extra
 
+    def local_holding(self, source, loc, log_scale, extra):
+        """This per-image family's extra numbers that give exactly the q of ``source``, another
+        family over the same numbers (amortized, its ``extra`` from :meth:`amortized_extra`), or
+        ``None`` where this family does not contain it. Every family contains the diagonal one."""
+        return self.local_extra(loc, log_scale) if isinstance(source, Diagonal) else None
+
     @torch.no_grad()
     def copy_from(self, other):
         """Take the shared weights of ``other``, a family of the same kind and size."""
@@ -224,6 +230,12 @@ class Flow(Family):
     def local_from_amortized(self, extra):
         tril = extra.new_zeros(*extra.shape[:-1], self.dim * (self.dim - 1) // 2)
         return torch.cat([tril, extra], -1)
+
+    def local_holding(self, source, loc, log_scale, extra):
+        # per image, a full-covariance Gaussian through a flow that starts as the identity
+        if self.per_image and isinstance(source, FullCovariance):
+            return torch.cat([extra, loc, log_scale], -1)
+        return super().local_holding(source, loc, log_scale, extra)
 
 
 class _Scaled(nn.Module):

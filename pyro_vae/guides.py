@@ -198,10 +198,11 @@ class LocalGuide(Guide):
         where ``guide`` stands on them.
 
         From a :class:`FamilyGuide` of the same family it starts *at* the guide's q, image for
-        image (the same Gaussian, the same lower triangle or flow context, a copy of the flow);
-        otherwise at each site's mean and standard deviation under ``guide`` (in its
-        unconstrained space; estimated from 64 draws where the distribution has no closed form),
-        which every family can represent.
+        image (the same Gaussian, the same lower triangle or flow context, a copy of the flow),
+        and so it does from one of a family that ``family`` contains (a per-image flow holds a
+        full-covariance q with the flow at the identity); otherwise at each site's mean and
+        standard deviation under ``guide`` (in its unconstrained space; estimated from 64 draws
+        where the distribution has no closed form), which every family can represent.
 
         Refining it with a few E-steps is semi-amortized inference (Kim et al. 2018); with none,
         it is ``guide`` itself (up to the moments, for a family that cannot hold ``guide``'s q).
@@ -229,6 +230,12 @@ class LocalGuide(Guide):
             for i, fam in local.families.items():
                 fam.copy_from(guide.families[i])
             return local
+        if isinstance(guide, FamilyGuide):
+            held = _held(guide, guide.parts(x, y), family, flow_layers)
+            if held is not None:
+                return cls(
+                    x.shape[0], structure=structure, family=family, flow_layers=flow_layers, **held
+                )
         trace = poutine.trace(guide).get_trace(x, y)
         loc, scale = {}, {}
         for site in structure.latents:
@@ -269,6 +276,21 @@ class LocalGuide(Guide):
         dists = self.site_dists(x, y, idx)
         with self.plate(x.shape[0], idx, size), poutine.scale(scale=self.z_scale):
             return {name: pyro.sample(name, fn) for name, fn in dists.items()}
+
+
+def _held(guide, parts, family, flow_layers):
+    """``loc``, ``scale`` and ``extra`` by site for a :class:`LocalGuide` of ``family`` that
+    holds the q of the :class:`FamilyGuide` ``guide`` exactly (``parts`` from its
+    :meth:`~FamilyGuide.parts`), or ``None`` if ``family`` does not contain the guide's."""
+    loc, scale, extra = {}, {}, {}
+    for name, (site_loc, log_scale, site_extra) in parts.items():
+        source = guide.families[str(guide.index[name])]
+        target = make_family(family, source.dim, flow_layers, per_image=True)
+        extra[name] = target.local_holding(source, site_loc, log_scale, site_extra)
+        if extra[name] is None:
+            return None
+        loc[name], scale[name] = site_loc, log_scale.exp()
+    return {"loc": loc, "scale": scale, "extra": extra}
 
 
 def _is_real(support):

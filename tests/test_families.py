@@ -103,6 +103,23 @@ def test_a_family_starts_as_the_diagonal_gaussian_and_its_e_step_starts_at_its_q
     )
 
 
+@pytest.mark.parametrize("source, family", [("fullcov", "flow"), ("fullcov", "diag")])
+def test_a_per_image_family_starts_at_the_q_of_an_encoder_whose_family_it_contains(source, family):
+    pyro.set_rng_seed(0)
+    model, diag = build(Config(z_dim=3, hidden_dims=(16,)), (1, 28, 28))
+    wrapped = _shaken(FamilyGuide(diag, source), seed=3)
+    x = torch.bernoulli(torch.full((4, 1, 28, 28), 0.5))
+    z = torch.randn(4, 3)
+    local = LocalGuide.from_guide(wrapped, x, family=family)
+    ours, theirs = local.site_dists(x)["z"].log_prob(z), wrapped.z_dist(x).log_prob(z)
+    if family == "flow":  # the per-image flow holds every full-covariance q
+        assert_close(ours, theirs, atol=1e-5)
+    else:  # the diagonal family does not: it starts at the marginal means and sds
+        assert (ours - theirs).abs().max() > 1e-3
+        q = wrapped.z_dist(x)
+        assert_close(local.z_dist(x).base_dist.scale, q.stddev, atol=1e-5)
+
+
 def _correlated_linear_gaussian():
     """A linear-Gaussian model whose posterior correlation is about -0.89."""
     model = LinearGaussian(x_dim=3, z_dim=2, sigma=0.5)
