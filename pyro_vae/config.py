@@ -385,14 +385,13 @@ def build_class_vae(config, x_shape, num_classes=10, train_size=None):
         alpha = kingma_alpha(*_labelled_copies(config, train_size or 1))
     mixture = config.model == "gmvae"
     likelihood = make_likelihood(config.likelihood, x_shape, config.sigma)
+    # M2's encoder and decoder read the class; the mixture's read the image and z alone (an
+    # encoder q(z | x, y) could move z into whichever bump y names, and every cluster would then
+    # explain every image equally well)
     c_dim = 0 if mixture else num_classes
     encoder, decoder = make_networks(
-        config.net, x_shape, config.z_dim, config.hidden_dims, num_classes, likelihood.outputs
+        config.net, x_shape, config.z_dim, config.hidden_dims, c_dim, likelihood.outputs
     )
-    if c_dim == 0:  # the mixture's decoder reads z alone
-        _, decoder = make_networks(
-            config.net, x_shape, config.z_dim, config.hidden_dims, 0, likelihood.outputs
-        )
     classifier = torch.nn.Sequential(
         torch.nn.Flatten(-len(x_shape)),
         make_fc([math.prod(x_shape), *config.hidden_dims, num_classes]),
@@ -400,7 +399,7 @@ def build_class_vae(config, x_shape, num_classes=10, train_size=None):
     model = ClassVAE(
         decoder, config.z_dim, x_shape, num_classes, likelihood, classifier, alpha, mixture
     )
-    return model, ClassGuide(classifier, encoder, num_classes)
+    return model, ClassGuide(classifier, encoder, num_classes, z_reads_y=not mixture)
 
 
 def build_vae(config, x_shape, num_classes=10):

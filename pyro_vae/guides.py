@@ -501,16 +501,23 @@ class ClassGuide(Guide):
     ``exp(LABEL_LOGIT)`` on each other class, which keeps every estimator's log-densities finite),
     so the ELBO is Kingma et al.'s labelled bound ``L(x, y)`` for it.
 
+    With ``z_reads_y=False`` (the Gaussian-mixture VAE) the code's guide is q(z|x), as in Jiang
+    et al.'s (2017) VaDE: the cluster must then be the one whose bump of the prior holds z, so
+    q(y|x) learns which that is. Were it q(z|x, y), z could move into whichever bump y names and
+    every cluster would explain every image equally well.
+
     :param classifier: a network from images to ``K`` logits.
     :param encoder: a network ``encoder(x, c)`` returning ``(loc, scale)`` of z.
     :param int num_classes: K.
+    :param bool z_reads_y: whether q(z | x, y) reads the class (M2) or not (the mixture).
     """
 
-    def __init__(self, classifier, encoder, num_classes):
+    def __init__(self, classifier, encoder, num_classes, z_reads_y=True):
         super().__init__()
         self.classifier = classifier
         self.encoder = encoder
         self.num_classes = num_classes
+        self.z_reads_y = z_reads_y
 
     def y_logits(self, x, y=None):
         logits = self.classifier(x)
@@ -523,7 +530,8 @@ class ClassGuide(Guide):
     def forward(self, x, y=None, idx=None, size=None):
         with data_plate(x, idx, size):
             c = pyro.sample("y", dist.OneHotCategorical(logits=self.y_logits(x, y)))
-            return pyro.sample("z", dist.Normal(*self.encoder(x, c)).to_event(1))
+            q_z = dist.Normal(*self.encoder(x, c if self.z_reads_y else None))
+            return pyro.sample("z", q_z.to_event(1))
 
     @torch.no_grad()
     def classify(self, x):

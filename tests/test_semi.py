@@ -325,3 +325,18 @@ def test_class_effect_is_0_for_a_decoder_that_ignores_y_and_1_for_one_that_reads
     var_z = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))[:, 0].var(correction=0)
     var_b = 0.25 * (1 / K) * (1 - 1 / K)
     assert mixed == pytest.approx(var_b / (var_z.item() + var_b), rel=1e-4)
+
+
+def test_the_mixture_guide_draws_z_from_the_image_alone_and_m2_from_image_and_class():
+    """With y enumerated (K values left of the data), M2's q(z|x, y) gives one z per class and
+    the mixture's q(z|x) one z per image: it cannot move z into whichever bump y names."""
+    from pyro_vae.discrete import enumerated
+
+    x = images(4)
+    for model_name, shape in (("m2", (K, 4, 2)), ("gmvae", (4, 2))):
+        labels = K if model_name == "m2" else None
+        config = Config(model=model_name, labels=labels, z_dim=2, hidden_dims=(8,))
+        _, guide = build(config, X_SHAPE, num_classes=K, train_size=12)
+        guide = enumerated(guide, {"y"})
+        trace = poutine.trace(poutine.enum(guide, first_available_dim=-2)).get_trace(x, None)
+        assert tuple(trace.nodes["z"]["value"].shape) == shape, model_name
