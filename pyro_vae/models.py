@@ -272,9 +272,12 @@ class ClassVAE(PyroModule):
         self.classifier = classifier
         self.alpha, self.mixture = alpha, mixture
         if mixture:
-            # spread the bumps out so they do not all start on top of each other
+            # The bumps start close together (0.1 randn), near the encoder's first codes, and
+            # separate as the data pull them apart. Started far apart (2 randn: norms near 8 at
+            # z_dim 16) the bump nearest the first codes took every image and the others none
+            # (mnist-small, 8 epochs: cluster accuracy 0.100 against 0.332; docs/guide/discrete.md).
             g = torch.Generator().manual_seed(0)
-            self.locs = torch.nn.Parameter(2.0 * torch.randn(num_classes, z_dim, generator=g))
+            self.locs = torch.nn.Parameter(0.1 * torch.randn(num_classes, z_dim, generator=g))
             self.log_scales = torch.nn.Parameter(torch.zeros(num_classes, z_dim))
         self.register_buffer("logits", torch.zeros(num_classes))
 
