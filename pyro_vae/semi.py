@@ -89,8 +89,8 @@ def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=Non
                 settings = VARIANTS[variant]
                 seed = config.seed + draw
                 cell = replace(config, labels=n, seed=seed, alpha=0.0, discrete=None)
-                if settings is None:
-                    data = load_run_data(cell)
+                if settings is None:  # the labelled images once each, whatever M2's share
+                    data = load_run_data(replace(cell, labelled_share=None))
                     accuracies.append(baseline_classifier(data, config.hidden_dims, seed=seed))
                     continue
                 cell = replace(cell, **settings)

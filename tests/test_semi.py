@@ -340,3 +340,18 @@ def test_the_mixture_guide_draws_z_from_the_image_alone_and_m2_from_image_and_cl
         guide = enumerated(guide, {"y"})
         trace = poutine.trace(poutine.enum(guide, first_available_dim=-2)).get_trace(x, None)
         assert tuple(trace.nodes["z"]["value"].shape) == shape, model_name
+
+
+def test_the_baseline_sees_each_labelled_image_once_whatever_the_share(monkeypatch):
+    from pyro_vae import semi
+
+    seen = []
+
+    def fake_baseline(data, hidden_dims, seed=0):
+        seen.append((len(data.train_x), int(data.labelled.sum())))
+        return 0.5
+
+    monkeypatch.setattr(semi, "baseline_classifier", fake_baseline)
+    config = Config(model="m2", labels=20, labelled_share=0.5, z_dim=2, hidden_dims=(8,))
+    rows = semi.table(config, labels=(20,), draws=2, variants=["baseline"], log=lambda _: None)
+    assert seen == [(4000, 20), (4000, 20)] and rows[0]["mean"] == 0.5
