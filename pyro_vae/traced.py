@@ -301,12 +301,12 @@ class CompiledLoss(TracedLoss):
                 f"compiling the training step for minibatches of {self.batch_size} "
                 "(once per run; seconds to a minute)"
             )
-        compiled = self.compiler(graph)
         # Compile now, forward and backward, on the example (its draws and gradients unused),
         # so that a compiler that fails falls back here rather than in the middle of a step.
         params = [t for t in self.inputs if t.requires_grad]
         try:
             with torch.random.fork_rng(devices=devices), _compiler_logs_quiet():
+                compiled = self.compiler(graph)
                 value = compiled(*args, idx, *self.inputs)
                 if params and value.requires_grad:
                     torch.autograd.grad(value, params, allow_unused=True)

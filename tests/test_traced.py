@@ -3,6 +3,7 @@ buffer updates and random draws for every model variant, guide and ELBO pyro_vae
 eager step, with a notice, wherever a recording cannot be trusted."""
 
 import copy
+import shutil
 
 import pyro
 import pyro.distributions as dist
@@ -300,6 +301,10 @@ def test_a_discrete_strategy_runs_eagerly_with_a_notice(strategy):
     assert len(lines) == 1 and "is not one of the ELBOs pyro_vae records" in lines[0]
 
 
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+    reason="torch.compile needs a C++ compiler on a CPU",
+)
 def test_the_compiled_step_trains_as_the_eager_step_and_resumes_bit_for_bit(capsys):
     """torch.compile proper, once: the compiled step's run against the eager step's (float
     rounding apart), and a run resumed from its first checkpoint against the uninterrupted one,
@@ -326,4 +331,27 @@ def test_the_compiled_step_trains_as_the_eager_step_and_resumes_bit_for_bit(caps
     resumed, resumed_history = run("compiled", quiet=True, resume_from=states[0])
     assert resumed_history.train_elbo == history.train_elbo
     for a, b in zip(resumed.state_dict().values(), compiled.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_compiler_that_fails_leaves_the_recorded_step_with_a_one_line_notice(capsys, monkeypatch):
+    def failing(graph):
+        raise RuntimeError("no C++ compiler found\nsecond line")
+
+    monkeypatch.setattr("pyro_vae.traced.inductor", failing)
+    data = _tiny()
+    runs = []
+    for step in ("compiled", "recorded"):
+        pyro.set_rng_seed(7)
+        model, guide = build(Config(z_dim=4, hidden_dims=(32,)), data.x_shape)
+        fit(model, guide, data, epochs=1, batch_size=100, seed=7, step=step)
+        runs.append(model)
+    notices = capsys.readouterr().err.splitlines()
+    assert notices == [
+        "pyro_vae: compiling the training step for minibatches of 100 (once per run; seconds to "
+        "a minute)",
+        "pyro_vae: the training step is recorded, not compiled: torch.compile failed: no C++ "
+        "compiler found",
+    ]
+    for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()):
         assert torch.equal(a, b)
