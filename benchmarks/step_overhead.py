@@ -34,7 +34,8 @@ from torch.nn import functional as F
 
 import pyro_vae
 from pyro_vae.program import ParamScope
-from pyro_vae.traced import CompiledLoss, TracedLoss
+from pyro_vae.traced import STEPS as STEP_KINDS
+from pyro_vae.traced import TracedLoss
 from pyro_vae.train import Schedule, adam
 
 # With CI set (the test suite's smoke run) the sizes are tiny: the numbers then mean nothing.
@@ -64,11 +65,8 @@ def pyro_vae_step(config, x, step="recorded"):
     model, guide = pyro_vae.build(config, x.shape[1:])
     model.to(DEVICE), guide.to(DEVICE)
     loss_fn = config.make_elbo()(model, guide)
-    lean = {
-        "recorded": lambda: TracedLoss(loss_fn),
-        "compiled": lambda: CompiledLoss(loss_fn, x.shape[0]),
-        "eager": lambda: None,
-    }[step]()
+    make = STEP_KINDS[step]
+    lean = None if make is None else make(loss_fn, x.shape[0], None)
     schedule = Schedule(loss_fn, config.lr, traced=lean)
     idx = torch.arange(x.shape[0])
     start = time.perf_counter()

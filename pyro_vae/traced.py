@@ -151,9 +151,8 @@ class TracedLoss:
         recording = self._recordings.get(key)
         if recording is None:
             recording = self._recordings[key] = self._record(x, y, idx, n)
-        args = (x,) if y is None or y is x else (x, y)
         with torch.jit.optimized_execution(False):
-            return recording(*args, idx, *self.inputs)
+            return recording(*_args(x, y), idx, *self.inputs)
 
     def _record(self, x, y, idx, n):
         """Run the eager loss once with validation on (a broken program or minibatch fails as
@@ -161,31 +160,26 @@ class TracedLoss:
         leaves a trace in the buffers (a batch norm's running statistics)."""
         saved = [b.clone() for b in self.buffers]
         try:
-            return self._run_and_record(x, y, idx, n)
+            with torch.random.fork_rng(devices=_devices(x)), torch.no_grad():
+                self.loss_fn(x, y, idx, n)
+            if idx is None:
+                raise NotTraceable("the minibatch has no positions in the data set")
+            return self._make(x, y, idx, n)
         finally:
             with torch.no_grad():
                 for b, value in zip(self.buffers, saved):
                     b.copy_(value)
 
-    def _run_and_record(self, x, y, idx, n):
-        loss_fn, elbo = self.loss_fn, self.loss_fn.elbo
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            loss_fn(x, y, idx, n)
-        if idx is None:
-            raise NotTraceable("the minibatch has no positions in the data set")
+    def _make(self, x, y, idx, n):
+        """The recording of the loss on this minibatch's shape (``torch.jit.trace``)."""
+        surrogate = _Surrogate(self.loss_fn, self.how, n, y)
+        args = _args(x, y)
 
-        def loss(x, *rest):
-            y_ = x if y is x else (rest[0] if y is not None else None)
-            idx_ = rest[0 if y is None or y is x else 1]
-            value = self.how(elbo, loss_fn.model, loss_fn.guide, (x, y_, idx_, n))
-            if not torch.is_tensor(value):
-                raise NotTraceable("the loss is not a tensor")
-            return value
+        def loss(*tensors):  # the parameters follow, found by identity
+            return surrogate.forward(*tensors[: len(args) + 1])
 
-        args = (x,) if y is None or y is x else (x, y)
         with (
-            torch.random.fork_rng(devices=devices),
+            torch.random.fork_rng(devices=_devices(x)),
             pyro.validation_enabled(False),
             warnings.catch_warnings(record=True) as caught,
         ):
@@ -197,8 +191,7 @@ class TracedLoss:
             except NotTraceable:
                 raise
             except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise NotTraceable(f"torch.jit.trace failed: {first}") from None
+                raise NotTraceable(f"torch.jit.trace failed: {_first_line(e)}") from None
         for w in caught:
             if issubclass(w.category, torch.jit.TracerWarning) and not w.filename.startswith(
                 _LIBRARIES
@@ -211,6 +204,21 @@ class TracedLoss:
         return recording
 
 
+def _args(x, y):
+    """The minibatch's tensors as a recording takes them, before ``idx``."""
+    return (x,) if y is None or y is x else (x, y)
+
+
+def _devices(x):
+    """The CUDA devices whose generators ``fork_rng`` must keep, for tensors like ``x``."""
+    return [x.device] if x.device.type == "cuda" else []
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class CompiledLoss(TracedLoss):
     """A :class:`TracedLoss` whose full minibatches run a compiled loss: the ELBO's tensor
     operations captured once as a graph of ATen operations (``make_fx``, the parameters and
@@ -221,8 +229,9 @@ class CompiledLoss(TracedLoss):
     step's to float rounding (the fused kernels sum in another order), and a resumed run compiles
     the same graph, so resuming stays bit-identical.
 
-    Compiling costs seconds once per program and batch size (about 10 s for the default MLP on
-    two CPU cores with torch's compilation cache warm, 30 s cold), so it pays on long runs only.
+    Compiling costs seconds once per program and batch size (for the default MLP on two CPU
+    cores, a few seconds with torch's compilation cache warm, about half a minute cold), so it
+    pays on long runs only.
     Minibatches of other sizes (an epoch's last, smaller one) replay the recording of
     :class:`TracedLoss`; where the capture or the compiler fails, so do full ones (``notify`` is
     told why, through ``announce``).
@@ -240,33 +249,22 @@ class CompiledLoss(TracedLoss):
         self.announce = announce
         self.compile_failed = None  # why full minibatches are recorded instead, once found
 
-    def _record(self, x, y, idx, n):
+    def _make(self, x, y, idx, n):
         if x.shape[0] != self.batch_size or self.compile_failed is not None:
-            return super()._record(x, y, idx, n)
-        saved = [b.clone() for b in self.buffers]
+            return super()._make(x, y, idx, n)
         try:
             return self._capture_and_compile(x, y, idx, n)
         except NotTraceable as e:
             self.compile_failed = str(e)
             if self.announce is not None:
                 self.announce(f"the training step is recorded, not compiled: {e}")
-        finally:
-            with torch.no_grad():
-                for b, value in zip(self.buffers, saved):
-                    b.copy_(value)
-        return super()._record(x, y, idx, n)
+        return super()._make(x, y, idx, n)
 
     def _capture_and_compile(self, x, y, idx, n):
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        loss_fn = self.loss_fn
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            loss_fn(x, y, idx, n)  # validation on: a broken program fails as it always did
-        if idx is None:
-            raise NotTraceable("the minibatch has no positions in the data set")
-        loss = _Surrogate(loss_fn, self.how, n, y)
-        args = (x,) if y is None or y is x else (x, y)
+        loss = _Surrogate(self.loss_fn, self.how, n, y)
+        args = _args(x, y)
         names, k = [f"loss_fn.{name}" for name in self.names], len(args) + 1
 
         def captured(*tensors):
@@ -274,7 +272,7 @@ class CompiledLoss(TracedLoss):
             return torch.func.functional_call(loss, inputs, tensors[:k])
 
         with (
-            torch.random.fork_rng(devices=devices),
+            torch.random.fork_rng(devices=_devices(x)),
             pyro.validation_enabled(False),
             _loss_values_unread(),
             warnings.catch_warnings(),
@@ -285,8 +283,7 @@ class CompiledLoss(TracedLoss):
             except NotTraceable:
                 raise
             except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise NotTraceable(f"the loss could not be captured: {first}") from None
+                raise NotTraceable(f"the loss could not be captured: {_first_line(e)}") from None
         for name, t in (*graph.named_parameters(), *graph.named_buffers()):
             if t.requires_grad:
                 raise NotTraceable(f"the loss reads a tensor that needs a gradient ({name})")
@@ -305,14 +302,13 @@ class CompiledLoss(TracedLoss):
         # so that a compiler that fails falls back here rather than in the middle of a step.
         params = [t for t in self.inputs if t.requires_grad]
         try:
-            with torch.random.fork_rng(devices=devices), _compiler_logs_quiet():
+            with torch.random.fork_rng(devices=_devices(x)), _compiler_logs_quiet():
                 compiled = self.compiler(graph)
                 value = compiled(*args, idx, *self.inputs)
                 if params and value.requires_grad:
                     torch.autograd.grad(value, params, allow_unused=True)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise NotTraceable(f"torch.compile failed: {first}") from None
+            raise NotTraceable(f"torch.compile failed: {_first_line(e)}") from None
         return compiled
 
 
@@ -374,9 +370,9 @@ def inductor(graph):
 #: minibatches through a compiled loss (:class:`CompiledLoss`: faster per step, seconds to
 #: compile); ``eager``, Pyro's eager step with every check on every step.
 STEPS = {
-    "recorded": lambda loss_fn, batch_size, notify: TracedLoss(loss_fn),
-    "compiled": lambda loss_fn, batch_size, notify: CompiledLoss(
-        loss_fn, batch_size, announce=notify
+    "recorded": lambda loss_fn, batch_size, announce: TracedLoss(loss_fn),
+    "compiled": lambda loss_fn, batch_size, announce: CompiledLoss(
+        loss_fn, batch_size, announce=announce
     ),
     "eager": None,
 }
