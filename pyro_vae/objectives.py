@@ -97,4 +97,7 @@ def kl_warmup(modules, beta=1.0, epochs=0):
         for m in modules:
             m.z_scale = scale
 
+    # It changes nothing but z_scale, which a recorded loss is keyed by (pyro_vae.traced), so
+    # fit keeps the recordings across epochs instead of making them afresh after each call.
+    on_epoch.z_scale_only = True
     return on_epoch

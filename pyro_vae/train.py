@@ -231,7 +231,10 @@ def fit(
                 on_epoch(epoch)
             if start_epoch is not None:  # a discrete strategy's schedule (the temperature)
                 start_epoch(epoch)
-            if traced is not None and (on_epoch, start_epoch) != (None, None):
+            if traced is not None and (
+                start_epoch is not None
+                or (on_epoch is not None and not getattr(on_epoch, "z_scale_only", False))
+            ):
                 traced.reset()  # the hooks may change what the program computes
             model.train(), guide.train()
             if done_steps == 0:

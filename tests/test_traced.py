@@ -203,6 +203,23 @@ def test_a_per_epoch_hook_is_recorded_afresh(monkeypatch):
     assert_close(runs[0].train_elbo, runs[1].train_elbo, rtol=1e-6)
 
 
+def test_kl_warmup_keeps_its_recordings_across_epochs(monkeypatch):
+    """kl_warmup changes only z_scale, which the recordings are keyed by: each shape and scale is
+    recorded once, not once per epoch (every command-line run has the hook)."""
+    from pyro_vae.objectives import kl_warmup
+
+    made = []
+    record = TracedLoss._record
+    monkeypatch.setattr(TracedLoss, "_record", lambda self, *a: made.append(1) or record(self, *a))
+    data = _tiny()  # 100, 100, 56 images: two shapes
+    for epochs, recordings in ((0, 2), (2, 4)):  # a constant scale; a scale that rises twice
+        made.clear()
+        model, guide = build(Config(z_dim=4, hidden_dims=(32,)), data.x_shape)
+        hook = kl_warmup([model, guide], epochs=epochs)
+        fit(model, guide, data, epochs=3, batch_size=100, quiet=True, on_epoch=hook)
+        assert len(made) == recordings
+
+
 class _MyELBO(Trace_ELBO):
     """A subclass: its loss may differ from Trace_ELBO's, so it is not recorded."""
 
