@@ -115,7 +115,7 @@ def load_program(spec, x_shape, z_dim, hidden_dims, num_classes=10):
         if not callable(getattr(module, "model", None)):
             raise ModelFileError(
                 f"{path} defines no function 'model'; name what to use: {path}:NAME "
-                "(a class or factory) or {path}:MODEL,GUIDE"
+                f"(a class or factory) or {path}:MODEL,GUIDE"
             )
         return module.model, getattr(module, "guide", None), None
     if len(names) == 2:

@@ -116,3 +116,13 @@ def test_built_in_options_are_refused_for_a_model_file(tmp_path):
         build(Config(model=f"{tmp_path}/good.py:MyVAE", likelihood="gaussian"), (1, 6, 5))
     with pytest.raises(ModelFileError, match="does not exist"):
         build(Config(model=f"{tmp_path}/nope.py:MyVAE"), (1, 6, 5))
+
+
+def test_a_file_without_a_model_says_how_to_name_one(tmp_path):
+    from pyro_vae.modelfile import load_program
+
+    path = tmp_path / "nothing.py"
+    path.write_text("x = 1\n")
+    with pytest.raises(ModelFileError) as error:
+        load_program(str(path), (1, 28, 28), 2, (8,))
+    assert str(error.value).endswith(f"{path}:NAME (a class or factory) or {path}:MODEL,GUIDE")
