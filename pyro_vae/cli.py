@@ -1382,7 +1382,10 @@ def _add_semi_parser(sub):
         "--variants",
         type=_choice_list(tuple(v.replace(" ", "") for v in VARIANTS)),
         default=tuple(v.replace(" ", "") for v in VARIANTS),
-        help="comma-separated, from " + ",".join(v.replace(" ", "") for v in VARIANTS),
+        help="comma-separated, from "
+        + ",".join(v.replace(" ", "") for v in VARIANTS)
+        + "; enumeration+aux weighs its classification term by --alpha where given, else by "
+        "Kingma et al.'s 0.1 N",
     )
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     _add_train_args(p, d)

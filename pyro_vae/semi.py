@@ -44,7 +44,8 @@ def baseline_classifier(data, hidden_dims, epochs=100, lr=1e-3, seed=0):
 
 
 #: The table's columns: name -> the settings an M2 run of that variant changes (None: the
-#: baseline classifier). ``alpha="kingma"`` is Kingma et al.'s 0.1 N.
+#: baseline classifier). ``alpha="kingma"`` is Kingma et al.'s 0.1 N, unless the table's config
+#: sets its own ``alpha`` (see :func:`table`).
 VARIANTS = {
     "score function": {"discrete": "score"},
     "enumeration": {"discrete": "enumerate"},
@@ -68,8 +69,9 @@ def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=Non
     (seeds ``config.seed`` to ``config.seed + draws - 1``). Returns the rows as dicts:
     ``labels``, ``variant``, ``accuracies``, ``mean`` and ``half_width`` (95% interval).
 
-    :param Config config: the M2 settings shared by every run (its ``labels``, ``discrete``,
-        ``alpha`` and ``seed`` are set per cell).
+    :param Config config: the M2 settings shared by every run (its ``labels``, ``discrete``
+        and ``seed`` are set per cell; its ``alpha``, when not 0, is the weight of the variant
+        with the classification term, in place of Kingma et al.'s, and the others have none).
     :param str out: a folder for the runs (default: a temporary one).
     """
     import tempfile
@@ -87,6 +89,8 @@ def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=Non
             accuracies = []
             for draw in range(draws):
                 settings = VARIANTS[variant]
+                if settings and "alpha" in settings and config.alpha:
+                    settings = {**settings, "alpha": config.alpha}  # the user's own weight
                 seed = config.seed + draw
                 cell = replace(config, labels=n, seed=seed, alpha=0.0, discrete=None)
                 if settings is None:  # the labelled images once each, whatever M2's share

@@ -355,3 +355,21 @@ def test_the_baseline_sees_each_labelled_image_once_whatever_the_share(monkeypat
     config = Config(model="m2", labels=20, labelled_share=0.5, z_dim=2, hidden_dims=(8,))
     rows = semi.table(config, labels=(20,), draws=2, variants=["baseline"], log=lambda _: None)
     assert seen == [(4000, 20), (4000, 20)] and rows[0]["mean"] == 0.5
+
+
+def test_the_semi_table_weighs_the_classification_term_by_the_users_alpha(monkeypatch):
+    from pyro_vae import runs, semi
+
+    alphas = []
+
+    def fake_train(config, path, overwrite=False, quiet=False):
+        alphas.append((config.discrete, config.alpha))
+        return None, {"test_accuracy": 0.5}
+
+    monkeypatch.setattr(runs, "train_run", fake_train)
+    variants = ["enumeration", "enumeration + aux"]
+    for alpha, aux in ((0.0, "kingma"), (46.0, 46.0)):
+        alphas.clear()
+        config = Config(model="m2", labels=20, alpha=alpha, z_dim=2, hidden_dims=(8,))
+        semi.table(config, labels=(20,), draws=1, variants=variants, log=lambda _: None)
+        assert alphas == [("enumerate", 0.0), ("enumerate", aux)]
