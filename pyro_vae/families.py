@@ -24,8 +24,8 @@ lower triangle, not a low-rank factor: at the latent sizes pyro_vae trains, a fe
 at most, its D(D-1)/2 outputs cost less than the decoder, and only the full triangle can hold an
 arbitrary posterior covariance, which the linear-Gaussian tests check against the exact one);
 for ``flow`` the flow's context *is* the encoder's ``(loc, log_scale)``. Per image
-(:class:`pyro_vae.guides.LocalGuide`), ``L`` is a free table, relative to the scales
-(``scale_tril = (I + L) diag(scale)``, see :class:`FullCovariance`), and ``flow`` is one flow shared
+(:class:`pyro_vae.guides.LocalGuide`), ``L`` is a free table (its numbers times ``D ** -0.5``,
+see :class:`FullCovariance`), and ``flow`` is one flow shared
 by all images conditioned on a free context per image (initialized to the image's
 ``(loc, log_scale)``), on a full-covariance Gaussian per image (see :class:`Flow`): free flow
 weights per image would cost O(D * hidden) numbers per image with nothing tying them, while the
@@ -85,9 +85,9 @@ class Family(nn.Module):
         """The extra numbers a per-image guide starts from."""
         return loc.new_zeros(*loc.shape[:-1], self.extra_dim)
 
-    def local_from_amortized(self, extra, log_scale):
+    def local_from_amortized(self, extra):
         """A per-image guide's extra numbers that give the amortized family's q (``extra`` from
-        :meth:`amortized_extra`, at the scales ``exp(log_scale)``)."""
+        :meth:`amortized_extra`)."""
         return extra
 
     def local_holding(self, source, loc, log_scale, extra):
@@ -132,16 +132,17 @@ class FullCovariance(Family):
     and ``L`` the strictly lower triangle in ``extra``. Amortized, ``L`` is
     ``head(loc, log_scale)``, a one-hidden-layer network whose output layer starts at zero.
 
-    Per image (``per_image``), ``scale_tril = (I + L) diag(exp(log_scale))`` with ``L`` the free
-    numbers times ``D ** -0.5``: column j of ``L`` is in units of the j-th scale, and a row's
-    D - 1 numbers together move about as far per optimizer step as one log-scale, whatever the
-    posterior's scale and size. (With absolute numbers, an E-step's Adam steps of 0.1 on each of
-    a 50-D posterior's 1,225 numbers were far larger than its scales of 0.05 to 0.2, and the
-    E-step diverged; relative ones alone still diverged, the rows' steps adding up.)"""
+    Per image (``per_image``), ``L`` is ``extra`` times ``D ** -0.5``, so that a row's D - 1
+    free numbers together move about as far per optimizer step as one of the log-scales beside
+    them. Adam moves every number by about its learning rate per step: with ``L`` the numbers
+    themselves, an E-step at the default rate (0.1) diverged on a 50-D Fashion-MNIST posterior,
+    whose scales are 0.05 to 0.2. (Numbers relative to the scales, ``(I + L) diag(scale)``, did
+    not diverge but slowed the 2-D E-step: an elongated posterior needs entries many scales
+    long.)"""
 
     def __init__(self, dim, hidden=None, per_image=False):
         super().__init__(dim)
-        self.relative = per_image
+        self.step = dim**-0.5 if per_image else 1.0
         self.extra_dim = dim * (dim - 1) // 2
         self.register_buffer("rows", torch.tril_indices(dim, dim, -1)[0], persistent=False)
         self.register_buffer("cols", torch.tril_indices(dim, dim, -1)[1], persistent=False)
@@ -149,33 +150,21 @@ class FullCovariance(Family):
         _zero_output(self.head[-1])
 
     def dist(self, loc, log_scale, extra):
-        tril = _scale_tril(self, log_scale, extra, self.relative)
+        tril = _scale_tril(self, log_scale, extra * self.step)
         return dist.MultivariateNormal(loc, scale_tril=tril)
 
     def amortized_extra(self, loc, log_scale):
         return self.head(torch.cat([loc, log_scale], -1))[..., : self.extra_dim]
 
-    def local_from_amortized(self, extra, log_scale):
-        return _relative(self, extra, log_scale)
+    def local_from_amortized(self, extra):
+        return extra / self.dim**-0.5  # the per-image family's numbers for the same L
 
 
-def _scale_tril(family, log_scale, tril, relative=False):
-    """``diag(exp(log_scale)) + L``, with L's strictly lower triangle from ``tril``; with
-    ``relative``, ``(I + L) diag(exp(log_scale))`` with ``L = tril * D ** -0.5`` (the per-image
-    numbers of :class:`FullCovariance`)."""
-    scale = log_scale.exp()
+def _scale_tril(family, log_scale, tril):
+    """``diag(exp(log_scale)) + L``, with L's strictly lower triangle from ``tril``."""
     scale_tril = log_scale.new_zeros(*log_scale.shape, family.dim)
-    if relative:
-        scale_tril[..., family.rows, family.cols] = tril * family.dim**-0.5
-        return (scale_tril + torch.diag_embed(torch.ones_like(scale))) * scale.unsqueeze(-2)
     scale_tril[..., family.rows, family.cols] = tril
-    return scale_tril + torch.diag_embed(scale)
-
-
-def _relative(family, tril, log_scale):
-    """The per-image (relative) numbers of the absolute lower triangle ``tril`` at the scales
-    ``exp(log_scale)``: the same ``scale_tril`` (see :func:`_scale_tril`)."""
-    return tril / log_scale.exp()[..., family.cols] * family.dim**0.5
+    return scale_tril + torch.diag_embed(log_scale.exp())
 
 
 class Flow(Family):
@@ -240,7 +229,8 @@ class Flow(Family):
     def dist(self, loc, log_scale, extra):
         tril, context = extra[..., : self.tril_dim], extra[..., self.tril_dim :]
         if self.per_image:
-            tril = _scale_tril(self, log_scale, tril, relative=True)
+            # the triangle per image as fullcov's (see FullCovariance)
+            tril = _scale_tril(self, log_scale, tril * self.dim**-0.5)
             base = dist.MultivariateNormal(loc, scale_tril=tril)
         else:
             base = dist.Normal(loc, log_scale.exp()).to_event(1)
@@ -253,14 +243,14 @@ class Flow(Family):
         tril = loc.new_zeros(*loc.shape[:-1], self.tril_dim)
         return torch.cat([tril, loc, log_scale], -1)
 
-    def local_from_amortized(self, extra, log_scale):
+    def local_from_amortized(self, extra):
         tril = extra.new_zeros(*extra.shape[:-1], self.dim * (self.dim - 1) // 2)
         return torch.cat([tril, extra], -1)
 
     def local_holding(self, source, loc, log_scale, extra):
         # per image, a full-covariance Gaussian through a flow that starts as the identity
         if self.per_image and isinstance(source, FullCovariance):
-            return torch.cat([_relative(self, extra, log_scale), loc, log_scale], -1)
+            return torch.cat([source.local_from_amortized(extra), loc, log_scale], -1)
         return super().local_holding(source, loc, log_scale, extra)
 
 

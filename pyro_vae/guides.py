@@ -223,7 +223,7 @@ class LocalGuide(Guide):
                 loc={k: v[0] for k, v in parts.items()},
                 scale={k: v[1].exp() for k, v in parts.items()},
                 extra={
-                    name: guide.families[str(guide.index[name])].local_from_amortized(v[2], v[1])
+                    name: guide.families[str(guide.index[name])].local_from_amortized(v[2])
                     for name, v in parts.items()
                 },
             )

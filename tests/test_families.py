@@ -172,8 +172,8 @@ def test_a_flow_q_star_closes_most_of_the_diagonal_gap_on_a_correlated_posterior
 def test_a_per_image_fullcov_e_step_at_the_default_rate_holds_on_a_50d_posterior_of_small_scales():
     """Posterior scales of 0.05 to 0.09 over 50 numbers (1,225 correlations), E-steps from the
     exact posterior's marginal moments at the default rate: fullcov's q* must improve on its
-    start and end well inside the diagonal q*'s gap. (With the lower triangle's numbers absolute,
-    this E-step became -inf within three steps.)"""
+    start and end well inside the diagonal q*'s gap. (With L the free numbers themselves, not
+    scaled by D ** -0.5, this E-step's ELBO became -inf within three steps.)"""
     torch.manual_seed(0)
     model = LinearGaussian(x_dim=100, z_dim=50, sigma=0.5)
     x = model.x_dist(model.z_dist().sample((10,))).sample()
