@@ -12,7 +12,8 @@ first candidate (the default) and its standard error.
 Candidates run one after another, so a change of the machine's load between them biases the
 comparison: run it with nothing else running (``machine.load_average`` says what it was).
 
-Usage: ``python benchmarks/recipes.py [SECONDS]`` (default 150, as ``quality_at_budget.py``).
+Usage: ``python benchmarks/recipes.py [SECONDS] [RECIPE ...]`` (default 150 s, as
+``quality_at_budget.py``; the named recipes only, beside the default; all when none are named).
 Prints one JSON object. With ``CI`` set (the test suite's smoke run): mnist-small, a 2-second
 budget, 50 test images, K=10, two candidates.
 """
@@ -32,6 +33,7 @@ from pyro_vae import evaluate
 smoke_test = "CI" in os.environ
 DATASET = "mnist-small" if smoke_test else "fashion-mnist"
 BUDGET = 2.0 if smoke_test else float(sys.argv[1]) if len(sys.argv) > 1 else 150.0
+CHOSEN = sys.argv[2:]
 TEST_IMAGES, K = (50, 10) if smoke_test else (1000, 1000)
 
 #: Each candidate: its name, the Config fields it changes, and fit's lr_decay.
@@ -43,9 +45,16 @@ CANDIDATES = [
     ("IWAE, K=3", {"elbo": "iwae", "num_particles": 3}, 1.0),
     ("hidden 1000", {"hidden_dims": (1000,)}, 1.0),
     ("compiled step", {"step": "compiled"}, 1.0),
+    ("hidden 512,256", {"hidden_dims": (512, 256)}, 1.0),
+    ("lr 2e-3, decay 0.96, compiled", {"lr": 2e-3, "step": "compiled"}, 0.96),
 ]
 if smoke_test:
     CANDIDATES = CANDIDATES[:2]
+elif CHOSEN:
+    unknown = sorted(set(CHOSEN) - {name for name, _, _ in CANDIDATES})
+    if unknown:
+        sys.exit(f"recipes benchmark: no recipe {unknown[0]!r}")
+    CANDIDATES = [c for i, c in enumerate(CANDIDATES) if i == 0 or c[0] in CHOSEN]
 
 
 def run(data, x, changes, lr_decay):

@@ -67,7 +67,9 @@ def interval(values):
 def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=None, log=print):
     """Test accuracy of every variant for every number of labels, over ``draws`` labelled sets
     (seeds ``config.seed`` to ``config.seed + draws - 1``). Returns the rows as dicts:
-    ``labels``, ``variant``, ``accuracies``, ``mean`` and ``half_width`` (95% interval).
+    ``labels``, ``variant``, ``accuracies``, ``mean`` and ``half_width`` (95% interval); with
+    the baseline among the variants, each M2 row also has ``minus_baseline`` (see
+    :func:`_paired`).
 
     :param Config config: the M2 settings shared by every run (its ``labels``, ``discrete``
         and ``seed`` are set per cell; its ``alpha``, when not 0, is the weight of the variant
@@ -112,4 +114,24 @@ def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=Non
                 }
             )
             log(f"labels {n:5d}  {variant:18s} {mean:.3f} +- {half:.3f}")
+        _paired(rows, n, log)
     return rows
+
+
+def _paired(rows, labels, log):
+    """Add to each M2 row of ``labels`` its difference from the baseline draw by draw (the same
+    labelled images), mean and 95% interval: ``minus_baseline`` and its ``half_width``."""
+    cells = [r for r in rows if r["labels"] == labels]
+    baseline = next((r for r in cells if r["variant"] == "baseline"), None)
+    if baseline is None:
+        return
+    for row in cells:
+        if row is baseline:
+            continue
+        diff = [a - b for a, b in zip(row["accuracies"], baseline["accuracies"])]
+        mean, half = interval(diff)
+        row["minus_baseline"] = {"mean": round(mean, 4), "half_width": round(float(half), 4)}
+        log(
+            f"labels {labels:5d}  {row['variant']:18s} minus the baseline, paired by draw: "
+            f"{mean:+.3f} +- {half:.3f}"
+        )

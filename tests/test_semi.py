@@ -254,6 +254,13 @@ def test_the_semi_table_at_smoke_size(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["variant"] for r in rows] == ["enumeration + aux", "baseline"]
     assert all(len(r["accuracies"]) == 2 and 0 <= r["mean"] <= 1 for r in rows)
+    m2, baseline = rows
+    diff = [a - b for a, b in zip(m2["accuracies"], baseline["accuracies"])]
+    assert m2["minus_baseline"] == {
+        "mean": round(sum(diff) / 2, 4),
+        "half_width": round(interval(diff)[1], 4),
+    }
+    assert "minus_baseline" not in baseline
     assert json.loads((tmp_path / "semi.json").read_text())["rows"] == rows
 
 
