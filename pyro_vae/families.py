@@ -142,7 +142,7 @@ class FullCovariance(Family):
 
     def __init__(self, dim, hidden=None, per_image=False):
         super().__init__(dim)
-        self.step = dim**-0.5 if per_image else 1.0
+        self.per_image = per_image
         self.extra_dim = dim * (dim - 1) // 2
         self.register_buffer("rows", torch.tril_indices(dim, dim, -1)[0], persistent=False)
         self.register_buffer("cols", torch.tril_indices(dim, dim, -1)[1], persistent=False)
@@ -150,18 +150,21 @@ class FullCovariance(Family):
         _zero_output(self.head[-1])
 
     def dist(self, loc, log_scale, extra):
-        tril = _scale_tril(self, log_scale, extra * self.step)
+        tril = _scale_tril(self, log_scale, extra, self.per_image)
         return dist.MultivariateNormal(loc, scale_tril=tril)
 
     def amortized_extra(self, loc, log_scale):
         return self.head(torch.cat([loc, log_scale], -1))[..., : self.extra_dim]
 
     def local_from_amortized(self, extra):
-        return extra / self.dim**-0.5  # the per-image family's numbers for the same L
+        return extra * self.dim**0.5  # the per-image numbers of the same L (see _scale_tril)
 
 
-def _scale_tril(family, log_scale, tril):
-    """``diag(exp(log_scale)) + L``, with L's strictly lower triangle from ``tril``."""
+def _scale_tril(family, log_scale, tril, per_image=False):
+    """``diag(exp(log_scale)) + L``, with L's strictly lower triangle from ``tril``, times
+    ``D ** -0.5`` for a per-image family (see :class:`FullCovariance`)."""
+    if per_image:
+        tril = tril * family.dim**-0.5
     scale_tril = log_scale.new_zeros(*log_scale.shape, family.dim)
     scale_tril[..., family.rows, family.cols] = tril
     return scale_tril + torch.diag_embed(log_scale.exp())
@@ -229,8 +232,7 @@ class Flow(Family):
     def dist(self, loc, log_scale, extra):
         tril, context = extra[..., : self.tril_dim], extra[..., self.tril_dim :]
         if self.per_image:
-            # the triangle per image as fullcov's (see FullCovariance)
-            tril = _scale_tril(self, log_scale, tril * self.dim**-0.5)
+            tril = _scale_tril(self, log_scale, tril, per_image=True)
             base = dist.MultivariateNormal(loc, scale_tril=tril)
         else:
             base = dist.Normal(loc, log_scale.exp()).to_event(1)
