@@ -61,7 +61,7 @@ def interval(values):
     if n < 2:
         return mean, float("nan")
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, student_t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return mean, float(student_t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
 
 
 def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=None, log=print):
@@ -130,7 +130,7 @@ def _paired(rows, labels, log):
             continue
         diff = [a - b for a, b in zip(row["accuracies"], baseline["accuracies"])]
         mean, half = interval(diff)
-        row["minus_baseline"] = {"mean": round(mean, 4), "half_width": round(float(half), 4)}
+        row["minus_baseline"] = {"mean": round(mean, 4), "half_width": round(half, 4)}
         log(
             f"labels {labels:5d}  {row['variant']:18s} minus the baseline, paired by draw: "
             f"{mean:+.3f} +- {half:.3f}"
