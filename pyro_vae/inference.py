@@ -80,7 +80,9 @@ def e_step(
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.requires_grad_(False)
     try:
-        with warnings.catch_warnings():
+        # gradients even where the caller turned them off (a figure's torch.no_grad() that fits
+        # a per-image guide to the images it draws)
+        with torch.enable_grad(), warnings.catch_warnings():
             # pyro.module warns of every frozen parameter of a module in training mode; freezing
             # the model is the point of the E-step
             warnings.filterwarnings("ignore", ".*not registered in the param store because")

@@ -55,6 +55,17 @@ def test_e_step_leaves_a_trained_decoder_frozen_and_trainable_afterwards():
         e_step(model, LocalGuide(6, 2), x, steps=0)
 
 
+def test_e_step_fits_under_torch_no_grad():
+    """A figure drawn under ``torch.no_grad()`` fits a per-image guide to its images: the E-step
+    takes its gradients all the same (it used to fail at its first backward pass)."""
+    model, _ = build(Config(z_dim=2, hidden_dims=(8,)), (1, 4, 4))
+    x = torch.bernoulli(torch.full((6, 1, 4, 4), 0.5))
+    q = LocalGuide(6, 2)
+    with torch.no_grad():
+        e_step(model, q, x, steps=5)
+    assert not torch.equal(q.loc, torch.zeros(6, 2))
+
+
 def test_grid_posterior_is_exact_on_the_linear_gaussian_model():
     model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
     pyro.set_rng_seed(2)
