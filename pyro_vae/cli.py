@@ -36,6 +36,13 @@ def _positive_float(text):
     return value
 
 
+def _decay(text):
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a factor in (0, 1], got {text!r}")
+    return value
+
+
 def _non_negative_int(text):
     try:
         value = int(text)
@@ -177,6 +184,14 @@ def _add_train_args(p, d):
         "--lr", type=_positive_float, default=d.lr, help="Adam learning rate (default: %(default)s)"
     )
     p.add_argument(
+        "--lr-decay",
+        type=_decay,
+        default=d.lr_decay,
+        metavar="FACTOR",
+        help="multiply the learning rate by FACTOR, in (0, 1], after every epoch (default: "
+        "%(default)s, constant)",
+    )
+    p.add_argument(
         "--clip-grad",
         type=_positive_float,
         default=d.clip_grad,
@@ -242,7 +257,7 @@ def _add_guide_family_args(g, d):
 
 def _add_family_args(g, d):
     from .likelihoods import LIKELIHOODS
-    from .nets import NETS
+    from .nets import ACTIVATIONS, NETS
 
     g.add_argument(
         "--model",
@@ -269,6 +284,12 @@ def _add_family_args(g, d):
         choices=NETS,
         help="mlp, or conv (strided convolutions; --hidden-dims are then channels, e.g. 32,64) "
         "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--activation",
+        default=d.activation,
+        choices=tuple(ACTIVATIONS),
+        help="the hidden nonlinearity of --net mlp's encoder and decoder (default: %(default)s)",
     )
     g.add_argument(
         "--condition",
@@ -347,7 +368,16 @@ def _family_from_args(args):
     if model.endswith(".py") or ".py:" in model:  # saved absolute, so the run loads from anywhere
         path, _, names = model.rpartition(":") if ".py:" in model else (model, "", "")
         model = os.path.abspath(path) + (f":{names}" if names else "")
-    same = ("likelihood", "sigma", "net", "condition", "learned_prior", "z1_dim", "beta")
+    same = (
+        "likelihood",
+        "sigma",
+        "net",
+        "activation",
+        "condition",
+        "learned_prior",
+        "z1_dim",
+        "beta",
+    )
     same += ("kl_warmup", "image_size", "guide_family", "flow_layers", "discrete", "labels")
     same += ("alpha", "labelled_share")
     return dict(
@@ -375,6 +405,7 @@ def _config_from_args(args):
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_decay=args.lr_decay,
         num_particles=args.num_particles,
         seed=args.seed,
         log_px_samples=args.log_px_samples,

@@ -64,6 +64,7 @@ def train_baseline(config, data, quiet=True):
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
+        lr_decay=config.lr_decay,
         seed=config.seed,
         quiet=quiet,
     )

@@ -21,7 +21,7 @@ from .models import (
     LabelCondition,
     ObservedQuadrants,
 )
-from .nets import NETS, make_fc, make_networks
+from .nets import ACTIVATIONS, NETS, make_fc, make_networks
 from .objectives import IWAE
 from .program import Program
 from .traced import STEPS
@@ -51,6 +51,8 @@ class Config:
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
+    # The learning rate is multiplied by this after every epoch (1: constant).
+    lr_decay: float = 1.0
     elbo: str = "meanfield"
     num_particles: int = 1
     seed: int = 0
@@ -62,6 +64,8 @@ class Config:
     likelihood: str = "bernoulli"
     sigma: Optional[float] = None
     net: str = "mlp"
+    # The MLPs' hidden nonlinearity (pyro_vae.nets.ACTIVATIONS).
+    activation: str = "softplus"
     condition: str = "none"
     learned_prior: bool = False
     z1_dim: Optional[int] = None
@@ -107,6 +111,7 @@ class Config:
             ("elbo", tuple(ELBOS)),
             ("likelihood", LIKELIHOODS),
             ("net", NETS),
+            ("activation", tuple(ACTIVATIONS)),
             ("condition", CONDITIONS),
             ("guide_family", tuple(FAMILIES)),
         ):
@@ -185,6 +190,16 @@ class Config:
                 raise ConfigError(
                     f"{name} must be a positive number, got {shown(getattr(self, name))}"
                 )
+        if self.activation != "softplus" and self.net != "mlp":
+            raise ConfigError(
+                f"activation {self.activation} sets the MLPs' hidden nonlinearity; the {self.net} "
+                "networks use LeakyReLU"
+            )
+        if not (_positive_number(self.lr_decay) and self.lr_decay <= 1):
+            raise ConfigError(
+                f"lr_decay must be a number in (0, 1], the learning rate's factor per epoch, got "
+                f"{shown(self.lr_decay)}"
+            )
         if not isinstance(self.step, str) or self.step not in STEPS:
             raise ConfigError(f"unknown step {shown(self.step)}; choose one of {', '.join(STEPS)}")
         if self.time_limit is not None and not _positive_number(self.time_limit):
@@ -390,11 +405,19 @@ def build_class_vae(config, x_shape, num_classes=10, train_size=None):
     # explain every image equally well)
     c_dim = 0 if mixture else num_classes
     encoder, decoder = make_networks(
-        config.net, x_shape, config.z_dim, config.hidden_dims, c_dim, likelihood.outputs
+        config.net,
+        x_shape,
+        config.z_dim,
+        config.hidden_dims,
+        c_dim,
+        likelihood.outputs,
+        config.activation,
     )
     classifier = torch.nn.Sequential(
         torch.nn.Flatten(-len(x_shape)),
-        make_fc([math.prod(x_shape), *config.hidden_dims, num_classes]),
+        make_fc(
+            [math.prod(x_shape), *config.hidden_dims, num_classes], ACTIVATIONS[config.activation]
+        ),
     )
     model = ClassVAE(
         decoder, config.z_dim, x_shape, num_classes, likelihood, classifier, alpha, mixture
@@ -415,7 +438,13 @@ def build_vae(config, x_shape, num_classes=10):
         hidden = condition.hidden
     c_dim = condition.dim if condition is not None else 0
     encoder, decoder = make_networks(
-        config.net, x_shape, config.z_dim, config.hidden_dims, c_dim, likelihood.outputs
+        config.net,
+        x_shape,
+        config.z_dim,
+        config.hidden_dims,
+        c_dim,
+        likelihood.outputs,
+        config.activation,
     )
     width = config.hidden_dims[-1] if config.net == "mlp" else 2 * config.z_dim
     prior, top = None, None

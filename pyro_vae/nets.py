@@ -17,6 +17,15 @@ from .errors import ConfigError
 
 NETS = ("mlp", "conv")
 
+#: The MLP encoder's and decoder's hidden nonlinearity (``--activation``): name -> ``torch.nn``
+#: module class. ``softplus`` is Pyro's VAE example's; the conv networks keep their LeakyReLU.
+ACTIVATIONS = {
+    "softplus": nn.Softplus,
+    "relu": nn.ReLU,
+    "leaky-relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+}
+
 
 def make_fc(dims, activation=nn.Softplus):
     """A fully connected network ``dims[0] -> dims[1] -> ... -> dims[-1]``.
@@ -77,14 +86,17 @@ class MLPEncoder(nn.Module):
     :param list hidden_dims: widths of the hidden layers.
     :param int c_dim: width of the condition concatenated to the flattened image (0: none).
     :param float min_scale: the floor added to the softplus scale.
+    :param activation: the hidden layers' ``torch.nn`` module class.
     """
 
-    def __init__(self, x_shape, z_dim, hidden_dims, c_dim=0, min_scale=1e-3):
+    def __init__(
+        self, x_shape, z_dim, hidden_dims, c_dim=0, min_scale=1e-3, activation=nn.Softplus
+    ):
         super().__init__()
         self.x_shape = tuple(x_shape)
         self.z_dim = z_dim
         self.min_scale = min_scale
-        self.fc = make_fc([math.prod(self.x_shape) + c_dim, *hidden_dims, 2 * z_dim])
+        self.fc = make_fc([math.prod(self.x_shape) + c_dim, *hidden_dims, 2 * z_dim], activation)
 
     def forward(self, x, c=None):
         batch_shape = x.shape[: x.dim() - len(self.x_shape)]
@@ -102,13 +114,14 @@ class MLPDecoder(nn.Module):
     :param int z_dim: latent dimension.
     :param list hidden_dims: widths of the hidden layers, from z towards x.
     :param int c_dim: width of the condition concatenated to z (0: none).
+    :param activation: the hidden layers' ``torch.nn`` module class.
     """
 
-    def __init__(self, out_shape, z_dim, hidden_dims, c_dim=0):
+    def __init__(self, out_shape, z_dim, hidden_dims, c_dim=0, activation=nn.Softplus):
         super().__init__()
         self.out_shape = tuple(out_shape)
         self.z_dim = z_dim
-        self.fc = make_fc([z_dim + c_dim, *hidden_dims, math.prod(self.out_shape)])
+        self.fc = make_fc([z_dim + c_dim, *hidden_dims, math.prod(self.out_shape)], activation)
 
     def forward(self, z, c=None):
         h = self.fc[1:](linear_join(self.fc[0], z, c))
@@ -201,21 +214,32 @@ class ConvDecoder(nn.Module):
         return _flat_batch(lambda h: self.deconv(h.reshape(-1, *self.start_shape)), h, 1)
 
 
-def make_networks(net, x_shape, z_dim, hidden_dims, c_dim=0, outputs=1):
+def make_networks(net, x_shape, z_dim, hidden_dims, c_dim=0, outputs=1, activation="softplus"):
     """The encoder and decoder of kind ``net`` (``"mlp"`` or ``"conv"``).
 
     ``hidden_dims`` are the MLP's hidden widths or the conv layers' channels, encoder first; the
     decoder mirrors them. The decoder makes ``outputs`` numbers per pixel (stacked as channels).
+    ``activation`` (a name in :data:`ACTIVATIONS`) is the MLPs' hidden nonlinearity.
     """
     if net not in NETS:
         raise ConfigError(f"unknown net {net!r}; choose one of {', '.join(NETS)}")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(
+            f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}"
+        )
     x_shape = tuple(x_shape)
     out_shape = (outputs * x_shape[0], *x_shape[1:])
     hidden = list(hidden_dims)
     if net == "mlp":
+        act = ACTIVATIONS[activation]
         return (
-            MLPEncoder(x_shape, z_dim, hidden, c_dim),
-            MLPDecoder(out_shape, z_dim, hidden[::-1], c_dim),
+            MLPEncoder(x_shape, z_dim, hidden, c_dim, activation=act),
+            MLPDecoder(out_shape, z_dim, hidden[::-1], c_dim, activation=act),
+        )
+    if activation != "softplus":
+        raise ConfigError(
+            f"--activation {activation} sets the MLPs' hidden nonlinearity; the conv networks "
+            "use LeakyReLU"
         )
     return ConvEncoder(x_shape, z_dim, hidden, c_dim), ConvDecoder(
         out_shape, z_dim, hidden[::-1], c_dim

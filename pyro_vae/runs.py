@@ -428,6 +428,7 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             epochs=config.epochs,
             batch_size=config.batch_size,
             lr=config.lr,
+            lr_decay=config.lr_decay,
             seed=config.seed,
             quiet=quiet,
             clip_grad=config.clip_grad,

@@ -21,13 +21,13 @@ from torch.nn import functional as F
 from .errors import ConfigError
 
 
-def baseline_classifier(data, hidden_dims, epochs=100, lr=1e-3, seed=0):
+def baseline_classifier(data, hidden_dims, epochs=100, lr=1e-3, seed=0, activation="softplus"):
     """q(y|x)'s network (:func:`pyro_vae.config.build_class_vae`'s classifier) trained by
     cross-entropy on ``data``'s labelled training images alone; returns its test accuracy."""
     from .config import Config, build_class_vae
 
     torch.manual_seed(seed)
-    config = Config(model="gmvae", hidden_dims=tuple(hidden_dims))
+    config = Config(model="gmvae", hidden_dims=tuple(hidden_dims), activation=activation)
     net = build_class_vae(config, data.x_shape, data.num_classes)[1].classifier
     x, y = data.train_x[data.labelled], data.train_y[data.labelled]
     optim = torch.optim.Adam(net.parameters(), lr=lr)
@@ -97,7 +97,11 @@ def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=Non
                 cell = replace(config, labels=n, seed=seed, alpha=0.0, discrete=None)
                 if settings is None:  # the labelled images once each, whatever M2's share
                     data = load_run_data(replace(cell, labelled_share=None))
-                    accuracies.append(baseline_classifier(data, config.hidden_dims, seed=seed))
+                    accuracies.append(
+                        baseline_classifier(
+                            data, config.hidden_dims, seed=seed, activation=config.activation
+                        )
+                    )
                     continue
                 cell = replace(cell, **settings)
                 path = os.path.join(folder, f"{n}-{variant.replace(' ', '')}-{draw}")

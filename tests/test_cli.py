@@ -88,6 +88,36 @@ def test_train_writes_a_run(trained):
     assert metrics["epochs"] == 1 and metrics["log_px_samples"] == 20
 
 
+def test_train_takes_the_activation_and_the_learning_rate_schedule(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    result = cli(
+        capsys,
+        "train",
+        *TINY,
+        "--epochs",
+        "2",
+        "--activation",
+        "relu",
+        "--lr-decay",
+        "0.5",
+        "--out",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(out, "config.json")) as f:
+        saved = json.load(f)
+    assert saved["activation"] == "relu" and saved["lr_decay"] == 0.5
+    run = load_run(out)
+    assert all(not isinstance(m, torch.nn.Softplus) for m in run.model.decoder.modules())
+    assert any(isinstance(m, torch.nn.ReLU) for m in run.model.decoder.modules())
+    (optimizer,) = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["optimizer"]
+    assert optimizer["scheduler"]["_last_lr"] == pytest.approx([1e-3 * 0.5**2])
+    conv = str(tmp_path / "conv")
+    refused = cli(capsys, "train", "--net", "conv", "--activation", "relu", "--out", conv)
+    assert_clean_error(refused, "the conv networks use LeakyReLU")
+    assert not os.path.exists(conv)
+
+
 def test_evaluate(trained):
     result = pyro_vae("evaluate", trained, "-k", "30", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
@@ -302,6 +332,9 @@ def test_bad_training_setups(case, tmp_path, capsys, monkeypatch):
         (["train", "--batch-size", "0"], "--batch-size: expected a positive integer"),
         (["train", "--lr", "0"], "--lr: expected a positive number"),
         (["train", "--lr", "nan"], "--lr: expected a positive number"),
+        (["train", "--lr-decay", "1.5"], "--lr-decay: expected a factor in (0, 1]"),
+        (["train", "--lr-decay", "0"], "--lr-decay: expected a positive number"),
+        (["train", "--activation", "tanh"], "--activation: invalid choice: 'tanh'"),
         (["train", "--clip-grad", "-1"], "--clip-grad: expected a positive number"),
         (["train", "--time-limit", "0"], "--time-limit: expected a positive number"),
         (["train", "--time-limit", "inf"], "--time-limit: expected a positive number"),
@@ -336,6 +369,8 @@ def test_bad_values_are_one_line_usage_errors(args, message, capsys):
         ({"log_px_samples": 0}, "log_px_samples must be a positive integer"),
         ({"dataset": "cifar"}, "unknown dataset 'cifar'"),
         ({"guide": "flow"}, "unknown config keys: guide"),
+        ({"lr_decay": 2}, r"lr_decay must be a number in \(0, 1\]"),
+        ({"net": "conv", "activation": "relu"}, "the conv networks use LeakyReLU"),
     ],
 )
 def test_bad_settings_in_a_config_file(settings, message, tmp_path, capsys):

@@ -29,6 +29,10 @@ def test_defaults_are_valid_and_round_trip():
         ({"hidden_dims": (64, 0)}, "hidden_dims must be one or more positive integers"),
         ({"lr": 0.0}, "lr must be a positive number"),
         ({"lr": float("nan")}, "lr must be a positive number"),
+        ({"lr_decay": 1.5}, r"lr_decay must be a number in \(0, 1\]"),
+        ({"lr_decay": 0}, r"lr_decay must be a number in \(0, 1\]"),
+        ({"activation": "tanh"}, "unknown activation 'tanh'"),
+        ({"net": "conv", "activation": "relu"}, "the conv networks use LeakyReLU"),
     ],
 )
 def test_bad_settings_are_refused_by_name(kwargs, message):

@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.nets import ConvDecoder, ConvEncoder, join, linear_join, make_networks
+from pyro_vae.nets import (
+    ACTIVATIONS,
+    ConvDecoder,
+    ConvEncoder,
+    join,
+    linear_join,
+    make_networks,
+)
 from tests.conftest import assert_close
 
 
@@ -58,3 +65,21 @@ def test_a_split_first_layer_equals_the_layer_on_the_joined_input():
     assert_close(loc, encoder.fc(join(x.reshape(4, -1), c)).chunk(2, -1)[0], atol=1e-6)
     out = decoder(torch.randn(3, 4, 2), c)
     assert out.shape == (3, 4, 1, 2, 3)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_the_mlps_hidden_layers_take_the_chosen_activation(name):
+    encoder, decoder = make_networks("mlp", (1, 4, 4), 2, [8, 6], activation=name)
+    for net in (encoder, decoder):
+        hidden = [m for m in net.fc if not isinstance(m, torch.nn.Linear)]
+        assert len(hidden) == 2
+        assert all(type(m) is ACTIVATIONS[name] for m in hidden)
+    loc, scale = encoder(torch.rand(3, 1, 4, 4))
+    assert decoder(loc).shape == (3, 1, 4, 4) and (scale > 0).all()
+
+
+def test_an_activation_is_refused_for_the_conv_networks_and_unknown_names():
+    with pytest.raises(ConfigError, match="the conv networks use LeakyReLU"):
+        make_networks("conv", (1, 28, 28), 4, [8], activation="relu")
+    with pytest.raises(ConfigError, match="unknown activation 'tanh'"):
+        make_networks("mlp", (1, 28, 28), 4, [8], activation="tanh")

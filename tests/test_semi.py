@@ -354,7 +354,7 @@ def test_the_baseline_sees_each_labelled_image_once_whatever_the_share(monkeypat
 
     seen = []
 
-    def fake_baseline(data, hidden_dims, seed=0):
+    def fake_baseline(data, hidden_dims, seed=0, activation="softplus"):
         seen.append((len(data.train_x), int(data.labelled.sum())))
         return 0.5
 
