@@ -18,8 +18,10 @@ difference per image with its standard error.
 
 Target (issue 18): pyro_vae at least 5 nats above the peer.
 
-Usage: ``python benchmarks/quality_at_budget.py [SECONDS]`` (default 150). Prints one JSON object.
-With ``CI`` set (the test suite's smoke run): mnist-small, a 3-second budget, K=10.
+Usage: ``python benchmarks/quality_at_budget.py [SECONDS] [FIELD=VALUE ...]`` (default 150 s; the
+fields change ``pyro_vae.Config()``'s recipe, e.g. ``activation=leaky-relu lr=2e-3
+lr_decay=0.96``; ``hidden_dims=512,256``). Prints one JSON object. With ``CI`` set (the test
+suite's smoke run): mnist-small, a 3-second budget, K=10.
 """
 
 import json
@@ -39,12 +41,13 @@ from pyro_vae.program import ParamScope, Program
 smoke_test = "CI" in os.environ
 DATASET = "mnist-small" if smoke_test else "fashion-mnist"
 BUDGET = 3.0 if smoke_test else float(sys.argv[1]) if len(sys.argv) > 1 else 150.0
+RECIPE = sys.argv[2:]
 TEST_IMAGES, K = (100, 10) if smoke_test else (1000, 1000)
 TARGET_NATS = 5.0
 
 
 class Ours:
-    """The default recipe through :func:`pyro_vae.fit`, one epoch per call: each call resumes
+    """The recipe (by default ``Config()``'s) through :func:`pyro_vae.fit`, one epoch per call: each call resumes
     from the last one's state, which continues the run bit for bit (the time to set the step up
     again is counted against it)."""
 
@@ -65,6 +68,8 @@ class Ours:
             epochs=self.epochs + 1,
             batch_size=config.batch_size,
             lr=config.lr,
+            lr_decay=config.lr_decay,
+            step=config.step,
             test_samples=0,
             quiet=True,
             resume_from=self.state,
@@ -124,12 +129,38 @@ def score(model, guide, x):
         return evaluate.log_px(model, guide, x, num_samples=K)
 
 
+def recipe(fields):
+    """``pyro_vae.Config()`` with each ``FIELD=VALUE`` of ``fields`` (numbers as numbers,
+    ``a,b`` as a tuple of integers)."""
+    changes = {}
+    for item in fields:
+        name, sep, text = item.partition("=")
+        if not sep:
+            sys.exit(f"quality_at_budget benchmark: expected FIELD=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = tuple(int(v) for v in text.split(",")) if "," in text else text
+        changes[name] = tuple(value) if isinstance(value, list) else value
+    if "hidden_dims" in changes and isinstance(changes["hidden_dims"], int):
+        changes["hidden_dims"] = (changes["hidden_dims"],)
+    if changes.get("step") == "compiled":  # Ours.epoch is one fit call per epoch
+        sys.exit(
+            "quality_at_budget benchmark: step=compiled would compile again in every epoch's "
+            "call; time it with recipes.py, which trains in one call"
+        )
+    try:
+        return pyro_vae.Config(**changes)
+    except (TypeError, pyro_vae.PyroVAEError) as e:
+        sys.exit(f"quality_at_budget benchmark: {e}")
+
+
 def main():
+    config = recipe(RECIPE)
     try:
         data = pyro_vae.load_dataset(DATASET, binarize="dynamic")
     except pyro_vae.PyroVAEError as e:
         sys.exit(f"quality_at_budget benchmark: {e}")
-    config = pyro_vae.Config()
     x = data.test_x[:TEST_IMAGES]
     ours, peer = Ours(data, config), Peer(data)
     train([ours, peer])
@@ -161,6 +192,9 @@ def main():
                 "elbo": config.elbo,
                 "batch_size": config.batch_size,
                 "lr": config.lr,
+                "lr_decay": config.lr_decay,
+                "activation": config.activation,
+                "step": config.step,
             },
             **summary(ours, ours_lp),
         },
