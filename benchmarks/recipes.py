@@ -53,6 +53,7 @@ CANDIDATES = [
     ("elu", {"activation": "elu"}),
     ("leaky-relu", {"activation": "leaky-relu"}),
     ("leaky-relu, lr 2e-3, decay 0.96", {"activation": "leaky-relu", "lr": 2e-3, "lr_decay": 0.96}),
+    ("silu, lr 2e-3, decay 0.96", {"activation": "silu", "lr": 2e-3, "lr_decay": 0.96}),
     (
         "leaky-relu, lr 2e-3, decay 0.96, compiled",
         {"activation": "leaky-relu", "lr": 2e-3, "lr_decay": 0.96, "step": "compiled"},

@@ -24,6 +24,7 @@ ACTIVATIONS = {
     "relu": nn.ReLU,
     "leaky-relu": nn.LeakyReLU,
     "elu": nn.ELU,
+    "silu": nn.SiLU,
 }
 
 
