@@ -17,8 +17,9 @@ from .errors import ConfigError
 
 NETS = ("mlp", "conv")
 
-#: The MLP encoder's and decoder's hidden nonlinearity (``--activation``): name -> ``torch.nn``
-#: module class. ``softplus`` is Pyro's VAE example's; the conv networks keep their LeakyReLU.
+#: The MLP encoder's and decoder's hidden nonlinearity (``--activation``; M2's classifier takes it
+#: too): name -> ``torch.nn`` module class. ``softplus`` is Pyro's VAE example's; the conv
+#: networks keep their LeakyReLU.
 ACTIVATIONS = {
     "softplus": nn.Softplus,
     "relu": nn.ReLU,
