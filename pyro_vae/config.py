@@ -389,6 +389,13 @@ def _labelled_copies(config, train_size):
     return train_size, labels
 
 
+def _networks(config, x_shape, c_dim, outputs):
+    """The encoder and decoder ``config`` names, reading a condition of width ``c_dim``."""
+    return make_networks(
+        config.net, x_shape, config.z_dim, config.hidden_dims, c_dim, outputs, config.activation
+    )
+
+
 def build_class_vae(config, x_shape, num_classes=10, train_size=None):
     """The M2 or Gaussian-mixture model and its guide (:class:`~pyro_vae.models.ClassVAE`,
     :class:`~pyro_vae.guides.ClassGuide`), before the door. ``alpha="kingma"`` is Kingma et
@@ -404,15 +411,7 @@ def build_class_vae(config, x_shape, num_classes=10, train_size=None):
     # encoder q(z | x, y) could move z into whichever bump y names, and every cluster would then
     # explain every image equally well)
     c_dim = 0 if mixture else num_classes
-    encoder, decoder = make_networks(
-        config.net,
-        x_shape,
-        config.z_dim,
-        config.hidden_dims,
-        c_dim,
-        likelihood.outputs,
-        config.activation,
-    )
+    encoder, decoder = _networks(config, x_shape, c_dim, likelihood.outputs)
     classifier = torch.nn.Sequential(
         torch.nn.Flatten(-len(x_shape)),
         make_fc(
@@ -437,15 +436,7 @@ def build_vae(config, x_shape, num_classes=10):
         condition = ObservedQuadrants(x_shape, int(config.condition.split(":")[1]))
         hidden = condition.hidden
     c_dim = condition.dim if condition is not None else 0
-    encoder, decoder = make_networks(
-        config.net,
-        x_shape,
-        config.z_dim,
-        config.hidden_dims,
-        c_dim,
-        likelihood.outputs,
-        config.activation,
-    )
+    encoder, decoder = _networks(config, x_shape, c_dim, likelihood.outputs)
     width = config.hidden_dims[-1] if config.net == "mlp" else 2 * config.z_dim
     prior, top = None, None
     if config.model == "hierarchical":

@@ -90,19 +90,8 @@ def test_train_writes_a_run(trained):
 
 def test_train_takes_the_activation_and_the_learning_rate_schedule(tmp_path, capsys):
     out = str(tmp_path / "run")
-    result = cli(
-        capsys,
-        "train",
-        *TINY,
-        "--epochs",
-        "2",
-        "--activation",
-        "relu",
-        "--lr-decay",
-        "0.5",
-        "--out",
-        out,
-    )
+    options = "--epochs 2 --activation relu --lr-decay 0.5".split()
+    result = cli(capsys, "train", *TINY, *options, "--out", out)
     assert result.returncode == 0, result.stderr
     with open(os.path.join(out, "config.json")) as f:
         saved = json.load(f)
