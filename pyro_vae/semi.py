@@ -18,6 +18,7 @@ import torch
 from scipy.stats import t as student_t
 from torch.nn import functional as F
 
+from .data import bernoulli
 from .errors import ConfigError
 
 
@@ -34,7 +35,7 @@ def baseline_classifier(data, hidden_dims, epochs=100, lr=1e-3, seed=0, activati
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=g).split(128):
-            xb = torch.bernoulli(x[idx], generator=g) if data.binarize == "dynamic" else x[idx]
+            xb = bernoulli(x[idx], generator=g) if data.binarize == "dynamic" else x[idx]
             loss = F.cross_entropy(net(xb), y[idx])
             optim.zero_grad()
             loss.backward()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from pyro_vae.data import DEBIAN_FASHION_MNIST, as_images, load_dataset
+from pyro_vae.data import DEBIAN_FASHION_MNIST, as_images, bernoulli, load_dataset
 from pyro_vae.errors import DataError, DatasetUnavailableError
 
 
@@ -42,6 +42,21 @@ def test_dynamic_binarization_resamples_each_batch_but_fixes_the_test_split():
     # Same images in another order and another Bernoulli draw: pixel means agree, pixels do not.
     assert not torch.equal(x1.sum(0), x2.sum(0))
     assert abs(x1.mean() - grey.train_x.mean()) < 0.01
+
+
+@pytest.mark.parametrize("shape", [(1, 784), (17, 784), (96, 784), (128, 784), (5, 1, 28, 28), (33,)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_draws_what_torch_bernoulli_draws(shape, dtype):
+    # The faster draw must keep every dynamically binarized run's numbers, and the generator's
+    # state after it, exactly as torch.bernoulli gave them; probabilities 0, 1/2 and 1 included.
+    p = torch.rand(shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    p.view(-1)[:3] = torch.tensor([0.0, 0.5, 1.0], dtype=dtype)
+    ours, theirs = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    for _ in range(3):
+        drawn, expected = bernoulli(p, ours), torch.bernoulli(p, generator=theirs)
+        assert drawn.dtype == dtype
+        assert torch.equal(drawn, expected)
+    assert torch.equal(ours.get_state(), theirs.get_state())
 
 
 def test_batches_cover_the_training_set_once():
