@@ -44,7 +44,9 @@ def test_dynamic_binarization_resamples_each_batch_but_fixes_the_test_split():
     assert abs(x1.mean() - grey.train_x.mean()) < 0.01
 
 
-@pytest.mark.parametrize("shape", [(1, 784), (17, 784), (96, 784), (128, 784), (5, 1, 28, 28), (33,)])
+@pytest.mark.parametrize(
+    "shape", [(1, 784), (17, 784), (96, 784), (128, 784), (5, 1, 28, 28), (33,)]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_bernoulli_draws_what_torch_bernoulli_draws(shape, dtype):
     # The faster draw must keep every dynamically binarized run's numbers, and the generator's
