@@ -39,6 +39,7 @@ BUILT_IN_ONLY = {
     "likelihood": "bernoulli",
     "sigma": None,
     "net": "mlp",
+    "activation": "softplus",
     "condition": "none",
     "learned_prior": False,
     "z1_dim": None,
@@ -182,7 +183,8 @@ def build_from_file(config, x_shape, num_classes=10):
     changed = [k for k, v in BUILT_IN_ONLY.items() if getattr(config, k) != v]
     if changed:
         raise ModelFileError(
-            f"{', '.join(changed)} configure the built-in models; a model file defines its own "
+            f"{', '.join(changed)} {'configures' if len(changed) == 1 else 'configure'} the "
+            "built-in models; a model file defines its own "
             "(pass only --z-dim and --hidden-dims to it)"
         )
     return load_program(config.model, x_shape, config.z_dim, config.hidden_dims, num_classes)

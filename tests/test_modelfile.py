@@ -112,8 +112,10 @@ def test_a_broken_file_is_explained(case, tmp_path):
 
 def test_built_in_options_are_refused_for_a_model_file(tmp_path):
     (tmp_path / "good.py").write_text(textwrap.dedent(GOOD))
-    with pytest.raises(ModelFileError, match="likelihood configure the built-in models"):
+    with pytest.raises(ModelFileError, match="likelihood configures the built-in models"):
         build(Config(model=f"{tmp_path}/good.py:MyVAE", likelihood="gaussian"), (1, 6, 5))
+    with pytest.raises(ModelFileError, match="activation configures the built-in models"):
+        build(Config(model=f"{tmp_path}/good.py:MyVAE", activation="relu"), (1, 6, 5))
     with pytest.raises(ModelFileError, match="does not exist"):
         build(Config(model=f"{tmp_path}/nope.py:MyVAE"), (1, 6, 5))
 
