@@ -58,6 +58,22 @@ CANDIDATES = [
         "leaky-relu, lr 2e-3, decay 0.96, compiled",
         {"activation": "leaky-relu", "lr": 2e-3, "lr_decay": 0.96, "step": "compiled"},
     ),
+    (
+        "leaky-relu, hidden 256, lr 2e-3, decay 0.96",
+        {"activation": "leaky-relu", "hidden_dims": (256,), "lr": 2e-3, "lr_decay": 0.96},
+    ),
+    (
+        "leaky-relu, batch 256, lr 3e-3, decay 0.96",
+        {"activation": "leaky-relu", "batch_size": 256, "lr": 3e-3, "lr_decay": 0.96},
+    ),
+    (
+        "leaky-relu, lr 3e-3, decay 0.95",
+        {"activation": "leaky-relu", "lr": 3e-3, "lr_decay": 0.95},
+    ),
+    (
+        "leaky-relu, lr 2e-3, decay 0.96, compiled",
+        {"activation": "leaky-relu", "lr": 2e-3, "lr_decay": 0.96, "step": "compiled"},
+    ),
 ]
 if smoke_test:
     CANDIDATES = CANDIDATES[:2]
