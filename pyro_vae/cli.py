@@ -289,7 +289,8 @@ def _add_family_args(g, d):
         "--activation",
         default=d.activation,
         choices=tuple(ACTIVATIONS),
-        help="the hidden nonlinearity of --net mlp's encoder and decoder (and M2's classifier) "
+        help="the hidden nonlinearity of --net mlp's encoder and decoder (and of M2's "
+        "classifier, the hierarchical model's and a learned prior's networks) "
         "(default: %(default)s)",
     )
     g.add_argument(

@@ -438,14 +438,17 @@ def build_vae(config, x_shape, num_classes=10):
     c_dim = condition.dim if condition is not None else 0
     encoder, decoder = _networks(config, x_shape, c_dim, likelihood.outputs)
     width = config.hidden_dims[-1] if config.net == "mlp" else 2 * config.z_dim
+    activation = ACTIVATIONS[config.activation]
     prior, top = None, None
     if config.model == "hierarchical":
         z1_dim = config.z1_dim or max(1, config.z_dim // 2)
-        prior = HierarchicalPrior(z1_dim, make_fc([z1_dim + c_dim, width, 2 * config.z_dim]))
-        top = make_fc([config.z_dim, width, 2 * z1_dim])
+        prior = HierarchicalPrior(
+            z1_dim, make_fc([z1_dim + c_dim, width, 2 * config.z_dim], activation)
+        )
+        top = make_fc([config.z_dim, width, 2 * z1_dim], activation)
     elif config.learned_prior or hidden is not None:
         # Image completion always learns p(z | observed part), as Sohn et al. do.
-        prior = ConditionalPrior(make_fc([c_dim, width, 2 * config.z_dim]))
+        prior = ConditionalPrior(make_fc([c_dim, width, 2 * config.z_dim], activation))
     model = VAE(decoder, config.z_dim, x_shape, likelihood, prior, condition, hidden)
     guide = AmortizedGuide(encoder, condition, top)
     model.z_scale = guide.z_scale = config.beta

@@ -3,6 +3,7 @@ import math
 from dataclasses import fields
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,3 +83,21 @@ def test_any_json_config_is_accepted_valid_or_refused_with_a_config_error(change
         return
     assert Config.from_dict(json.loads(json.dumps(config.as_dict()))) == config
     config.validate()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"model": "hierarchical", "elbo": "trace"}, {"condition": "label", "learned_prior": True}],
+)
+def test_the_activation_reaches_every_network_of_the_model_and_guide(changes):
+    from pyro_vae.config import build_vae
+    from pyro_vae.nets import ACTIVATIONS
+
+    model, guide = build_vae(Config(activation="relu", **changes), (1, 6, 5))
+    hidden = [
+        m
+        for m in (*model.modules(), *guide.modules())
+        if isinstance(m, tuple(ACTIVATIONS.values()))
+    ]
+    assert len(hidden) >= 3  # encoder, decoder and the prior's network at least
+    assert all(type(m) is torch.nn.ReLU for m in hidden)
