@@ -226,29 +226,36 @@ def training_stages(config, data, epochs=(0,), quiet=True):
     """Yield ``(label, model, guide)`` along a training run: the model and guide that ``config``
     builds from its seed, trained with :func:`~pyro_vae.train.fit` to each of ``epochs`` in turn.
 
-    Each stage continues from the previous one with a fresh Adam optimizer, so the states are
-    close to, not identical with, those of one uninterrupted run.
+    Each stage resumes the previous one from its last checkpoint (Adam's state, the learning
+    rate's decay, the random numbers), so the stages are those of one uninterrupted
+    :func:`~pyro_vae.train.fit` with the config's recipe, bit for bit.
     """
     from .config import build
     from .train import fit
 
     pyro.set_rng_seed(config.seed)
     model, guide = build(config, data.x_shape)
-    done = 0
+    done, state = 0, None
     for target in sorted(set(epochs)):
         if target > done:
+            states = []
             fit(
                 model,
                 guide,
                 data,
                 config.make_elbo(),
-                epochs=target - done,
+                epochs=target,
                 batch_size=config.batch_size,
                 lr=config.lr,
-                seed=config.seed + done,
+                lr_decay=config.lr_decay,
+                clip_grad=config.clip_grad,
+                step=config.step,
+                seed=config.seed,
                 quiet=quiet,
+                resume_from=state,
+                checkpoint=states.append,
             )
-            done = target
+            done, state = target, states[-1]
         yield f"epoch {done}", model, guide
 
 

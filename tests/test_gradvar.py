@@ -111,3 +111,33 @@ def test_bad_settings(problem, kwargs, message):
     model, guide, x = problem
     with pytest.raises(ConfigError, match=message):
         gradient_draws(model, guide, x, **kwargs)
+
+
+def test_training_stages_are_one_uninterrupted_run():
+    from pyro_vae import Config, build, fit, load_dataset
+    from pyro_vae.gradvar import training_stages
+
+    data = load_dataset("mnist-small")
+    config = Config(z_dim=2, hidden_dims=(16,), batch_size=500, lr=1e-2, lr_decay=0.5, seed=3)
+    stages = list(training_stages(config, data, (0, 1, 3)))
+    # each stage trains the same model and guide further, in place
+    model, guide = stages[-1][1:]
+    labels = [label for label, _, _ in stages]
+    pyro.set_rng_seed(config.seed)
+    model2, guide2 = build(config, data.x_shape)
+    fit(
+        model2,
+        guide2,
+        data,
+        config.make_elbo(),
+        epochs=3,
+        batch_size=500,
+        lr=1e-2,
+        lr_decay=0.5,
+        seed=3,
+        quiet=True,
+    )
+    assert labels == ["epoch 0", "epoch 1", "epoch 3"]
+    for a, b in ((model, model2), (guide, guide2)):
+        for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(p, q), name
