@@ -21,10 +21,11 @@ Target (issue 18): pyro_vae at least 5 nats above the peer.
 
 Usage: ``python benchmarks/quality_at_budget.py [SECONDS] [FIELD=VALUE ...]`` (default 150 s; the
 fields change ``pyro_vae.Config()``'s recipe, e.g. ``activation=leaky-relu lr=2e-3
-lr_decay=0.96 step=compiled``; ``hidden_dims=512,256``). Prints one JSON object. With ``CI`` set (the test
-suite's smoke run): mnist-small, a 3-second budget, K=10.
+lr_decay=0.96 step=compiled``; ``hidden_dims=512,256``). Prints one JSON object. With ``CI`` set
+(the test suite's smoke run): mnist-small, a 3-second budget, K=10.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -104,30 +105,38 @@ class Peer:
     random number generators of its own (ours are left as they were)."""
 
     def __init__(self, data):
-        saved = pyro.util.get_rng_state()
-        torch.manual_seed(0)
-        self.data = data
-        self.vae = _peer.PeerVAE(x_dim=math.prod(data.x_shape))
-        self.scope = ParamScope()  # the example's pyro.module names, kept apart from ours
-        with self.scope:
-            self.svi = _peer.peer_svi(self.vae)
+        self.rng = None
+        with self.own_rng():
+            torch.manual_seed(0)
+            self.data = data
+            self.vae = _peer.PeerVAE(x_dim=math.prod(data.x_shape))
+            self.scope = ParamScope()  # the example's pyro.module names, kept apart from ours
+            with self.scope:
+                self.svi = _peer.peer_svi(self.vae)
         self.generator = torch.Generator().manual_seed(0)
-        self.rng = pyro.util.get_rng_state()
-        pyro.util.set_rng_state(saved)
         self.epochs, self.seconds = 0, 0.0
 
+    @contextlib.contextmanager
+    def own_rng(self):
+        """The peer's random number generators in place of ours, for the block."""
+        ours = pyro.util.get_rng_state()
+        if self.rng is not None:
+            pyro.util.set_rng_state(self.rng)
+        try:
+            yield
+        finally:
+            self.rng = pyro.util.get_rng_state()
+            pyro.util.set_rng_state(ours)
+
     def epoch(self):
-        saved = pyro.util.get_rng_state()
-        pyro.util.set_rng_state(self.rng)
-        start = time.perf_counter()
-        order = torch.randperm(self.data.train_x.shape[0], generator=self.generator)
-        with self.scope:
-            for x, _, _ in self.data.batches(_peer.BATCH_SIZE, self.generator, order=order):
-                self.svi.step(x)
-        self.seconds += time.perf_counter() - start
-        self.epochs += 1
-        self.rng = pyro.util.get_rng_state()
-        pyro.util.set_rng_state(saved)
+        with self.own_rng():
+            start = time.perf_counter()
+            order = torch.randperm(self.data.train_x.shape[0], generator=self.generator)
+            with self.scope:
+                for x, _, _ in self.data.batches(_peer.BATCH_SIZE, self.generator, order=order):
+                    self.svi.step(x)
+            self.seconds += time.perf_counter() - start
+            self.epochs += 1
 
     def trained(self):
         # Through the program door, so the same evaluation code scores it.
