@@ -117,16 +117,25 @@ def _dataset_name(text):
     return text
 
 
-def _label_list(text):
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        values = [-1]
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated class labels (integers >= 0) such as 1,7, got {text!r}"
-        )
-    return tuple(values)
+def _whole_numbers(what, example):
+    """A parser of comma-separated integers >= 0 (``what``, e.g. class labels)."""
+
+    def parse(text):
+        try:
+            values = [int(v) for v in text.replace(" ", "").split(",") if v]
+        except ValueError:
+            values = [-1]
+        if not values or min(values) < 0:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what} (integers >= 0) such as {example}, got {text!r}"
+            )
+        return tuple(values)
+
+    return parse
+
+
+_label_list = _whole_numbers("class labels", "1,7")
+_epoch_list = _whole_numbers("numbers of epochs", "0,1,10")
 
 
 def _choice_list(choices):
@@ -1254,7 +1263,7 @@ def _add_lab_commands(sub):
     )
     p.add_argument(
         "--progress",
-        type=_label_list,
+        type=_epoch_list,
         default=(0,),
         help="also measure a fresh model from the run's config and seed, trained this "
         "many epochs, e.g. 0,1,10 (default: 0, the untrained model)",

@@ -338,6 +338,8 @@ def test_bad_training_setups(case, tmp_path, capsys, monkeypatch):
         (["evaluate", "run", "-k", "-5"], "--num-samples/-k: expected a positive integer"),
         (["evaluate", "run", "--elbo-samples", "0"], "--elbo-samples: expected a positive"),
         (["sample", "run", "--n", "0"], "--n: expected a positive integer"),
+        (["gradvar", "run", "--progress", "x"], "--progress: expected comma-separated numbers"),
+        (["train", "--exclude-classes", "-1"], "--exclude-classes: expected comma-separated class"),
     ],
 )
 def test_bad_values_are_one_line_usage_errors(args, message, capsys):
