@@ -80,14 +80,10 @@ class Ours:
                 self.guide,
                 self.data,
                 config.make_elbo(),
-                epochs=100_000,  # the budget ends it
-                batch_size=config.batch_size,
-                lr=config.lr,
-                lr_decay=config.lr_decay,
-                step=config.step,
                 test_samples=0,
                 quiet=True,
                 checkpoint=turn,
+                **{**config.fit_options(), "epochs": 100_000},  # the budget ends it
             )
         except _Spent:
             pass

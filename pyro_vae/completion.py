@@ -61,12 +61,8 @@ def train_baseline(config, data, quiet=True):
         guide,
         data,
         Trace_ELBO(),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        lr_decay=config.lr_decay,
-        seed=config.seed,
         quiet=quiet,
+        **config.fit_options(),
     )
     return model.eval(), guide.eval()
 

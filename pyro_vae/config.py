@@ -264,6 +264,25 @@ class Config:
             kwargs["max_plate_nesting"] = max_plate_nesting
         return ELBOS[self.elbo](**kwargs)
 
+    def fit_options(self):
+        """The keyword arguments of :func:`pyro_vae.fit` that the config's training recipe sets
+        (the ELBO aside: :meth:`make_elbo`). ``step`` and ``time_limit`` appear only when they
+        differ from ``fit``'s defaults, so the dict also suits a trainer without them."""
+        options = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "lr_decay": self.lr_decay,
+            "clip_grad": self.clip_grad,
+            "seed": self.seed,
+            "discrete": self.discrete,
+        }
+        if self.step != "recorded":
+            options["step"] = self.step
+        if self.time_limit is not None:
+            options["time_limit"] = self.time_limit
+        return options
+
 
 def check_seed(seed, name="seed"):
     """Seeds go to Python's, NumPy's and torch's generators; NumPy's takes 0 to 2**32 - 1."""

@@ -244,16 +244,10 @@ def training_stages(config, data, epochs=(0,), quiet=True):
                 guide,
                 data,
                 config.make_elbo(),
-                epochs=target,
-                batch_size=config.batch_size,
-                lr=config.lr,
-                lr_decay=config.lr_decay,
-                clip_grad=config.clip_grad,
-                step=config.step,
-                seed=config.seed,
                 quiet=quiet,
                 resume_from=state,
                 checkpoint=states.append,
+                **{**config.fit_options(), "epochs": target},
             )
             done, state = target, states[-1]
         yield f"epoch {done}", model, guide

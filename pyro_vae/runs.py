@@ -425,20 +425,12 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             guide,
             data,
             elbo=config.make_elbo(model.structure.max_plate_nesting),
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            lr_decay=config.lr_decay,
-            seed=config.seed,
             quiet=quiet,
-            clip_grad=config.clip_grad,
             resume_from=state,
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
             on_epoch=kl_warmup([model, guide], config.beta, config.kl_warmup),
-            discrete=config.discrete,
-            **({} if config.step == "recorded" else {"step": config.step}),
-            **({} if config.time_limit is None else {"time_limit": config.time_limit}),
+            **config.fit_options(),
         )
     except (DivergenceError, ProgramError) as e:
         last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})

@@ -101,3 +101,40 @@ def test_the_activation_reaches_every_network_of_the_model_and_guide(changes):
     ]
     assert len(hidden) >= 3  # encoder, decoder and the prior's network at least
     assert all(type(m) is torch.nn.ReLU for m in hidden)
+
+
+def test_fit_options_are_the_recipe_as_fit_takes_it():
+    import inspect
+
+    from pyro_vae import fit
+    from pyro_vae.distributed import fit_distributed
+
+    default = Config().fit_options()
+    assert "step" not in default and "time_limit" not in default  # so fit_distributed takes them
+    assert set(default) <= set(inspect.signature(fit_distributed).parameters)
+    config = Config(epochs=3, lr=2e-3, lr_decay=0.9, clip_grad=5.0, step="compiled", time_limit=9.0)
+    options = config.fit_options()
+    assert set(options) <= set(inspect.signature(fit).parameters)
+    assert options == {
+        "epochs": 3,
+        "batch_size": 128,
+        "lr": 2e-3,
+        "lr_decay": 0.9,
+        "clip_grad": 5.0,
+        "seed": 0,
+        "discrete": None,
+        "step": "compiled",
+        "time_limit": 9.0,
+    }
+
+
+def test_the_completion_baseline_trains_with_the_runs_recipe(monkeypatch):
+    from pyro_vae import completion, load_dataset
+
+    seen = {}
+    monkeypatch.setattr(completion, "fit", lambda *args, **kwargs: seen.update(kwargs))
+    config = Config(
+        condition="quadrants:1", epochs=2, lr_decay=0.5, clip_grad=1.0, step="compiled", seed=3
+    )
+    completion.train_baseline(config, load_dataset("mnist-small"))
+    assert {k: seen[k] for k in config.fit_options()} == config.fit_options()
