@@ -1435,6 +1435,7 @@ def _add_semi_parser(sub):
 
 
 def cmd_semi(args):
+    from . import plots
     from .checkpoints import write_json
     from .semi import VARIANTS, table
 
@@ -1451,6 +1452,11 @@ def cmd_semi(args):
     )
     if args.out:
         write_json(os.path.join(args.out, "semi.json"), {"config": config.as_dict(), "rows": rows})
+        plots.semi_accuracy(
+            rows,
+            os.path.join(args.out, "semi.png"),
+            title=f"{config.dataset}: test accuracy of q(y|x), {args.draws} draws of the labelled set",
+        )
     if args.json:
         print(to_json(rows))
 

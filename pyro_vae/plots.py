@@ -435,3 +435,48 @@ def image_rows(rows, labels, path, title=None):
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def semi_accuracy(rows, path, title="test accuracy of q(y|x) against the number of labels"):
+    """The semi-supervised table as a figure: each variant's mean test accuracy against the
+    number of labelled images, with its 95% interval as error bars and every draw as a dot.
+
+    :param list rows: :func:`pyro_vae.semi.table` rows.
+    """
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    counts = sorted({r["labels"] for r in rows})
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    # each variant a little to the side of the others, so that the intervals do not overlap
+    shift = {v: 1.04 ** (i - (len(variants) - 1) / 2) for i, v in enumerate(variants)}
+    for i, variant in enumerate(variants):
+        sel = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["labels"])
+        xs = [r["labels"] * shift[variant] for r in sel]
+        half = [0.0 if math.isnan(r["half_width"]) else r["half_width"] for r in sel]
+        ax.errorbar(
+            xs,
+            [r["mean"] for r in sel],
+            yerr=half,
+            marker="o",
+            ms=5,
+            capsize=3,
+            color=f"C{i}",
+            label=variant,
+        )
+        for x, r in zip(xs, sel):
+            ax.plot(
+                [x] * len(r["accuracies"]), r["accuracies"], ".", ms=3, color=f"C{i}", alpha=0.4
+            )
+    if len(counts) > 1:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(counts))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("labelled training images")
+    ax.set_ylabel("test accuracy (mean, 95% interval, draws as dots)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    # below the axes: inside, the legend covers some variant's points
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
+    _save(fig, path)

@@ -98,3 +98,25 @@ def test_gradient_variance_legend_covers_no_panel(figures):
     box = legend.get_window_extent(renderer)
     assert [t.get_text() for t in legend.get_texts()][-2:] == ["epoch 0", "trained"]
     assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+
+
+def test_semi_accuracy_draws_each_variant_with_its_interval_and_a_legend_off_the_axes(figures):
+    rows = [
+        {"labels": n, "variant": v, "accuracies": [m - 0.01, m + 0.01], "mean": m, "half_width": h}
+        for n in (100, 600)
+        for v, m, h in (
+            ("enumeration + aux", 0.7 + n / 6000, 0.03),
+            ("baseline", 0.65, float("nan")),
+        )
+    ]
+    plots.semi_accuracy(rows, "semi.png")
+    (fig,) = figures
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["enumeration + aux", "baseline"]
+    assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    means = [c.lines[0].get_ydata().tolist() for c in ax.containers]
+    assert means == [[0.7 + 100 / 6000, 0.7 + 600 / 6000], [0.65, 0.65]]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "600"]

@@ -262,6 +262,7 @@ def test_the_semi_table_at_smoke_size(tmp_path, capsys):
     }
     assert "minus_baseline" not in baseline
     assert json.loads((tmp_path / "semi.json").read_text())["rows"] == rows
+    assert (tmp_path / "semi.png").stat().st_size > 0
 
 
 def test_kingma_alpha_weighs_the_labelled_mean_by_a_tenth_of_the_data_set():
