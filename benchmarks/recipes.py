@@ -71,8 +71,41 @@ CANDIDATES = [
         {"activation": "leaky-relu", "lr": 3e-3, "lr_decay": 0.95},
     ),
     (
-        "leaky-relu, lr 2e-3, decay 0.96, compiled",
-        {"activation": "leaky-relu", "lr": 2e-3, "lr_decay": 0.96, "step": "compiled"},
+        "leaky-relu, lr 3e-3, decay 0.95, flow guide",
+        {"activation": "leaky-relu", "lr": 3e-3, "lr_decay": 0.95, "guide_family": "flow"},
+    ),
+    (
+        "leaky-relu, z 32, lr 3e-3, decay 0.95",
+        {"activation": "leaky-relu", "z_dim": 32, "lr": 3e-3, "lr_decay": 0.95},
+    ),
+    (
+        "leaky-relu, hidden 400,400, lr 3e-3, decay 0.95",
+        {"activation": "leaky-relu", "hidden_dims": (400, 400), "lr": 3e-3, "lr_decay": 0.95},
+    ),
+    (
+        "leaky-relu, z 32, batch 512, lr 5e-3, decay 0.95",
+        {"activation": "leaky-relu", "z_dim": 32, "batch_size": 512, "lr": 5e-3, "lr_decay": 0.95},
+    ),
+    (
+        "leaky-relu, z 32, hidden 600, lr 3e-3, decay 0.95",
+        {
+            "activation": "leaky-relu",
+            "z_dim": 32,
+            "hidden_dims": (600,),
+            "lr": 3e-3,
+            "lr_decay": 0.95,
+        },
+    ),
+    (
+        "leaky-relu, z 32, IWAE K=2, lr 3e-3, decay 0.95",
+        {
+            "activation": "leaky-relu",
+            "z_dim": 32,
+            "elbo": "iwae",
+            "num_particles": 2,
+            "lr": 3e-3,
+            "lr_decay": 0.95,
+        },
     ),
 ]
 if smoke_test:
@@ -94,14 +127,9 @@ def run(data, x, changes):
         guide,
         data,
         config.make_elbo(),
-        epochs=10_000,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        lr_decay=config.lr_decay,
         test_samples=0,
         quiet=True,
-        time_limit=BUDGET,
-        step=config.step,
+        **{**config.fit_options(), "epochs": 10_000, "time_limit": BUDGET},
     )
     seconds = time.perf_counter() - start
     model.eval(), guide.eval()
