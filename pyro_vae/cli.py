@@ -151,7 +151,7 @@ def _choice_list(choices):
     return parse
 
 
-def _add_train_args(p, d):
+def _add_train_args(p, d, out_help=None):
     from .config import ELBOS
     from .data import BINARIZATIONS
     from .traced import STEPS
@@ -244,7 +244,7 @@ def _add_train_args(p, d):
     )
     _add_family_args(p.add_argument_group("model family (see docs/guide/model-family.md)"), d)
     _add_guide_family_args(p.add_argument_group("guide family (see docs/guide/compare.md)"), d)
-    _add_out_args(p)
+    _add_out_args(p, out_help)
 
 
 def _add_guide_family_args(g, d):
@@ -396,8 +396,8 @@ def _family_from_args(args):
     )
 
 
-def _add_out_args(p):
-    p.add_argument("--out", help="run directory (default: runs/DATASET-TIMESTAMP)")
+def _add_out_args(p, out_help=None):
+    p.add_argument("--out", help=out_help or "run directory (default: runs/DATASET-TIMESTAMP)")
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -1430,7 +1430,12 @@ def _add_semi_parser(sub):
         "Kingma et al.'s 0.1 N",
     )
     p.add_argument("--json", action="store_true", help="print the table as JSON")
-    _add_train_args(p, d)
+    _add_train_args(
+        p,
+        d,
+        out_help="folder for the table (semi.json, semi.png) and its runs (default: none; the "
+        "runs go to a temporary folder and the table is only printed)",
+    )
     p.set_defaults(func=cmd_semi, model="m2")
 
 
@@ -1449,6 +1454,7 @@ def cmd_semi(args):
         variants=[names[v] for v in args.variants],
         out=args.out,
         log=(lambda line: None) if args.json or args.quiet else print,
+        overwrite=args.overwrite,
     )
     if args.out:
         write_json(os.path.join(args.out, "semi.json"), {"config": config.as_dict(), "rows": rows})

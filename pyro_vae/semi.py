@@ -65,7 +65,15 @@ def interval(values):
     return mean, float(student_t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
 
 
-def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=None, log=print):
+def table(
+    config,
+    labels=(100, 600, 1000, 3000),
+    draws=5,
+    variants=None,
+    out=None,
+    log=print,
+    overwrite=False,
+):
     """Test accuracy of every variant for every number of labels, over ``draws`` labelled sets
     (seeds ``config.seed`` to ``config.seed + draws - 1``). Returns the rows as dicts:
     ``labels``, ``variant``, ``accuracies``, ``mean`` and ``half_width`` (95% interval); with
@@ -75,16 +83,19 @@ def table(config, labels=(100, 600, 1000, 3000), draws=5, variants=None, out=Non
     :param Config config: the M2 settings shared by every run (its ``labels``, ``discrete``
         and ``seed`` are set per cell; its ``alpha``, when not 0, is the weight of the variant
         with the classification term, in place of Kingma et al.'s, and the others have none).
-    :param str out: a folder for the runs (default: a temporary one).
+    :param str out: a folder for the runs (default: a temporary one); refused if it exists and
+        is not empty, unless ``overwrite``.
     """
     import tempfile
 
-    from .runs import load_run_data, train_run
+    from .runs import load_run_data, prepare_run_dir, train_run
 
     variants = list(variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    if out is not None:
+        prepare_run_dir(out, overwrite)  # before any training: the runs already there stay
     folder = out or tempfile.mkdtemp(prefix="pyro-vae-semi-")
     rows = []
     for n in labels:

@@ -265,6 +265,25 @@ def test_the_semi_table_at_smoke_size(tmp_path, capsys):
     assert (tmp_path / "semi.png").stat().st_size > 0
 
 
+def test_the_semi_table_keeps_what_its_out_folder_holds(tmp_path, capsys, monkeypatch):
+    from pyro_vae import semi
+
+    (tmp_path / "semi.json").write_text("the user's")
+    monkeypatch.setattr(semi, "baseline_classifier", lambda *a, **k: pytest.fail("trained"))
+    args = ["semi", "--label-counts", "20", "--draws", "1", "--variants", "baseline", *SMALL]
+    assert main([*args, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"pyro-vae: error: {tmp_path} exists and is not empty; pass --overwrite or choose another --out"
+    )
+    assert (tmp_path / "semi.json").read_text() == "the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["semi.json"]
+    monkeypatch.setattr(semi, "baseline_classifier", lambda *a, **k: 0.5)
+    assert main([*args, "--out", str(tmp_path), "--overwrite", "--quiet"]) == 0
+    assert json.loads((tmp_path / "semi.json").read_text())["rows"][0]["accuracies"] == [0.5]
+
+
 def test_kingma_alpha_weighs_the_labelled_mean_by_a_tenth_of_the_data_set():
     """Kingma et al.'s term is 0.1 N times the mean of log q(y|x) over the labelled images. The
     minibatch factor, averaged over every minibatch of B from the N images (all C(N, B) of them),
