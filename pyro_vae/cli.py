@@ -1434,7 +1434,7 @@ def _add_semi_parser(sub):
         p,
         d,
         out_help="folder for the table (semi.json, semi.png) and its runs (default: none; the "
-        "runs go to a temporary folder and the table is only printed)",
+        "runs go to a temporary folder, removed at the end, and the table is only printed)",
     )
     p.set_defaults(func=cmd_semi, model="m2")
 

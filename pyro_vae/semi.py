@@ -83,8 +83,8 @@ def table(
     :param Config config: the M2 settings shared by every run (its ``labels``, ``discrete``
         and ``seed`` are set per cell; its ``alpha``, when not 0, is the weight of the variant
         with the classification term, in place of Kingma et al.'s, and the others have none).
-    :param str out: a folder for the runs (default: a temporary one); refused if it exists and
-        is not empty, unless ``overwrite``.
+    :param str out: a folder for the runs (default: a temporary one, removed at the end);
+        refused if it exists and is not empty, unless ``overwrite``.
     """
     import tempfile
 
@@ -94,9 +94,11 @@ def table(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
-    if out is not None:
-        prepare_run_dir(out, overwrite)  # before any training: the runs already there stay
-    folder = out or tempfile.mkdtemp(prefix="pyro-vae-semi-")
+    if out is None:  # the runs go to a temporary folder, removed at the end
+        with tempfile.TemporaryDirectory(prefix="pyro-vae-semi-") as folder:
+            return table(config, labels, draws, variants, folder, log, overwrite=True)
+    prepare_run_dir(out, overwrite)  # before any training: the runs already there stay
+    folder = out
     rows = []
     for n in labels:
         for variant in variants:

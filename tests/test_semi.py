@@ -400,3 +400,23 @@ def test_the_semi_table_weighs_the_classification_term_by_the_users_alpha(monkey
         config = Config(model="m2", labels=20, alpha=alpha, z_dim=2, hidden_dims=(8,))
         semi.table(config, labels=(20,), draws=1, variants=variants, log=lambda _: None)
         assert alphas == [("enumerate", 0.0), ("enumerate", aux)]
+
+
+def test_the_semi_table_without_a_folder_leaves_no_runs_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    from pyro_vae import semi
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    config = Config(
+        model="m2",
+        labels=20,
+        z_dim=2,
+        hidden_dims=(16,),
+        epochs=1,
+        batch_size=500,
+        log_px_samples=2,
+    )
+    rows = semi.table(config, labels=(20,), draws=1, variants=["enumeration"], log=lambda _: None)
+    assert 0 <= rows[0]["mean"] <= 1
+    assert list(tmp_path.iterdir()) == []
