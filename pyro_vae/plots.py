@@ -362,6 +362,16 @@ def score_histograms(scores_in, scores_out, labels, path, title, names=("in", "o
     _save(fig, path)
 
 
+def _log_x_at(ax, values):
+    """A logarithmic x axis ticked at ``values`` alone, in plain numbers."""
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(values))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def gradient_variance(rows, path, title="gradient variance of the ELBO estimators"):
     """Total gradient variance against the number of particles, encoder and decoder side by side.
 
@@ -370,7 +380,6 @@ def gradient_variance(rows, path, title="gradient variance of the ELBO estimator
     :param list rows: :func:`pyro_vae.gradvar.measure_stages` rows (with a ``"stage"`` key).
     """
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     estimators = list(dict.fromkeys(r["estimator"] for r in rows))
@@ -389,11 +398,8 @@ def gradient_variance(rows, path, title="gradient variance of the ELBO estimator
                     ms=4,
                     color=f"C{i}",
                 )
-        ax.set_xscale("log")
+        _log_x_at(ax, particles)
         ax.set_yscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(particles))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("particles per image (K)")
         ax.set_ylabel("total variance of the gradient")
         ax.grid(alpha=0.3)
@@ -443,8 +449,6 @@ def semi_accuracy(rows, path, title="test accuracy of q(y|x) against the number 
 
     :param list rows: :func:`pyro_vae.semi.table` rows.
     """
-    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
-
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     counts = sorted({r["labels"] for r in rows})
     fig, ax = plt.subplots(figsize=(7, 4.4))
@@ -468,11 +472,7 @@ def semi_accuracy(rows, path, title="test accuracy of q(y|x) against the number 
             ax.plot(
                 [x] * len(r["accuracies"]), r["accuracies"], ".", ms=3, color=f"C{i}", alpha=0.4
             )
-    if len(counts) > 1:
-        ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(counts))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_locator(NullLocator())
+    _log_x_at(ax, counts)
     ax.set_xlabel("labelled training images")
     ax.set_ylabel("test accuracy (mean, 95% interval, draws as dots)")
     ax.grid(alpha=0.3)
