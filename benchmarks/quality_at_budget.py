@@ -15,7 +15,10 @@ load hits both alike:
 Then the same first 1,000 test images (binarized once with the data set's fixed seed) are scored
 under both models by the same code (the peer goes through the program door like any model
 file): the importance-sampled log p(x) with K=1000, in nats per image, and the paired
-difference per image with its standard error.
+difference per image with its standard error. The same is done for the models as they stood
+after the last epoch that ended within 20, 40, 60 and 80 % of the budget (their weights copied
+then, outside the timed epochs, and scored at the end): the ``curve``, the lead at each budget
+from the one run (both learning-rate schedules go by the epoch, not by the budget).
 
 Target (issue 18): pyro_vae at least 5 nats above the peer.
 
@@ -47,6 +50,7 @@ BUDGET = 3.0 if smoke_test else float(sys.argv[1]) if len(sys.argv) > 1 else 150
 RECIPE = sys.argv[2:]
 TEST_IMAGES, K = (100, 10) if smoke_test else (1000, 1000)
 TARGET_NATS = 5.0
+CURVE = (0.2, 0.4, 0.6, 0.8)  # the shares of the budget at which the models are also scored
 
 
 class Ours:
@@ -59,6 +63,10 @@ class Ours:
         self.data, self.config = data, config
         self.model, self.guide = pyro_vae.build(config, data.x_shape)
         self.epochs, self.seconds = 0, 0.0
+        self.snapshots = {}
+
+    def modules(self):
+        return self.model, self.guide
 
     def train(self, between):
         """Train until the budget's rule stops it; ``between()`` runs after each epoch."""
@@ -71,6 +79,7 @@ class Ours:
             if not going(self):
                 raise _Spent
             handed = time.perf_counter()
+            snapshot(self)
             between()
             away += time.perf_counter() - handed
 
@@ -111,6 +120,10 @@ class Peer:
                 self.svi = _peer.peer_svi(self.vae)
         self.generator = torch.Generator().manual_seed(0)
         self.epochs, self.seconds = 0, 0.0
+        self.snapshots = {}
+
+    def modules(self):
+        return (self.vae,)
 
     @contextlib.contextmanager
     def own_rng(self):
@@ -133,11 +146,36 @@ class Peer:
                     self.svi.step(x)
             self.seconds += time.perf_counter() - start
             self.epochs += 1
+        snapshot(self)
 
     def trained(self):
         # Through the program door, so the same evaluation code scores it.
         program = Program(self.vae.model, self.vae.guide, self.data.test_x[:4], owner=self.vae)
         return program.model, program.guide
+
+
+def snapshot(trainer):
+    """Copy ``trainer``'s weights for each share of the budget its epochs have not yet passed:
+    the curve's models are those after the last epoch that ended within each share."""
+    marks = [share for share in CURVE if trainer.seconds <= share * BUDGET]
+    if marks:
+        weights = [
+            {name: value.detach().clone() for name, value in module.state_dict().items()}
+            for module in trainer.modules()
+        ]
+        for share in marks:
+            trainer.snapshots[share] = (trainer.epochs, weights)
+
+
+def rewound(trainer, share):
+    """Load into ``trainer``'s models the weights it had at ``share`` of the budget; return its
+    epochs then (``None``, loading nothing, when no epoch of it ended that early)."""
+    if share not in trainer.snapshots:
+        return None
+    epochs, weights = trainer.snapshots[share]
+    for module, state in zip(trainer.modules(), weights):
+        module.load_state_dict(state)
+    return epochs
 
 
 def going(trainer):
@@ -164,6 +202,28 @@ def score(model, guide, x):
     with torch.random.fork_rng():
         torch.manual_seed(1)
         return evaluate.log_px(model, guide, x, num_samples=K)
+
+
+def point(budget, epochs, lps):
+    """One point of the curve: each model's epochs and mean log p(x) at ``budget`` seconds, and
+    their paired difference."""
+    difference, stderr = paired(*lps)
+    return {
+        "budget_seconds": round(budget, 1),
+        **{
+            who: {"epochs": n, "test_log_px": round(lp.mean().item(), 2)}
+            for who, n, lp in zip(("pyro_vae", "peer"), epochs, lps)
+        },
+        "log_px_difference": round(difference, 2),
+        "log_px_difference_stderr": round(stderr, 2),
+    }
+
+
+def paired(ours_lp, peer_lp):
+    """The mean per-image difference of two models' log p(x) on the same images, and its
+    standard error."""
+    diff = ours_lp - peer_lp
+    return diff.mean().item(), diff.std().item() / math.sqrt(diff.shape[0])
 
 
 def recipe(fields):
@@ -198,9 +258,14 @@ def main():
     train(ours, peer)
     load = os.getloadavg()[0]
     ours_lp, peer_lp = score(*ours.trained(), x), score(*peer.trained(), x)
-    diff = ours_lp - peer_lp
-    gap = diff.mean().item()
-    stderr = diff.std().item() / math.sqrt(x.shape[0])
+    gap, stderr = paired(ours_lp, peer_lp)
+    curve = []
+    for share in CURVE:  # after the final scores: rewinding overwrites the trained weights
+        ours_at, peer_at = rewound(ours, share), rewound(peer, share)
+        if ours_at is not None and peer_at is not None:
+            lps = score(*ours.trained(), x), score(*peer.trained(), x)
+            curve.append(point(share * BUDGET, (ours_at, peer_at), lps))
+    curve.append(point(BUDGET, (ours.epochs, peer.epochs), (ours_lp, peer_lp)))
 
     def summary(trainer, lp):
         return {
@@ -237,6 +302,7 @@ def main():
         },
         "log_px_difference": round(gap, 2),
         "log_px_difference_stderr": round(stderr, 2),
+        "curve": curve,
         "target": {"log_px_difference_min": TARGET_NATS},
         "target_met": gap >= TARGET_NATS,
         "machine": {**machine(), "load_average_at_the_end": round(load, 2)},

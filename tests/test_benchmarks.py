@@ -5,6 +5,7 @@ tests/test_examples.py).
 """
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +55,31 @@ def test_smoke(script, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+    if script in CHECKS:
+        CHECKS[script](json.loads(result.stdout))
+
+
+def check_quality_curve(result):
+    """The curve scores both models at growing shares of the budget, ends at the headline
+    numbers, and each point is the models after fewer or as many epochs as the next."""
+    curve = result["curve"]
+    budgets = [point["budget_seconds"] for point in curve]
+    assert budgets == sorted(budgets) and budgets[-1] == result["budget_seconds"]
+    last = curve[-1]
+    assert last["log_px_difference"] == result["log_px_difference"]
+    for who in ("pyro_vae", "peer"):
+        assert last[who]["test_log_px"] == result[who]["test_log_px"]
+        epochs = [point[who]["epochs"] for point in curve]
+        assert epochs == sorted(epochs) and epochs[-1] == result[who]["epochs"]
+    for point in curve:
+        assert (
+            abs(
+                point["pyro_vae"]["test_log_px"]
+                - point["peer"]["test_log_px"]
+                - point["log_px_difference"]
+            )
+            <= 0.011
+        )
+
+
+CHECKS = {"benchmarks/quality_at_budget.py": check_quality_curve}
