@@ -1444,6 +1444,11 @@ def cmd_semi(args):
     from .checkpoints import write_json
     from .semi import VARIANTS, table
 
+    if args.model != "m2":
+        raise ConfigError(
+            f"semi tables the built-in semi-supervised VAE (--model m2), not --model {args.model}; "
+            "train a model file's discrete latent with pyro-vae train --discrete"
+        )
     args.labels = args.labels or args.label_counts[0]
     config = _config_from_args(args)
     names = {v.replace(" ", ""): v for v in VARIANTS}

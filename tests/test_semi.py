@@ -284,6 +284,21 @@ def test_the_semi_table_keeps_what_its_out_folder_holds(tmp_path, capsys, monkey
     assert json.loads((tmp_path / "semi.json").read_text())["rows"][0]["accuracies"] == [0.5]
 
 
+def test_the_semi_table_refuses_another_model_in_one_line(tmp_path, capsys, monkeypatch):
+    from pyro_vae import semi
+
+    monkeypatch.setattr(semi, "baseline_classifier", lambda *a, **k: pytest.fail("trained"))
+    model_file = tmp_path / "mine.py"
+    model_file.write_text("the user's")
+    args = ["semi", "--label-counts", "20", "--draws", "1", "--variants", "baseline", *SMALL]
+    assert main([*args, "--model", f"{model_file}:VAE", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pyro-vae: error: semi tables the built-in")
+    assert f"--model {model_file}:VAE" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.py"]
+    assert model_file.read_text() == "the user's"
+
+
 def test_kingma_alpha_weighs_the_labelled_mean_by_a_tenth_of_the_data_set():
     """Kingma et al.'s term is 0.1 N times the mean of log q(y|x) over the labelled images. The
     minibatch factor, averaged over every minibatch of B from the N images (all C(N, B) of them),
