@@ -14,17 +14,17 @@ ceiling.
 
 import json
 import os
-import sys
 import tempfile
 import time
 
 import torch
+from _args import positive
 
 import pyro_vae
 from pyro_vae import classifier, runs
 
 smoke_test = "CI" in os.environ
-EPOCHS = 1 if smoke_test else int(sys.argv[1]) if len(sys.argv) > 1 else 100
+EPOCHS = 1 if smoke_test else positive("label_cvae", 100, int, "number of epochs")
 RECIPES = {
     "pyro-vae train --condition label": dict(condition="label"),
     "pyro-vae train --condition label --learned-prior": dict(condition="label", learned_prior=True),

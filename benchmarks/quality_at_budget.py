@@ -38,6 +38,7 @@ import time
 import _peer
 import pyro.util
 import torch
+from _args import positive
 from _machine import machine
 
 import pyro_vae
@@ -46,7 +47,7 @@ from pyro_vae.program import ParamScope, Program
 
 smoke_test = "CI" in os.environ
 DATASET = "mnist-small" if smoke_test else "fashion-mnist"
-BUDGET = 3.0 if smoke_test else float(sys.argv[1]) if len(sys.argv) > 1 else 150.0
+BUDGET = 3.0 if smoke_test else positive("quality_at_budget", 150.0)
 RECIPE = sys.argv[2:]
 TEST_IMAGES, K = (100, 10) if smoke_test else (1000, 1000)
 TARGET_NATS = 5.0

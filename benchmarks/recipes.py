@@ -25,6 +25,7 @@ import sys
 import time
 
 import torch
+from _args import positive
 from _machine import machine
 
 import pyro_vae
@@ -32,7 +33,7 @@ from pyro_vae import evaluate
 
 smoke_test = "CI" in os.environ
 DATASET = "mnist-small" if smoke_test else "fashion-mnist"
-BUDGET = 2.0 if smoke_test else float(sys.argv[1]) if len(sys.argv) > 1 else 150.0
+BUDGET = 2.0 if smoke_test else positive("recipes", 150.0)
 CHOSEN = sys.argv[2:]
 TEST_IMAGES, K = (50, 10) if smoke_test else (1000, 1000)
 

@@ -59,6 +59,49 @@ def test_smoke(script, tmp_path):
         CHECKS[script](json.loads(result.stdout))
 
 
+@pytest.mark.parametrize(
+    "script, what",
+    [
+        ("benchmarks/quality_at_budget.py", "budget in seconds must be a number"),
+        ("benchmarks/recipes.py", "budget in seconds must be a number"),
+        ("benchmarks/label_cvae.py", "number of epochs must be a whole number"),
+    ],
+)
+def test_a_bad_number_ends_the_script_in_one_line(script, what, tmp_path):
+    given = "abc"
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), given],
+        cwd=str(tmp_path),
+        env={**env, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == f"{os.path.basename(script)[:-3]} benchmark: the {what} above 0, got {given!r}\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "given, kind", [("0", float), ("-5", float), ("nan", float), ("inf", float), ("2.5", int)]
+)
+def test_the_number_must_be_finite_and_above_zero(given, kind, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from _args import positive
+
+    monkeypatch.setattr(sys, "argv", ["x.py", given])
+    with pytest.raises(SystemExit, match=f"x benchmark: the n must be .* above 0, got '{given}'"):
+        positive("x", 1, kind, "n")
+    monkeypatch.setattr(sys, "argv", ["x.py", "3"])
+    assert positive("x", 1, kind, "n") == 3
+    monkeypatch.setattr(sys, "argv", ["x.py"])
+    assert positive("x", 1, kind, "n") == 1
+
+
 def check_quality_curve(result):
     """The curve scores both models at growing shares of the budget, ends at the headline
     numbers, and each point is the models after fewer or as many epochs as the next."""
