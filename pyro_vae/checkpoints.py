@@ -7,6 +7,7 @@ It is read back with ``torch.load(..., weights_only=True)``, which refuses any p
 build other objects, so a malicious file is rejected before its payload can run.
 """
 
+import importlib.metadata
 import json
 import math
 import os
@@ -19,7 +20,6 @@ import warnings
 
 import pyro
 import torch
-import torchvision
 
 from .config import MAX_COUNT, Config, check_x_shape
 from .errors import CheckpointError, ConfigError, first_line, shown
@@ -37,7 +37,8 @@ def versions():
         "pyro_vae": "0.1.0",
         "pyro": str(pyro.__version__),
         "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
+        # From its metadata: importing torchvision only to read this costs seconds per command.
+        "torchvision": importlib.metadata.version("torchvision"),
         "python": platform.python_version(),
     }
 

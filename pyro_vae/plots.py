@@ -2,29 +2,43 @@
 
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+import torch
 
 
 def _show_grid(ax, images, nrow):
+    from torchvision.utils import make_grid  # here: importing torchvision takes seconds
+
     grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0)
     ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
 
 
+def _subplots(*grid, figsize, **options):
+    """A figure and its axes, as ``pyplot.subplots`` gives them, but a plain matplotlib
+    ``Figure`` drawn by Agg: no pyplot state and no change of the user's backend, and matplotlib
+    imported only when a figure is drawn (it takes most of a second)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*grid, **options)
+
+
+def _colormap(name):
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
 def _save(fig, path):
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def image_grid(images, path, title=None, nrow=10):
     """A grid of images ``(N, C, H, W)`` in [0, 1], ``nrow`` per row."""
     rows = -(-images.shape[0] // nrow)
-    fig, ax = plt.subplots(figsize=(nrow * 0.6 + 0.4, rows * 0.6 + 0.6))
+    fig, ax = _subplots(figsize=(nrow * 0.6 + 0.4, rows * 0.6 + 0.6))
     _show_grid(ax, images, nrow)
     if title:
         ax.set_title(title, fontsize=10)
@@ -60,9 +74,9 @@ def latent_scatter(codes, labels, path, title="posterior means of the test image
         points = codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
         xlabel, ylabel = "z[0]", "z[1]" if codes.shape[1] == 2 else ""
     present = labels.unique().tolist()
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = _subplots(figsize=(6, 5))
     if len(present) <= 20:
-        colours = plt.get_cmap("tab10" if len(present) <= 10 else "tab20")
+        colours = _colormap("tab10" if len(present) <= 10 else "tab20")
         for i, label in enumerate(present):
             chosen = labels == label
             name = names[label] if names is not None and label < len(names) else label
@@ -93,7 +107,7 @@ def training_curve(history, path, log_px=None, train_label="train ELBO (minibatc
     """
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     epochs = history["epoch"]
     test = [(e, v) for e, v in zip(epochs, history["test_elbo"]) if v is not None]
     marker = "o" if len(epochs) < 30 else None  # one epoch is one point, not an empty line
@@ -147,7 +161,7 @@ def strategy_bars(rows, path, log_px_line=None, title="test split"):
     lo = min([e[1] - (e[2] or 0) for e in entries] + line)
     hi = max([e[1] + (e[2] or 0) for e in entries] + line)  # the labels sit on the error bars
     floor = lo - 0.25 * (hi - lo) - 2
-    fig, ax = plt.subplots(figsize=(1.7 * len(rows) + 2, 4.2))
+    fig, ax = _subplots(figsize=(1.7 * len(rows) + 2, 4.2))
     for pos, value, stderr, colour, light, hatch in entries:
         ax.bar(
             pos,
@@ -190,7 +204,7 @@ def strategy_bars(rows, path, log_px_line=None, title="test split"):
 
 def e_step_curves(curves, path, amortized_elbo=None, title="E-step on the test images"):
     """Each E-step's minibatch ELBO against its step count; the amortized ELBO as a line."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     ends = []
     for name, values in curves.items():
         label = "delta: log p(x, z), no bound" if name == "delta" else name
@@ -248,7 +262,7 @@ def posteriors_2d(grid, qs, images, path, samples=None, densities=None, title=No
     from matplotlib.lines import Line2D
 
     n = images.shape[0]
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.9), squeeze=False)
+    fig, axes = _subplots(1, n, figsize=(3.6 * n, 3.9), squeeze=False)
     mean, std = grid.moments()
     for i, ax in enumerate(axes[0]):
         density = grid.log_post[i].exp().T.numpy()  # rows: z2, columns: z1
@@ -294,7 +308,7 @@ def posterior_dims(mcmc_mean, mcmc_std, qs, path, dims=10, title=None):
     """
     n = mcmc_mean.shape[0]
     dims = min(dims, mcmc_mean.shape[1])
-    fig, axes = plt.subplots(n, 1, figsize=(7, 2.3 * n), squeeze=False, sharex=True)
+    fig, axes = _subplots(n, 1, figsize=(7, 2.3 * n), squeeze=False, sharex=True)
     width = 0.8 / (len(qs) + 1)
     for i, ax in enumerate(axes[:, 0]):
         ax.errorbar(
@@ -343,7 +357,7 @@ def score_histograms(scores_in, scores_out, labels, path, title, names=("in", "o
         ``labels[name] = (label, auroc)``.
     """
     keys = [k for k in scores_in if k in scores_out]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         a, b = scores_in[key].detach().cpu(), scores_out[key].detach().cpu()
         both = torch.cat([a, b])
@@ -385,7 +399,7 @@ def gradient_variance(rows, path, title="gradient variance of the ELBO estimator
     estimators = list(dict.fromkeys(r["estimator"] for r in rows))
     particles = sorted({r["num_particles"] for r in rows})
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, axes = _subplots(1, 2, figsize=(11, 4.4))
     for ax, group in zip(axes, ("encoder", "decoder")):
         for i, name in enumerate(estimators):
             for j, stage in enumerate(stages):
@@ -432,7 +446,7 @@ def gradient_variance(rows, path, title="gradient variance of the ELBO estimator
 def image_rows(rows, labels, path, title=None):
     """Rows of images, each ``(n, C, H, W)``, with a label to the left of each row."""
     ncol = max(r.shape[0] for r in rows)
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         len(rows), 1, figsize=(ncol * 0.62 + 1.6, len(rows) * 0.7 + 0.5), squeeze=False
     )
     for ax, row, label in zip(axes[:, 0], rows, labels):
@@ -451,7 +465,7 @@ def semi_accuracy(rows, path, title="test accuracy of q(y|x) against the number 
     """
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     counts = sorted({r["labels"] for r in rows})
-    fig, ax = plt.subplots(figsize=(7, 4.4))
+    fig, ax = _subplots(figsize=(7, 4.4))
     # each variant a little to the side of the others, so that the intervals do not overlap
     shift = {v: 1.04 ** (i - (len(variants) - 1) / 2) for i, v in enumerate(variants)}
     for i, variant in enumerate(variants):
