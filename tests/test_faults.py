@@ -729,6 +729,7 @@ def test_a_decompression_bomb_is_one_line(tmp_path, capsys):
 LOAD_FOLDER = """
 import resource, sys
 from pyro_vae.data import load_dataset
+import torchvision.transforms.functional  # the resizing code, loaded before the limit is set
 vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize"))
 limit = vm * 1024 + int(sys.argv[2]) * 2**20
 resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
