@@ -11,6 +11,7 @@ Each routine takes a trained model (typically the decoder of a VAE) and leaves i
 - :func:`nuts_posterior` samples p(z|x) with NUTS (Hoffman & Gelman 2014) through Pyro's ``MCMC``.
 """
 
+import contextlib
 import math
 import time
 import warnings
@@ -77,28 +78,35 @@ def e_step(
     labels = y if y is not None and y.dim() == 1 else torch.zeros(n, dtype=torch.long)
     images = Data("e-step", "static", x, labels, x[:0], labels[:0])
     images.y_is_x = y is not None and y.dim() > 1
+    # gradients even where the caller turned them off (a figure's torch.no_grad() that fits a
+    # per-image guide to the images it draws)
+    with frozen(model), torch.enable_grad():
+        return fit(
+            model,
+            guide,
+            images,
+            elbo if elbo is not None else _e_step_elbo(model, num_particles),
+            epochs=steps,
+            batch_size=n,
+            lr=lr,
+            lr_decay=(final_lr / lr if final_lr else 1 / 100) ** (1 / steps),
+            seed=seed,
+            quiet=quiet,
+            test_samples=0,
+        )
+
+
+@contextlib.contextmanager
+def frozen(model):
+    """The block with ``model``'s trainable parameters frozen (``requires_grad`` off, back on
+    afterwards) and without the warning ``pyro.module`` gives of each frozen parameter of a
+    module in training mode: freezing the model is the point of the E-step and of NUTS."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.requires_grad_(False)
     try:
-        # gradients even where the caller turned them off (a figure's torch.no_grad() that fits
-        # a per-image guide to the images it draws)
-        with torch.enable_grad(), warnings.catch_warnings():
-            # pyro.module warns of every frozen parameter of a module in training mode; freezing
-            # the model is the point of the E-step
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*not registered in the param store because")
-            return fit(
-                model,
-                guide,
-                images,
-                elbo if elbo is not None else _e_step_elbo(model, num_particles),
-                epochs=steps,
-                batch_size=n,
-                lr=lr,
-                lr_decay=(final_lr / lr if final_lr else 1 / 100) ** (1 / steps),
-                seed=seed,
-                quiet=quiet,
-                test_samples=0,
-            )
+            yield
     finally:
         for p in trainable:
             p.requires_grad_(True)
@@ -256,10 +264,8 @@ def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=Tr
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"NUTS {name} must be a positive integer, got {value!r}")
     pyro.set_rng_seed(seed)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    model.requires_grad_(False)
     start = time.perf_counter()
-    try:
+    with frozen(model):
         mcmc = MCMC(
             NUTS(model, jit_compile=False),
             num_samples=num_samples,
@@ -276,9 +282,6 @@ def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=Tr
                 f"NUTS cannot sample this model's latents: {str(e).splitlines()[0]} (a "
                 "MixtureSameFamily prior, say); leave mcmc out of the strategies"
             ) from None
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
     sites = {k: v.detach() for k, v in mcmc.get_samples().items()}
     code = model.structure.code.name if hasattr(model, "structure") else "z"
     return NUTSPosterior(sites[code], time.perf_counter() - start, warmup_steps, sites)

@@ -484,27 +484,27 @@ def test_compare_on_a_trained_run(trained, tmp_path):
 # The model family from the command line: each variant trains, evaluates and samples.
 
 
-def test_label_cvae_samples_one_row_per_class_or_one_label(tmp_path):
+def test_label_cvae_samples_one_row_per_class_or_one_label(tmp_path, capsys):
     out = str(tmp_path / "cvae")
-    result = pyro_vae("train", *TINY, "--condition", "label", "--learned-prior", "--out", out)
+    result = cli(capsys, "train", *TINY, "--condition", "label", "--learned-prior", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "log p(x | label)" in result.stdout and "label effect" in result.stdout
     effect = json.load(open(os.path.join(out, "metrics.json")))["label_effect"]
     assert 0 <= effect <= 1
     stderr = {}
     for args in (["--label", "3", "--n", "8"], []):
-        result = pyro_vae("sample", out, *args)
+        result = cli(capsys, "sample", out, *args)
         assert result.returncode == 0, result.stderr
         assert os.path.getsize(result.stdout.strip()) > 1000
         stderr[bool(args)] = result.stderr
     note = "the samples barely depend on the label"
     assert (note in stderr[True]) == (effect < 0.5) and note not in stderr[False]
-    result = pyro_vae("sample", out, "--label", "3", "--quiet", "--out", str(tmp_path / "q.png"))
+    result = cli(capsys, "sample", out, "--label", "3", "--quiet", "--out", str(tmp_path / "q.png"))
     assert result.returncode == 0 and result.stderr == ""
     assert_clean_error(
-        pyro_vae("sample", out, "--label", "12"), "labels must be integers from 0 to 9"
+        cli(capsys, "sample", out, "--label", "12"), "labels must be integers from 0 to 9"
     )
-    metrics = json.loads(pyro_vae("evaluate", out, "-k", "5", "--json", "--quiet").stdout)
+    metrics = json.loads(cli(capsys, "evaluate", out, "-k", "5", "--json", "--quiet").stdout)
     assert metrics["measures"] == "log p(x | label)"
 
 
@@ -591,8 +591,11 @@ def guide(x):
 """
 
 
+# No warning reaches the user either (NUTS froze a plain program's modules, and pyro.module
+# warned of each frozen parameter).
+@pytest.mark.filterwarnings("error::UserWarning")
 @pytest.mark.parametrize("style", ["methods of an nn.Module", "module-level functions"])
-def test_every_command_runs_on_a_plain_pyro_program(style, tmp_path):
+def test_every_command_runs_on_a_plain_pyro_program(style, tmp_path, capsys):
     """The door keeps every command open to programs written as Pyro's docs write them."""
     if style == "methods of an nn.Module":
         spec = os.path.join(ROOT, "examples", "pyro_style_vae.py") + ":VAE"
@@ -600,21 +603,22 @@ def test_every_command_runs_on_a_plain_pyro_program(style, tmp_path):
         (tmp_path / "plain.py").write_text(PLAIN_FUNCTIONS)
         spec = str(tmp_path / "plain.py")
     out = str(tmp_path / "run")
-    result = pyro_vae("train", *TINY, "--model", spec, "--out", out)
+    result = cli(capsys, "train", *TINY, "--model", spec, "--out", out)
     assert result.returncode == 0, result.stderr
     files = set(os.listdir(out))
     assert {"samples.png", "reconstructions.png", "latent.png", "metrics.json"} <= files
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["measures"] == "log p(x) of binary images"
     assert -600 < metrics["test_log_px"] < 0
-    result = pyro_vae("evaluate", out, "-k", "10")
+    result = cli(capsys, "evaluate", out, "-k", "10")
     assert result.returncode == 0, result.stderr
-    result = pyro_vae("sample", out, "--n", "4", "--out", str(tmp_path / "s.png"))
+    result = cli(capsys, "sample", out, "--n", "4", "--out", str(tmp_path / "s.png"))
     assert result.returncode == 0 and os.path.getsize(tmp_path / "s.png") > 0, result.stderr
-    result = pyro_vae("inspect", spec, "--z-dim", "3", "--diagram", "none")
+    result = cli(capsys, "inspect", spec, "--z-dim", "3", "--diagram", "none")
     assert result.returncode == 0, result.stderr
     assert "not subsampled: pyro_vae scales each minibatch" in result.stdout
-    result = pyro_vae(
+    result = cli(
+        capsys,
         "compare",
         "--run",
         out,
