@@ -136,15 +136,15 @@ def test_evaluate(trained):
     assert metrics["log_px_samples"] == 30 and metrics["test_images"] == 1000
 
 
-def test_sample_refuses_to_overwrite(trained, tmp_path):
+def test_sample_refuses_to_overwrite(trained, tmp_path, capsys):
     out = str(tmp_path / "grid.png")
-    result = pyro_vae("sample", trained, "--n", "12", "--out", out)
+    result = cli(capsys, "sample", trained, "--n", "12", "--out", out)
     assert result.returncode == 0, result.stderr
     assert os.path.getsize(out) > 1000
     before = open(out, "rb").read()
-    assert_clean_error(pyro_vae("sample", trained, "--n", "4", "--out", out), "exists")
+    assert_clean_error(cli(capsys, "sample", trained, "--n", "4", "--out", out), "exists")
     assert open(out, "rb").read() == before
-    assert pyro_vae("sample", trained, "--n", "4", "--out", out, "--overwrite").returncode == 0
+    assert cli(capsys, "sample", trained, "--n", "4", "--out", out, "--overwrite").returncode == 0
 
 
 @pytest.mark.slow  # the full demo evaluation (K=1000 on 1,000 images): minutes on 2 cores
@@ -465,18 +465,18 @@ def test_compare_trains_then_compares_a_2d_model(tmp_path):
     assert saved["gaps"]["log_px"] == "exact (grid quadrature)" and saved["mcmc"]["images"] == 2
 
 
-def test_compare_on_a_trained_run(trained, tmp_path):
+def test_compare_on_a_trained_run(trained, tmp_path, capsys):
     out = str(tmp_path / "cmp")
     args = ["compare", "--run", trained, "--strategies", "amortized,local,mcmc", "--quiet"]
-    result = pyro_vae(*args, *COMPARE_TINY, "--log-px-samples", "10", "--out", out)
+    result = cli(capsys, *args, *COMPARE_TINY, "--log-px-samples", "10", "--out", out)
     assert result.returncode == 0, result.stderr
     saved = json.load(open(os.path.join(out, "comparison.json")))
     assert [r["strategy"] for r in saved["rows"]] == ["amortized", "local"]
     assert saved["gaps"]["log_px_samples"] == 10 and saved["z_dim"] == 4
     assert os.path.exists(os.path.join(out, "posteriors.png"))
-    assert_clean_error(pyro_vae(*args, "--out", out), "--overwrite")
+    assert_clean_error(cli(capsys, *args, "--out", out), "--overwrite")
     assert_clean_error(
-        pyro_vae("compare", "--run", trained, "--strategies", "gibbs", "--out", out + "2"),
+        cli(capsys, "compare", "--run", trained, "--strategies", "gibbs", "--out", out + "2"),
         "unknown --strategies gibbs",
     )
 
@@ -552,10 +552,10 @@ def test_completion_reports_the_baseline_and_draws_the_inpainting(tmp_path):
     assert os.path.getsize(os.path.join(out, "inpainting.png")) > 1000
 
 
-def test_model_file_trains_and_inspects(tmp_path):
+def test_model_file_trains_and_inspects(tmp_path, capsys):
     spec = os.path.join(ROOT, "examples", "gmm_prior_vae.py") + ":GMMPriorVAE"
     out = str(tmp_path / "mine")
-    result = pyro_vae("train", *TINY, "--model", spec, "--out", out)
+    result = cli(capsys, "train", *TINY, "--model", spec, "--out", out)
     assert result.returncode == 0, result.stderr
     assert load_run(out).sample(3).shape == (3, 1, 28, 28)
     # The file's Bernoulli "x" makes log p(x) a probability, though the file names no likelihood.
@@ -563,7 +563,7 @@ def test_model_file_trains_and_inspects(tmp_path):
         "log p(x) of binary images"
     )
     diagram = "none" if shutil.which("dot") is None else str(tmp_path / "model.png")
-    result = pyro_vae("inspect", spec, "--z-dim", "3", "--diagram", diagram)
+    result = cli(capsys, "inspect", spec, "--z-dim", "3", "--diagram", diagram)
     assert result.returncode == 0, result.stderr
     assert "MixtureSameFamily" in result.stdout and "(1, 28, 28)" in result.stdout
     if diagram != "none":
@@ -655,17 +655,17 @@ def trained_without_ones(tmp_path_factory):
     return out
 
 
-def test_gradvar(trained_without_ones, tmp_path):
+def test_gradvar(trained_without_ones, tmp_path, capsys):
     out = str(tmp_path / "gv")
     args = ["--draws", "3", "--particles", "1,2", "--batch-size", "4", "--quiet", "--out", out]
-    result = pyro_vae("gradvar", trained_without_ones, *args)
+    result = cli(capsys, "gradvar", trained_without_ones, *args)
     assert result.returncode == 0, result.stderr
     assert "score-nn-baseline" in result.stdout
     rows = json.load(open(os.path.join(out, "gradvar.json")))["rows"]
     # 5 estimators x 2 particle counts x 2 stages (untrained, the run itself)
     assert len(rows) == 20 and {r["stage"] for r in rows} == {"epoch 0", "trained (1 epoch)"}
     assert os.path.getsize(os.path.join(out, "gradvar.png")) > 1000
-    assert_clean_error(pyro_vae("gradvar", trained_without_ones, *args), "--overwrite")
+    assert_clean_error(cli(capsys, "gradvar", trained_without_ones, *args), "--overwrite")
 
 
 def test_anomaly_held_out_class(trained_without_ones, tmp_path):
