@@ -77,10 +77,10 @@ class Ours:
         def turn(state):
             nonlocal away
             self.epochs, self.seconds = state["epoch"], time.perf_counter() - start - away
+            handed = time.perf_counter()
+            snapshot(self)  # the last epoch too: it may end within a share of the budget
             if not going(self):
                 raise _Spent
-            handed = time.perf_counter()
-            snapshot(self)
             between()
             away += time.perf_counter() - handed
 
