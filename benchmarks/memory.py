@@ -21,6 +21,7 @@ TRAIN_EPOCHS, TEST_IMAGES, KS = (1, 20, (10, 50)) if smoke_test else (3, 1000, (
 
 CHILD = """
 import resource, sys, torch, pyro_vae
+import torch._dynamo  # torch's optimizers import it once per process; the baseline holds it too
 from pyro_vae import evaluate
 what, arg = sys.argv[1], int(sys.argv[2])
 data = pyro_vae.load_dataset("mnist-small", binarize="dynamic")
