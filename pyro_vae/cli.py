@@ -1436,7 +1436,24 @@ def _add_semi_parser(sub):
         out_help="folder for the table (semi.json, semi.png) and its runs (default: none; the "
         "runs go to a temporary folder, removed at the end, and the table is only printed)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the table that stopped in --out, given the same options again: its "
+        "finished runs are kept, an unfinished one continues from its last checkpoint",
+    )
+    for action in p._actions:  # set per cell by the table itself
+        if action.dest in _SET_BY_SEMI:
+            action.default, action.help = None, argparse.SUPPRESS
     p.set_defaults(func=cmd_semi, model="m2")
+
+
+#: Options of train that semi sets per cell, and the semi option that chooses them.
+_SET_BY_SEMI = {"labels": "--label-counts", "discrete": "--variants"}
+
+
+def _announce_run(line):
+    print(f"pyro-vae semi: {line}", file=sys.stderr, flush=True)
 
 
 def cmd_semi(args):
@@ -1449,7 +1466,12 @@ def cmd_semi(args):
             f"semi tables the built-in semi-supervised VAE (--model m2), not --model {args.model}; "
             "train a model file's discrete latent with pyro-vae train --discrete"
         )
-    args.labels = args.labels or args.label_counts[0]
+    for name, instead in _SET_BY_SEMI.items():
+        if getattr(args, name) is not None:
+            raise ConfigError(f"semi sets --{name} for each of its runs; choose with {instead}")
+    if args.resume and not args.out:
+        raise ConfigError("--resume continues the table in --out; give the folder it ran in")
+    args.labels = args.label_counts[0]
     config = _config_from_args(args)
     names = {v.replace(" ", ""): v for v in VARIANTS}
     rows = table(
@@ -1460,6 +1482,9 @@ def cmd_semi(args):
         out=args.out,
         log=(lambda line: None) if args.json or args.quiet else print,
         overwrite=args.overwrite,
+        resume=args.resume,
+        quiet=args.quiet,
+        progress=None if args.quiet else _announce_run,
     )
     if args.out:
         write_json(os.path.join(args.out, "semi.json"), {"config": config.as_dict(), "rows": rows})

@@ -10,6 +10,7 @@ What one M2 or mixture run reports (accuracy, cluster accuracy, the analogies fi
 :mod:`pyro_vae.class_latent`.
 """
 
+import json
 import math
 import os
 from dataclasses import replace
@@ -19,7 +20,7 @@ from scipy.stats import t as student_t
 from torch.nn import functional as F
 
 from .data import bernoulli
-from .errors import ConfigError
+from .errors import ConfigError, RunDirError, shown
 
 
 def baseline_classifier(data, hidden_dims, epochs=100, lr=1e-3, seed=0, activation="softplus"):
@@ -73,6 +74,9 @@ def table(
     out=None,
     log=print,
     overwrite=False,
+    resume=False,
+    quiet=True,
+    progress=None,
 ):
     """Test accuracy of every variant for every number of labels, over ``draws`` labelled sets
     (seeds ``config.seed`` to ``config.seed + draws - 1``). Returns the rows as dicts:
@@ -84,22 +88,51 @@ def table(
         and ``seed`` are set per cell; its ``alpha``, when not 0, is the weight of the variant
         with the classification term, in place of Kingma et al.'s, and the others have none).
     :param str out: a folder for the runs (default: a temporary one, removed at the end);
-        refused if it exists and is not empty, unless ``overwrite``.
+        refused if it exists and is not empty, unless ``overwrite`` or ``resume``.
+    :param bool resume: continue a table interrupted in ``out``, called with the same settings:
+        its finished runs are read, not trained again, an unfinished one continues from its last
+        checkpoint (:func:`~pyro_vae.runs.resume_run`), and a run trained with other settings is
+        refused. The baselines are trained again (from the same seeds: the same numbers).
+    :param bool quiet: no progress bars in the runs.
+    :param progress: called with a line as each run ends (its accuracy, and whether it was
+        trained, resumed or read).
     """
     import tempfile
 
-    from .runs import load_run_data, prepare_run_dir, train_run
+    from .runs import load_run_data, prepare_run_dir
 
     variants = list(variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     if out is None:  # the runs go to a temporary folder, removed at the end
+        if resume:
+            raise ConfigError("resuming a semi-supervised table needs the folder it ran in")
         with tempfile.TemporaryDirectory(prefix="pyro-vae-semi-") as folder:
-            return table(config, labels, draws, variants, folder, log, overwrite=True)
-    prepare_run_dir(out, overwrite)  # before any training: the runs already there stay
-    folder = out
-    rows = []
+            return table(
+                config,
+                labels,
+                draws,
+                variants,
+                folder,
+                log,
+                overwrite=True,
+                quiet=quiet,
+                progress=progress,
+            )
+    if resume:
+        if overwrite:
+            raise ConfigError("a table is either resumed or overwritten, not both")
+        if not os.path.isdir(out):
+            raise RunDirError(f"there is no table to resume in {out}: no such folder")
+    else:
+        if not overwrite and _unfinished(out):
+            raise RunDirError(
+                f"{out} holds a table that did not finish; add --resume (with the same options) "
+                "to continue it, or --overwrite to start again"
+            )
+        prepare_run_dir(out, overwrite)  # before any training: the runs already there stay
+    rows, done, total = [], 0, len(labels) * len(variants) * draws
     for n in labels:
         for variant in variants:
             accuracies = []
@@ -111,16 +144,21 @@ def table(
                 cell = replace(config, labels=n, seed=seed, alpha=0.0, discrete=None)
                 if settings is None:  # the labelled images once each, whatever M2's share
                     data = load_run_data(replace(cell, labelled_share=None))
-                    accuracies.append(
-                        baseline_classifier(
-                            data, config.hidden_dims, seed=seed, activation=config.activation
-                        )
+                    accuracy = baseline_classifier(
+                        data, config.hidden_dims, seed=seed, activation=config.activation
                     )
-                    continue
-                cell = replace(cell, **settings)
-                path = os.path.join(folder, f"{n}-{variant.replace(' ', '')}-{draw}")
-                _, metrics = train_run(cell, path, overwrite=True, quiet=True)
-                accuracies.append(metrics["test_accuracy"])
+                    how = "trained"
+                else:
+                    cell = replace(cell, **settings)
+                    path = os.path.join(out, f"{n}-{variant.replace(' ', '')}-{draw}")
+                    accuracy, how = _m2_run(cell, path, resume, quiet)
+                accuracies.append(accuracy)
+                done += 1
+                if progress is not None:
+                    progress(
+                        f"{done}/{total}: {n} labels, {variant}, seed {seed}: test accuracy "
+                        f"{accuracy:.3f} ({how})"
+                    )
             mean, half = interval(accuracies)
             rows.append(
                 {
@@ -131,9 +169,52 @@ def table(
                     "half_width": round(half, 4),
                 }
             )
-            log(f"labels {n:5d}  {variant:18s} {mean:.3f} +- {half:.3f}")
+            log(f"labels {n:5d}  {variant:18s} {mean:.3f} {_spread(half)}")
         _paired(rows, n, log)
     return rows
+
+
+def _m2_run(config, path, resume, quiet):
+    """Test accuracy of the M2 run ``config`` in ``path`` and how it was had: trained, resumed
+    (from the run's last checkpoint) or read (a finished run's ``metrics.json``)."""
+    from .runs import CONFIG, read_config, resume_run, train_run
+
+    if not (resume and os.path.isfile(os.path.join(path, CONFIG))):  # not started yet
+        return train_run(config, path, overwrite=True, quiet=quiet)[1]["test_accuracy"], "trained"
+    saved = read_config(os.path.join(path, CONFIG))
+    if saved != config:
+        theirs, ours = saved.as_dict(), config.as_dict()
+        key = next(k for k in ours if theirs.get(k) != ours[k])
+        raise ConfigError(
+            f"{path} was trained with {key} {shown(theirs.get(key))}, this table asks for "
+            f"{shown(ours[key])}; resume with the settings the table started with"
+        )
+    finished = os.path.join(path, "metrics.json")
+    if os.path.isfile(finished):
+        try:
+            with open(finished) as f:
+                return float(json.load(f)["test_accuracy"]), "read"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged record: evaluate the run again
+    return resume_run(path, quiet=quiet)[1]["test_accuracy"], "resumed"
+
+
+def _unfinished(out):
+    """Whether ``out`` holds the runs of a table and not the table itself."""
+    if not os.path.isdir(out) or os.path.exists(os.path.join(out, "semi.json")):
+        return False
+    return any(
+        os.path.isfile(os.path.join(out, name, "config.json"))
+        and name.split("-")[0].isdigit()
+        and name.split("-")[1] in {v.replace(" ", "") for v in VARIANTS}
+        for name in os.listdir(out)
+        if name.count("-") == 2
+    )
+
+
+def _spread(half):
+    """The 95% interval's half-width as the table prints it (none from a single draw)."""
+    return "(one draw)" if math.isnan(half) else f"+- {half:.3f}"
 
 
 def _paired(rows, labels, log):
@@ -151,5 +232,5 @@ def _paired(rows, labels, log):
         row["minus_baseline"] = {"mean": round(mean, 4), "half_width": round(half, 4)}
         log(
             f"labels {labels:5d}  {row['variant']:18s} minus the baseline, paired by draw: "
-            f"{mean:+.3f} +- {half:.3f}"
+            f"{mean:+.3f} {_spread(half)}"
         )

@@ -299,6 +299,64 @@ def test_the_semi_table_refuses_another_model_in_one_line(tmp_path, capsys, monk
     assert model_file.read_text() == "the user's"
 
 
+@pytest.mark.parametrize("option", [["--labels", "50"], ["--discrete", "score"]])
+def test_the_semi_table_refuses_the_options_it_sets_per_run(tmp_path, capsys, option):
+    args = ["semi", "--label-counts", "20", "--draws", "1", "--variants", "baseline", *SMALL]
+    assert main([*args, *option, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"pyro-vae: error: semi sets {option[0]} ")
+    assert not (tmp_path / "out").exists()
+
+
+class _Stop(BaseException):
+    """Stands in for a kill: nothing in pyro_vae catches it."""
+
+
+def test_a_semi_table_stopped_part_way_resumes_to_the_same_table(tmp_path, capsys, monkeypatch):
+    import pyro_vae.runs
+
+    args = ["semi", "--label-counts", "20", "--draws", "2"]
+    args += ["--variants", "enumeration+aux,baseline", *SMALL[:5], "2", *SMALL[6:]]
+    args += ["--log-px-samples", "2", "--json"]
+    assert main([*args, "--quiet", "--out", str(tmp_path / "reference")]) == 0
+    reference = json.loads(capsys.readouterr().out)
+
+    # stopped after the second run's first checkpoint (each run writes one per epoch)
+    run, write, writes = tmp_path / "run", pyro_vae.runs._atomic_write, []
+
+    def write_then_stop(file, save):
+        write(file, save)
+        writes.append(file)
+        if len(writes) == 3:
+            raise _Stop
+
+    monkeypatch.setattr(pyro_vae.runs, "_atomic_write", write_then_stop)
+    with pytest.raises(_Stop):
+        main([*args, "--out", str(run)])
+    monkeypatch.setattr(pyro_vae.runs, "_atomic_write", write)
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert sorted(p.name for p in run.iterdir()) == ["20-enumeration+aux-0", "20-enumeration+aux-1"]
+
+    # run again as before, or with other settings: refused, nothing touched
+    assert main([*args, "--out", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did not finish; add --resume" in err
+    assert main([*args, "--alpha", "5", "--resume", "--out", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was trained with alpha " in err and "asks for 5" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+    assert main([*args, "--resume", "--out", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == reference  # the second run continued exactly
+    lines = [line for line in err.splitlines() if line.startswith("pyro-vae semi:")]
+    assert lines[0].startswith("pyro-vae semi: 1/4: 20 labels, enumeration + aux, seed 0: ")
+    assert lines[0].endswith("(read)") and lines[1].endswith("(resumed)"), err
+    assert lines[2].endswith("(trained)") and len(lines) == 4, err
+    assert json.loads((run / "semi.json").read_text())["rows"] == reference
+
+
 def test_kingma_alpha_weighs_the_labelled_mean_by_a_tenth_of_the_data_set():
     """Kingma et al.'s term is 0.1 N times the mean of log q(y|x) over the labelled images. The
     minibatch factor, averaged over every minibatch of B from the N images (all C(N, B) of them),
