@@ -89,10 +89,10 @@ def table(
         with the classification term, in place of Kingma et al.'s, and the others have none).
     :param str out: a folder for the runs (default: a temporary one, removed at the end);
         refused if it exists and is not empty, unless ``overwrite`` or ``resume``.
-    :param bool resume: continue a table interrupted in ``out``, called with the same settings:
-        its finished runs are read, not trained again, an unfinished one continues from its last
-        checkpoint (:func:`~pyro_vae.runs.resume_run`), and a run trained with other settings is
-        refused. The baselines are trained again (from the same seeds: the same numbers).
+    :param bool resume: continue a table interrupted in ``out``, or extend one (more draws or
+        label counts), called with the same settings: its finished runs are read, not trained
+        again, an unfinished one continues from its last checkpoint
+        (:func:`~pyro_vae.runs.resume_run`), and a run trained with other settings is refused. The baselines are trained again (from the same seeds: the same numbers).
     :param bool quiet: no progress bars in the runs.
     :param progress: called with a line as each run ends (its accuracy, and whether it was
         trained, resumed or read).
@@ -126,10 +126,14 @@ def table(
         if not os.path.isdir(out):
             raise RunDirError(f"there is no table to resume in {out}: no such folder")
     else:
-        if not overwrite and _unfinished(out):
+        if not overwrite and _holds_runs(out):
+            finished = os.path.exists(os.path.join(out, "semi.json"))
             raise RunDirError(
-                f"{out} holds a table that did not finish; add --resume (with the same options) "
-                "to continue it, or --overwrite to start again"
+                f"{out} holds a finished table; add --resume to extend it (more draws or label "
+                "counts, the same settings), or --overwrite to start again"
+                if finished
+                else f"{out} holds a table that did not finish; add --resume (with the same "
+                "options) to continue it, or --overwrite to start again"
             )
         prepare_run_dir(out, overwrite)  # before any training: the runs already there stay
     rows, done, total = [], 0, len(labels) * len(variants) * draws
@@ -199,11 +203,9 @@ def _m2_run(config, path, resume, quiet):
     return resume_run(path, quiet=quiet)[1]["test_accuracy"], "resumed"
 
 
-def _unfinished(out):
-    """Whether ``out`` holds the runs of a table and not the table itself."""
-    if not os.path.isdir(out) or os.path.exists(os.path.join(out, "semi.json")):
-        return False
-    return any(
+def _holds_runs(out):
+    """Whether ``out`` holds the runs of a table."""
+    return os.path.isdir(out) and any(
         os.path.isfile(os.path.join(out, name, "config.json"))
         and name.split("-")[0].isdigit()
         and name.split("-")[1] in {v.replace(" ", "") for v in VARIANTS}

@@ -356,6 +356,18 @@ def test_a_semi_table_stopped_part_way_resumes_to_the_same_table(tmp_path, capsy
     assert lines[2].endswith("(trained)") and len(lines) == 4, err
     assert json.loads((run / "semi.json").read_text())["rows"] == reference
 
+    # a finished table: a plain rerun is refused; --resume with a third draw trains only that one
+    assert main([*args, "--out", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a finished table; add --resume to extend it" in err
+    more = [*args[:4], "3", *args[5:]]
+    assert main([*more, "--resume", "--out", str(run)]) == 0
+    out, err = capsys.readouterr()
+    rows = json.loads(out)
+    assert [r["accuracies"][:2] for r in rows] == [r["accuracies"] for r in reference]
+    lines = [line for line in err.splitlines() if line.startswith("pyro-vae semi:")]
+    assert [line.rsplit(" ", 1)[1] for line in lines[:3]] == ["(read)", "(read)", "(trained)"]
+
 
 def test_kingma_alpha_weighs_the_labelled_mean_by_a_tenth_of_the_data_set():
     """Kingma et al.'s term is 0.1 N times the mean of log q(y|x) over the labelled images. The
