@@ -123,8 +123,16 @@ def table(
     if resume:
         if overwrite:
             raise ConfigError("a table is either resumed or overwritten, not both")
-        if not os.path.isdir(out):
+        if not os.path.exists(out):
             raise RunDirError(f"there is no table to resume in {out}: no such folder")
+        if not os.path.isdir(out):
+            raise RunDirError(f"{out} exists and is not a directory")
+        table_there = _holds_runs(out) or os.path.exists(os.path.join(out, "semi.json"))
+        if os.listdir(out) and not table_there:
+            raise RunDirError(
+                f"{out} holds no semi-supervised table (no semi.json, no runs of one); give "
+                "--resume the --out the table ran in"
+            )
     else:
         if not overwrite and _holds_runs(out):
             finished = os.path.exists(os.path.join(out, "semi.json"))

@@ -308,6 +308,28 @@ def test_the_semi_table_refuses_the_options_it_sets_per_run(tmp_path, capsys, op
     assert not (tmp_path / "out").exists()
 
 
+def test_a_resume_refuses_what_holds_no_table_in_one_line(tmp_path, capsys, monkeypatch):
+    from pyro_vae import semi
+
+    monkeypatch.setattr(semi, "baseline_classifier", lambda *a, **k: pytest.fail("trained"))
+    (tmp_path / "a file").write_text("the user's")
+    (tmp_path / "a run").mkdir()
+    (tmp_path / "a run" / "config.json").write_text("the user's")
+    args = ["semi", "--label-counts", "20", "--draws", "1", "--variants", "baseline", "--resume"]
+    for out, says in [
+        (None, "--resume continues the table in --out"),
+        ("missing", "there is no table to resume in"),
+        ("a file", "exists and is not a directory"),
+        ("a run", "holds no semi-supervised table"),
+    ]:
+        assert main([*args, *([] if out is None else ["--out", str(tmp_path / out)])]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("pyro-vae: error:") and says in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file", "a run"]
+    assert [p.name for p in (tmp_path / "a run").iterdir()] == ["config.json"]
+    assert (tmp_path / "a file").read_text() == (tmp_path / "a run" / "config.json").read_text()
+
+
 class _Stop(BaseException):
     """Stands in for a kill: nothing in pyro_vae catches it."""
 
