@@ -1,6 +1,7 @@
 """``pyro-vae train --resume``: a run killed with SIGKILL, at any point, and resumed ends with
 exactly the parameters of the run that was never interrupted; ``--config`` reproduces a run."""
 
+import contextlib
 import json
 import os
 import random
@@ -176,8 +177,29 @@ class _Stop(BaseException):
     """Stands in for a kill: nothing in pyro_vae catches it."""
 
 
-def test_a_time_limited_run_stops_early_is_finished_and_resumes_exactly(tmp_path, capsys):
+@contextlib.contextmanager
+def stopped_after_writes(m, count):
+    """The process stopped (:class:`_Stop`, in place of a kill) in the block, right after
+    pyro_vae's ``count``-th checkpoint write; ``m`` is a ``pytest.MonkeyPatch``."""
     import pyro_vae.runs
+
+    write, writes = pyro_vae.runs._atomic_write, []
+
+    def write_then_stop(file, save):
+        write(file, save)
+        writes.append(file)
+        if len(writes) == count:
+            raise _Stop
+
+    m.setattr(pyro_vae.runs, "_atomic_write", write_then_stop)
+    try:
+        with pytest.raises(_Stop):
+            yield
+    finally:
+        m.setattr(pyro_vae.runs, "_atomic_write", write)
+
+
+def test_a_time_limited_run_stops_early_is_finished_and_resumes_exactly(tmp_path, capsys):
     import pyro_vae.train
 
     clock = [0.0]
@@ -206,18 +228,8 @@ def test_a_time_limited_run_stops_early_is_finished_and_resumes_exactly(tmp_path
         assert open(os.path.join(reference, "checkpoint.pt"), "rb").read() == before
 
         # killed after its second epoch's checkpoint, then resumed: the same epochs, bit for bit
-        write, writes = pyro_vae.runs._atomic_write, []
-
-        def write_then_stop(file, save):
-            write(file, save)
-            writes.append(file)
-            if len(writes) == 2:
-                raise _Stop
-
-        m.setattr(pyro_vae.runs, "_atomic_write", write_then_stop)
-        with pytest.raises(_Stop):
+        with stopped_after_writes(m, 2):
             cli(capsys, "train", *args, "--out", run)
-        m.setattr(pyro_vae.runs, "_atomic_write", write)
         assert checkpoint(run)["epoch"] == 2
         assert cli(capsys, "train", "--resume", run, "--quiet").returncode == 0
     assert read_json(run, "metrics.json")["epochs"] == epochs

@@ -17,6 +17,7 @@ from pyro_vae.data import Data, balanced_labels, load_dataset
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.semi import interval
 from tests.conftest import assert_close
+from tests.test_cli_resume import stopped_after_writes
 
 X_SHAPE = (1, 4, 4)
 K = 3
@@ -330,13 +331,7 @@ def test_a_resume_refuses_what_holds_no_table_in_one_line(tmp_path, capsys, monk
     assert (tmp_path / "a file").read_text() == (tmp_path / "a run" / "config.json").read_text()
 
 
-class _Stop(BaseException):
-    """Stands in for a kill: nothing in pyro_vae catches it."""
-
-
 def test_a_semi_table_stopped_part_way_resumes_to_the_same_table(tmp_path, capsys, monkeypatch):
-    import pyro_vae.runs
-
     args = ["semi", "--label-counts", "20", "--draws", "2"]
     args += ["--variants", "enumeration+aux,baseline", *SMALL[:5], "2", *SMALL[6:]]
     args += ["--log-px-samples", "2", "--json"]
@@ -344,18 +339,9 @@ def test_a_semi_table_stopped_part_way_resumes_to_the_same_table(tmp_path, capsy
     reference = json.loads(capsys.readouterr().out)
 
     # stopped after the second run's first checkpoint (each run writes one per epoch)
-    run, write, writes = tmp_path / "run", pyro_vae.runs._atomic_write, []
-
-    def write_then_stop(file, save):
-        write(file, save)
-        writes.append(file)
-        if len(writes) == 3:
-            raise _Stop
-
-    monkeypatch.setattr(pyro_vae.runs, "_atomic_write", write_then_stop)
-    with pytest.raises(_Stop):
+    run = tmp_path / "run"
+    with stopped_after_writes(monkeypatch, 3):
         main([*args, "--out", str(run)])
-    monkeypatch.setattr(pyro_vae.runs, "_atomic_write", write)
     capsys.readouterr()
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert sorted(p.name for p in run.iterdir()) == ["20-enumeration+aux-0", "20-enumeration+aux-1"]
