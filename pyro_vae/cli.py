@@ -1439,8 +1439,9 @@ def _add_semi_parser(sub):
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the table that stopped in --out, given the same options again: its "
-        "finished runs are kept, an unfinished one continues from its last checkpoint",
+        help="continue the table that stopped in --out, given the same options again, or grow "
+        "a finished one with more --draws or --label-counts: its finished runs are kept, an "
+        "unfinished one continues from its last checkpoint",
     )
     for action in p._actions:  # set per cell by the table itself
         if action.dest in _SET_BY_SEMI:
