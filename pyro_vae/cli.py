@@ -1460,7 +1460,7 @@ def _announce_run(line):
 def cmd_semi(args):
     from . import plots
     from .checkpoints import write_json
-    from .semi import VARIANTS, table
+    from .semi import TABLE, VARIANTS, table
 
     if args.model != "m2":
         raise ConfigError(
@@ -1488,7 +1488,7 @@ def cmd_semi(args):
         progress=None if args.quiet else _announce_run,
     )
     if args.out:
-        write_json(os.path.join(args.out, "semi.json"), {"config": config.as_dict(), "rows": rows})
+        write_json(os.path.join(args.out, TABLE), {"config": config.as_dict(), "rows": rows})
         plots.semi_accuracy(
             rows,
             os.path.join(args.out, "semi.png"),

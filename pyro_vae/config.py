@@ -246,6 +246,12 @@ class Config:
         d["exclude_classes"] = list(self.exclude_classes)
         return d
 
+    def first_difference(self, other):
+        """The first setting in which ``other`` differs from this config, as ``(name, this
+        value, other value)`` of :meth:`as_dict`; ``None`` where the two are equal."""
+        ours, theirs = self.as_dict(), other.as_dict()
+        return next(((k, ours[k], theirs.get(k)) for k in ours if theirs.get(k) != ours[k]), None)
+
     @classmethod
     def from_dict(cls, d):
         known = {f.name for f in fields(cls)}

@@ -315,11 +315,10 @@ def _resume(config, path, quiet, checkpoint_every):
     file = os.path.join(path, CHECKPOINT)
     state = read_checkpoint(file) if os.path.exists(file) else None
     if state is not None and state["config"] != config:
-        theirs, ours = state["config"].as_dict(), config.as_dict()
-        key = next(k for k in ours if theirs.get(k) != ours[k])
+        key, ours, theirs = config.first_difference(state["config"])
         raise CheckpointError(
-            f"{file} comes from a different configuration than {CONFIG} ({key} {shown(theirs.get(key))} "
-            f"there, {shown(ours[key])} here); put back the run's own checkpoint or start a new run"
+            f"{file} comes from a different configuration than {CONFIG} ({key} {shown(theirs)} "
+            f"there, {shown(ours)} here); put back the run's own checkpoint or start a new run"
         )
     data = _training_data(config)
     check_sizes(config, data.x_shape, data.num_classes)

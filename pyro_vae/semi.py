@@ -13,6 +13,7 @@ What one M2 or mixture run reports (accuracy, cluster accuracy, the analogies fi
 import json
 import math
 import os
+import re
 from dataclasses import replace
 
 import torch
@@ -44,6 +45,9 @@ def baseline_classifier(data, hidden_dims, epochs=100, lr=1e-3, seed=0, activati
     with torch.no_grad():
         return (net(data.test_x).argmax(-1) == data.test_y).float().mean().item()
 
+
+#: The file, in the table's folder, that holds the table (``pyro-vae semi --out``).
+TABLE = "semi.json"
 
 #: The table's columns: name -> the settings an M2 run of that variant changes (None: the
 #: baseline classifier). ``alpha="kingma"`` is Kingma et al.'s 0.1 N, unless the table's config
@@ -92,14 +96,15 @@ def table(
     :param bool resume: continue a table interrupted in ``out``, or extend one (more draws or
         label counts), called with the same settings: its finished runs are read, not trained
         again, an unfinished one continues from its last checkpoint
-        (:func:`~pyro_vae.runs.resume_run`), and a run trained with other settings is refused. The baselines are trained again (from the same seeds: the same numbers).
+        (:func:`~pyro_vae.runs.resume_run`), and a run trained with other settings is refused.
+        The baselines are trained again (from the same seeds: the same numbers).
     :param bool quiet: no progress bars in the runs.
     :param progress: called with a line as each run ends (its accuracy, and whether it was
         trained, resumed or read).
     """
     import tempfile
 
-    from .runs import load_run_data, prepare_run_dir
+    from .runs import load_run_data
 
     variants = list(variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -120,30 +125,7 @@ def table(
                 quiet=quiet,
                 progress=progress,
             )
-    if resume:
-        if overwrite:
-            raise ConfigError("a table is either resumed or overwritten, not both")
-        if not os.path.exists(out):
-            raise RunDirError(f"there is no table to resume in {out}: no such folder")
-        if not os.path.isdir(out):
-            raise RunDirError(f"{out} exists and is not a directory")
-        table_there = _holds_runs(out) or os.path.exists(os.path.join(out, "semi.json"))
-        if os.listdir(out) and not table_there:
-            raise RunDirError(
-                f"{out} holds no semi-supervised table (no semi.json, no runs of one); give "
-                "--resume the --out the table ran in"
-            )
-    else:
-        if not overwrite and _holds_runs(out):
-            finished = os.path.exists(os.path.join(out, "semi.json"))
-            raise RunDirError(
-                f"{out} holds a finished table; add --resume to extend it (more draws or label "
-                "counts, the same settings), or --overwrite to start again"
-                if finished
-                else f"{out} holds a table that did not finish; add --resume (with the same "
-                "options) to continue it, or --overwrite to start again"
-            )
-        prepare_run_dir(out, overwrite)  # before any training: the runs already there stay
+    _check_out(out, overwrite, resume)
     rows, done, total = [], 0, len(labels) * len(variants) * draws
     for n in labels:
         for variant in variants:
@@ -162,8 +144,7 @@ def table(
                     how = "trained"
                 else:
                     cell = replace(cell, **settings)
-                    path = os.path.join(out, f"{n}-{variant.replace(' ', '')}-{draw}")
-                    accuracy, how = _m2_run(cell, path, resume, quiet)
+                    accuracy, how = _m2_run(cell, _run_folder(out, n, variant, draw), resume, quiet)
                 accuracies.append(accuracy)
                 done += 1
                 if progress is not None:
@@ -186,6 +167,34 @@ def table(
     return rows
 
 
+def _check_out(out, overwrite, resume):
+    """Refuse an ``out`` the table cannot write its runs into as asked; create it if missing."""
+    from .runs import prepare_run_dir
+
+    runs, finished = _holds_runs(out), os.path.exists(os.path.join(out, TABLE))
+    if not resume:
+        if runs and not overwrite:
+            raise RunDirError(
+                f"{out} holds a finished table; add --resume to extend it (more draws or label "
+                "counts, the same settings), or --overwrite to start again"
+                if finished
+                else f"{out} holds a table that did not finish; add --resume (with the same "
+                "options) to continue it, or --overwrite to start again"
+            )
+        prepare_run_dir(out, overwrite)  # before any training: the runs already there stay
+    elif overwrite:
+        raise ConfigError("a table is either resumed or overwritten, not both")
+    elif not os.path.exists(out):
+        raise RunDirError(f"there is no table to resume in {out}: no such folder")
+    elif not os.path.isdir(out):
+        raise RunDirError(f"{out} exists and is not a directory")
+    elif os.listdir(out) and not (runs or finished):
+        raise RunDirError(
+            f"{out} holds no semi-supervised table (no {TABLE}, no runs of one); give --resume "
+            "the --out the table ran in"
+        )
+
+
 def _m2_run(config, path, resume, quiet):
     """Test accuracy of the M2 run ``config`` in ``path`` and how it was had: trained, resumed
     (from the run's last checkpoint) or read (a finished run's ``metrics.json``)."""
@@ -195,11 +204,10 @@ def _m2_run(config, path, resume, quiet):
         return train_run(config, path, overwrite=True, quiet=quiet)[1]["test_accuracy"], "trained"
     saved = read_config(os.path.join(path, CONFIG))
     if saved != config:
-        theirs, ours = saved.as_dict(), config.as_dict()
-        key = next(k for k in ours if theirs.get(k) != ours[k])
+        key, ours, theirs = config.first_difference(saved)
         raise ConfigError(
-            f"{path} was trained with {key} {shown(theirs.get(key))}, this table asks for "
-            f"{shown(ours[key])}; resume with the settings the table started with"
+            f"{path} was trained with {key} {shown(theirs)}, this table asks for {shown(ours)}; "
+            "resume with the settings the table started with"
         )
     finished = os.path.join(path, "metrics.json")
     if os.path.isfile(finished):
@@ -211,14 +219,22 @@ def _m2_run(config, path, resume, quiet):
     return resume_run(path, quiet=quiet)[1]["test_accuracy"], "resumed"
 
 
+def _run_folder(out, labels, variant, draw):
+    """Where the table keeps the M2 run of ``variant`` with ``labels`` labels, draw ``draw``."""
+    return os.path.join(out, f"{labels}-{variant.replace(' ', '')}-{draw}")
+
+
+#: The name :func:`_run_folder` gives a run.
+_RUN_NAME = re.compile(rf"\d+-({'|'.join(re.escape(v.replace(' ', '')) for v in VARIANTS)})-\d+")
+
+
 def _holds_runs(out):
-    """Whether ``out`` holds the runs of a table."""
+    """Whether ``out`` holds runs of a table."""
+    from .runs import CONFIG
+
     return os.path.isdir(out) and any(
-        os.path.isfile(os.path.join(out, name, "config.json"))
-        and name.split("-")[0].isdigit()
-        and name.split("-")[1] in {v.replace(" ", "") for v in VARIANTS}
+        _RUN_NAME.fullmatch(name) and os.path.isfile(os.path.join(out, name, CONFIG))
         for name in os.listdir(out)
-        if name.count("-") == 2
     )
 
 
