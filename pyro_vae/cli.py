@@ -1492,7 +1492,8 @@ def cmd_semi(args):
         plots.semi_accuracy(
             rows,
             os.path.join(args.out, "semi.png"),
-            title=f"{config.dataset}: test accuracy of q(y|x), {args.draws} draws of the labelled set",
+            title=f"{config.dataset}: test accuracy of q(y|x), {args.draws} "
+            f"draw{'s' if args.draws > 1 else ''} of the labelled set",
         )
     if args.json:
         print(to_json(rows))

@@ -471,7 +471,9 @@ def semi_accuracy(rows, path, title="test accuracy of q(y|x) against the number 
     for i, variant in enumerate(variants):
         sel = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["labels"])
         xs = [r["labels"] * shift[variant] for r in sel]
-        half = [0.0 if math.isnan(r["half_width"]) else r["half_width"] for r in sel]
+        # one draw has no interval: NaN in the rows, null once they are read back from JSON
+        half = [r["half_width"] for r in sel]
+        half = [0.0 if h is None or math.isnan(h) else h for h in half]
         ax.errorbar(
             xs,
             [r["mean"] for r in sel],
@@ -487,6 +489,8 @@ def semi_accuracy(rows, path, title="test accuracy of q(y|x) against the number 
                 [x] * len(r["accuracies"]), r["accuracies"], ".", ms=3, color=f"C{i}", alpha=0.4
             )
     _log_x_at(ax, counts)
+    # room around the counts: with one count alone the shifted variants would span the axis
+    ax.set_xlim(counts[0] / 1.6, counts[-1] * 1.6)
     ax.set_xlabel("labelled training images")
     ax.set_ylabel("test accuracy (mean, 95% interval, draws as dots)")
     ax.grid(alpha=0.3)

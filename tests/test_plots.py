@@ -120,3 +120,18 @@ def test_semi_accuracy_draws_each_variant_with_its_interval_and_a_legend_off_the
     means = [c.lines[0].get_ydata().tolist() for c in ax.containers]
     assert means == [[0.7 + 100 / 6000, 0.7 + 600 / 6000], [0.65, 0.65]]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "600"]
+
+
+def test_semi_accuracy_of_one_count_read_back_from_json_keeps_its_variants_close(figures):
+    """A table of one label count and one draw, as semi.json holds it (no interval: null)."""
+    rows = [
+        {"labels": 100, "variant": v, "accuracies": [m], "mean": m, "half_width": None}
+        for v, m in (("enumeration + aux", 0.71), ("baseline", 0.69))
+    ]
+    plots.semi_accuracy(rows, "semi.png")
+    (fig,) = figures
+    (ax,) = fig.axes
+    left, right = ax.get_xlim()
+    xs = [c.lines[0].get_xdata()[0] for c in ax.containers]
+    # both near 100, with room on either side (they spanned the whole axis before)
+    assert all(90 < x < 110 for x in xs) and left < 70 and right > 150
