@@ -12,6 +12,7 @@ import pyro
 
 pyro.settings.set(module_local_params=True)
 
+from ._version import __version__  # noqa: E402, F401  (the metadata's, see _version.py)
 from .anomaly import anomaly_scores, auroc  # noqa: E402
 from .checkpoints import read_checkpoint  # noqa: E402
 from .compare import compare, compare_run  # noqa: E402
@@ -51,8 +52,6 @@ from .objectives import IWAE, kl_warmup  # noqa: E402
 from .program import Program, Structure, as_program  # noqa: E402
 from .runs import Run, load_run, resume_run, train_run  # noqa: E402
 from .train import History, fit  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AmortizedGuide",

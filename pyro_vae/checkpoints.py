@@ -21,6 +21,7 @@ import warnings
 import pyro
 import torch
 
+from ._version import __version__
 from .config import MAX_COUNT, Config, check_x_shape
 from .errors import CheckpointError, ConfigError, first_line, shown
 
@@ -34,7 +35,7 @@ _writes = {}  # per file name, for the testing hook in _fault_point
 
 def versions():
     return {
-        "pyro_vae": "0.1.0",
+        "pyro_vae": __version__,
         "pyro": str(pyro.__version__),
         "torch": str(torch.__version__),
         # From its metadata: importing torchvision only to read this costs seconds per command.

@@ -12,7 +12,6 @@ The study over numbers of labels, with the baseline classifier, is :mod:`pyro_va
 import os
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch.nn import functional as F
 
 from . import plots
@@ -27,6 +26,8 @@ def predictions(run, x):
 def cluster_accuracy(predicted, labels):
     """The accuracy of ``predicted`` clusters under the one-to-one matching of clusters to
     labels that maximizes it (the Hungarian method, ``linear_sum_assignment``)."""
+    from scipy.optimize import linear_sum_assignment  # here: scipy takes a second to import
+
     k = int(max(predicted.max(), labels.max())) + 1
     counts = torch.zeros(k, k)
     counts.index_put_((predicted.long(), labels.long()), torch.ones(len(labels)), accumulate=True)

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from ._version import __version__
 from .errors import ConfigError, PyroVAEError, RunDirError
 from .resources import faults
 
@@ -1310,6 +1311,7 @@ def make_parser():
         description="Variational autoencoders as Pyro model/guide pairs. Numbers are nats per "
         "image; higher is better.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="train the default VAE on the embedded mnist-small (~1 min)")

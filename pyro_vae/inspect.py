@@ -66,7 +66,7 @@ def render(model, x, y, path):
         import graphviz  # noqa: F401
     except ImportError:
         raise PyroVAEError(
-            "the plate diagram needs the graphviz Python package (pip install graphviz) and "
+            "the plate diagram needs the graphviz Python package (pip install 'pyro_vae[diagram]') and "
             "Graphviz itself (apt-get install graphviz); pass --diagram none to skip it"
         ) from None
     if shutil.which("dot") is None:

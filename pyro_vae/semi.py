@@ -17,7 +17,6 @@ import re
 from dataclasses import replace
 
 import torch
-from scipy.stats import t as student_t
 from torch.nn import functional as F
 
 from .data import bernoulli
@@ -66,6 +65,8 @@ def interval(values):
     mean = sum(values) / n
     if n < 2:
         return mean, float("nan")
+    from scipy.stats import t as student_t  # here: scipy takes a second to import
+
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     return mean, float(student_t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
 
