@@ -25,6 +25,7 @@ Usage::
 
 import argparse
 import base64
+import configparser
 import glob
 import hashlib
 import os
@@ -227,8 +228,9 @@ def build(out=None, smoke=None, scripts=None, log=print):
     out = default_out(smoke) if out is None else out
     paths = [build_one(s, out, smoke, log) for s in (TUTORIALS if scripts is None else scripts)]
     if scripts is None:
-        with open(os.path.join(ROOT, "pyro_vae", "__init__.py")) as f:
-            version = next(line.split('"')[1] for line in f if line.startswith("__version__"))
+        cfg = configparser.ConfigParser()  # the version's one place, as the package reads it
+        cfg.read(os.path.join(ROOT, "setup.cfg"))
+        version = cfg["metadata"]["version"]
         size = "smoke (CI)" if smoke else "full"
         with open(os.path.join(out, "README.md"), "w") as f:
             f.write(HANDOUT_README.format(size=size, version=version))
