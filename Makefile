@@ -4,26 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench docs notebooks clean
+.PHONY: install system-packages wheel-check demo test test-slow lint format bench docs notebooks clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch and torchvision are resolved together from the registry (no exact torch pin).
 	$(BIN)/python -m pip install --quiet -e ".[test,dev,distributed,docs]"
-	# Graphviz's dot draws `pyro-vae inspect`'s plate diagram; install it only where it is missing.
-	command -v dot >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && apt-get install -y -qq graphviz >/dev/null; } \
-	  || echo "note: Graphviz (dot) is missing; pyro-vae inspect will skip its plate diagram"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Graphviz for `pyro-vae inspect`'s plate diagram: checked on every make, not recorded in the
+# stamp, so an install that failed (the package lock held elsewhere, say) is tried again.
+system-packages:
+	@bash .ci/graphviz
 
-demo: $(STAMP)
+install: $(STAMP) system-packages
+
+demo: install
 	$(BIN)/pyro-vae demo
 
 # One pytest worker per core (tests/conftest.py gives each worker one torch thread).
-test: $(STAMP)
+test: install
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
 test-slow: $(STAMP)
@@ -47,6 +48,10 @@ docs: $(STAMP)
 # The nine tutorials executed as notebooks, with their scripts, in notebooks/ (to zip and hand out).
 notebooks: $(STAMP)
 	$(BIN)/python docs/tutorial_notebooks.py
+
+# The install a user does: the wheel in clean virtual environments, every command run from it.
+wheel-check:
+	bash .ci/wheel-check
 
 bench: $(STAMP)
 	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -552,7 +552,10 @@ def cmd_train(args):
             )
         _check_resume_args(args)
         _, metrics = resume_run(
-            args.resume, quiet=args.quiet, checkpoint_every=args.checkpoint_every
+            args.resume,
+            quiet=args.quiet,
+            checkpoint_every=args.checkpoint_every,
+            started=_started(args, "train"),
         )
         _print_metrics(metrics, args.resume)
         return
@@ -566,8 +569,26 @@ def cmd_train(args):
         overwrite=args.overwrite,
         quiet=args.quiet,
         checkpoint_every=args.checkpoint_every,
+        started=_started(args, "train"),
     )
     _print_metrics(metrics, out)
+
+
+def _started(args, command, say=True):
+    """What a training command does once its run directory is taken: name it (first, so a user
+    who walks away knows where to look) and, for Ctrl-C, remember how the run continues."""
+
+    def started(out):
+        # Read after the interruption: a run stopped before its first checkpoint is removed.
+        args.interrupted = lambda: (
+            f"the run continues with: pyro-vae train --resume {out}"
+            if os.path.exists(os.path.join(out, "config.json"))
+            else f"it had no checkpoint yet, so {out} was removed"
+        )
+        if say and not args.quiet:
+            print(f"pyro-vae {command}: run directory {out}", file=sys.stderr, flush=True)
+
+    return started
 
 
 def _add_resume_args(p):
@@ -641,10 +662,16 @@ def cmd_demo(args):
     out = args.out or default_run_dir("demo")
     print(
         f"pyro-vae demo: a VAE ({config.z_dim}-d latent, hidden {list(config.hidden_dims)}) on "
-        f"mnist-small, {plural(config.epochs, 'epoch')}",
+        f"mnist-small, {plural(config.epochs, 'epoch')}, into {out}",
         flush=True,
     )
-    _, metrics = train_run(config, out, overwrite=args.overwrite, quiet=args.quiet)
+    _, metrics = train_run(
+        config,
+        out,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        started=_started(args, "demo", say=False),
+    )
     _print_metrics(metrics, out)
 
 
@@ -1513,7 +1540,8 @@ def main(argv=None):
         print(f"pyro-vae: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("pyro-vae: interrupted", file=sys.stderr)
+        how = getattr(args, "interrupted", None)
+        print(f"pyro-vae: interrupted{'; ' + how() if how else ''}", file=sys.stderr)
         return 130
     return 0
 

@@ -273,7 +273,7 @@ def load_run(path):
 
 
 @guarded()
-def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=None):
+def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=None, started=None):
     """Train the run ``config`` describes and write its run directory; return the :class:`Run`.
 
     ``checkpoint.pt`` is rewritten atomically at the end of every epoch (and every
@@ -284,6 +284,8 @@ def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=N
     :param bool overwrite: allow writing into a non-empty directory.
     :param bool quiet: no progress bars.
     :param int checkpoint_every: steps between checkpoints within an epoch (default: none).
+    :param callable started: called as ``started(out)`` once the run directory is taken, before
+        the data and the networks are made (the command line names the directory there).
     """
     if not isinstance(config, Config):
         raise ConfigError(f"config must be a pyro_vae.Config, got {type(config).__name__}")
@@ -292,11 +294,13 @@ def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=N
     check_sizes(config, data.x_shape, data.num_classes)
     with writing(out, overwrite):
         write_json(os.path.join(out, CONFIG), config.as_dict())
+        if started is not None:
+            started(out)
         return _train(config, data, out, None, quiet, checkpoint_every)
 
 
 @guarded()
-def resume_run(path, quiet=False, checkpoint_every=None):
+def resume_run(path, quiet=False, checkpoint_every=None, started=None):
     """Continue the run in ``path`` from its last checkpoint; return what :func:`train_run` does.
 
     The result is the same, parameter for parameter, as that of the run never interrupted. A run
@@ -304,10 +308,13 @@ def resume_run(path, quiet=False, checkpoint_every=None):
     evaluated again.
 
     :param str path: a run directory written by :func:`train_run` or ``pyro-vae train``.
+    :param callable started: as for :func:`train_run`.
     """
     path = _check_path(path)
     config = read_config(os.path.join(path, CONFIG))
     with writing(path, resume=True, command="train --resume"):
+        if started is not None:
+            started(path)
         return _resume(config, path, quiet, checkpoint_every)
 
 

@@ -19,7 +19,6 @@ import numpy as np
 import pyro
 import torch
 from pyro.infer import Trace_ELBO
-from tqdm.auto import tqdm
 
 from . import evaluate
 from .discrete import objective
@@ -35,6 +34,7 @@ from .errors import (
 )
 from .guides import LocalGuide
 from .program import as_program
+from .progress import Progress
 from .resources import is_out_of_memory
 from .traced import STEPS, NotTraceable, lean_loss
 
@@ -217,13 +217,7 @@ def fit(
             )
         )
 
-    with tqdm(
-        total=epochs * steps_per_epoch,
-        initial=done,
-        disable=True if quiet else None,  # None: no bar when stderr is not a terminal
-        unit="step",
-        desc="train",
-    ) as bar:
+    with Progress(epochs * steps_per_epoch, done, epochs, quiet) as bar:
         for epoch in range(done_epochs + 1, epochs + 1):
             if done_steps == 0 and out_of_time(time_limit, elapsed, len(history.epoch)):
                 break
@@ -244,7 +238,7 @@ def fit(
                 value = schedule(x, y, idx, n, epoch, step)
                 total += value * len(idx) / n
                 done += 1
-                bar.update()
+                bar.step(epoch, -value / n)
                 if step % 10 == 0 or step == steps_per_epoch:
                     bar.set_postfix(epoch=epoch, elbo=f"{-value / n:.2f}", refresh=False)
                 if every and done % every == 0 and step < steps_per_epoch:

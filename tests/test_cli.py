@@ -702,3 +702,47 @@ def test_a_label_the_samples_ignore_gets_a_note(effect, noted, capsys):
     err = capsys.readouterr().err
     assert ("the samples barely depend on the label" in err) == noted
     assert "--learned-prior" in err or not noted
+
+
+def test_train_names_its_run_directory_first_and_ctrl_c_says_how_to_continue(
+    capsys, tmp_path, monkeypatch
+):
+    import pyro_vae.runs
+
+    calls = []
+
+    def interrupted(config, data, out, state, *args, **kwargs):
+        calls.append(out)
+        if len(calls) > 1:  # a checkpoint, then Ctrl-C
+            open(os.path.join(out, "checkpoint.pt"), "wb").close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyro_vae.runs, "_train", interrupted)
+    out = str(tmp_path / "run")
+    result = cli(capsys, "train", *TINY[:-1], "--out", out)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert lines[0] == f"pyro-vae train: run directory {out}"
+    # Stopped before its first checkpoint, the run is removed, and the line says so.
+    assert lines[-1] == f"pyro-vae: interrupted; it had no checkpoint yet, so {out} was removed"
+    assert not os.path.exists(out)
+    result = cli(capsys, "train", *TINY[:-1], "--out", out)
+    assert result.stderr.splitlines() == [
+        f"pyro-vae train: run directory {out}",
+        f"pyro-vae: interrupted; the run continues with: pyro-vae train --resume {out}",
+    ]
+    result = cli(capsys, "train", "--resume", out)  # (whose checkpoint is the empty stand-in)
+    assert result.stderr.splitlines()[0] == f"pyro-vae train: run directory {out}"
+
+
+def test_the_demo_names_its_run_directory_in_its_first_line(capsys, tmp_path, monkeypatch):
+    import pyro_vae.runs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyro_vae.runs, "_train", interrupted)
+    out = str(tmp_path / "demo")
+    result = cli(capsys, "demo", "--out", out)
+    assert result.stdout.splitlines()[0].endswith(f", into {out}")
+    assert result.stderr.splitlines()[-1].startswith("pyro-vae: interrupted; ")
