@@ -1,4 +1,4 @@
-"""Does ``pyro-vae sample RUN --label 3`` draw 3s? The README's label-CVAE recipes, measured.
+"""Does ``pyro-vae sample RUN --label 3`` draw 3s? The label-CVAE recipes of the model-family guide, measured.
 
 Each recipe is trained as ``pyro-vae train`` trains it (:func:`pyro_vae.train_run`), then an
 independent judge, a classifier trained on mnist-small's training images

@@ -3,7 +3,7 @@
 A generative model cannot grade its own samples. A classifier trained on the real training images
 (and on nothing the VAE produced) can: how often it recognises a decoded prior draw as *some*
 class with confidence, and, for a label-conditioned run, how often a sample drawn for label ``y``
-is classified as ``y``. Both are the numbers behind the tutorials' and the README's claims about
+is classified as ``y``. Both are the numbers behind the tutorials' and the guides' claims about
 samples.
 
 The module also measures, without any classifier, how much a conditional decoder's output depends

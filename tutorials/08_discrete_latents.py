@@ -224,7 +224,8 @@ print("analogies figure:", os.path.join(OUT, "m2", "analogies.png"))
 # than its baseline classifier" measures this and what changes it (`--labelled-share`).
 #
 # The table over several numbers of labels, with 95% intervals over draws of the labelled set, is
-# `pyro-vae semi`; its measured numbers and command are in the README. Here at a small size:
+# `pyro-vae semi`; its measured numbers and commands are in the discrete guide
+# (docs/guide/discrete.md, "Semi-supervised tables"). Here at a small size:
 
 # %%
 status = pyro_vae_cli(

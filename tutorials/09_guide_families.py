@@ -241,7 +241,7 @@ print(os.path.join(out, "posteriors.png"))
 # approximation gap (to the q* of the encoder's own family) and the amortization gap. At this
 # small size both decoders leave tiny approximation gaps (0.04 and 0.01 nats in the full run) and
 # the same amortization gap (0.46 and 0.45): to see the family matter, train larger latents for
-# longer (the README's table is a larger run of the same study).
+# longer (the compare guide's tables are larger runs of the same study).
 
 # %%
 print("\n".join(family_table(results)))
@@ -261,4 +261,4 @@ if not smoke_test:  # what the text says of the full run
 # ```
 #
 # writes `runs/families/families.md` (this table), and a full comparison with its figures per
-# family. The README's guide-family table was measured that way.
+# family. The compare guide's family tables were measured that way.
