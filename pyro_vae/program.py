@@ -73,9 +73,10 @@ class DataPlate:
         if self.subsampled and idx is not None:
             stack.enter_context(pyro.plate(self.name, size, subsample=idx, dim=self.dim))
             return stack
-        stack.enter_context(pyro.plate(self.name, batch, dim=self.dim))
         if idx is not None and size is not None and size != batch:
+            # outside the plate, so the plate's frame is on a site when the scale looks for it
             stack.enter_context(DataScale(self.name, size / batch))
+        stack.enter_context(pyro.plate(self.name, batch, dim=self.dim))
         return stack
 
 
