@@ -60,11 +60,14 @@ class LatentSite:
 class DataPlate:
     """The plate over the images: its name and dim, and whether the program subsamples it itself
     (called with ``idx`` and ``size``). When it does not, pyro_vae scales every site inside it by
-    ``size / batch`` so a minibatch's ELBO estimates the whole data set's."""
+    ``size / batch`` so a minibatch's ELBO estimates the whole data set's. ``sized``: whether the
+    program gives the plate its size (``pyro.plate("data")`` does not: Pyro records size -1 and
+    the sites' shapes give the batch)."""
 
     name: str = "data"
     dim: int = -1
     subsampled: bool = True
+    sized: bool = True
 
     def __call__(self, batch, idx=None, size=None):
         """The plate as a guide built for this program must open it, for ``batch`` images at
@@ -76,7 +79,8 @@ class DataPlate:
         if idx is not None and size is not None and size != batch:
             # outside the plate, so the plate's frame is on a site when the scale looks for it
             stack.enter_context(DataScale(self.name, size / batch))
-        stack.enter_context(pyro.plate(self.name, batch, dim=self.dim))
+        # as the program opens it: a sized plate beside a size-less one would make Pyro warn
+        stack.enter_context(pyro.plate(self.name, batch if self.sized else None, dim=self.dim))
         return stack
 
 
@@ -548,7 +552,6 @@ def _discover(program, x, y, has_guide):
     image = _image_site(model_trace, x)
     site = model_trace.nodes[image]
     frame = _data_frame(site, n, image)
-    plate = DataPlate(frame.name, frame.dim, subsampled=False)
     fn = site["fn"]
     if len(fn.batch_shape) != -frame.dim or fn.batch_shape[frame.dim] != n:
         raise ModelFileError(
@@ -570,7 +573,7 @@ def _discover(program, x, y, has_guide):
     if program.model.call.takes_idx:
         scaled, _ = _run(program, x, y, torch.arange(n), 4 * n)
         subsampled = float(scaled.nodes[image]["scale"]) == 4.0
-    plate = DataPlate(frame.name, frame.dim, subsampled)
+    plate = DataPlate(frame.name, frame.dim, subsampled, sized=frame.size not in (-1, None))
     nesting = max(
         [
             -f.dim
@@ -624,7 +627,17 @@ def _image_site(trace, x):
 
 
 def _data_frame(site, n, image):
-    frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.size == n]
+    """The plate over the images: one of ``n``, or one without a size (``pyro.plate("data")``:
+    Pyro records size -1 and the sites' shapes give the batch) at a dim where the image site's
+    batch has ``n``."""
+    batch = tuple(site["fn"].batch_shape)
+
+    def over_images(f):
+        if f.size == n:
+            return True
+        return f.size in (-1, None) and len(batch) >= -f.dim and batch[f.dim] == n
+
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized and over_images(f)]
     if not frames:
         raise ModelFileError(
             f"the image site {image!r} is not inside a plate over the images; sample it inside "
@@ -640,11 +653,18 @@ def _latent_site(name, site, n, frame):
     in_plate = any(f.name == frame.name for f in site["cond_indep_stack"])
     pos = len(batch) + frame.dim
     if not in_plate or pos != 0 or batch[0] != n or any(b != 1 for b in batch[1:]):
+        sized = (
+            f"; a plate without a size takes its size from the sites in it: give {name!r} a "
+            f"distribution of batch shape ({n},)"
+            if in_plate and frame.size in (-1, None)
+            else ""
+        )
         raise ModelFileError(
             f"latent site {name!r} has batch shape {batch} in plate(s) "
             f"{[f.name for f in site['cond_indep_stack']]}; pyro_vae needs each latent to belong "
             f"to one image: sample it inside the data plate {frame.name!r} with batch shape "
             f"({n},) (global latents and plates inside the data plate are not supported yet)"
+            f"{sized}"
         )
     discrete = bool(fn.support.is_discrete) or bool(getattr(fn, "has_enumerate_support", False))
     cardinality = None

@@ -2,6 +2,7 @@
 running it, and what cannot work is refused in one line that names the fix."""
 
 import copy
+import os
 import textwrap
 
 import pyro
@@ -198,14 +199,15 @@ def test_a_plate_without_subsampling_is_scaled_to_the_data_set():
     assert trace.nodes["h"]["scale"] == 10.0
 
 
-def test_a_guide_built_for_a_program_scales_its_plate_as_the_model_does():
+@pytest.mark.parametrize("sized", [True, False])
+def test_a_guide_built_for_a_program_scales_its_plate_as_the_model_does(sized):
     """The scale sits outside the plate, where it finds the plate's frame on each site."""
     from pyro import poutine
 
     from pyro_vae.program import DataPlate
 
     def guide():
-        with DataPlate("data", -1, subsampled=False)(4, torch.arange(4), 40):
+        with DataPlate("data", -1, subsampled=False, sized=sized)(4, torch.arange(4), 40):
             pyro.sample("z", pyro.distributions.Normal(torch.zeros(4), 1.0))
 
     assert poutine.trace(guide).get_trace().nodes["z"]["scale"] == 10.0
@@ -371,3 +373,64 @@ def test_a_bare_model_trains_with_a_per_image_guide_passed_to_fit():
     guide = LocalGuide(60, structure=program.structure)
     history = fit(model, guide, data, epochs=20, batch_size=20, lr=0.05, quiet=True)
     assert history.train_elbo[-1] > history.train_elbo[0]
+
+
+PROGRAMS = os.path.join(os.path.dirname(__file__), "programs")
+
+
+# the per-image guide opens the plate as the model does: Pyro does not warn of a plate in the
+# guide that the model lacks
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_a_size_less_plate_is_scaled_to_the_data_set_in_the_model_and_in_a_per_image_guide(
+    tmp_path,
+):
+    from pyro import poutine
+
+    text = open(os.path.join(PROGRAMS, "sizeless_plate.py")).read()
+    data = tiny_data()
+    config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
+    model, _ = build(config, X_SHAPE, x=data.test_x[:4], train_size=48)
+    trace = poutine.trace(model).get_trace(data.train_x[:4], None, torch.arange(4), 40)
+    assert trace.nodes["x"]["scale"] == 10.0 and trace.nodes["z"]["scale"] == 10.0
+    # without its guide: a per-image guide opens the plate as the model does and scales it too
+    text = text.replace("def guide(x):", "def unused_guide(x):")
+    config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
+    model, guide = build(config, X_SHAPE, x=data.test_x[:4], train_size=48)
+    assert isinstance(guide, LocalGuide)
+    trace = poutine.trace(guide).get_trace(data.train_x[:4], None, torch.arange(4), 40)
+    assert trace.nodes["z"]["scale"] == 10.0
+    before = evaluate.elbo(model, guide, data.train_x, num_samples=4).mean()
+    fit(model, guide, data, epochs=20, batch_size=16, lr=0.05, quiet=True, test_samples=0)
+    assert evaluate.elbo(model, guide, data.train_x, num_samples=4).mean() > before + 0.5
+
+
+SIZE_LESS_REFUSED = {
+    "a global latent outside the plate": (
+        '    with pyro.plate("data"):\n        z =',
+        '    g = pyro.sample("g", dist.Normal(0.0, 1.0))\n    with pyro.plate("data"):\n        z =',
+        "latent site 'g' has batch shape () in plate(s) []",
+    ),
+    "a latent of one value for every image": (
+        '    with pyro.plate("data"):\n        z =',
+        '    with pyro.plate("data"):\n        g = pyro.sample("g", dist.Normal(0.0, 1.0))\n        z =',
+        "latent site 'g' has batch shape () in plate(s) ['data']",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SIZE_LESS_REFUSED)
+def test_what_a_size_less_plate_cannot_hold_is_refused_by_name(case, tmp_path):
+    old, new, message = SIZE_LESS_REFUSED[case]
+    text = open(os.path.join(PROGRAMS, "sizeless_plate.py")).read()
+    assert old in text
+    text = text.replace(old, new)
+    # the guide samples g as well, so the model's own site is what is refused
+    text = text.replace(
+        '    with pyro.plate("data"):\n        pyro.sample("z", dist.Normal(pixels @ m, s)',
+        '    pyro.sample("g", dist.Normal(0.0, 1.0))\n'
+        '    with pyro.plate("data"):\n        pyro.sample("z", dist.Normal(pixels @ m, s)',
+    )
+    config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
+    with pytest.raises(ModelFileError) as error:
+        build(config, X_SHAPE)
+    assert message in str(error.value) and "global latents" in str(error.value)
