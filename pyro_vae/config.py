@@ -369,8 +369,7 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
         model, guide, owner = build_from_file(config, x_shape, num_classes)
     else:
         model, guide = build_vae(config, x_shape, num_classes)
-    if x is None:
-        x, y = example_batch(config, x_shape, num_classes)
+    x, y = example_batch(config, x_shape, num_classes, x=x, y=y)
     program = Program(model, guide, x, y, owner=owner, train_size=train_size)
     family = {"family": config.guide_family, "flow_layers": config.flow_layers}
     if program.guide is None:  # a model alone: variational EM with a q of the family per image
@@ -381,17 +380,29 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
     return program.model, program.guide
 
 
-def example_batch(config, x_shape, num_classes=10, n=4):
-    """A few random binary images of ``x_shape`` and the condition a model of ``config`` reads
-    (labels, or the images themselves for image completion), drawn without touching the global
-    random state."""
+def example_batch(config, x_shape, num_classes=10, n=4, x=None, y=None):
+    """A few images to discover a program's structure on, and what a run of ``config`` observes
+    as their second argument ``y``: the images themselves for image completion, labels for a
+    label-conditioned model, "no label" (-1) for the class models when none are given, and
+    ``None`` for every other model (Pyro's "not observed": the program is then always called
+    with ``y=None``; its own labels are never invented).
+
+    :param x: the images (default: ``n`` random binary images of ``x_shape``, drawn without
+        touching the global random state).
+    :param y: their condition, where the run observes one (default: as above, random labels for
+        a label-conditioned model).
+    """
     generator = torch.Generator().manual_seed(0)
-    x = torch.bernoulli(torch.full((n, *x_shape), 0.5), generator=generator)
+    if x is None:
+        x = torch.bernoulli(torch.full((n, *x_shape), 0.5), generator=generator)
+    n = x.shape[0]
     if config.condition.startswith("quadrants:"):
-        return x, x
+        return x, (x if y is None else y)
     if config.model in CLASS_MODELS:  # as evaluation sees them: no label given
-        return x, torch.full((n,), -1)
-    return x, torch.randint(0, num_classes, (n,), generator=generator)
+        return x, (torch.full((n,), -1) if y is None else y)
+    if config.condition == "label":
+        return x, (torch.randint(0, num_classes, (n,), generator=generator) if y is None else y)
+    return x, None
 
 
 def kingma_alpha(train_size, labels):

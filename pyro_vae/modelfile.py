@@ -17,8 +17,12 @@ A class or factory is called with whichever of ``x_shape``, ``z_dim``, ``hidden_
 ``num_classes`` its signature accepts (``--z-dim``, ``--hidden-dims``, the data's image shape and
 number of classes); the others keep their defaults.
 
-The model samples its image site with ``obs=x`` inside a plate over the images (any names); it
-may take the images as ``(B, C, H, W)`` or flattened, and a second input ``y`` (the labels).
+The model samples its image site with ``obs=x`` inside a plate over the images (any names, with
+or without a size: ``pyro.plate("data")`` as Pyro's examples write it); it may take the images
+as ``(B, C, H, W)`` or flattened. A second input follows Pyro's convention, ``model(xs,
+ys=None)`` with ``None`` for "not observed": a model file is called with ``ys=None``, and the
+door records what ``ys`` would be (class labels at the site it observes, one-hot or indices; an
+image) in ``model.structure.y``.
 Optional extras buy more: ``idx`` and ``size`` parameters (``pyro_vae.data_plate(x, idx, size)``)
 let the program subsample its own plate; ``model.x_dist(z)``/``guide.z_dist(x)`` as in the
 built-in model are used where present. ``examples/`` holds complete files;

@@ -13,7 +13,10 @@ model on a few images under ``poutine.trace`` and reads off a :class:`Structure`
   subsamples it itself (``pyro_vae.data_plate(x, idx, size)``) or pyro_vae must scale minibatches
   to the data set;
 - the layout the model wants its images in: ``(B, C, H, W)`` or flattened ``(B, C*H*W)``;
-- whether the model reads a second input ``y`` (labels, or the image to complete);
+- what a second input ``y`` is (:class:`Condition`): class labels, one-hot or indices as the site
+  they feed says; an image to complete; or nothing the program reads. Pyro's convention holds:
+  ``y=None`` means "not observed", and a program is called with ``y=None`` unless the run
+  observes something there;
 - where the parameters live: module attributes, ``pyro.module(...)``, ``pyro.param(...)``.
 
 :class:`Program` then calls the two halves the one way the rest of pyro_vae calls every model and
@@ -33,6 +36,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
+from torch.distributions import constraints
 
 from .errors import ModelFileError, PyroVAEError, first_line
 
@@ -98,6 +102,33 @@ class DataScale(Messenger):
 
 
 @dataclass(frozen=True)
+class Condition:
+    """What a program's second argument ``y`` is (``model(xs, ys=None)``, as Pyro writes it), and
+    whether this run passes it.
+
+    :param str kind: ``"none"`` (no second argument, or one that changes nothing the door can
+        see), ``"labels"`` (class labels) or ``"image"`` (an image of the data's shape, such as
+        the observed part of an image to complete).
+    :param bool one_hot: labels as one-hot rows ``(B, K)`` rather than indices ``(B,)``.
+    :param int num_classes: K, where a class site says it (else ``None``).
+    :param str site: the sample site ``y`` feeds, if any: observed there when ``y`` is given,
+        sampled when it is ``None`` (Pyro's convention for "not observed").
+    :param bool observed: whether this run passes ``y``; if not, the program is always called
+        with ``y=None``: nothing is invented for it.
+    :param bool model_reads: whether the model's image distribution changes with ``y``.
+    :param bool guide_reads: whether the guide's distributions change with ``y``.
+    """
+
+    kind: str = "none"
+    one_hot: bool = False
+    num_classes: object = None
+    site: object = None
+    observed: bool = False
+    model_reads: bool = False
+    guide_reads: bool = False
+
+
+@dataclass(frozen=True)
 class Structure:
     """What :func:`discover` learned about a model and its guide (see the module docstring)."""
 
@@ -106,11 +137,17 @@ class Structure:
     plate: DataPlate
     layout: str
     x_shape: tuple
-    conditional: bool
+    y: Condition = Condition()
     max_plate_nesting: int = 1
     vectorized: bool = True
     has_guide: bool = True
     discrete_images: bool = False
+
+    @property
+    def conditional(self):
+        """Whether the run conditions the model's images on ``y`` (it passes ``y``, and the
+        image distribution reads it)."""
+        return self.y.observed and self.y.model_reads
 
     @property
     def latent_names(self):
@@ -193,6 +230,8 @@ class Call:
         names = {p.name for p in params}
         varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
         self.takes_y = len(positional) >= 2 or "y" in names or varargs
+        # what messages call the two arguments: the program's own names (Pyro writes xs, ys)
+        self.names = tuple(p.name for p in positional[:2]) + ("x", "y")[len(positional[:2]) :]
         self.takes_idx = {"idx", "size"} <= names
 
     def __call__(self, fn, x, y=None, idx=None, size=None):
@@ -242,6 +281,8 @@ class Half(nn.Module):
             device = y.device if y is not None else self.program.device
             x = torch.zeros(n, *self.program.x_shape, device=device)
             idx = size = None
+        if structure is not None and not structure.y.observed:
+            y = None  # the program's second argument is its own: never invented
         stack = ExitStack()
         with stack:
             stack.enter_context(self.program.scope)
@@ -323,15 +364,29 @@ class Program:
         ``None`` and the model is fitted with a per-image guide,
         ``LocalGuide(n, structure=program.structure)``: variational EM).
     :param x: a few images ``(B, *x_shape)`` to run them on.
-    :param y: their condition (labels, or the images to complete), if the model takes one.
+    :param y: what this run observes as their second argument (labels, or the images to
+        complete), or ``None``: then the program is always called with ``y=None``, and the door
+        learns what ``y`` would be from the program itself (:class:`Condition`).
     :param owner: an ``nn.Module`` that holds both halves' networks (the object whose methods
         ``model`` and ``guide`` are), if any.
     :param int train_size: images in the training set.
     :param bool shared_params: keep ``pyro.param`` values in Pyro's global param store rather
         than in the program's own (see :class:`ParamScope`).
+    :param bool y_if_needed: pass ``y`` only if the program cannot run without it (``y`` is then
+        what the data offers, not what the run observes: :func:`as_program`).
     """
 
-    def __init__(self, model, guide, x, y=None, owner=None, train_size=None, shared_params=False):
+    def __init__(
+        self,
+        model,
+        guide,
+        x,
+        y=None,
+        owner=None,
+        train_size=None,
+        shared_params=False,
+        y_if_needed=False,
+    ):
         self.x_shape = tuple(x.shape[1:])
         self.device = x.device
         self.layout = "image"
@@ -351,7 +406,7 @@ class Program:
         n = x.shape[0]
         self._discovery_size = train_size if train_size and train_size > n else None
         try:
-            self.structure = discover(self, x, y, has_guide=user_guide is not None)
+            self.structure = discover(self, x, y, user_guide is not None, y_if_needed)
             self._collect_params(x, y)
         finally:
             self._discovery_size = None
@@ -503,51 +558,138 @@ def _first_line(e):
 
 
 @torch.no_grad()
-def discover(program, x, y=None, has_guide=True):
+def discover(program, x, y=None, has_guide=True, y_if_needed=False):
     """Run ``program``'s guide and model on the images ``x`` and return their :class:`Structure`,
-    or raise :class:`~pyro_vae.errors.ModelFileError` naming the fix."""
+    or raise :class:`~pyro_vae.errors.ModelFileError` naming the fix. ``y`` is what the run
+    observes as the second argument (``None``: nothing); with ``y_if_needed`` it is passed only
+    if the program cannot run with ``y=None``."""
     with torch.random.fork_rng():  # parameters made on the first call draw from the caller's seed
-        return _discover(program, x, y, has_guide)
+        return _discover(program, x, y, has_guide, y_if_needed)
 
 
-def _try_layouts(program, x, y):
-    errors = {}
-    for layout in LAYOUTS:
-        program.layout = layout
-        try:
-            traces = _run(program, x, y)
-            for trace in traces:  # shapes are checked when log-densities are taken
-                trace.log_prob_sum()
-            return layout, traces
-        except PyroVAEError:
-            raise
-        except Exception as e:
-            errors[layout] = e
-    mismatch = [e for e in errors.values() if "Shape mismatch inside plate" in str(e)]
-    e = mismatch[0] if mismatch else errors["image"]
-    program.layout = next(k for k, v in errors.items() if v is e)
-    where = "the guide" if _fails_in_guide(program, x, y) else "the model"
-    if isinstance(e, ValueError) and "Shape mismatch inside plate" in str(e):
+@dataclass(frozen=True)
+class _Failure:
+    """One attempt of the first run that failed: in which layout and with which ``y``, how far
+    it got (``stage``: 0 in the guide, 1 in the model, 2 scoring them; ``sites``: the sample
+    sites the failing half had drawn), and what it raised."""
+
+    layout: str
+    y: object
+    stage: int
+    sites: tuple
+    error: Exception
+
+    @property
+    def progress(self):
+        return self.stage, len(self.sites), _is_mismatch(self.error)
+
+
+def _first_run(program, x, ys):
+    """The first ``(layout, y)`` (images as ``(B, C, H, W)``, then flattened; each ``y`` of
+    ``ys`` in turn) on which the guide and the model run and score, with their traces."""
+    failures = []
+    for y in ys:
+        for layout in LAYOUTS:
+            traces = _attempt(program, x, y, layout, failures)
+            if traces is not None:
+                return layout, y, traces
+    _refuse(program, x, failures)
+
+
+def _attempt(program, x, y, layout, failures):
+    program.layout = layout
+    handlers = [poutine.trace(program.guide)]
+    stage = 0
+    try:
+        guide_trace = handlers[0].get_trace(x, y)
+        stage = 1
+        handlers.append(poutine.trace(poutine.replay(program.model, trace=guide_trace)))
+        model_trace = handlers[1].get_trace(x, y)
+        stage = 2
+        for trace in (model_trace, guide_trace):  # shapes are checked when log-densities are taken
+            trace.log_prob_sum()
+        return model_trace, guide_trace
+    except PyroVAEError:
+        raise
+    except Exception as e:
+        nodes = handlers[min(stage, 1)].msngr.trace.nodes.values()
+        sites = tuple(
+            s["name"] for s in nodes if s["type"] == "sample" and not site_is_subsample(s)
+        )
+        failures.append(_Failure(layout, y, stage, sites, e))
+        return None
+
+
+def _is_mismatch(e):
+    return isinstance(e, ValueError) and "Shape mismatch inside plate" in str(e)
+
+
+def _refuse(program, x, failures):
+    """Raise the error of the attempt that got furthest, saying what it passed and the fix."""
+    best = max(failures, key=lambda f: f.progress)
+    program.layout = best.layout
+    half = program.guide if best.stage == 0 else program.model
+    where = ("the guide", "the model", "scoring the model and guide")[best.stage]
+    call = _described_call(half, x, best)
+    reached = f" after site(s) {', '.join(best.sites)}" if best.sites else ""
+    if _is_mismatch(best.error):
+        # the message's start is what users search for; what was passed follows the fix
         raise ModelFileError(
-            f"{where} failed: {_first_line(e)}; only the data dimension may be a batch "
-            f"dimension of a site: use .to_event(...) on its distribution"
+            f"{where} failed{reached}: {_first_line(best.error)}; only the data dimension may be "
+            f"a batch dimension of a site: use .to_event(...) on its distribution (it was called "
+            f"as {call})"
         ) from None
+    others = [
+        f"as {_described_call(program.guide if f.stage == 0 else program.model, x, f)} "
+        f"it failed {'in the guide' if f.stage == 0 else 'in the model'}"
+        for f in failures
+        if f is not best and f.progress < best.progress
+    ]
+    tried = f" (tried too: {'; '.join(others)}, earlier)" if others else ""
     raise ModelFileError(
-        f"{where} failed on a batch {tuple(x.shape)} (and on it flattened): {_first_line(e)}"
+        f"{where} failed{reached} when called as {call}: {_first_line(best.error)}; "
+        f"{_fix(half, x, best)}{tried}"
     ) from None
 
 
-def _fails_in_guide(program, x, y):
-    try:
-        poutine.trace(program.guide).get_trace(x, y)
-        return False
-    except Exception:
-        return True
+def _described_call(half, x, failure):
+    """``guide(xs=(4, 784) flattened, ys=None)``: what one attempt passed to a half."""
+    x_name, y_name = half.call.names
+    if failure.layout == "image":
+        shown = f"{x_name}={tuple(x.shape)}"
+    else:
+        shown = f"{x_name}={(x.shape[0], math.prod(x.shape[1:]))} flattened"
+    if half.call.takes_y:
+        y = failure.y
+        shown += f", {y_name}=None" if y is None else f", {y_name}={tuple(y.shape)}"
+    return f"{half.role}({shown})"
 
 
-def _discover(program, x, y, has_guide):
+def _fix(half, x, failure):
+    """The one change that lets the attempt that got furthest through."""
+    _, y_name = half.call.names
+    text = str(failure.error)
+    if failure.y is None and half.call.takes_y and ("NoneType" in text or f"'{y_name}'" in text):
+        return (
+            f"pyro_vae calls a program with {y_name}=None unless the run observes something "
+            f"there (Pyro's convention: None means not observed); let the {half.role} run with "
+            f"{y_name}=None, as Pyro's examples do (a site observed with obs={y_name} is then "
+            "sampled)"
+        )
+    image = f"({', '.join(map(str, x.shape[1:]))})"
+    flat = f"({math.prod(x.shape[1:])},)"
+    y = f"{y_name}=None" if failure.y is None else f"{y_name} of shape {tuple(failure.y.shape)}"
+    given = f" and {y}" if half.call.takes_y else ""
+    if failure.stage >= 1:
+        taken = image if failure.layout == "image" else f"flattened to {flat}"
+        return f"make the model run on the images {taken}{given}, as the guide did"
+    return f"make the guide run on each image as {image} or flattened to {flat}{given}"
+
+
+def _discover(program, x, y, has_guide, y_if_needed):
     n = x.shape[0]
-    layout, (model_trace, guide_trace) = _try_layouts(program, x, y)
+    ys = [None, y] if y_if_needed and y is not None else [y]
+    layout, y, (model_trace, guide_trace) = _first_run(program, x, ys)
     program.layout = layout
     image = _image_site(model_trace, x)
     site = model_trace.nodes[image]
@@ -584,14 +726,13 @@ def _discover(program, x, y, has_guide):
         ]
         + [1]
     )
-    conditional = _reads_y(program, x, y, model_trace, image)
     structure = Structure(
         image=image,
         latents=latents,
         plate=plate,
         layout=layout,
         x_shape=tuple(x.shape[1:]),
-        conditional=conditional,
+        y=_condition(program, x, y, model_trace, image, latents),
         max_plate_nesting=nesting,
         vectorized=True,
         has_guide=has_guide,
@@ -613,16 +754,20 @@ def _image_site(trace, x):
         if s["type"] == "sample" and s["is_observed"] and not site_is_subsample(s)
     ]
     for name in observed:
-        value = trace.nodes[name]["value"]
-        if (
-            isinstance(value, torch.Tensor)
-            and value.numel() == flat.numel()
-            and torch.equal(value.reshape(flat.shape).to(flat.dtype), flat)
-        ):
+        if _holds(trace.nodes[name]["value"], flat):
             return name
     found = f" (its observed sites: {', '.join(observed)})" if observed else ""
     raise ModelFileError(
         f"no sample site of the model observed the images{found}; pass obs=x to the image site"
+    )
+
+
+def _holds(value, y):
+    """Whether a site's value is ``y`` (in any layout)."""
+    return (
+        isinstance(value, torch.Tensor)
+        and value.numel() == y.numel()
+        and torch.equal(value.reshape(y.shape).to(y.dtype), y)
     )
 
 
@@ -697,19 +842,166 @@ def _check_guide(model_latents, guide_latents, model_trace):
             )
 
 
-def _reads_y(program, x, y, model_trace, image):
-    """Whether the model's image distribution changes when ``y`` is withheld (or needs it)."""
-    if y is None or not program.model.call.takes_y:
+# -- what the second argument is ----------------------------------------------------------------
+
+
+def _condition(program, x, y, model_trace, image, latents):
+    """The program's :class:`Condition`: read off the ``y`` the run observes, or, where it
+    observes nothing, learned by offering ``y`` in each form it could take (the value of a class
+    site; an image) and seeing what the program does with it."""
+    if not (program.model.call.takes_y or program.guide.call.takes_y):
+        return Condition()
+    classes = [s for s in latents if _is_class(s)]
+    if y is not None:
+        return _observed(program, x, y, model_trace, image, classes)
+    for site in classes:
+        found = _offer_labels(program, x, model_trace.nodes[site.name]["value"], site, image)
+        if found is not None:
+            return found
+    return _offer_image(program, x, image) or Condition()
+
+
+def _is_class(site):
+    """A class site: a categorical one, its value one-hot or an index."""
+    return site.discrete and isinstance(
+        site.support, (constraints._OneHot, constraints._IntegerInterval)
+    )
+
+
+def _observed(program, x, y, model_trace, image, classes):
+    """The condition a run observes: an image if ``y`` has an image's size, else labels."""
+    n = x.shape[0]
+    is_image = y.is_floating_point() and y.shape[0] == n and y[0].numel() == x[0].numel()
+    one_hot = not is_image and y.is_floating_point() and y.dim() == 2
+    site = _fed_site(model_trace, y, image)
+    if site is None and not is_image and classes:
+        site = classes[0].name  # a class site the guide fills in from the labels (M2)
+    found = next((s for s in classes if s.name == site), None)
+    num_classes = found.cardinality if found else (y.shape[-1] if one_hot else None)
+    kind = "image" if is_image else "labels"
+    other = _other(y, kind, one_hot, num_classes)
+    return Condition(
+        kind,
+        one_hot,
+        num_classes,
+        site,
+        observed=True,
+        model_reads=_reads_y(program, x, y, None, image),
+        guide_reads=_guide_reads(program, x, y, other),
+    )
+
+
+def _offer_labels(program, x, value, site, image):
+    """Labels for the class site ``site`` when the program, given its value as ``y``, observes
+    it there (Pyro's ``pyro.sample("y", ..., obs=ys)``)."""
+    try:
+        model_trace, _ = _run(program, x, value)
+    except Exception:
+        return None
+    node = model_trace.nodes.get(site.name)
+    if node is None or not node["is_observed"] or not _holds(node["value"], value):
+        return None
+    one_hot = isinstance(site.support, constraints._OneHot)
+    other = _other(value, "labels", one_hot, site.cardinality)
+    return Condition(
+        "labels",
+        one_hot,
+        site.cardinality,
+        site.name,
+        observed=False,
+        model_reads=_reads_y(program, x, value, other, image),
+        guide_reads=_guide_reads(program, x, value, other),
+    )
+
+
+def _offer_image(program, x, image):
+    """An image condition when the program, given an image as ``y``, observes it at a site or
+    its image distribution changes."""
+    offered = x if program.layout == "image" else x.reshape(x.shape[0], -1)
+    try:
+        model_trace, _ = _run(program, x, offered)
+        reads = _reads_y(program, x, offered, None, image)
+    except Exception:
+        return None
+    site = _fed_site(model_trace, offered, image)
+    if site is None and not reads:
+        return None
+    return Condition(
+        "image",
+        site=site,
+        observed=False,
+        model_reads=reads,
+        guide_reads=_guide_reads(program, x, offered, 1 - offered),
+    )
+
+
+def _fed_site(trace, y, image):
+    """The sample site other than the image site that is observed with the value ``y``."""
+    return next(
+        (
+            name
+            for name, s in trace.nodes.items()
+            if s["type"] == "sample"
+            and s["is_observed"]
+            and name != image
+            and not site_is_subsample(s)
+            and (_holds(s["value"], y) or _holds(_index(s["value"], y), y))
+        ),
+        None,
+    )
+
+
+def _index(value, y):
+    """A one-hot value as indices, where ``y`` holds indices (else ``value``)."""
+    if value.is_floating_point() and not y.is_floating_point() and value.dim() == y.dim() + 1:
+        return value.argmax(-1)
+    return value
+
+
+def _other(y, kind, one_hot, num_classes):
+    """A different value of ``y`` of the same form, to see whether a half reads ``y``."""
+    if kind == "image":
+        return 1 - y
+    if one_hot:
+        return y.roll(1, -1)
+    return (y + 1) % num_classes if num_classes else None
+
+
+def _reads_y(program, x, y, other, image):
+    """Whether the model's image distribution changes when ``y`` is replaced by ``other``
+    (default: withheld), the latents held fixed; a model that fails without it reads it."""
+    if not program.model.call.takes_y:
         return False
     guide_trace = poutine.trace(program.guide).get_trace(x, y)
     try:
-        without = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(x, None)
+        changed = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(
+            x, other
+        )
     except Exception:
         return True
     with_y = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(x, y)
     a = with_y.nodes[image]["fn"].log_prob(with_y.nodes[image]["value"])
-    b = without.nodes[image]["fn"].log_prob(without.nodes[image]["value"])
+    b = changed.nodes[image]["fn"].log_prob(changed.nodes[image]["value"])
     return not torch.allclose(a, b)
+
+
+def _guide_reads(program, x, y, other):
+    """Whether the guide draws other sites, or from other distributions, when ``y`` is replaced
+    by ``other``."""
+    if not program.guide.call.takes_y:
+        return False
+    first = poutine.trace(program.guide).get_trace(x, y)
+    try:
+        second = poutine.trace(poutine.replay(program.guide, trace=first)).get_trace(x, other)
+    except Exception:
+        return True
+    a, b = _latents(first), _latents(second)
+    if a.keys() != b.keys():
+        return True
+    return any(
+        not torch.allclose(a[k]["fn"].log_prob(a[k]["value"]), b[k]["fn"].log_prob(b[k]["value"]))
+        for k in a
+    )
 
 
 def _check_stateless(program, x, y):
@@ -747,10 +1039,13 @@ def as_program(model, guide, x, y=None, train_size=None):
     """``(model, guide)`` through the door, unless the model has been through it already (then
     both are returned as they are: a guide made for a program, such as a per-image guide, needs
     no wrapping). Parameters stay in Pyro's global param store, where a user who calls
-    :func:`pyro_vae.fit` on their own functions looks for them."""
+    :func:`pyro_vae.fit` on their own functions looks for them. ``y`` is what the data offers
+    (its labels, say): the program is called with it only if it cannot run with ``y=None``."""
     if isinstance(model, Half):
         return model, guide
-    program = Program(model, guide, x, y, train_size=train_size, shared_params=True)
+    program = Program(
+        model, guide, x, y, train_size=train_size, shared_params=True, y_if_needed=True
+    )
     return program.model, program.guide
 
 
@@ -889,9 +1184,7 @@ def describe(structure):
         if structure.latents
         else "latent sites: none",
         f"data plate: {plate.name!r} at dim {plate.dim}, {how}",
-        "condition: the model reads y (the labels, or the image to complete)"
-        if structure.conditional
-        else "condition: none (the model does not read y)",
+        _describe_y(structure.y),
         "guide: the file's own"
         if structure.has_guide
         else "guide: none in the file; a per-image guide (variational EM) is used",
@@ -913,6 +1206,30 @@ def describe(structure):
     if not structure.vectorized:
         lines.append("evaluation draws one particle at a time (the program does not vectorize)")
     return lines
+
+
+def _describe_y(y):
+    if y.kind == "none":
+        return "condition: none (the program reads no second argument y)"
+    if y.kind == "labels":
+        what = "class labels, " + ("one-hot" if y.one_hot else "indices")
+        if y.num_classes:
+            what += f", {y.num_classes} classes"
+    else:
+        what = "an image"
+    if y.site is not None:
+        what += f", observed at site {y.site!r} when given"
+    readers = [
+        half for half, reads in (("model", y.model_reads), ("guide", y.guide_reads)) if reads
+    ]
+    if readers:
+        what += f", read by the {' and the '.join(readers)}"
+    run = (
+        "this run passes it"
+        if y.observed
+        else "this run observes none: the program is called with y=None"
+    )
+    return f"condition: y is {what}; {run}"
 
 
 def _real(support):

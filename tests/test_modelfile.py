@@ -1,3 +1,4 @@
+import json
 import os
 import textwrap
 
@@ -128,3 +129,31 @@ def test_a_file_without_a_model_says_how_to_name_one(tmp_path):
     with pytest.raises(ModelFileError) as error:
         load_program(str(path), (1, 28, 28), 2, (8,))
     assert str(error.value).endswith(f"{path}:NAME (a class or factory) or {path}:MODEL,GUIDE")
+
+
+PROGRAMS = os.path.join(os.path.dirname(__file__), "programs")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["unused_ys.py:VAE", "sizeless_plate.py", "ss_vae.py:make"],
+    ids=["ys=None unused", "size-less plate", "M2 with ys=None"],
+)
+def test_pyro_style_files_train_from_the_command_line(spec, tmp_path, capsys):
+    """mnist-small has labels; a run that observes none passes ys=None to the file's program."""
+    from pyro_vae.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--model", os.path.join(PROGRAMS, spec), "--z-dim", "4"]
+    args += ["--hidden-dims", "32", "--epochs", "1", "--batch-size", "200"]
+    args += ["--log-px-samples", "5", "--quiet", "--out", str(out)]
+    assert main(args) in (0, None), capsys.readouterr().err
+    metrics = json.load(open(out / "metrics.json"))
+    assert -800 < metrics["test_log_px"] < 0
+
+
+def test_a_factory_gets_the_number_of_classes(tmp_path):
+    """Pyro's SS-VAE class takes its sizes by its own names; a three-line factory adapts it."""
+    spec = os.path.join(PROGRAMS, "ss_vae.py:make")
+    model, _ = build(Config(model=spec, z_dim=2, hidden_dims=(8,)), (1, 6, 5), num_classes=4)
+    assert model.structure.y.num_classes == 4 and model.structure.site("y").shape == (4,)

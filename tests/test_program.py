@@ -2,6 +2,7 @@
 running it, and what cannot work is refused in one line that names the fix."""
 
 import copy
+import math
 import os
 import textwrap
 
@@ -14,7 +15,7 @@ from pyro_vae.config import Config, build
 from pyro_vae.data import Data
 from pyro_vae.errors import ModelFileError, ProgramError
 from pyro_vae.guides import LocalGuide
-from pyro_vae.program import DataScale, Program
+from pyro_vae.program import DataPlate, DataScale, Program, as_program
 from pyro_vae.train import fit
 from tests.conftest import assert_close
 from tests.linear_gaussian import plain_functions
@@ -204,8 +205,6 @@ def test_a_guide_built_for_a_program_scales_its_plate_as_the_model_does(sized):
     """The scale sits outside the plate, where it finds the plate's frame on each site."""
     from pyro import poutine
 
-    from pyro_vae.program import DataPlate
-
     def guide():
         with DataPlate("data", -1, subsampled=False, sized=sized)(4, torch.arange(4), 40):
             pyro.sample("z", pyro.distributions.Normal(torch.zeros(4), 1.0))
@@ -375,7 +374,124 @@ def test_a_bare_model_trains_with_a_per_image_guide_passed_to_fit():
     assert history.train_elbo[-1] > history.train_elbo[0]
 
 
+# -- Pyro's own idioms: a second argument ys=None, plates without a size ---------------------
+
 PROGRAMS = os.path.join(os.path.dirname(__file__), "programs")
+
+
+# (file:names, what the door learns y is: kind, one-hot, classes, site; the data plate's name)
+IDIOMS = {
+    "M2 with a one-hot class ys, size-less plate": ("ss_vae.py:make", ("labels", True, 10, "y")),
+    "M2 with an integer class ys, size-less plate": (
+        "ss_vae.py:make_indices",
+        ("labels", False, 10, "y"),
+    ),
+    "plain functions, size-less plate, no ys": ("sizeless_plate.py", ("none", False, None, None)),
+    "unconditional VAE whose ys is unused": ("unused_ys.py:VAE", ("none", False, None, None)),
+}
+
+
+def idiom_config(idiom):
+    return Config(model=os.path.join(PROGRAMS, IDIOMS[idiom][0]), z_dim=3, hidden_dims=(16,))
+
+
+@pytest.mark.parametrize("idiom", IDIOMS)
+def test_pyro_idioms_get_in_and_ys_is_learned_from_the_program(idiom):
+    """Nothing is observed, so nothing is passed as ys: the class site is a latent (sampled by
+    the guide, as Pyro's convention has it for ys=None), and the structure says what ys is."""
+    data = tiny_data()
+    x, labels = data.test_x[:4], data.test_y[:4]
+    # the data's labels are offered, as train and inspect offer them: a run that observes
+    # nothing does not pass them
+    model, guide = build(idiom_config(idiom), X_SHAPE, x=x, y=labels, train_size=48)
+    s = model.structure
+    kind, one_hot, num_classes, site = IDIOMS[idiom][1]
+    assert (s.y.kind, s.y.one_hot, s.y.num_classes, s.y.site) == (kind, one_hot, num_classes, site)
+    assert not s.y.observed and not s.conditional
+    assert s.plate.name == "data" and not s.plate.subsampled
+    if kind == "labels":
+        assert s.latent_names == ("z", "y") and s.site("y").cardinality == 10
+        assert s.y.model_reads and s.y.guide_reads
+    else:
+        assert not s.y.model_reads and not s.y.guide_reads
+
+
+@pytest.mark.parametrize("idiom", IDIOMS)
+def test_pyro_idioms_pass_as_program_with_the_data_labels_offered(idiom):
+    """:func:`pyro_vae.fit`'s door on the user's own objects: the labels are offered, and a
+    program that runs with ys=None is called with ys=None."""
+    from pyro_vae.modelfile import load_program
+
+    data = tiny_data()
+    model, guide, _ = load_program(idiom_config(idiom).model, X_SHAPE, 3, (16,), 10)
+    model, guide = as_program(model, guide, data.test_x[:4], data.test_y[:4], train_size=48)
+    assert not model.structure.y.observed
+    assert model.structure.y.kind == IDIOMS[idiom][1][0]
+
+
+@pytest.mark.parametrize("idiom", IDIOMS)
+def test_pyro_idioms_train_with_ys_none(idiom):
+    """The data's labels are zeros, as indices: passed to a one-hot site, validation would
+    refuse them; training never passes them."""
+    data = tiny_data()
+    model, guide = build(idiom_config(idiom), X_SHAPE, x=data.test_x[:4], train_size=48)
+    history = fit(model, guide, data, epochs=2, batch_size=16, lr=1e-2, quiet=True, test_samples=0)
+    assert all(math.isfinite(v) for v in history.train_elbo)
+    assert evaluate.elbo(model, guide, data.test_x, num_samples=2).isfinite().all()
+
+
+def test_a_program_is_called_with_ys_none_unless_the_run_observes_it(tmp_path):
+    """Every call -- discovery, training, evaluation, generation -- passes ys=None."""
+    text = (
+        open(os.path.join(PROGRAMS, "unused_ys.py"))
+        .read()
+        .replace(
+            "    def model(self, xs, ys=None):\n",
+            "    def model(self, xs, ys=None):\n        assert ys is None, ys\n",
+        )
+        .replace(
+            "    def guide(self, xs, ys=None):\n",
+            "    def guide(self, xs, ys=None):\n        assert ys is None, ys\n",
+        )
+    )
+    data = tiny_data()
+    config = Config(model=spec(tmp_path, text, "VAE"), z_dim=3, hidden_dims=(16,))
+    model, guide = build(config, X_SHAPE, x=data.test_x[:4], y=data.test_y[:4], train_size=48)
+    fit(model, guide, data, epochs=1, batch_size=16, quiet=True, test_samples=0)
+    evaluate.elbo(model, guide, data.test_x, data.test_y, num_samples=2)
+    from pyro_vae.program import generate
+
+    assert generate(model, 3, data.test_y[:3]).shape == (3, *X_SHAPE)
+
+
+@pytest.mark.parametrize(
+    "settings, kind, observed, conditional",
+    [
+        (dict(), "none", False, False),
+        (dict(condition="label"), "labels", True, True),
+        (dict(condition="quadrants:1"), "image", True, True),
+        (dict(model="m2", labels=10), "labels", True, False),
+    ],
+)
+def test_the_built_in_models_observe_what_their_run_observes(settings, kind, observed, conditional):
+    """A label-conditioned model and image completion are passed their condition; M2 its labels
+    (-1: none); the plain VAE nothing."""
+    model, _ = build(Config(z_dim=3, hidden_dims=(16,), **settings), (1, 6, 6))
+    s = model.structure
+    assert (s.y.kind, s.y.observed, s.conditional) == (kind, observed, conditional)
+    if settings.get("model") == "m2":
+        assert (s.y.site, s.y.num_classes, s.y.one_hot) == ("y", 10, False) and s.y.guide_reads
+
+
+def test_example_batch_invents_no_labels():
+    from pyro_vae.config import example_batch
+
+    x = torch.ones(3, *X_SHAPE)
+    for config in (Config(), Config(model="file.py:VAE")):
+        assert example_batch(config, X_SHAPE)[1] is None
+        assert example_batch(config, X_SHAPE, x=x, y=torch.zeros(3))[1] is None
+    assert example_batch(Config(condition="label"), X_SHAPE, x=x)[1].shape == (3,)
+    assert example_batch(Config(model="m2", labels=10), X_SHAPE, x=x)[1].tolist() == [-1, -1, -1]
 
 
 # the per-image guide opens the plate as the model does: Pyro does not warn of a plate in the
@@ -390,6 +506,7 @@ def test_a_size_less_plate_is_scaled_to_the_data_set_in_the_model_and_in_a_per_i
     data = tiny_data()
     config = Config(model=spec(tmp_path, text, ""), z_dim=3, hidden_dims=(16,))
     model, _ = build(config, X_SHAPE, x=data.test_x[:4], train_size=48)
+    assert model.structure.plate == DataPlate("data", -1, subsampled=False, sized=False)
     trace = poutine.trace(model).get_trace(data.train_x[:4], None, torch.arange(4), 40)
     assert trace.nodes["x"]["scale"] == 10.0 and trace.nodes["z"]["scale"] == 10.0
     # without its guide: a per-image guide opens the plate as the model does and scales it too
@@ -434,3 +551,85 @@ def test_what_a_size_less_plate_cannot_hold_is_refused_by_name(case, tmp_path):
     with pytest.raises(ModelFileError) as error:
         build(config, X_SHAPE)
     assert message in str(error.value) and "global latents" in str(error.value)
+    sized = "a plate without a size takes its size from the sites in it" in str(error.value)
+    assert sized == (case == "a latent of one value for every image")
+
+
+# Pyro's style, an encoder on flattened pixels: the door's image layout fails in the guide at
+# once; the flat one gets through the guide and fails in the model. ``ys`` is the user's.
+TWO_ARGUMENTS = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+class VAE(nn.Module):
+    def __init__(self, z_dim=3, pixels=30):
+        super().__init__()
+        self.z_dim = z_dim
+        self.encoder = nn.Linear(pixels, 2 * z_dim)
+        self.decoder = nn.Linear(z_dim, pixels)
+
+    def model(self, xs, ys=None):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data"):
+            z = pyro.sample("z", dist.Normal(torch.zeros(xs.shape[0], self.z_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=xs)
+
+    def guide(self, xs, ys=None):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data"):
+            loc, log_scale = self.encoder(xs).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+"""
+
+MISLEADING = {
+    "the flat attempt got further": (
+        "self.decoder = nn.Linear(z_dim, pixels)",
+        "self.decoder = nn.Linear(z_dim + 1, pixels)",
+        [
+            "the model failed after site(s) z when called as model(xs=(4, 30) flattened, "
+            "ys=None): mat1 and mat2 shapes cannot be multiplied",
+            "make the model run on the images flattened to (30,) and ys=None, as the guide did",
+            "(tried too: as guide(xs=(4, 1, 6, 5), ys=None) it failed in the guide, earlier)",
+        ],
+    ),
+    "the guide needs ys": (
+        "loc, log_scale = self.encoder(xs).chunk(2, -1)",
+        "loc, log_scale = self.encoder(xs + ys.sum()).chunk(2, -1)",
+        [
+            "the guide failed when called as guide(xs=(4, 1, 6, 5), ys=None)",
+            "pyro_vae calls a program with ys=None unless the run observes something there "
+            "(Pyro's convention: None means not observed); let the guide run with ys=None",
+        ],
+    ),
+    "the model requires ys": (
+        "def model(self, xs, ys=None):",
+        "def model(self, xs, ys):",
+        [
+            "the model failed when called as model(xs=(4, 30) flattened, ys=None): ",
+            "missing 1 required positional argument: 'ys'",
+            "let the model run with ys=None",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MISLEADING)
+def test_a_failed_first_run_reports_the_attempt_that_got_furthest_and_what_it_passed(
+    case, tmp_path
+):
+    old, new, parts = MISLEADING[case]
+    assert old in TWO_ARGUMENTS
+    config = Config(model=spec(tmp_path, TWO_ARGUMENTS.replace(old, new), "VAE"), z_dim=3)
+    with pytest.raises(ModelFileError) as error:
+        build(config, X_SHAPE)
+    message = str(error.value)
+    assert "\n" not in message
+    for part in parts:
+        assert part in message
+    assert "(4, 1, 6, 5) (and on it flattened)" not in message
+
+
+def test_the_two_argument_program_passes_once_its_bug_is_fixed(tmp_path):
+    config = Config(model=spec(tmp_path, TWO_ARGUMENTS, "VAE"), z_dim=3)
+    model, _ = build(config, X_SHAPE)
+    assert model.structure.layout == "flat" and model.structure.y.kind == "none"
