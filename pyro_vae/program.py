@@ -302,11 +302,25 @@ class Half(nn.Module):
                 raise
             return getattr(target, name)
 
+    #: The attributes of the half itself; every other attribute is the wrapped object's.
+    _OWN = ("role", "fn", "call", "program", "owners", "store", "_own")
+
     def __setattr__(self, name, value):
-        if name == "z_scale" and self.target is not None:
-            setattr(self.target, name, value)  # beta and KL warm-up reach the built-in models
-        else:
+        """Set ``name`` on the wrapped object, as reading it gets it there: ``model.prior =
+        FlatPrior()`` on a built model changes the model (it used to land on this wrapper and
+        change nothing), and ``model.z_scale`` (beta, a KL warm-up) reaches it. The parameters
+        of a module set this way are trained with the half's."""
+        target = None if name in self._OWN or name in self.__dict__ else self.target
+        if target is None:
             super().__setattr__(name, value)
+            return
+        setattr(target, name, value)
+        if isinstance(value, nn.Module) and self._own is not None:
+            known = {id(p) for _, p in self._own}
+            new = [p for p in value.parameters() if id(p) not in known]
+            self._own = self._own + [
+                (f"{self.role}.{len(known) + i}", p) for i, p in enumerate(new)
+            ]
 
     @property
     def target(self):
@@ -588,15 +602,18 @@ def _first_run(program, x, ys):
     """The first ``(layout, y)`` (images as ``(B, C, H, W)``, then flattened; each ``y`` of
     ``ys`` in turn) on which the guide and the model run and score, with their traces."""
     failures = []
-    for y in ys:
+    for i, y in enumerate(ys):
         for layout in LAYOUTS:
-            traces = _attempt(program, x, y, layout, failures)
+            # y=None tried first, before the y the data offers: one of our own errors there (a
+            # built-in conditional model's "pass y") only means this program needs the y.
+            tentative = i < len(ys) - 1
+            traces = _attempt(program, x, y, layout, failures, tentative)
             if traces is not None:
                 return layout, y, traces
     _refuse(program, x, failures)
 
 
-def _attempt(program, x, y, layout, failures):
+def _attempt(program, x, y, layout, failures, tentative=False):
     program.layout = layout
     handlers = [poutine.trace(program.guide)]
     stage = 0
@@ -609,8 +626,11 @@ def _attempt(program, x, y, layout, failures):
         for trace in (model_trace, guide_trace):  # shapes are checked when log-densities are taken
             trace.log_prob_sum()
         return model_trace, guide_trace
-    except PyroVAEError:
-        raise
+    except PyroVAEError as e:
+        if not tentative:
+            raise
+        failures.append(_Failure(layout, y, stage, (), e))
+        return None
     except Exception as e:
         nodes = handlers[min(stage, 1)].msngr.trace.nodes.values()
         sites = tuple(

@@ -633,3 +633,46 @@ def test_the_two_argument_program_passes_once_its_bug_is_fixed(tmp_path):
     config = Config(model=spec(tmp_path, TWO_ARGUMENTS, "VAE"), z_dim=3)
     model, _ = build(config, X_SHAPE)
     assert model.structure.layout == "flat" and model.structure.y.kind == "none"
+
+
+def test_setting_an_attribute_of_a_built_model_changes_the_model():
+    """Tutorial 1 swaps the prior of a built VAE for a flat one (``model.prior = FlatPrior()``);
+    the assignment landed on the door's wrapper and the model trained with its old prior."""
+    import pyro.distributions as dist
+    from pyro.infer import Trace_ELBO
+    from pyro.nn import PyroModule, PyroParam
+    from torch.distributions import constraints
+
+    from pyro_vae.guides import DeltaGuide
+
+    class ShiftedPrior(PyroModule):
+        def __init__(self, z_dim):
+            super().__init__()
+            self.loc = PyroParam(torch.zeros(z_dim))
+            self.calls = 0
+
+        def forward(self, c=None):
+            self.calls += 1
+            return dist.Normal(self.loc, 1.0).to_event(1)
+
+    data = tiny_data()
+    model, guide = build(Config(z_dim=2, hidden_dims=(8,)), data.x_shape)
+    prior = ShiftedPrior(2)
+    model.prior = prior
+    assert model.target.prior is prior and "prior" not in model._modules
+    assert any(p is prior.loc for p in model.parameters())  # trained with the model
+    before = prior.loc.detach().clone()
+    fit(model, DeltaGuide(guide), data, Trace_ELBO(), epochs=2, batch_size=4, quiet=True)
+    assert prior.calls > 0 and not torch.equal(prior.loc.detach(), before)
+    model.z_scale = 0.5
+    assert model.target.z_scale == 0.5
+
+    class FlatPrior(PyroModule):
+        def forward(self, c=None):
+            return dist.ImproperUniform(constraints.real, (), (2,))
+
+    model.prior = FlatPrior()
+    x = data.train_x[:3]
+    q = pyro.poutine.trace(DeltaGuide(guide)).get_trace(x)
+    trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=q)).get_trace(x)
+    assert isinstance(trace.nodes["z"]["fn"], dist.ImproperUniform)
