@@ -313,12 +313,10 @@ def resume_run(path, quiet=False, checkpoint_every=None, started=None):
     path = _check_path(path)
     config = read_config(os.path.join(path, CONFIG))
     with writing(path, resume=True, command="train --resume"):
-        if started is not None:
-            started(path)
-        return _resume(config, path, quiet, checkpoint_every)
+        return _resume(config, path, quiet, checkpoint_every, started)
 
 
-def _resume(config, path, quiet, checkpoint_every):
+def _resume(config, path, quiet, checkpoint_every, started=None):
     file = os.path.join(path, CHECKPOINT)
     state = read_checkpoint(file) if os.path.exists(file) else None
     if state is not None and state["config"] != config:
@@ -335,6 +333,8 @@ def _resume(config, path, quiet, checkpoint_every):
             f"has {data.x_shape}"
         )
     remove_stray_temporaries(path)
+    if started is not None:  # once the checkpoint is found good
+        started(path)
     return _train(config, data, path, state, quiet, checkpoint_every)
 
 

@@ -1,3 +1,4 @@
+import math
 import os
 
 import pyro
@@ -51,6 +52,16 @@ def _fresh_pyro():
     pyro.enable_validation(True)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture(autouse=True)
+def _no_timed_progress_lines(monkeypatch):
+    """Training prints a progress line every few seconds where stderr is not a terminal, as it
+    is under pytest; how many depends on the machine's speed. Tests that read stderr see none,
+    and tests of the lines themselves set ``progress.EVERY`` again."""
+    from pyro_vae import progress
+
+    monkeypatch.setattr(progress, "EVERY", math.inf)
 
 
 def assert_close(actual, expected, atol=1e-5, rtol=1e-5, msg=""):

@@ -39,6 +39,7 @@ def test_a_stream_that_is_no_terminal_gets_a_line_with_the_estimate_of_the_rest(
 
 
 def test_lines_come_every_few_seconds_not_every_step(monkeypatch):
+    monkeypatch.setattr(progress, "EVERY", 10.0)
     stream = io.StringIO()
     with Progress(1000, epochs=1, stream=stream) as bar:
         for _ in range(1000):
