@@ -42,22 +42,57 @@ def _alive(pid, start):
     return start is None or _start_time(pid) in (None, start)
 
 
+#: The largest process id a Linux kernel hands out (``/proc/sys/kernel/pid_max`` is at most this).
+PID_MAX = 2**22
+
+
+def _parse(text):
+    """The lock's fields as :func:`_acquire` writes them, or ``None`` for anything else: the
+    file is read like any other input a user or a crash may have left (a pid of -1 or 0 would
+    name every process, one beyond the kernel's range overflows ``os.kill``)."""
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(owner, dict):
+        return None
+    pid, host, start = owner.get("pid"), owner.get("host"), owner.get("start")
+    if type(pid) is not int or not 0 < pid <= PID_MAX or not isinstance(host, str):
+        return None
+    since = owner.get("since")
+    numeric = isinstance(since, (int, float)) and not isinstance(since, bool)
+    return {
+        "pid": pid,
+        "host": host,
+        "start": start if type(start) is int and start >= 0 else None,
+        "since": since if numeric and 0 <= since < 1e11 else None,
+        "command": owner["command"] if isinstance(owner.get("command"), str) else "train",
+    }
+
+
 def holder(path):
     """The live writer of run directory ``path`` (a dict: ``pid``, ``host``, ``command``,
-    ``since``), or ``None`` when there is none or its lock is stale."""
+    ``since``), or ``None`` when there is none or its lock is stale (its process is gone, or
+    the file is not a lock this library wrote: empty, half-written, edited)."""
     try:
-        with open(os.path.join(path, LOCK)) as f:
-            owner = json.load(f)
-        pid = int(owner["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no lock, or one its writer did not finish writing: not a live one
-    if owner.get("host") != socket.gethostname():
+        with open(os.path.join(path, LOCK), errors="replace") as f:
+            owner = _parse(f.read(65536))
+    except OSError:
+        return None  # no lock
+    if owner is None:
+        return None
+    if owner["host"] != socket.gethostname():
         return owner  # another machine's process: it cannot be checked from here
-    return owner if _alive(pid, owner.get("start")) else None
+    return owner if _alive(owner["pid"], owner["start"]) else None
 
 
 def _refuse(path, owner):
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("since", 0)))
+    when = owner.get("since")
+    since = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+        if when is not None
+        else "an unknown time"
+    )
     hint = (
         "wait for it to end or stop it, then try again"
         if owner.get("host") == socket.gethostname()
@@ -88,8 +123,13 @@ def _acquire(path, command):
             with contextlib.suppress(FileNotFoundError):  # stale: its process is gone
                 os.unlink(file)
             continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+        except BaseException:  # a full disk, say: leave no empty lock behind
+            with contextlib.suppress(OSError):
+                os.unlink(file)
+            raise
         return me
     raise RunDirError(f"cannot take the lock {file}; another process keeps taking it")
 
@@ -97,10 +137,11 @@ def _acquire(path, command):
 def _release(path, me):
     file = os.path.join(path, LOCK)
     try:
-        with open(file) as f:
-            mine = json.load(f).get("pid") == me["pid"]
-    except (OSError, ValueError, AttributeError):
+        with open(file, errors="replace") as f:
+            owner = _parse(f.read(65536))
+    except OSError:
         return
+    mine = owner is not None and owner["pid"] == me["pid"]
     if mine:
         with contextlib.suppress(OSError):
             os.unlink(file)

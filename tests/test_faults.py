@@ -373,6 +373,70 @@ def test_a_lock_from_another_machine_is_respected(run_dir, capsys):
         os.unlink(lock)
 
 
+@pytest.mark.parametrize(
+    "lock",
+    [
+        {"pid": 1099511627776, "host": "HERE", "since": 0},  # overflowed os.kill
+        {"pid": -1, "host": "HERE", "since": 0},  # named every process: refused for ever
+        {"pid": 0, "host": "HERE", "since": 0},
+        {"pid": "12", "host": "HERE", "since": 0},
+        {"pid": True, "host": "HERE"},
+        ["not", "a", "lock"],
+        "",
+    ],
+)
+def test_a_stray_or_tampered_lock_is_taken_over(run_dir, capsys, lock):
+    """A lock this library did not write is read like any other untrusted input: not a live
+    writer, so resuming takes it over (it ended in tracebacks, or refused the run for ever)."""
+    import socket
+
+    from pyro_vae.lock import LOCK
+
+    path = os.path.join(run_dir, LOCK)
+    with open(path, "w") as f:
+        if isinstance(lock, dict):
+            lock = {**lock, "host": socket.gethostname()}
+        f.write(json.dumps(lock) if lock != "" else "")
+    result = cli(capsys, "evaluate", run_dir, "-k", "2", "--quiet")
+    assert result.returncode == 0 and "still training" not in result.stdout, result.stderr
+    result = cli(capsys, "train", "--resume", run_dir, "--quiet")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert not os.path.exists(path)
+
+
+def test_a_lock_with_a_text_since_still_names_its_writer(run_dir, capsys):
+    from pyro_vae.lock import LOCK
+
+    lock = os.path.join(run_dir, LOCK)
+    with open(lock, "w") as f:
+        json.dump({"pid": 1, "host": "elsewhere.example", "since": "yesterday"}, f)
+    try:
+        before = snapshot(run_dir)
+        result = cli(capsys, "train", "--resume", run_dir, "--quiet")
+        assert_the_promise(result, "since an unknown time", before, run_dir)
+    finally:
+        os.unlink(lock)
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_empty(tmp_path, monkeypatch):
+    from pyro_vae import lock as lock_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lock_module.json, "dump", full)
+    out = tmp_path / "run"
+    with pytest.raises(OSError):
+        with lock_module.writing(str(out)):
+            pass
+    assert not out.exists()  # the folder it made, and no 0-byte lock in it
+    out.mkdir()
+    with pytest.raises(OSError):
+        with lock_module.writing(str(out)):
+            pass
+    assert list(out.iterdir()) == []
+
+
 # --- generated command lines and config files ------------------------------------------------
 
 # What each option is given: a few hostile strings, and integers that are either small (the run
@@ -769,6 +833,8 @@ VARIANTS = {
     "quadrants": ["--condition", "quadrants:1"],
     "gaussian": ["--likelihood", "gaussian"],
     "model file": ["--model", os.path.join(ROOT, "examples", "gmm_prior_vae.py:GMMPriorVAE")],
+    "m2": ["--model", "m2", "--labels", "20"],
+    "gmvae": ["--model", "gmvae"],
 }
 COMMANDS = {
     "evaluate --images": ["evaluate", "RUN", "-k", "2", "--images", "IMAGES"],
@@ -814,6 +880,8 @@ BROKE = {
     ("quadrants", "gradvar"),
     ("quadrants", "anomaly"),
     ("model file", "anomaly"),
+    ("m2", "anomaly"),
+    ("gmvae", "anomaly"),
 }
 
 
