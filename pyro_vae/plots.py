@@ -66,10 +66,16 @@ def latent_scatter(codes, labels, path, title="posterior means of the test image
     if codes.shape[1] > 2:
         centred = codes - codes.mean(0)
         _, s, v = torch.linalg.svd(centred, full_matrices=False)
-        points = centred @ v[:2].T
-        explained = (s[:2] ** 2).sum() / (s**2).sum()
+        points = centred @ v[:2].T  # one image (a test split of one) has one direction only
+        points = torch.cat([points, torch.zeros(len(points), 2 - points.shape[1])], 1)
+        total = (s**2).sum()
+        share = (
+            f"{100 * (s[:2] ** 2).sum() / total:.0f}% of the variance"
+            if total > 0
+            else "the codes do not vary"
+        )
         xlabel, ylabel = "principal component 1", "principal component 2"
-        title = f"{title}\n(first two principal components, {100 * explained:.0f}% of the variance)"
+        title = f"{title}\n(first two principal components, {share})"
     else:
         points = codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
         xlabel, ylabel = "z[0]", "z[1]" if codes.shape[1] == 2 else ""

@@ -51,6 +51,20 @@ def test_latent_scatter_names_each_class_once_in_its_own_colour(figures):
     assert len(thirty.axes) == 2 and "30 classes" in thirty.axes[1].get_ylabel()
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_latent_scatter_of_one_or_two_codes_of_many_numbers(figures, n):
+    """A test split of one image (a small folder data set) with z_dim > 2 crashed after training."""
+    import torch
+
+    plots.latent_scatter(torch.randn(n, 5), torch.zeros(n, dtype=torch.long), "unused.png")
+    (fig,) = figures
+    (points,) = fig.axes[0].collections
+    assert points.get_offsets().shape == (n, 2)
+    assert "nan" not in fig.axes[0].get_title()
+    if n == 1:
+        assert "the codes do not vary" in fig.axes[0].get_title()
+
+
 def test_training_curve_of_one_epoch_shows_points(figures):
     plots.training_curve({"epoch": [1], "train_elbo": [-200.0], "test_elbo": [-190.0]}, "u.png")
     (fig,) = figures
