@@ -47,9 +47,7 @@ def anomaly_scores(run, x, num_samples=100, scores=tuple(SCORES), progress=False
     if "elbo" in scores:
         out["elbo"] = -run.elbo(images)
     if "kl" in scores:
-        out["kl"] = kl_to_prior(
-            run.model, run.guide_for(images), images, num_samples=num_samples
-        )
+        out["kl"] = kl_to_prior(run.model, run.guide_for(images), images, num_samples=num_samples)
     if "log_px" in scores:
         out["log_px"] = -run.log_px(images, num_samples=num_samples, progress=progress)
     return out

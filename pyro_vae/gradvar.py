@@ -18,16 +18,28 @@ Estimators (:data:`ESTIMATORS`), all from Pyro's ELBOs:
 - ``score-nn-baseline``: the same with a learned baseline, a small network of x trained to predict
   the downstream cost (Mnih & Gregor 2014).
 
+A program with discrete latent sites (M2's class, a mixture's cluster): the pathwise estimators
+differentiate through the continuous sites only, so ``reparam`` sums every finite discrete site
+out exactly (:class:`~pyro.infer.TraceEnum_ELBO`, as ``--discrete enumerate`` trains and as
+evaluation scores), and the score-function estimators treat the discrete sites by the score
+function too, each with the same baseline. ``reparam-analytic-kl`` does not apply there (Pyro's
+closed-form KL needs every guide site reparameterized) and :func:`measure_stages` leaves it out,
+saying so once; the discrete sites' own estimators are compared by
+:func:`pyro_vae.discrete.gradient_draws`.
+
 Usage::
 
     rows = gradient_variance(model, guide, x, particles=(1, 10), num_draws=200)
 """
 
+import sys
+
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
+from .discrete import discrete_sites, enumerated
 from .errors import ConfigError
 from .evaluate import log_weights
 from .nets import LearnedBaseline
@@ -40,6 +52,40 @@ ESTIMATORS = {
     "score-avg-baseline": (TraceGraph_ELBO, "average"),
     "score-nn-baseline": (TraceGraph_ELBO, "learned"),
 }
+
+
+def not_applicable(model, estimator):
+    """Why ``estimator`` cannot estimate the gradient for ``model``, or ``None`` where it can."""
+    structure = getattr(model, "structure", None)
+    sites = discrete_sites(structure) if structure is not None else ()
+    if not sites or ESTIMATORS[estimator][1] is not None:
+        return None
+    if estimator == "reparam-analytic-kl":
+        return (
+            "Pyro's closed-form KL needs every guide site reparameterized, and "
+            f"{_sites_named(sites)} discrete"
+        )
+    infinite = [s for s in sites if s.cardinality is None]
+    if infinite:
+        return (
+            f"it sums the discrete sites out, and {_sites_named(infinite)} without a finite support"
+        )
+    return None
+
+
+def _sites_named(sites):
+    names = ", ".join(repr(s.name) for s in sites)
+    return f"site {names} is" if len(sites) == 1 else f"sites {names} are"
+
+
+def _pathwise(elbo_class, model, guide):
+    """The pathwise estimator's ELBO and guide: with discrete sites, every one summed out."""
+    structure = getattr(model, "structure", None)
+    sites = discrete_sites(structure) if structure is not None else ()
+    if not sites:
+        return elbo_class(), guide
+    names = frozenset(s.name for s in sites)
+    return TraceEnum_ELBO(max_plate_nesting=structure.max_plate_nesting), enumerated(guide, names)
 
 
 class ScoreFunction(Messenger):
@@ -124,8 +170,14 @@ def gradient_draws(
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if num_draws < 2:
         raise ConfigError("num_draws must be at least 2 to estimate a variance")
+    why = not_applicable(model, estimator)
+    if why is not None:
+        raise ConfigError(f"the {estimator} estimator does not apply to this model: {why}")
     elbo_class, baseline = ESTIMATORS[estimator]
-    elbo = elbo_class()
+    if baseline is None:
+        elbo, pathwise_guide = _pathwise(elbo_class, model, guide)
+    else:
+        elbo = elbo_class()
     pyro.set_rng_seed(seed)
     if baseline == "learned":
         net = LearnedBaseline(x.shape[1:])
@@ -141,7 +193,7 @@ def gradient_draws(
     modes = model.training, guide.training
     model.eval(), guide.eval()
     try:
-        q = guide
+        q = guide if baseline is not None else pathwise_guide
         structure = getattr(model, "structure", None)
         sites = structure.latent_names if structure is not None else ("z",)
         if baseline == "learned":
@@ -259,12 +311,34 @@ def measure_stages(stages, x, **kwargs):
 
     Pass :func:`training_stages` itself, not a list of it: it trains one model and guide in place,
     so each stage must be measured before the generator moves on.
+
+    Estimators that do not apply to the model (:func:`not_applicable`) are left out, with one
+    line on stderr saying which and why; if none applies, :class:`~pyro_vae.errors.ConfigError`.
     """
-    return [
-        {"stage": label, **row}
-        for label, model, guide in stages
-        for row in gradient_variance(model, guide, x, **kwargs)
-    ]
+    rows, estimators = [], kwargs.pop("estimators", tuple(ESTIMATORS))
+    for label, model, guide in stages:
+        if not rows:
+            estimators = _applicable(model, estimators)
+        rows += [
+            {"stage": label, **row}
+            for row in gradient_variance(model, guide, x, estimators=estimators, **kwargs)
+        ]
+    return rows
+
+
+def _applicable(model, estimators):
+    skipped = {name: not_applicable(model, name) for name in estimators}
+    skipped = {name: why for name, why in skipped.items() if why is not None}
+    kept = tuple(name for name in estimators if name not in skipped)
+    reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items())
+    if not kept:
+        raise ConfigError(
+            f"none of the estimators asked for applies to this model ({reasons}); choose from "
+            f"{', '.join(name for name in ESTIMATORS if not_applicable(model, name) is None)}"
+        )
+    if skipped:
+        print(f"pyro_vae: gradvar leaves out {reasons}", file=sys.stderr, flush=True)
+    return kept
 
 
 def format_rows(rows):

@@ -880,7 +880,9 @@ BROKE = {
     ("quadrants", "gradvar"),
     ("quadrants", "anomaly"),
     ("model file", "anomaly"),
+    ("m2", "gradvar"),
     ("m2", "anomaly"),
+    ("gmvae", "gradvar"),
     ("gmvae", "anomaly"),
 }
 
