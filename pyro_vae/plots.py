@@ -1,6 +1,7 @@
 """Figures written into a run directory. Every function takes tensors and a path; none trains."""
 
 import math
+import os
 
 import torch
 
@@ -32,7 +33,13 @@ def _colormap(name):
 
 
 def _save(fig, path):
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    """Write the figure as every file of a run is written (atomically, beside ``path``, then
+    moved into place): a link at ``path`` is replaced, never written through, so a figure never
+    overwrites a user's file that a link in a run directory points to."""
+    from .checkpoints import _atomic_write
+
+    ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    _atomic_write(path, lambda f: fig.savefig(f, format=ext, dpi=110, bbox_inches="tight"))
 
 
 def image_grid(images, path, title=None, nrow=10):

@@ -149,3 +149,23 @@ def test_semi_accuracy_of_one_count_read_back_from_json_keeps_its_variants_close
     xs = [c.lines[0].get_xdata()[0] for c in ax.containers]
     # both near 100, with room on either side (they spanned the whole axis before)
     assert all(90 < x < 110 for x in xs) and left < 70 and right > 150
+
+
+def test_a_figure_replaces_a_link_and_never_writes_through_it(tmp_path):
+    """``train --overwrite`` replaced a user's picture that a run's samples.png linked to, and
+    ``sample --out`` through a dangling link created its target."""
+    import os
+
+    import torch
+
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"the user's picture")
+    (tmp_path / "samples.png").symlink_to(mine)
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "elsewhere.png")
+    for name in ("samples.png", "dangling.png"):
+        plots.image_grid(torch.rand(4, 1, 8, 8), str(tmp_path / name), nrow=2)
+        assert not os.path.islink(tmp_path / name)
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    assert mine.read_bytes() == b"the user's picture"
+    assert not (tmp_path / "elsewhere.png").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
