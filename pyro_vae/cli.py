@@ -1528,13 +1528,27 @@ def cmd_semi(args):
         print(to_json(rows))
 
 
+class _PipeClosed(BaseException):
+    """Standard output's reader went away (``pyro-vae evaluate --json | head -c 1``). A
+    BaseException, so that :func:`~pyro_vae.resources.faults` does not call it a disk error."""
+
+
+def _run(args):
+    try:
+        args.func(args)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be answered
+    except BrokenPipeError:
+        raise _PipeClosed from None
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    args = make_parser().parse_args(argv)
-    args.argv = argv
+    args = None
     try:
+        args = make_parser().parse_args(argv)
+        args.argv = argv
         with faults():  # file-system and memory errors of any command, as one line too
-            args.func(args)
+            _run(args)
     except PyroVAEError as e:
         # One line: Pyro appends trace shapes to errors raised inside a model.
         print(f"pyro-vae: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
@@ -1543,6 +1557,11 @@ def main(argv=None):
         how = getattr(args, "interrupted", None)
         print(f"pyro-vae: interrupted{'; ' + how() if how else ''}", file=sys.stderr)
         return 130
+    except _PipeClosed:
+        # As Unix tools do: end quietly, with the status of a process that SIGPIPE ended. What
+        # is still buffered for the closed pipe goes nowhere, so the exit flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     return 0
 
 

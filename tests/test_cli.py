@@ -731,8 +731,12 @@ def test_train_names_its_run_directory_first_and_ctrl_c_says_how_to_continue(
         f"pyro-vae train: run directory {out}",
         f"pyro-vae: interrupted; the run continues with: pyro-vae train --resume {out}",
     ]
-    result = cli(capsys, "train", "--resume", out)  # (whose checkpoint is the empty stand-in)
-    assert result.stderr.splitlines()[0] == f"pyro-vae train: run directory {out}"
+    os.remove(os.path.join(out, "checkpoint.pt"))  # the stand-in: resume starts from config.json
+    result = cli(capsys, "train", "--resume", out)
+    assert result.stderr.splitlines() == [
+        f"pyro-vae train: run directory {out}",
+        f"pyro-vae: interrupted; the run continues with: pyro-vae train --resume {out}",
+    ]
 
 
 def test_the_demo_names_its_run_directory_in_its_first_line(capsys, tmp_path, monkeypatch):
@@ -746,3 +750,36 @@ def test_the_demo_names_its_run_directory_in_its_first_line(capsys, tmp_path, mo
     result = cli(capsys, "demo", "--out", out)
     assert result.stdout.splitlines()[0].endswith(f", into {out}")
     assert result.stderr.splitlines()[-1].startswith("pyro-vae: interrupted; ")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(trained):
+    """``pyro-vae evaluate RUN --json | head -c 1``: as Unix tools do, no error line."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pyro_vae.cli", "evaluate", trained, "-k", "2", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    child.stdout.close()  # the reader is gone before the command prints
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=300) == 141 and err == "", err
+
+
+def test_ctrl_c_while_torch_imports_is_one_line():
+    """The command's entry point imports the library inside its own try: Ctrl-C in the first
+    seconds printed a 30-line KeyboardInterrupt traceback."""
+    import signal
+    import time
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, pyro_vae_launcher; sys.exit(pyro_vae_launcher.main())"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(0.3)  # inside `import torch`, which takes seconds
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    assert err.decode().strip() == "pyro-vae: interrupted"
