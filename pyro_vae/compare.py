@@ -12,6 +12,12 @@ images, and every q is scored by the same code (:mod:`pyro_vae.evaluate`):
 ``mcmc``                  NUTS on z for a few images: the reference posterior
 ========================  ====================================================================
 
+On a run with discrete latents (M2's class, a mixture's cluster) the per-image strategies hold a
+free categorical q per image for each discrete site next to the continuous sites' q: mean field,
+q(y) q(z), where M2's encoder has q(z | x, y), so there q* is the best such pair. Every ELBO and
+log p(x) sums the discrete sites out exactly, and NUTS samples the continuous latents with them
+summed out (Pyro's enumeration).
+
 The gaps on the test images, per image and then averaged::
 
     approximation gap = log p(x) - L[q*]              (the Gaussian family's limit)
@@ -96,9 +102,11 @@ def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed, refine_lr=R
 def _num_params(strategy, guide, q):
     encoder = sum(p.numel() for p in guide.parameters()) if guide is not None else 0
     local = q.guide if isinstance(q, DeltaGuide) else q
-    per_image = sum(p.numel() for p in local.locs.values()) if strategy != "amortized" else 0
-    if strategy in ("local", "semi-amortized"):
-        per_image *= 2  # a location and a scale per number
+    per_image = 0
+    if strategy != "amortized":  # a location (or a discrete site's logits) per number
+        per_image = sum(p.numel() for p in local.locs.values())
+    if strategy in ("local", "semi-amortized"):  # and a scale per continuous number
+        per_image += sum(p.numel() for p in local.log_scales.values())
     return {
         "amortized": encoder,
         "local": per_image,
@@ -349,7 +357,8 @@ def _families(families, structure, own):
     """The families to find q* in: those asked (the encoder's own added), or every family the
     latent sites allow (a flow needs sites of two numbers or more)."""
     if families is None:
-        sizes = [s.numel for s in structure.latents] if structure is not None else [2]
+        sites = structure.latents if structure is not None else ()
+        sizes = [s.numel for s in sites if not s.discrete] if structure is not None else [2]
         families = [f for f in FAMILIES if f != "flow" or min(sizes, default=2) >= 2]
     families = [check_family(f) for f in families]
     return [f for f in FAMILIES if f in families or f == own]

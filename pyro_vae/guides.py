@@ -95,6 +95,10 @@ class LocalGuide(Guide):
     lists, each a Gaussian in the site's unconstrained space (mapped onto its support as Pyro's
     ``AutoNormal`` does), inside the program's own data plate. ``LocalGuide(size, z_dim)`` is the
     built-in models' case: one site ``"z"`` of ``z_dim`` numbers in :func:`pyro_vae.data_plate`.
+    A finite discrete site (a class, a cluster: one-hot, Boolean or ``0..K-1``) gets a free
+    categorical q per image instead, its ``logits`` held where a continuous site holds ``loc``
+    (no scale, no family); the E-step and evaluation sum it out exactly. The sites' q are
+    independent given the image (mean field: q(y) q(z), where an encoder may have q(z | y)).
 
     Trained by :func:`~pyro_vae.train.fit`, each image's parameters take one Adam step per epoch
     (when its minibatch comes), so ``fit``'s default ``lr=1e-3`` moves them by about 1e-3 per epoch
@@ -141,14 +145,19 @@ class LocalGuide(Guide):
         self.structure = structure
         self.family, self.flow_layers = family, flow_layers
         self.z_dim = z_dim if z_dim is not None else (self.sites[0].numel if self.sites else 0)
+        self.categoricals = [_categorical(site) if site.discrete else None for site in self.sites]
         self.transforms = [
-            None if _is_real(site.support) else biject_to(site.support) for site in self.sites
+            None if _is_real(site.support) or c is not None else biject_to(site.support)
+            for site, c in zip(self.sites, self.categoricals)
         ]
         self.locs = nn.ParameterDict()
         self.log_scales = nn.ParameterDict()
         self.extras = nn.ParameterDict()  # the family's numbers beyond the diagonal, per image
         self.families = nn.ModuleDict()
         for i, (site, t) in enumerate(zip(self.sites, self.transforms)):
+            if self.categoricals[i] is not None:
+                self.locs[str(i)] = nn.Parameter(self._init_logits(loc, site, i, size))
+                continue
             shape = (size, *(site.shape if t is None else t.inv.forward_shape(site.shape)))
             init_loc, init_scale = _pick(loc, site.name, i), _pick(scale, site.name, i)
             init_loc = torch.zeros(shape) if init_loc is None else init_loc.detach().clone()
@@ -171,6 +180,18 @@ class LocalGuide(Guide):
                         self.log_scales[str(i)].detach().reshape(flat),
                     )
                 self.extras[str(i)] = nn.Parameter(init_extra.detach().clone().float())
+
+    def _init_logits(self, loc, site, i, size):
+        shape = (size, *self.categoricals[i][0])
+        logits = _pick(loc, site.name, i)
+        if logits is None:
+            return torch.zeros(shape)  # uniform: where a categorical q starts knowing nothing
+        if logits.shape != shape:
+            raise DataError(
+                f"LocalGuide needs logits of shape {tuple(shape)} for the discrete site "
+                f"{site.name!r}, got {tuple(logits.shape)}"
+            )
+        return logits.detach().clone().float()
 
     def fresh(self, size):
         """A guide of the same sites and family for ``size`` other images, at the prior (the
@@ -239,7 +260,11 @@ class LocalGuide(Guide):
         trace = poutine.trace(guide).get_trace(x, y)
         loc, scale = {}, {}
         for site in structure.latents:
-            loc[site.name], scale[site.name] = _moments(trace.nodes[site.name]["fn"], site)
+            fn = trace.nodes[site.name]["fn"]
+            if site.discrete:  # a categorical q starts at the guide's q(y|x)
+                loc[site.name] = _logits(fn).expand(x.shape[0], *_categorical(site)[0])
+                continue
+            loc[site.name], scale[site.name] = _moments(fn, site)
         return cls(
             x.shape[0],
             loc=loc,
@@ -259,6 +284,10 @@ class LocalGuide(Guide):
             )
         out = {}
         for i, (site, t) in enumerate(zip(self.sites, self.transforms)):
+            if self.categoricals[i] is not None:
+                logits = self.locs[str(i)] if idx is None else self.locs[str(i)][idx]
+                out[site.name] = self.categoricals[i][1](logits)
+                continue
             loc, log_scale = self.locs[str(i)], self.log_scales[str(i)]
             extra = self.extras[str(i)] if str(i) in self.extras else None
             if idx is not None:
@@ -291,6 +320,39 @@ def _held(guide, parts, family, flow_layers):
             return None
         loc[name], scale[name] = site_loc, log_scale.exp()
     return {"loc": loc, "scale": scale, "extra": extra}
+
+
+def _categorical(site):
+    """A free categorical q for the finite discrete ``site``: the shape of one image's logits,
+    and the distribution they make (with the site's event dims)."""
+    support, dims = site.support, 0
+    while isinstance(support, constraints.independent):
+        dims += support.reinterpreted_batch_ndims
+        support = support.base_constraint
+    shape = tuple(site.shape)
+    if isinstance(support, type(constraints.one_hot)) and shape:
+        events = len(shape) - 1
+        return shape, lambda logits: dist.OneHotCategorical(logits=logits).to_event(events)
+    if isinstance(support, type(constraints.boolean)):
+        return shape, lambda logits: dist.Bernoulli(logits=logits).to_event(len(shape))
+    lower = getattr(support, "lower_bound", None)
+    upper = getattr(support, "upper_bound", None)
+    if support.is_discrete and lower == 0 and isinstance(upper, int):
+        return (*shape, upper + 1), lambda logits: dist.Categorical(logits=logits).to_event(
+            len(shape)
+        )
+    raise ConfigError(
+        f"a per-image guide holds a categorical q for one-hot, Boolean or 0..K-1 sites, but "
+        f"the discrete site {site.name!r} lives on {site.support}; leave out the local, "
+        "semi-amortized and delta strategies"
+    )
+
+
+def _logits(fn):
+    """The logits of a (possibly ``Independent``) categorical, one-hot or Bernoulli ``fn``."""
+    while isinstance(fn, dist.Independent):
+        fn = fn.base_dist
+    return fn.logits
 
 
 def _is_real(support):
@@ -326,7 +388,9 @@ class DeltaGuide(Guide):
         z ~ Delta(z)                   # no posterior uncertainty
 
     Trained jointly with the decoder this is a (regularized) autoencoder; with the decoder held
-    fixed and a :class:`LocalGuide` inside, its E-step finds each image's MAP latent.
+    fixed and a :class:`LocalGuide` inside, its E-step finds each image's MAP latent. A discrete
+    site of the :class:`LocalGuide` keeps its categorical q (summed out exactly): the point mass
+    is on the continuous latents.
 
     Its "ELBO" is ``log p(x, z)`` at one point, because a Delta's density term is taken as 0.
     That is **not** a lower bound on log p(x): the entropy of a point mass is minus infinity, so
@@ -356,6 +420,9 @@ class DeltaGuide(Guide):
         if isinstance(self.guide, LocalGuide):
             out = {}
             for name, fn in self.guide.site_dists(x, y, idx).items():
+                if fn.support.is_discrete:  # the class keeps its q, summed out exactly
+                    out[name] = fn
+                    continue
                 point = (
                     fn.base_dist.mean if isinstance(fn, dist.TransformedDistribution) else fn.mean
                 )

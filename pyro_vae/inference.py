@@ -22,6 +22,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import MCMC, NUTS, TraceMeanField_ELBO
+from pyro.infer.autoguide.initialization import init_to_value
 
 from .data import Data
 from .errors import ConfigError
@@ -228,6 +229,31 @@ def grid_posterior(model, x, lim=5.0, points=200):
     return GridPosterior(axis, axis, log_post, log_px, (log_px - log_px_coarse).abs(), edge_mass)
 
 
+def _discrete_options(model, n):
+    """NUTS's options for a model with discrete latent sites, which Pyro's MCMC sums out by
+    enumeration: the plates to leave of the enumeration dims, and a start for each continuous
+    site at 0 in its own shape (the prior's draw, Pyro's default start, would carry a copy per
+    enumerated value, and the chain would then sample the wrong target)."""
+    structure = structure_of(model)
+    if structure is None or not any(s.discrete for s in structure.latents):
+        return {}
+    start = {
+        s.name: torch.zeros(n, *s.shape)
+        for s in structure.latents
+        if not s.discrete and _real(s.support)
+    }
+    return {
+        "max_plate_nesting": structure.max_plate_nesting,
+        "init_strategy": init_to_value(values=start),
+    }
+
+
+def _real(support):
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    return type(support) is type(dist.constraints.real)
+
+
 @dataclass
 class NUTSPosterior:
     """Samples of p(z|x) from :func:`nuts_posterior`: ``samples`` ``(S, N, *shape)`` of the code
@@ -267,7 +293,7 @@ def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=Tr
     start = time.perf_counter()
     with frozen(model):
         mcmc = MCMC(
-            NUTS(model, jit_compile=False),
+            NUTS(model, jit_compile=False, **_discrete_options(model, x.shape[0])),
             num_samples=num_samples,
             warmup_steps=warmup_steps,
             disable_progbar=quiet,

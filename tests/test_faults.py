@@ -880,8 +880,10 @@ BROKE = {
     ("quadrants", "gradvar"),
     ("quadrants", "anomaly"),
     ("model file", "anomaly"),
+    ("m2", "compare"),
     ("m2", "gradvar"),
     ("m2", "anomaly"),
+    ("gmvae", "compare"),
     ("gmvae", "gradvar"),
     ("gmvae", "anomaly"),
 }

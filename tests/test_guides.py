@@ -61,3 +61,54 @@ def test_delta_guide_scores_the_joint_at_its_point(vae):
     assert log_w.shape == (3, 4)
     # Every sample is the same point and q contributes nothing: log w = log p(x, z).
     assert_close(log_w, expected.expand(3, 4), atol=1e-4)
+
+
+MIXTURE_MEANS = torch.tensor([-2.0, 0.0, 3.0])
+MIXTURE_PROBS = torch.tensor([0.2, 0.3, 0.5])
+
+
+def mixture_model(x, y=None):
+    """A class ``c`` moves the first number, a code ``z`` the second: p(c, z | x) = p(c | x1)
+    p(z | x2), so a per-image q(c) q(z) can equal the posterior."""
+    import pyro.distributions as dist
+
+    with pyro.plate("data", x.shape[0]):
+        c = pyro.sample("c", dist.OneHotCategorical(MIXTURE_PROBS))
+        z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([1]).to_event(1))
+        loc = torch.cat(torch.broadcast_tensors((c * MIXTURE_MEANS).sum(-1, keepdim=True), z), -1)
+        pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+
+def mixture_guide(x, y=None):
+    import pyro.distributions as dist
+
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("c", dist.OneHotCategorical(logits=torch.zeros(3)))
+        pyro.sample("z", dist.Normal(0.0, 1.0).expand([1]).to_event(1))
+
+
+def test_a_local_guide_holds_a_categorical_q_per_image_for_a_discrete_site():
+    """Fitted from the prior by the E-step, q(c) q(z) reaches the exact posterior: the ELBO meets
+    the closed-form log p(x) and q(c) the posterior class probabilities."""
+    import math
+
+    import pyro.distributions as dist
+
+    from pyro_vae import program
+    from pyro_vae.inference import e_step
+
+    pyro.set_rng_seed(0)
+    x = torch.randn(5, 2) * 2
+    model, _ = program.as_program(mixture_model, mixture_guide, x)
+    q = LocalGuide(5, structure=model.structure)
+    e_step(model, q, x, steps=300)
+    joint = MIXTURE_PROBS.log() + dist.Normal(MIXTURE_MEANS, 1.0).log_prob(x[:, :1])
+    exact = joint.logsumexp(-1) + dist.Normal(0.0, math.sqrt(2)).log_prob(x[:, 1])
+    elbo = evaluate.elbo(model, q, x, num_samples=2000)
+    assert (exact - elbo).max() < 0.05 and (exact - elbo).min() > -0.01
+    assert_close(evaluate.log_px(model, q, x, num_samples=2000), exact, atol=0.02)
+    q_c = q.site_dists(x)["c"]
+    assert_close(q_c.probs, joint.softmax(-1), atol=0.02)
+    # a Delta over it keeps the class's q: the point mass is on z
+    assert DeltaGuide(q).site_dists(x)["c"] is not None
+    assert isinstance(DeltaGuide(q).site_dists(x)["z"], dist.Delta)
