@@ -1,7 +1,9 @@
-"""What a run with a class latent (``--model m2`` or ``gmvae``) adds to its metrics and figures.
+"""What a run with a class latent (``--model m2`` or ``gmvae``, or a model file trained with
+``--labels``) adds to its metrics and figures.
 
 - :func:`report`: the test accuracy of q(y|x) (for the mixture: the cluster accuracy, clusters
-  matched one-to-one to labels, :func:`cluster_accuracy`), and the run's figure: for M2 the
+  matched one-to-one to labels, :func:`cluster_accuracy`; for a model file: the argmax of the
+  guide's class site), and the run's figure: for M2 the
   analogies (:func:`analogies`; Kingma et al. 2014, figure 1: the style z of a few test images
   decoded under every class), for the mixture one row of decoded draws per cluster
   (:func:`clusters`).
@@ -14,13 +16,19 @@ import os
 import torch
 from torch.nn import functional as F
 
-from . import plots
+from . import plots, program
+from .config import CLASS_MODELS
 
 
 @torch.no_grad()
 def predictions(run, x):
-    """The most probable class of q(y|x) for each image ``(N,)``."""
-    return run.guide.classify(run._images(x))
+    """The most probable class of q(y|x) for each image ``(N,)``: the built-in guide's
+    classifier, or the argmax over the values of a model file's class site
+    (:func:`pyro_vae.program.classify`)."""
+    x = run._images(x)
+    if run.config.model in CLASS_MODELS:
+        return run.guide.classify(x)
+    return program.classify(run.guide, x)
 
 
 def cluster_accuracy(predicted, labels):
@@ -43,6 +51,8 @@ def report(run, data):
         clusters(run, os.path.join(run.path, "clusters.png"))
         return out
     accuracy = (predicted == data.test_y).float().mean().item()
+    if run.config.model not in CLASS_MODELS:  # a model file: its networks are its own
+        return {"test_accuracy": round(accuracy, 4), "labels": run.config.labels}
     analogies(run, data.test_x[:8], os.path.join(run.path, "analogies.png"))
     return {
         "test_accuracy": round(accuracy, 4),

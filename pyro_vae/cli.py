@@ -319,21 +319,23 @@ def _add_family_args(g, d):
     g.add_argument(
         "--labels",
         type=_positive_int,
-        help="--model m2: the number of labelled training images (balanced over the classes, "
-        "chosen by --seed); the others are unlabelled",
+        help="--model m2, or a model file whose program observes a class site (model(xs, "
+        "ys=None), Pyro's SS-VAE convention): the number of labelled training images (balanced "
+        "over the classes, chosen by --seed); the others are unlabelled (ys=None)",
     )
     g.add_argument(
         "--alpha",
         type=_alpha,
         default=d.alpha,
-        help="--model m2: weight of the classification term alpha * log q(y|x) on each labelled "
-        "image; 'kingma' is Kingma et al.'s 0.1 N on the labelled images' mean, i.e. "
-        "0.1 N / labels on each (default: %(default)s, no term)",
+        help="with --labels: weight of the classification term alpha * log q(y|x) on each "
+        "labelled image (a model file's own model_classify/guide_classify pair where it has "
+        "one, else its guide's class site); 'kingma' is Kingma et al.'s 0.1 N on the labelled "
+        "images' mean, i.e. 0.1 N / labels on each (default: %(default)s, no term)",
     )
     g.add_argument(
         "--labelled-share",
         type=_fraction,
-        help="--model m2: repeat the labelled images so that this fraction of every epoch is "
+        help="with --labels: repeat the labelled images so that this fraction of every epoch is "
         "labelled (Siddharth et al. 2017's supervision rate; their terms then weigh more than in "
         "Kingma et al.'s objective) (default: each image once)",
     )

@@ -121,10 +121,12 @@ class Config:
                 )
         if self.labels is not None:
             _check_positive_int("labels", self.labels)
-        if (self.model == "m2") != (self.labels is not None):
+        if (self.model == "m2" and self.labels is None) or (
+            self.labels is not None and self.model != "m2" and not _is_model_file(self.model)
+        ):
             raise ConfigError(
                 "--labels N is the number of labelled images of --model m2 (the semi-supervised "
-                "VAE), which needs it"
+                "VAE), which needs it, or of a model file whose program observes a class site"
             )
         if self.alpha == "kingma":  # Kingma et al.'s 0.1 N on the mean over labelled images
             pass
@@ -136,10 +138,16 @@ class Config:
                     f"labelled_share must be a fraction between 0 and 1, got "
                     f"{shown(self.labelled_share)}"
                 )
-            if self.model != "m2":
-                raise ConfigError("labelled_share is the labelled images' share of --model m2")
-        if self.alpha and self.model != "m2":
-            raise ConfigError("alpha weighs the classification term of --model m2")
+            if self.labels is None:
+                raise ConfigError(
+                    "labelled_share is the labelled images' share of --model m2 or of a model "
+                    "file with --labels"
+                )
+        if self.alpha and self.labels is None:
+            raise ConfigError(
+                "alpha weighs the classification term of --model m2 or of a model file with "
+                "--labels"
+            )
         if self.discrete is not None and (
             not isinstance(self.discrete, str) or self.discrete not in STRATEGIES
         ):
@@ -370,7 +378,17 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
     else:
         model, guide = build_vae(config, x_shape, num_classes)
     x, y = example_batch(config, x_shape, num_classes, x=x, y=y)
-    program = Program(model, guide, x, y, owner=owner, train_size=train_size)
+    labelled = config.labels is not None and _is_model_file(config.model)
+    program = Program(
+        model,
+        guide,
+        x,
+        y,
+        owner=owner,
+        train_size=train_size,
+        labelled=labelled,
+        alpha=classification_weight(config, train_size) if labelled else 0.0,
+    )
     family = {"family": config.guide_family, "flow_layers": config.flow_layers}
     if program.guide is None:  # a model alone: variational EM with a q of the family per image
         size = train_size or x.shape[0]
@@ -412,6 +430,15 @@ def kingma_alpha(train_size, labels):
     return 0.1 * train_size / labels
 
 
+def classification_weight(config, train_size=None):
+    """The weight of the classification term on each labelled image that ``config.alpha``
+    names: the number itself, or for ``"kingma"`` Kingma et al.'s 0.1 N on the labelled images'
+    mean (:func:`kingma_alpha`, counting the copies ``labelled_share`` adds)."""
+    if config.alpha == "kingma":
+        return kingma_alpha(*_labelled_copies(config, train_size or 1))
+    return config.alpha
+
+
 def _labelled_copies(config, train_size):
     """``(train_size, labelled images)`` counting the copies that ``config.labelled_share`` adds
     (:func:`pyro_vae.data.repeat_labelled`): M2 trains on that set, so Kingma et al.'s alpha is
@@ -438,9 +465,7 @@ def build_class_vae(config, x_shape, num_classes=10, train_size=None):
     al.'s weight 0.1 N on the *mean* of log q(y|x) over the labelled images (their eq. 9), that
     is ``0.1 * train_size / labels`` on each labelled image's term."""
     x_shape = tuple(x_shape)
-    alpha = config.alpha
-    if alpha == "kingma":
-        alpha = kingma_alpha(*_labelled_copies(config, train_size or 1))
+    alpha = classification_weight(config, train_size)
     mixture = config.model == "gmvae"
     likelihood = make_likelihood(config.likelihood, x_shape, config.sigma)
     # M2's encoder and decoder read the class; the mixture's read the image and z alone (an

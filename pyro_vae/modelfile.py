@@ -22,7 +22,11 @@ or without a size: ``pyro.plate("data")`` as Pyro's examples write it); it may t
 as ``(B, C, H, W)`` or flattened. A second input follows Pyro's convention, ``model(xs,
 ys=None)`` with ``None`` for "not observed": a model file is called with ``ys=None``, and the
 door records what ``ys`` would be (class labels at the site it observes, one-hot or indices; an
-image) in ``model.structure.y``.
+image) in ``model.structure.y``. With ``--labels N`` (a program that observes a class site),
+labelled images are passed their ``ys`` in that site's form and the others ``ys=None``, each in a
+call of its own (:class:`pyro_vae.semi.SemiSupervisedLoss`); a class that also defines
+``model_classify(xs, ys)`` and ``guide_classify(xs, ys)`` (Pyro's SS-VAE example) gets them
+called on the labelled images as the classification term ``--alpha`` weighs.
 Optional extras buy more: ``idx`` and ``size`` parameters (``pyro_vae.data_plate(x, idx, size)``)
 let the program subsample its own plate; ``model.x_dist(z)``/``guide.z_dist(x)`` as in the
 built-in model are used where present. ``examples/`` holds complete files;

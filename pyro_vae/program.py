@@ -16,7 +16,8 @@ model on a few images under ``poutine.trace`` and reads off a :class:`Structure`
 - what a second input ``y`` is (:class:`Condition`): class labels, one-hot or indices as the site
   they feed says; an image to complete; or nothing the program reads. Pyro's convention holds:
   ``y=None`` means "not observed", and a program is called with ``y=None`` unless the run
-  observes something there;
+  observes something there (a run with labels for some images, ``labelled=True``, passes the
+  labelled images' labels in the class site's form and ``y=None`` for the others);
 - where the parameters live: module attributes, ``pyro.module(...)``, ``pyro.param(...)``.
 
 :class:`Program` then calls the two halves the one way the rest of pyro_vae calls every model and
@@ -28,7 +29,7 @@ name. The built-in models pass through the same door.
 import inspect
 import math
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyro
 import torch
@@ -38,7 +39,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import constraints
 
-from .errors import ModelFileError, PyroVAEError, first_line
+from .errors import ModelFileError, ProgramError, PyroVAEError, first_line
 
 PARAM_PREFIX = "pyro.param:"
 LAYOUTS = ("image", "flat")
@@ -117,6 +118,12 @@ class Condition:
         with ``y=None``: nothing is invented for it.
     :param bool model_reads: whether the model's image distribution changes with ``y``.
     :param bool guide_reads: whether the guide's distributions change with ``y``.
+    :param bool partial: labels for some images only (a semi-supervised run, ``--labels N``):
+        pyro_vae's labels are indices with ``-1`` for "no label"; a call whose images are all
+        labelled passes them in the form the class site takes (:meth:`value`), a call whose
+        images are all unlabelled passes ``ys=None`` (the class site is then a latent, sampled
+        by the guide), and a call that mixes the two is refused (the trainer splits its
+        minibatches: :class:`pyro_vae.semi.SemiSupervisedLoss`).
     """
 
     kind: str = "none"
@@ -126,6 +133,33 @@ class Condition:
     observed: bool = False
     model_reads: bool = False
     guide_reads: bool = False
+    partial: bool = False
+
+    def value(self, labels):
+        """Labels ``(B,)`` (indices) as the class site takes them: one-hot rows ``(B, K)`` of
+        the default float dtype, or indices."""
+        if self.one_hot:
+            return nn.functional.one_hot(labels.long(), self.num_classes).to(
+                torch.get_default_dtype()
+            )
+        return labels.long()
+
+    def passed(self, y):
+        """What the program receives as its second argument when pyro_vae passes ``y``."""
+        if not self.observed:
+            return None  # the program's second argument is its own: never invented
+        if not self.partial or y is None or y.is_floating_point():
+            return y  # a floating ``y`` of a partial run is in the site's form already
+        labelled = y >= 0
+        if not bool(labelled.any()):
+            return None
+        if not bool(labelled.all()):
+            raise ProgramError(
+                f"a call mixes {int(labelled.sum())} labelled and {int((~labelled).sum())} "
+                "unlabelled images, but a program takes its ys for all images or for none "
+                "(ys=None); call it once per kind, as pyro_vae.semi.SemiSupervisedLoss does"
+            )
+        return self.value(y)
 
 
 @dataclass(frozen=True)
@@ -145,9 +179,10 @@ class Structure:
 
     @property
     def conditional(self):
-        """Whether the run conditions the model's images on ``y`` (it passes ``y``, and the
-        image distribution reads it)."""
-        return self.y.observed and self.y.model_reads
+        """Whether the run conditions the model's images on ``y`` (it passes ``y`` for every
+        image, and the image distribution reads it); a run with labels for some images only
+        (:attr:`Condition.partial`) is not conditional: its log p(x) sums the class out."""
+        return self.y.observed and self.y.model_reads and not self.y.partial
 
     @property
     def latent_names(self):
@@ -281,8 +316,8 @@ class Half(nn.Module):
             device = y.device if y is not None else self.program.device
             x = torch.zeros(n, *self.program.x_shape, device=device)
             idx = size = None
-        if structure is not None and not structure.y.observed:
-            y = None  # the program's second argument is its own: never invented
+        if structure is not None:
+            y = structure.y.passed(y)
         stack = ExitStack()
         with stack:
             stack.enter_context(self.program.scope)
@@ -388,6 +423,12 @@ class Program:
         than in the program's own (see :class:`ParamScope`).
     :param bool y_if_needed: pass ``y`` only if the program cannot run without it (``y`` is then
         what the data offers, not what the run observes: :func:`as_program`).
+    :param bool labelled: the run has labels for some of its training images (``--labels N``,
+        semi-supervised): the program must observe a class site with its second argument, and
+        is passed the labels of labelled images, ``ys=None`` for the others
+        (:attr:`Condition.partial`). ``y`` is then ``None``.
+    :param float alpha: with ``labelled``, the weight of the classification term on each
+        labelled image (:class:`pyro_vae.semi.SemiSupervisedLoss`; 0: none).
     """
 
     def __init__(
@@ -400,8 +441,11 @@ class Program:
         train_size=None,
         shared_params=False,
         y_if_needed=False,
+        labelled=False,
+        alpha=0.0,
     ):
         self.x_shape = tuple(x.shape[1:])
+        self.alpha = alpha
         self.device = x.device
         self.layout = "image"
         self.structure = None
@@ -420,7 +464,7 @@ class Program:
         n = x.shape[0]
         self._discovery_size = train_size if train_size and train_size > n else None
         try:
-            self.structure = discover(self, x, y, user_guide is not None, y_if_needed)
+            self.structure = discover(self, x, y, user_guide is not None, y_if_needed, labelled)
             self._collect_params(x, y)
         finally:
             self._discovery_size = None
@@ -572,13 +616,37 @@ def _first_line(e):
 
 
 @torch.no_grad()
-def discover(program, x, y=None, has_guide=True, y_if_needed=False):
+def discover(program, x, y=None, has_guide=True, y_if_needed=False, labelled=False):
     """Run ``program``'s guide and model on the images ``x`` and return their :class:`Structure`,
     or raise :class:`~pyro_vae.errors.ModelFileError` naming the fix. ``y`` is what the run
     observes as the second argument (``None``: nothing); with ``y_if_needed`` it is passed only
-    if the program cannot run with ``y=None``."""
+    if the program cannot run with ``y=None``; with ``labelled`` the run observes labels for
+    some images (:attr:`Condition.partial`), and a program without a class site is refused."""
     with torch.random.fork_rng():  # parameters made on the first call draw from the caller's seed
-        return _discover(program, x, y, has_guide, y_if_needed)
+        structure = _discover(program, x, y, has_guide, y_if_needed)
+    if labelled:
+        structure = _with_labels(structure)
+        program.structure = structure
+    return structure
+
+
+def _with_labels(structure):
+    """``structure`` for a run with labels for some images, or a refusal naming the fix."""
+    y = structure.y
+    if y.kind != "labels" or y.site is None or not y.num_classes:
+        found = {
+            "none": "reads no second argument",
+            "image": "takes an image as its second argument",
+            "labels": "takes labels but observes them at no class site",
+        }[y.kind]
+        raise ModelFileError(
+            f"--labels needs a program that observes the class at a site of its own, but this "
+            f"one {found}; write model(xs, ys=None) with pyro.sample('y', "
+            "dist.OneHotCategorical(...) or dist.Categorical(...), obs=ys) inside the data plate "
+            "and a guide that samples 'y' when ys is None (Pyro's SS-VAE convention), or train "
+            "without --labels"
+        )
+    return Structure(**{**structure.__dict__, "y": replace(y, observed=True, partial=True)})
 
 
 @dataclass(frozen=True)
@@ -1129,6 +1197,30 @@ def site_values(guide, x, y=None, idx=None, size=None):
     return out
 
 
+def class_site(structure):
+    """The name of the class site: the one ``y`` feeds, else the first categorical latent."""
+    if structure.y.site is not None:
+        return structure.y.site
+    return next((s.name for s in structure.latents if _is_class(s)), None)
+
+
+def class_log_probs(guide, x, idx=None, size=None):
+    """log q(y = k | x) ``(N, K)`` at the guide's class site (:func:`class_site`), the guide
+    run with ``y=None`` (so it infers the class); the class ``k`` is the ``k``-th value of the
+    site's support, its index."""
+    structure = guide.structure
+    fn = poutine.trace(guide).get_trace(x, None, idx, size).nodes[class_site(structure)]["fn"]
+    values = fn.enumerate_support(expand=False)  # (K, 1, ...): every class, broadcast
+    return fn.log_prob(values).reshape(values.shape[0], x.shape[0]).T
+
+
+@torch.no_grad()
+def classify(guide, x):
+    """The most probable class of q(y | x) for each image ``(N,)``: the argmax over the values
+    of the guide's class site (an index)."""
+    return class_log_probs(guide, x).argmax(-1)
+
+
 @torch.no_grad()
 def log_likelihood_at(model, latents, x, y=None):
     """``log p(x | latents)`` per image: the image site's log-density with every latent site
@@ -1244,11 +1336,12 @@ def _describe_y(y):
     ]
     if readers:
         what += f", read by the {' and the '.join(readers)}"
-    run = (
-        "this run passes it"
-        if y.observed
-        else "this run observes none: the program is called with y=None"
-    )
+    if y.partial:
+        run = "this run passes the labelled images' labels, and y=None for the others"
+    elif y.observed:
+        run = "this run passes it"
+    else:
+        run = "this run observes none: the program is called with y=None"
     return f"condition: y is {what}; {run}"
 
 

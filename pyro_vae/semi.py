@@ -1,5 +1,9 @@
-"""The semi-supervised study: M2 against the classifier it must beat, over numbers of labels.
+"""Semi-supervised learning: the objective of any program with labels, and the study of M2
+against the classifier it must beat, over numbers of labels.
 
+- :class:`SemiSupervisedLoss`: the ELBO of a model file trained with ``--labels N``, following
+  Pyro's SS-VAE convention (labelled images observe ``ys``, unlabelled ones pass ``ys=None``),
+  with its classification term.
 - :func:`baseline_classifier`: q(y|x)'s network trained on the labelled images alone, the
   baseline M2 must beat.
 - :func:`table`: Pyro's semi-supervised tutorial's table 1 layout, test accuracy per number of
@@ -14,13 +18,110 @@ import json
 import math
 import os
 import re
+import warnings
 from dataclasses import replace
 
 import torch
+from pyro.infer import Trace_ELBO
+from torch import nn
 from torch.nn import functional as F
 
 from .data import bernoulli
 from .errors import ConfigError, RunDirError, shown
+from .program import Half, class_log_probs
+
+#: The names of the classification pair a model file's object may define (Pyro's SS-VAE
+#: example): ``model_classify(xs, ys)`` observes ``ys`` under the guide's classifier,
+#: ``guide_classify(xs, ys)`` samples nothing.
+CLASSIFY_PAIR = ("model_classify", "guide_classify")
+
+
+class SemiSupervisedLoss(nn.Module):
+    """The loss of a program trained with labels for some of its images (``--labels N`` with a
+    model file, :attr:`pyro_vae.program.Condition.partial`), as Pyro's SS-VAE example trains
+    it: a labelled image's term is the ELBO with ``ys`` observed, Kingma et al.'s (2014)
+    ``L(x, y)``; an unlabelled image's is the ELBO with ``ys=None``, ``U(x)``, the class summed
+    or sampled by the discrete strategy (:mod:`pyro_vae.discrete`).
+
+    A program cannot take ``-1`` for "no label" (the built-in M2 can), so each minibatch is
+    split in two calls of ``loss_fn``, one on its labelled images and one on the others. Each
+    call scales its sum to the data set by ``size / part`` (the program's data plate, as for
+    any minibatch), and is then weighted by ``part / batch``: every image's term is multiplied
+    by ``size / batch``, as in one call on the whole minibatch. Since the minibatches are drawn
+    uniformly (a random permutation of the training set, labelled images and their copies
+    among them), the loss stays an unbiased estimate of minus the whole training set's
+    objective ``sum_labelled L(x, y) + sum_unlabelled U(x)``, the same estimate as the built-in
+    M2's, at the same scale. (Separate labelled and unlabelled minibatches, as Pyro's example
+    draws them, would weigh the two sets by how often each is visited instead.)
+
+    The classification term, ``alpha`` on each labelled image, scaled likewise (``size /
+    batch``), so that ``--alpha`` means what it means for the built-in M2:
+
+    - where the object that holds the program defines the pair :data:`CLASSIFY_PAIR` (Pyro's
+      SS-VAE example), ``alpha`` times the pair's ELBO on the labelled images: ``model_classify
+      (xs, ys)`` observes ``ys`` under the guide's classifier, and any scale it sets itself
+      (Pyro's ``aux_loss_multiplier``) multiplies ``alpha`` (``--alpha 1`` keeps the
+      program's own weight);
+    - otherwise ``alpha * log q(y | x)`` at the guide's class site, the guide run with
+      ``ys=None`` on the labelled images (:func:`pyro_vae.program.class_log_probs`).
+
+    :param loss_fn: the ELBO as a loss module, ``elbo(model, guide)``.
+    :param float alpha: the classification term's weight on each labelled image (0: none).
+    """
+
+    def __init__(self, loss_fn, alpha=0.0):
+        super().__init__()
+        self.loss_fn = loss_fn
+        self.model, self.guide = loss_fn.model, loss_fn.guide
+        self.baseline = getattr(loss_fn, "baseline", None)
+        self.alpha = float(alpha)
+        self.pair = classify_pair(self.model) if self.alpha else None
+        self.classify_elbo = Trace_ELBO()
+
+    def forward(self, x, y=None, idx=None, size=None):
+        if y is None or y.is_floating_point():
+            return self.loss_fn(x, y, idx, size)
+        labelled = y >= 0
+        batch = x.shape[0]
+        total = 0.0
+        for part in (labelled, ~labelled):
+            k = int(part.sum())
+            if k == 0:
+                continue
+            at = None if idx is None else idx[part]
+            weight = k / batch if size is not None else 1.0
+            with warnings.catch_warnings():
+                # a labelled call has no class to sum out: Pyro's enumeration says so, rightly
+                warnings.filterwarnings("ignore", "TraceEnum_ELBO found no sample sites")
+                loss = self.loss_fn(x[part], y[part], at, size)
+            total = total + weight * loss
+        k = int(labelled.sum())
+        if self.alpha and k:
+            at = None if idx is None else idx[labelled]
+            weight = k / batch if size is not None else 1.0
+            total = total + self.alpha * weight * self.classify(x[labelled], y[labelled], at, size)
+        return total
+
+    def classify(self, x, y, idx, size):
+        """Minus the classification term's log-likelihood of the labelled images ``x``, ``y``,
+        scaled to the data set (``size / len(x)``)."""
+        if self.pair is not None:
+            model, guide = self.pair
+            return self.classify_elbo.differentiable_loss(model, guide, x, y, idx, size)
+        log_q = class_log_probs(self.guide, x, idx, size)
+        scale = size / x.shape[0] if size is not None else 1.0
+        return -scale * log_q.gather(-1, y.long()[:, None]).sum()
+
+
+def classify_pair(model):
+    """The halves ``(model_classify, guide_classify)`` of the object that holds the program
+    ``model`` (a model file's class instance), called as pyro_vae calls every program; ``None``
+    where it has no such pair."""
+    owner = getattr(model, "target", None)
+    fns = [getattr(owner, name, None) for name in CLASSIFY_PAIR]
+    if owner is None or not all(callable(fn) for fn in fns):
+        return None
+    return Half(model.program, "model", fns[0]), Half(model.program, "guide", fns[1])
 
 
 def baseline_classifier(data, hidden_dims, epochs=100, lr=1e-3, seed=0, activation="softplus"):

@@ -98,6 +98,12 @@ def fit(
     gradients (freeze the model with ``model.requires_grad_(False)`` to fit only the guide: that is
     the E-step of :func:`pyro_vae.inference.e_step`).
 
+    A program trained with labels for some of its images (``Program(..., labelled=True)``,
+    ``--labels N`` with a model file) is called once on each minibatch's labelled images, with
+    their ``ys``, and once on the others, with ``ys=None``, each scaled so the sum stays an
+    unbiased estimate of the whole training set's objective, plus the classification term
+    weighed by the program's ``alpha`` (:class:`pyro_vae.semi.SemiSupervisedLoss`).
+
     With ``e_steps > 0`` the schedule alternates instead, as in classical variational EM: on each
     minibatch, ``e_steps`` steps on the guide's parameters with the model held fixed (E), then one
     step on the model's parameters with the guide held fixed (M).
@@ -178,6 +184,11 @@ def fit(
         batch_size=batch_size,
         announce=None if quiet else _announce,
     )
+    structure = getattr(model, "structure", None)
+    if structure is not None and structure.y.partial:  # labels for some images: split them
+        from .semi import SemiSupervisedLoss
+
+        loss_fn, traced = SemiSupervisedLoss(loss_fn, model.program.alpha), None
     schedule = Schedule(loss_fn, lr, lr_decay, clip_grad, e_steps, traced=traced)
     generator = torch.Generator()
     if resume_from is None:

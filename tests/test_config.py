@@ -138,3 +138,18 @@ def test_the_completion_baseline_trains_with_the_runs_recipe(monkeypatch):
     )
     completion.train_baseline(config, load_dataset("mnist-small"))
     assert {k: seen[k] for k in config.fit_options()} == config.fit_options()
+
+
+def test_labels_go_with_m2_or_a_model_file_and_alpha_and_share_with_labels():
+    """--labels is for the built-in M2 and for a model file (whose program the door checks for
+    a class site); --alpha and --labelled-share need --labels."""
+    for model in ("m2", "my_model.py:SSVAE", "my_model.py"):
+        config = Config(model=model, labels=100, alpha="kingma", labelled_share=0.2)
+        assert config.labels == 100
+    for model in ("vae", "gmvae", "hierarchical"):
+        with pytest.raises(ConfigError, match="--labels N is the number of labelled images"):
+            Config(model=model, labels=100)
+    with pytest.raises(ConfigError, match="alpha weighs the classification term"):
+        Config(model="my_model.py:SSVAE", alpha=1.0)
+    with pytest.raises(ConfigError, match="labelled_share is the labelled images' share"):
+        Config(model="my_model.py:SSVAE", labelled_share=0.5)

@@ -676,3 +676,27 @@ def test_setting_an_attribute_of_a_built_model_changes_the_model():
     q = pyro.poutine.trace(DeltaGuide(guide)).get_trace(x)
     trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=q)).get_trace(x)
     assert isinstance(trace.nodes["z"]["fn"], dist.ImproperUniform)
+
+
+@pytest.mark.parametrize(
+    "spec, one_hot", [("ss_vae.py:make", True), ("ss_vae.py:make_indices", False)]
+)
+def test_a_run_with_labels_passes_them_in_the_class_sites_form(spec, one_hot):
+    """With --labels the structure says y is partly observed: labelled images get their labels
+    as the class site takes them (one-hot or indices), unlabelled ones ys=None; the run is not
+    conditional (log p(x) sums the class out) and inspect says so."""
+    from pyro_vae.program import describe
+
+    config = Config(model=os.path.join(PROGRAMS, spec), labels=10, z_dim=3, hidden_dims=(16,))
+    model, _ = build(config, X_SHAPE, train_size=48)
+    y = model.structure.y
+    assert y.partial and y.observed and y.one_hot == one_hot and y.site == "y"
+    assert not model.structure.conditional
+    labels = torch.tensor([3, 0])
+    passed = y.passed(labels)
+    expected = torch.nn.functional.one_hot(labels, 10).float() if one_hot else labels
+    assert torch.equal(passed, expected) and y.passed(torch.tensor([-1, -1])) is None
+    assert any(
+        "passes the labelled images' labels, and y=None" in line
+        for line in describe(model.structure)
+    )

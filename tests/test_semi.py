@@ -2,19 +2,23 @@
 
 import copy
 import json
+import math
+import os
+from dataclasses import replace
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
+from pyro.infer import Trace_ELBO
 from torch.nn import functional as F
 
 from pyro_vae import Config, build, evaluate, fit, train_run
 from pyro_vae.class_latent import cluster_accuracy
 from pyro_vae.cli import main
 from pyro_vae.data import Data, balanced_labels, load_dataset
-from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.errors import ConfigError, DataError, ProgramError
 from pyro_vae.semi import interval
 from tests.conftest import assert_close
 from tests.test_cli_resume import stopped_after_writes
@@ -513,3 +517,163 @@ def test_the_semi_table_without_a_folder_leaves_no_runs_behind(tmp_path, monkeyp
     rows = semi.table(config, labels=(20,), draws=1, variants=["enumeration"], log=lambda _: None)
     assert 0 <= rows[0]["mean"] <= 1
     assert list(tmp_path.iterdir()) == []
+
+
+# -- labels for a model file: Pyro's SS-VAE convention ------------------------------------------
+
+PROGRAMS = os.path.join(os.path.dirname(__file__), "programs")
+
+
+def cat(*tensors):
+    """Concatenate along the last dim, broadcasting the others (the class enumerated)."""
+    shape = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*shape, t.shape[-1]) for t in tensors], -1)
+
+
+class Recording(torch.nn.Module):
+    """A one-hot M2 in Pyro's idiom that records the ``ys`` each call of its model received."""
+
+    def __init__(self, k=K, z_dim=2):
+        super().__init__()
+        self.k, self.z_dim, self.calls = k, z_dim, []
+        d = math.prod(X_SHAPE)
+        self.classifier = torch.nn.Linear(d, k)
+        self.encoder = torch.nn.Linear(d + k, 2 * z_dim)
+        self.decoder = torch.nn.Linear(z_dim + k, d)
+
+    def model(self, xs, ys=None):
+        pyro.module("recording", self)
+        self.calls.append(None if ys is None else ys.clone())
+        xs = xs.reshape(xs.shape[0], -1)
+        with pyro.plate("data"):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(xs), self.z_dim), 1.0).to_event(1))
+            prior = dist.OneHotCategorical(torch.ones(len(xs), self.k) / self.k)
+            ys = pyro.sample("y", prior, obs=ys)
+            logits = self.decoder(cat(z, ys))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=xs)
+
+    def guide(self, xs, ys=None):
+        xs = xs.reshape(xs.shape[0], -1)
+        with pyro.plate("data"):
+            if ys is None:
+                ys = pyro.sample("y", dist.OneHotCategorical(logits=self.classifier(xs)))
+            loc, log_scale = self.encoder(cat(xs, ys)).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+def recording_program(alpha=0.0):
+    from pyro_vae.program import Program
+
+    owner = Recording()
+    program = Program(owner.model, owner.guide, images(4), owner=owner, labelled=True, alpha=alpha)
+    owner.calls.clear()
+    return owner, program
+
+
+def test_a_labelled_part_passes_ys_and_an_unlabelled_part_passes_none():
+    """One minibatch of labelled and unlabelled images is two calls of the program: the labelled
+    images with their labels one-hot (as the class site takes them), the others with None."""
+    from pyro_vae.discrete import objective
+    from pyro_vae.semi import SemiSupervisedLoss
+
+    owner, program = recording_program()
+    s = program.structure
+    assert s.y.partial and s.y.observed and not s.conditional and s.y.site == "y"
+    loss_fn = SemiSupervisedLoss(
+        objective(s, "enumerate", Trace_ELBO())(program.model, program.guide)
+    )
+    y = torch.tensor([2, -1, 0, -1, -1])
+    loss_fn(images(5), y, torch.arange(5), 20)
+    passed = [c for c in owner.calls]
+    labelled = [c for c in passed if c is not None]
+    assert len(labelled) == 1 and None in passed
+    assert torch.equal(labelled[0], F.one_hot(torch.tensor([2, 0]), K).float())
+    # a call that mixes the two is refused in one line
+    with pytest.raises(ProgramError, match="mixes 2 labelled and 3 unlabelled"):
+        program.model(images(5), y)
+
+
+@pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
+def test_the_split_minibatch_scales_each_image_to_the_data_set():
+    """Each image's term is scaled by size / batch whichever call it is in: with size = batch
+    the loss is the labelled images' -L(x, y) plus the unlabelled ones' -U(x), unscaled, and
+    it grows linearly with the data set's size."""
+    from pyro_vae.discrete import objective
+    from pyro_vae.semi import SemiSupervisedLoss
+
+    _, program = recording_program()
+    inner = objective(program.structure, "enumerate", Trace_ELBO())(program.model, program.guide)
+    loss_fn = SemiSupervisedLoss(inner)
+    x, y = images(5), torch.tensor([2, -1, 0, -1, -1])
+    labelled = y >= 0
+    pyro.set_rng_seed(3)
+    split = loss_fn(x, y, torch.arange(5), 5).detach()
+    pyro.set_rng_seed(3)
+    by_hand = (inner(x[labelled], y[labelled]) + inner(x[~labelled], None)).detach()
+    pyro.set_rng_seed(3)
+    scaled = loss_fn(x, y, torch.arange(5), 15).detach()
+    assert_close(split, by_hand, rtol=1e-6, atol=1e-4)
+    assert_close(scaled, 3 * split, rtol=1e-5, atol=1e-3)
+
+
+def test_the_classification_term_is_alpha_log_q_at_the_guides_class_site():
+    from pyro_vae.discrete import objective
+    from pyro_vae.semi import SemiSupervisedLoss
+
+    owner, program = recording_program()
+    inner = objective(program.structure, "enumerate", Trace_ELBO())(program.model, program.guide)
+    x, y = images(5), torch.tensor([2, -1, 0, -1, -1])
+    log_q = owner.classifier(x.reshape(5, -1)).log_softmax(-1).detach()
+    pyro.set_rng_seed(3)
+    without = SemiSupervisedLoss(inner)(x, y, torch.arange(5), 10).detach()
+    pyro.set_rng_seed(3)
+    with_term = SemiSupervisedLoss(inner, alpha=0.5)(x, y, torch.arange(5), 10).detach()
+    # alpha on each labelled image's log q(y|x), scaled to the data set (10 / 5)
+    expected = -0.5 * 2 * (log_q[0, 2] + log_q[2, 0])
+    assert_close(with_term - without, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "spec", ["ss_vae.py:make", "ss_vae.py:make_indices"], ids=["one-hot ys", "index ys"]
+)
+def test_a_model_file_trains_with_labels_from_the_command_line(spec, tmp_path, capsys):
+    """Pyro's SS-VAE idiom with --labels: labelled minibatch parts observe ys, the others pass
+    None; the run reports q(y|x)'s test accuracy as the built-in M2's does."""
+    out = tmp_path / "run"
+    args = ["train", "--model", os.path.join(PROGRAMS, spec), "--labels", "100"]
+    args += ["--dataset", "mnist-small", "--z-dim", "4", "--hidden-dims", "32", "--epochs", "1"]
+    args += ["--batch-size", "200", "--log-px-samples", "5", "--quiet", "--out", str(out)]
+    if spec.endswith("indices"):
+        args += ["--alpha", "kingma", "--labelled-share", "0.1"]
+    assert main(args) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["labels"] == 100
+    assert "test accuracy" in printed and "100 labelled training images" in printed
+    assert -800 < metrics["test_log_px"] < 0
+    from pyro_vae import load_run
+
+    run = load_run(str(out))
+    assert run.structure.y.partial and run.conditioned_on is None
+
+
+def test_model_classify_and_guide_classify_are_found_by_name_and_weighted_by_alpha(tmp_path):
+    """The program's own auxiliary pair (Pyro's SS-VAE example) is the classification term:
+    called on the labelled images only, with their ys one-hot."""
+    spec = os.path.join(PROGRAMS, "ss_vae_aux.py:make")
+    config = Config(model=spec, labels=100, alpha=1.0, z_dim=2, hidden_dims=(16,), epochs=1)
+    config = replace(config, batch_size=500, log_px_samples=4)
+    run, metrics = train_run(config, str(tmp_path / "aux"), quiet=True)
+    calls = run.model.target.calls
+    assert calls and all(shape == (n, 10) for n, shape in calls)
+    assert sum(n for n, _ in calls) == 100  # every labelled image once per epoch
+    assert 0 <= metrics["test_accuracy"] <= 1
+
+
+def test_labels_for_a_program_without_a_class_site_is_one_line(tmp_path, capsys):
+    spec = os.path.join(PROGRAMS, "sizeless_plate.py")
+    args = ["train", "--model", spec, "--labels", "100", "--quiet", "--out", str(tmp_path / "x")]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-vae: error: --labels needs a program that observes the class")
+    assert "obs=ys" in err and len(err.strip().splitlines()) == 1
