@@ -7,6 +7,7 @@ It is read back with ``torch.load(..., weights_only=True)``, which refuses any p
 build other objects, so a malicious file is rejected before its payload can run.
 """
 
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -27,8 +28,11 @@ from .errors import CheckpointError, ConfigError, first_line, shown
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "pyro_vae.checkpoint"
-# 2 added the training state (optimizer, position, generators); 1 held the model and guide only.
-FORMAT_VERSION = 2
+# 3 added the digest of the contents; 2 the training state (optimizer, position, generators);
+# 1 held the model and guide only. Every version is read.
+FORMAT_VERSION = 3
+#: The key of a checkpoint's digest: SHA-256 of everything else in it (:func:`digest`).
+DIGEST = "sha256"
 TMP_SUFFIX = ".tmp"
 _writes = {}  # per file name, for the testing hook in _fault_point
 
@@ -191,6 +195,39 @@ def load_plain(file):
         return torch.load(file, map_location="cpu", weights_only=True)
 
 
+def digest(state):
+    """SHA-256 of a checkpoint's contents (every entry but the digest itself), tensor by tensor
+    in a fixed order: written with the checkpoint and checked when it is read, so a flipped byte
+    anywhere (an optimizer moment, a generator state) is found instead of resumed from."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != DIGEST})
+    return h.hexdigest()
+
+
+def _feed(h, value):
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(value.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        h.update(b"D%d:" % len(value))
+        for key in sorted(value, key=repr):
+            h.update(repr(key).encode() + b"=")
+            _feed(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(b"L%d:" % len(value))
+        for item in value:
+            _feed(h, item)
+    else:
+        h.update(repr(value).encode() + b";")
+
+
+def save_checkpoint(state, f):
+    """``torch.save`` ``state`` (a header from :func:`checkpoint_header` and the states) to the
+    open file ``f``, with its :func:`digest`."""
+    torch.save({**state, DIGEST: digest(state)}, f)
+
+
 def read_checkpoint(file):
     """The dict in a pyro_vae checkpoint file, loaded without running any code it might hold.
 
@@ -211,6 +248,15 @@ def read_checkpoint(file):
             f"{file} has checkpoint format {version!r}, newer than this pyro_vae reads "
             f"({FORMAT_VERSION}); upgrade pyro_vae"
         )
+    damaged = f"{file} is damaged"
+    if version >= 3 and state.get(DIGEST) != digest(state):
+        raise CheckpointError(
+            f"{damaged}: its contents do not match the checksum written with it; put back a "
+            "good copy, or start the run again"
+        )
+    problem = _bad_values(state)
+    if problem:
+        raise CheckpointError(f"{damaged}: {problem}; put back a good copy, or start again")
     try:
         state["config"] = Config.from_dict(state["config"])
         # Its values too, not only its format: they size what is built from it.
@@ -227,3 +273,48 @@ def read_checkpoint(file):
     except (ConfigError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{file} holds a bad config ({first_line(e)})") from None
     return state
+
+
+def _bad_values(state):
+    """What is wrong with the weights and generator states of ``state``, or ``None``: checked
+    before anything is built from them (NaN weights met Pyro's constraint checks with a tensor
+    dump; a generator state of the wrong size, a RuntimeError on ``--resume``)."""
+    for part in ("model", "guide", "baseline"):
+        weights = state.get(part, {})
+        if not isinstance(weights, dict):
+            return f"its {part} state is not a dict of tensors"
+        for name, value in weights.items():
+            if not isinstance(value, torch.Tensor):
+                return f"{part} entry {shown(name)} is not a tensor"
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                return f"{part} weight {shown(name)} holds non-finite values"
+    expected = torch.get_rng_state()
+    rng = state.get("rng")
+    generators = {"the minibatch generator": state.get("generator")}
+    if isinstance(rng, dict):
+        generators["torch's generator"] = rng.get("torch")
+    elif rng is not None:
+        return "its generator states are not a dict"
+    for what, value in generators.items():
+        if value is None and what == "the minibatch generator" and "generator" not in state:
+            continue
+        if (
+            not isinstance(value, torch.Tensor)
+            or value.dtype != expected.dtype
+            or value.shape != expected.shape
+        ):
+            return f"the state of {what} is not one torch can restore"
+    if isinstance(rng, dict):
+        numpy = rng.get("numpy")
+        ok = (
+            isinstance(numpy, (list, tuple))
+            and len(numpy) == 5
+            and isinstance(numpy[1], torch.Tensor)
+            and numpy[1].shape == (624,)
+        )
+        random_state = rng.get("random")
+        ok = ok and isinstance(random_state, (list, tuple)) and len(random_state) == 3
+        ok = ok and isinstance(random_state[1], (list, tuple)) and len(random_state[1]) == 625
+        if not ok:
+            return "the state of NumPy's or Python's generator is not one they can restore"
+    return None

@@ -71,12 +71,16 @@ def first_line(error, limit=200):
     """
     text = str(error).strip()
     if text.startswith("Weights only load failed"):
-        if "Unsupported global" in text:
+        # A global that torch would not import: a class, a function (os.system, a __reduce__
+        # payload). torch words it several ways ("Unsupported global: GLOBAL eval", "unsupported
+        # GLOBAL posix.system whose module posix is blocked").
+        if "GLOBAL" in text or "Unsupported global" in text:
             return (
                 "it holds Python objects other than tensors and plain values "
                 "(refused: loading it could run code)"
             )
-        reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        reason = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler" in text else ""
+        reason = [line for line in reason.strip().splitlines() if line.strip()]
         return f"it is damaged or not a torch file ({reason[0] if reason else 'unreadable'})"
     return text.splitlines()[0][:limit] if text else type(error).__name__
 

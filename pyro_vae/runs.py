@@ -25,6 +25,7 @@ from .checkpoints import (
     checkpoint_header,
     read_checkpoint,
     remove_stray_temporaries,
+    save_checkpoint,
     write_json,
 )
 from .config import CLASS_MODELS, MAX_COUNT, Config, _is_model_file, build, check_seed
@@ -227,7 +228,7 @@ class Run:
         }
 
     def save(self, path):
-        _atomic_write(os.path.join(path, CHECKPOINT), lambda f: torch.save(self.state(), f))
+        _atomic_write(os.path.join(path, CHECKPOINT), lambda f: save_checkpoint(self.state(), f))
 
 
 def _check_count(name, value):
@@ -403,7 +404,7 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
         try:
             if not os.path.exists(os.path.join(out, CONFIG)):
                 write_json(os.path.join(out, CONFIG), config.as_dict())
-            _atomic_write(file, lambda f: torch.save({**header, **train_state}, f))
+            _atomic_write(file, lambda f: save_checkpoint({**header, **train_state}, f))
         except OSError as e:  # a full disk, say: stop cleanly, keeping the last good checkpoint
             raise RunDirError(
                 f"cannot write {file} ({e.strerror or e}); the last checkpoint, if any, stays and "

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pyro_vae import load_run
+from pyro_vae.checkpoints import FORMAT_VERSION
 from pyro_vae.cli import main
 from pyro_vae.config import Config
 from pyro_vae.data import load_dataset, load_images
@@ -261,10 +262,14 @@ def test_malicious_images_are_refused_without_running_them(trained, tmp_path, ca
 
 
 def _tampered(good, **changes):
+    """``good`` with ``changes``, written as a checkpoint with them would be (its checksum
+    matching: the checks of the values are what is tested)."""
+    from pyro_vae.checkpoints import DIGEST, save_checkpoint
+
     state = torch.load(io.BytesIO(good), weights_only=True)
     state.update(changes)
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    save_checkpoint({k: v for k, v in state.items() if k != DIGEST}, buffer)
     return buffer.getvalue()
 
 
@@ -274,7 +279,10 @@ CHECKPOINTS = {
     "corrupt": (lambda good, marker: bytes(range(256)) * 40, "cannot read checkpoint"),
     "empty": (lambda good, marker: b"", "cannot read checkpoint"),
     "foreign": (lambda good, marker: _tampered(good, format="other"), "not a pyro_vae checkpoint"),
-    "newer format": (lambda good, marker: _tampered(good, format_version=3), "upgrade pyro_vae"),
+    "newer format": (
+        lambda good, marker: _tampered(good, format_version=FORMAT_VERSION + 1),
+        "upgrade pyro_vae",
+    ),
     "another model's weights": (
         lambda good, marker: _tampered(
             good, config={**Config(**TINY_CONFIG).as_dict(), "z_dim": 6}

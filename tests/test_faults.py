@@ -1047,14 +1047,23 @@ def test_a_checkpoint_with_bad_values_is_refused(key, value, message, run_dir, t
 
     import torch
 
+    from pyro_vae.checkpoints import DIGEST, save_checkpoint
+
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     state[key] = value
-    torch.save(state, run / "checkpoint.pt")
-    before = snapshot(str(run))
-    for command in (["evaluate", str(run), "-k", "2"], ["train", "--resume", str(run)]):
-        assert_the_promise(cli(capsys, *command), message, before, str(run))
+    # Edited by hand, the file no longer matches its checksum; written so (a fresh digest, as by
+    # a writer with a bug), its values are what is refused.
+    for written, said in ((False, "do not match the checksum"), (True, message)):
+        with open(run / "checkpoint.pt", "wb") as f:
+            if written:
+                save_checkpoint({k: v for k, v in state.items() if k != DIGEST}, f)
+            else:
+                torch.save(state, f)
+        before = snapshot(str(run))
+        for command in (["evaluate", str(run), "-k", "2"], ["train", "--resume", str(run)]):
+            assert_the_promise(cli(capsys, *command), said, before, str(run))
 
 
 @pytest.mark.parametrize(

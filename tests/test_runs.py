@@ -8,6 +8,7 @@ import torch
 from pyro.infer import TraceMeanField_ELBO
 
 from pyro_vae import load_run
+from pyro_vae.checkpoints import DIGEST, save_checkpoint
 from pyro_vae.config import Config
 from pyro_vae.errors import CheckpointError, ConfigError, DataError, DivergenceError, RunDirError
 from pyro_vae.runs import resume_run, train_run
@@ -223,7 +224,8 @@ def _resave(out, keep=True, **changes):
     state.update(changes)
     if not keep:
         state = {k: v for k, v in state.items() if k not in changes}
-    torch.save(state, file)
+    with open(file, "wb") as f:  # as a writer with these contents would (its checksum matching)
+        save_checkpoint({k: v for k, v in state.items() if k != DIGEST}, f)
 
 
 def test_resuming_a_finished_run_evaluates_it_again(run_dir, tmp_path):
