@@ -16,6 +16,7 @@ know?", ICLR 2019): images with few "on" pixels are cheap to encode, whatever th
 """
 
 import torch
+from pyro import poutine
 
 from .errors import DataError
 from .program import kl_to_prior
@@ -47,10 +48,29 @@ def anomaly_scores(run, x, num_samples=100, scores=tuple(SCORES), progress=False
     if "elbo" in scores:
         out["elbo"] = -run.elbo(images)
     if "kl" in scores:
-        out["kl"] = kl_to_prior(run.model, run.guide_for(images), images, num_samples=num_samples)
+        guide = run.guide_for(images)
+        if run.structure.vectorized:
+            out["kl"] = kl_to_prior(run.model, guide, images, num_samples=num_samples)
+        else:
+            out["kl"] = _kl_draw_by_draw(run.model, guide, images, num_samples)
     if "log_px" in scores:
         out["log_px"] = -run.log_px(images, num_samples=num_samples, progress=progress)
     return out
+
+
+def _kl_draw_by_draw(model, guide, x, num_samples):
+    """KL(q(latents | x) || p(latents)) per image from ``num_samples`` draws of q taken one at a
+    time, for a program that cannot take a dim of particles."""
+    names = model.structure.latent_names
+    total = torch.zeros(x.shape[0])
+    for _ in range(num_samples):
+        g = poutine.trace(guide).get_trace(x)
+        m = poutine.trace(poutine.replay(model, trace=g)).get_trace(x)
+        for name in names:
+            value = g.nodes[name]["value"]
+            log_ratio = g.nodes[name]["fn"].log_prob(value) - m.nodes[name]["fn"].log_prob(value)
+            total += log_ratio.reshape(x.shape[0], -1).sum(-1)
+    return total / num_samples
 
 
 def auroc(scores_in, scores_out):

@@ -38,6 +38,7 @@ by side in their layout.
 
 import math
 import os
+import sys
 import time
 
 import pyro
@@ -201,6 +202,7 @@ def compare(
     if guide is not None:
         guide.eval()
     structure = getattr(model, "structure", None)
+    strategies = _without_nuts_if_not_enumerable(strategies, variational, model, guide, x4)
     splits = {
         "train": data.split("train")[0][:num_images],
         "test": data.test_x[:num_images],
@@ -315,6 +317,21 @@ def compare(
     result["_guides"] = guides
     result["_x"] = x_test
     return result
+
+
+def _without_nuts_if_not_enumerable(strategies, variational, model, guide, x):
+    """``strategies`` without ``mcmc`` where the model's discrete sites cannot be summed out
+    (NUTS moves continuous latents only, so Pyro's MCMC enumerates the rest), said once."""
+    if "mcmc" not in strategies or guide is None or evaluate.enumerates(model, guide, x):
+        return strategies
+    why = (
+        "NUTS samples the continuous latents with the discrete sites summed out, and this "
+        "program cannot be enumerated"
+    )
+    if not variational:
+        raise ConfigError(f"compare cannot run mcmc on this model: {why}; choose other strategies")
+    print(f"pyro_vae: compare leaves out mcmc: {why}", file=sys.stderr, flush=True)
+    return [s for s in strategies if s != "mcmc"]
 
 
 #: The largest posterior mass an image may have on the exact grid's edge before it is widened.

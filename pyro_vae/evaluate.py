@@ -19,11 +19,18 @@ within each, so for one particle ``k``::
 and the ELBO is ``sum_y q(y|x) [log p(x, y, z^y) - log q(y|x) - log q(z^y | x, y)]``. However a
 run was trained (:mod:`pyro_vae.discrete`), it is scored by the same numbers.
 
+A program that cannot be enumerated (it reshapes its class sample to one per image, say) has its
+discrete sites sampled from the guide instead, as the continuous ones are: the weights stay
+importance weights with q(y|x) as the proposal, so the estimates stay valid, with more variance.
+Evaluation finds it out once per model, and says so on stderr (:func:`sampled_instead`).
+
 Log-densities are taken unscaled, so a model trained with a ``poutine.scale`` on ``"z"`` (beta-VAE,
 KL warm-up) is still scored by its true ELBO and log p(x).
 """
 
 import math
+import sys
+import weakref
 
 import pyro
 import torch
@@ -34,6 +41,29 @@ from tqdm.auto import tqdm
 from .discrete import enumerated, finite_sites, joint_values
 
 DEFAULT_MAX_ROWS = 32768
+
+#: model -> whether evaluation can sum its finite discrete sites out (:func:`_enumerates`).
+_ENUMERABLE = weakref.WeakKeyDictionary()
+
+
+def enumerates(model, guide, x, y=None):
+    """Whether evaluation sums ``model``'s finite discrete sites out (``True`` without any), or,
+    the program failing under enumeration, samples them from ``guide``: found once per model,
+    from the images ``x`` (with ``y``), and said once on stderr where it fails."""
+    structure = structure_of(model)
+    if structure is None or not finite_sites(structure):
+        return True
+    if model not in _ENUMERABLE:
+        log_weights(
+            model, guide, x[:1], None if y is None else y[:1], idx=torch.arange(1), size=len(x)
+        )
+    return _ENUMERABLE.get(model, True)
+
+
+def sampled_instead(model):
+    """Whether evaluation samples ``model``'s discrete sites from the guide, having found that
+    the program cannot be enumerated."""
+    return _ENUMERABLE.get(model) is False
 
 
 def _log_joint(trace, data_dim=-1):
@@ -101,7 +131,7 @@ def log_weights(
                 ]
             )
 
-    def run():
+    def run(summed, x, y, idx, size):
         q = guide
         if summed:
             names = frozenset(s.name for s in summed)
@@ -120,11 +150,55 @@ def log_weights(
             return (log_q.exp() * log_w).sum(dims)
         return (log_w + log_q).logsumexp(dims)
 
-    if structure is not None and not structure.vectorized:
-        return torch.as_tensor(run()).expand(1, x.shape[0])
-    with pyro.plate("particles", num_samples, dim=-(max_plate_nesting + 1)):
-        log_w = run()
-    return torch.as_tensor(log_w).expand(num_samples, x.shape[0])
+    def particles(summed, x=x, y=y, idx=idx, size=size, num_samples=num_samples):
+        if structure is not None and not structure.vectorized:
+            return torch.as_tensor(run(summed, x, y, idx, size)).expand(1, x.shape[0])
+        with pyro.plate("particles", num_samples, dim=-(max_plate_nesting + 1)):
+            log_w = run(summed, x, y, idx, size)
+        return torch.as_tensor(log_w).expand(num_samples, x.shape[0])
+
+    if summed and not _enumerates(model, summed, particles, x, y, idx, size):
+        summed = ()
+    return particles(summed)
+
+
+def _enumerates(model, summed, particles, x, y, idx, size):
+    """Whether evaluation can sum ``model``'s finite discrete sites out, found once per model
+    on a probe: the first image repeated one more time than any site has values, so a program
+    that reshapes its class sample to one per image cannot pass by a coincidence of sizes (it
+    does where the batch has as many images as the class has values). Where it fails and
+    sampling works, say so once on stderr."""
+    if model in _ENUMERABLE:
+        return _ENUMERABLE[model]
+    n = max(s.cardinality for s in summed) + 1
+
+    def probe(t):
+        return None if t is None else t[:1].expand(n, *t.shape[1:])
+
+    where = torch.zeros(n, dtype=torch.long) if idx is None else probe(idx)
+    of = size if size is not None else x.shape[0]
+    try:
+        particles(summed, probe(x), probe(y), where, of, 1)
+        _ENUMERABLE[model] = True
+        return True
+    except Exception as e:  # the program's own error under enumeration, whatever its type
+        failure = e
+    particles((), probe(x), probe(y), where, of, 1)  # sampling fails too: its error, as it is
+    _ENUMERABLE[model] = False
+    names = ", ".join(repr(s.name) for s in summed)
+    print(
+        f"pyro_vae: evaluation samples the discrete site(s) {names} from the guide: the program "
+        f"cannot be enumerated ({type(failure).__name__}: {_first_line(failure)}); log p(x) "
+        "stays an importance-sampled estimate with q(y|x) as the proposal",
+        file=sys.stderr,
+        flush=True,
+    )
+    return False
+
+
+def _first_line(e):
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _chunked(x, y, num_samples, max_rows):

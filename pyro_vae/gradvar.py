@@ -41,7 +41,7 @@ from pyro.poutine.messenger import Messenger
 
 from .discrete import discrete_sites, enumerated
 from .errors import ConfigError
-from .evaluate import log_weights
+from .evaluate import enumerates, log_weights, sampled_instead
 from .nets import LearnedBaseline
 
 #: name -> (the Pyro ELBO, the score-function baseline or None for a pathwise gradient)
@@ -65,6 +65,8 @@ def not_applicable(model, estimator):
             "Pyro's closed-form KL needs every guide site reparameterized, and "
             f"{_sites_named(sites)} discrete"
         )
+    if sampled_instead(model):
+        return "it sums the discrete sites out, and the program cannot be enumerated"
     infinite = [s for s in sites if s.cardinality is None]
     if infinite:
         return (
@@ -318,6 +320,7 @@ def measure_stages(stages, x, **kwargs):
     rows, estimators = [], kwargs.pop("estimators", tuple(ESTIMATORS))
     for label, model, guide in stages:
         if not rows:
+            enumerates(model, guide, x)  # found out once, before the estimators are chosen
             estimators = _applicable(model, estimators)
         rows += [
             {"stage": label, **row}

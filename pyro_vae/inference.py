@@ -26,7 +26,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 
 from .data import Data
 from .errors import ConfigError
-from .evaluate import structure_of
+from .evaluate import enumerates, structure_of
 from .train import fit
 
 E_STEP_LR = 0.2  # from the prior
@@ -79,6 +79,8 @@ def e_step(
     labels = y if y is not None and y.dim() == 1 else torch.zeros(n, dtype=torch.long)
     images = Data("e-step", "static", x, labels, x[:0], labels[:0])
     images.y_is_x = y is not None and y.dim() > 1
+    # a program that cannot be enumerated trains its discrete sites by the score function
+    discrete = None if enumerates(model, guide, x, y) else "score"
     # gradients even where the caller turned them off (a figure's torch.no_grad() that fits a
     # per-image guide to the images it draws)
     with frozen(model), torch.enable_grad():
@@ -94,6 +96,7 @@ def e_step(
             seed=seed,
             quiet=quiet,
             test_samples=0,
+            discrete=discrete,
         )
 
 
@@ -116,9 +119,14 @@ def frozen(model):
 def _e_step_elbo(model, num_particles):
     """The E-step's default ELBO: analytic KL, ``num_particles`` draws, vectorized where the
     program allows it."""
-    if num_particles == 1:
-        return TraceMeanField_ELBO()
     structure = structure_of(model)
+    if num_particles == 1 or (
+        structure is not None
+        and not structure.vectorized
+        and any(s.discrete for s in structure.latents)
+    ):
+        # a discrete strategy vectorizes its particles whatever the program: one draw a step
+        return TraceMeanField_ELBO()
     if structure is not None and not structure.vectorized:
         return TraceMeanField_ELBO(num_particles=num_particles)
     nesting = structure.max_plate_nesting if structure is not None else 1

@@ -80,3 +80,28 @@ def test_log_px_of_one_sample_is_the_elbo_estimator(model_and_data):
     b = evaluate.elbo(model, guide, x, num_samples=1)
     assert_close(a, b, atol=1e-5)
     assert math.isfinite(a.mean().item())
+
+
+def test_a_program_that_cannot_be_enumerated_has_its_class_sampled_from_the_guide(capsys):
+    """A program that reshapes its class sample to one per image breaks under enumeration; its
+    class is then sampled from q(y|x), said once, and the estimates are those of its twin
+    written for enumeration (the same networks), whose class is summed out exactly. Three
+    images for a class of three values: the reshape would pass on the batch itself."""
+    from pyro_vae import program
+    from tests.programs.reshaped_class import ReshapedClass
+
+    pyro.set_rng_seed(0)
+    x = (torch.rand(3, 1, 6, 6) > 0.5).float()
+    broken = ReshapedClass(36, z_dim=2, hidden=8, num_classes=3)
+    twin = ReshapedClass(36, z_dim=2, hidden=8, num_classes=3, reshape=False)
+    twin.load_state_dict(broken.state_dict())
+    model, guide = program.as_program(broken.model, broken.guide, x)
+    twin_model, twin_guide = program.as_program(twin.model, twin.guide, x)
+    for estimate in (evaluate.log_px, evaluate.elbo):
+        pyro.set_rng_seed(1)
+        sampled = estimate(model, guide, x, num_samples=1000)
+        summed = estimate(twin_model, twin_guide, x, num_samples=1000)
+        assert_close(sampled, summed, atol=0.15)
+    assert evaluate.sampled_instead(model) and not evaluate.sampled_instead(twin_model)
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "samples the discrete site(s) 'y' from the guide" in said[0]

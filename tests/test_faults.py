@@ -835,6 +835,13 @@ VARIANTS = {
     "model file": ["--model", os.path.join(ROOT, "examples", "gmm_prior_vae.py:GMMPriorVAE")],
     "m2": ["--model", "m2", "--labels", "20"],
     "gmvae": ["--model", "gmvae"],
+    # a discrete class the program reshapes, so it cannot be enumerated (training crashed)
+    "reshaped class": [
+        "--model",
+        os.path.join(ROOT, "tests", "programs", "reshaped_class.py:make"),
+        "--discrete",
+        "score",
+    ],
 }
 COMMANDS = {
     "evaluate --images": ["evaluate", "RUN", "-k", "2", "--images", "IMAGES"],
@@ -886,6 +893,10 @@ BROKE = {
     ("gmvae", "compare"),
     ("gmvae", "gradvar"),
     ("gmvae", "anomaly"),
+    ("reshaped class", "evaluate --images"),
+    ("reshaped class", "compare"),
+    ("reshaped class", "gradvar"),
+    ("reshaped class", "anomaly"),
 }
 
 
