@@ -3,10 +3,10 @@
 
 - :func:`report`: the test accuracy of q(y|x) (for the mixture: the cluster accuracy, clusters
   matched one-to-one to labels, :func:`cluster_accuracy`; for a model file: the argmax of the
-  guide's class site), and the run's figure: for M2 the
-  analogies (:func:`analogies`; Kingma et al. 2014, figure 1: the style z of a few test images
-  decoded under every class), for the mixture one row of decoded draws per cluster
-  (:func:`clusters`).
+  guide's class site), and the run's figure: for M2 and a model file the analogies
+  (:func:`analogies`; Kingma et al. 2014, figure 1: the style z of a few test images decoded
+  under every class; a model file's through the door, :func:`decoded`), for the mixture one row
+  of decoded draws per cluster (:func:`clusters`).
 
 The study over numbers of labels, with the baseline classifier, is :mod:`pyro_vae.semi`.
 """
@@ -51,8 +51,6 @@ def report(run, data):
         clusters(run, os.path.join(run.path, "clusters.png"))
         return out
     accuracy = (predicted == data.test_y).float().mean().item()
-    if run.config.model not in CLASS_MODELS:  # a model file: its networks are its own
-        return {"test_accuracy": round(accuracy, 4), "labels": run.config.labels}
     analogies(run, data.test_x[:8], os.path.join(run.path, "analogies.png"))
     return {
         "test_accuracy": round(accuracy, 4),
@@ -63,15 +61,15 @@ def report(run, data):
 
 @torch.no_grad()
 def class_effect(run, n=200, seed=0):
-    """How much M2's decoder output depends on the class, from 0 to 1: ``n`` codes z ~ p(z) are
-    decoded under every class, and the pixel variance across classes (same z) is divided by the
-    total variance across classes and codes (as :func:`pyro_vae.classifier.label_effect` does for
-    a conditional VAE). 0: the decoder ignores y and z carries the class, so q(y|x) learns nothing
+    """How much M2's decoder output (a model file's image site's mean) depends on the class,
+    from 0 to 1: ``n`` codes z ~ p(z) are decoded under every class, and the pixel variance
+    across classes (same z) is divided by the total variance across classes and codes (as
+    :func:`pyro_vae.classifier.label_effect` does for a conditional VAE). 0: the decoder ignores y and z carries the class, so q(y|x) learns nothing
     from the unlabelled images; Kingma et al.'s analogies need it well above 0."""
     k = run.num_classes
-    z = torch.randn(n, run.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    z = _codes(run, n, torch.Generator().manual_seed(seed))
     classes = torch.eye(k).repeat_interleave(n, 0)
-    images = run.model.x_dist(z.repeat(k, 1), classes).mean.reshape(k, n, -1)
+    images = decoded(run, z.repeat(k, *([1] * (z.dim() - 1))), classes).reshape(k, n, -1)
     across_classes = images.var(0, correction=0).sum(-1).mean()
     total = images.reshape(k * n, -1).var(0, correction=0).sum()
     return (across_classes / total).item()
@@ -83,17 +81,51 @@ def analogies(run, x, path):
     under every class y = 0, 1, ..., K - 1."""
     x = run._images(x)
     k = run.num_classes
-    c = F.one_hot(predictions(run, x), k).float()
-    z, _ = run.guide.encoder(x, c)
+    predicted = predictions(run, x)
+    if _model_file(run):  # the mean of q at the code site, given the class
+        z, _ = program.site_moments(run.guide, x, predicted, site=run.structure.code.name)
+    else:
+        z, _ = run.guide.encoder(x, F.one_hot(predicted, k).float())
     n = x.shape[0]
-    decoded = run.model.x_dist(z.repeat_interleave(k, 0), torch.eye(k).repeat(n, 1)).mean
-    rows = torch.cat([x[:, None], decoded.reshape(n, k, *x.shape[1:])], 1)
+    images = decoded(run, z.repeat_interleave(k, 0), torch.eye(k).repeat(n, 1))
+    rows = torch.cat([x[:, None], images.reshape(n, k, *x.shape[1:])], 1)
     plots.image_grid(
         rows.reshape(-1, *x.shape[1:]),
         path,
         title=f"analogies: a test image (left), its style z decoded under y = 0 ... {k - 1}",
         nrow=k + 1,
     )
+
+
+def _model_file(run):
+    """Whether ``run`` is a model file trained with labels (else the built-in M2 or mixture,
+    whose networks :func:`class_effect` and :func:`analogies` call directly)."""
+    structure = getattr(run, "structure", None)
+    return structure is not None and structure.y.partial
+
+
+def _codes(run, n, generator):
+    """``n`` codes drawn from the prior of the code site: N(0, I) for the built-in M2, else
+    with the mean and standard deviation of the model's own prior
+    (:func:`pyro_vae.program.prior_moments`)."""
+    if not _model_file(run):
+        return torch.randn(n, run.config.z_dim, generator=generator)
+    loc, scale = program.prior_moments(run.model)
+    return loc + scale * torch.randn(n, *run.structure.code.shape, generator=generator)
+
+
+def decoded(run, z, classes):
+    """The image means of codes ``z`` under one-hot ``classes`` ``(N, K)``, ``(N, ...)``: the
+    built-in decoder's, or a model file's through the door (:func:`pyro_vae.program.decode`,
+    the code and class sites given)."""
+    if not _model_file(run):
+        return run.model.x_dist(z, classes).mean
+    structure = run.structure
+    latents = {
+        structure.code.name: z,
+        program.class_site(structure): structure.y.value(classes.argmax(-1)),
+    }
+    return program.decode(run.model, latents)
 
 
 @torch.no_grad()

@@ -650,6 +650,8 @@ def test_a_model_file_trains_with_labels_from_the_command_line(spec, tmp_path, c
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["labels"] == 100
     assert "test accuracy" in printed and "100 labelled training images" in printed
+    # the analogies and the class effect, through the door: the code and class sites given
+    assert 0 <= metrics["class_effect"] <= 1 and "analogies.png" in metrics["figures"]
     assert -800 < metrics["test_log_px"] < 0
     from pyro_vae import load_run
 
@@ -668,6 +670,13 @@ def test_model_classify_and_guide_classify_are_found_by_name_and_weighted_by_alp
     assert calls and all(shape == (n, 10) for n, shape in calls)
     assert sum(n for n, _ in calls) == 100  # every labelled image once per epoch
     assert 0 <= metrics["test_accuracy"] <= 1
+    # the class effect's and the analogies' decoding through the door is the file's decoder
+    from pyro_vae.class_latent import decoded
+
+    z, classes = torch.randn(6, 2), torch.eye(10)[torch.tensor([0, 3, 9, 1, 1, 2])]
+    with torch.no_grad():
+        by_hand = run.model.target.decoder(torch.cat([z, classes], -1))
+    assert_close(decoded(run, z, classes).reshape(6, -1), by_hand, atol=1e-6)
 
 
 def test_labels_for_a_program_without_a_class_site_is_one_line(tmp_path, capsys):
