@@ -88,7 +88,9 @@ def _fault_point(path, f):
     spec = os.environ.get("PYRO_VAE_TEST_PAUSE_IN_WRITE")
     if not spec:
         return
-    name, count = spec.rsplit(":", 1)
+    name, _, count = spec.rpartition(":")
+    if not count.isdigit():  # not the hook's NAME:K: not ours to act on, nor to fail on
+        return
     if os.path.basename(path) == name:
         _writes[name] = _writes.get(name, 0) + 1
         if _writes[name] == int(count):

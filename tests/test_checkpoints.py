@@ -155,3 +155,12 @@ def test_a_hostile_torch_save_is_refused_as_such_and_its_payload_does_not_run(tm
     message = str(e.value)
     assert "loading it could run code" in message and "weights_only" not in message
     assert "damaged" not in message and not ran.exists()
+
+
+@pytest.mark.parametrize("spec", ["garbage", "checkpoint.pt:two", ":", "a:b:c"])
+def test_the_testing_hook_ignores_what_is_not_its_own(tmp_path, monkeypatch, spec):
+    """A garbage value of the kill-and-resume tests' variable gave a traceback on every write."""
+    monkeypatch.setenv("PYRO_VAE_TEST_PAUSE_IN_WRITE", spec)
+    path = str(tmp_path / "checkpoint.pt")
+    _atomic_write(path, lambda f: f.write(b"written"))
+    assert open(path, "rb").read() == b"written"
