@@ -1437,7 +1437,8 @@ def _add_semi_parser(sub):
     d = Config(model="m2", labels=100, z_dim=16, hidden_dims=(256,), epochs=10)
     p = sub.add_parser(
         "semi",
-        help="the semi-supervised table: M2's test accuracy per number of labels and variant",
+        help="the semi-supervised table: M2's (or a model file's, --model FILE:NAME) test "
+        "accuracy per number of labels and variant",
     )
     p.add_argument(
         "--label-counts",
@@ -1491,12 +1492,14 @@ def _announce_run(line):
 def cmd_semi(args):
     from . import plots
     from .checkpoints import write_json
+    from .config import _is_model_file
     from .semi import TABLE, VARIANTS, table
 
-    if args.model != "m2":
+    if args.model != "m2" and not _is_model_file(args.model):
         raise ConfigError(
-            f"semi tables the built-in semi-supervised VAE (--model m2), not --model {args.model}; "
-            "train a model file's discrete latent with pyro-vae train --discrete"
+            f"semi tables the built-in semi-supervised VAE (--model m2) or a model file whose "
+            f"program observes a class site, not --model {args.model}; train a model's discrete "
+            "latent with pyro-vae train --discrete"
         )
     for name, instead in _SET_BY_SEMI.items():
         if getattr(args, name) is not None:
@@ -1505,6 +1508,8 @@ def cmd_semi(args):
         raise ConfigError("--resume continues the table in --out; give the folder it ran in")
     args.labels = args.label_counts[0]
     config = _config_from_args(args)
+    if config.model != "m2":
+        _check_semi_model_file(config, args.model)
     names = {v.replace(" ", ""): v for v in VARIANTS}
     rows = table(
         config,
@@ -1528,6 +1533,22 @@ def cmd_semi(args):
         )
     if args.json:
         print(to_json(rows))
+
+
+def _check_semi_model_file(config, shown_as):
+    """Refuse, before any training, a model file that cannot be trained with labels (no class
+    site, or it fails to load or run), in one line."""
+    from .config import build
+    from .runs import load_run_data
+
+    data = load_run_data(config)
+    try:
+        build(config, data.x_shape, data.num_classes, train_size=data.train_x.shape[0])
+    except PyroVAEError as e:
+        raise ConfigError(
+            f"semi tables the built-in semi-supervised VAE (--model m2) or a model file whose "
+            f"program observes a class site, not --model {shown_as}: {e}"
+        ) from None
 
 
 class _PipeClosed(BaseException):

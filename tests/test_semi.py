@@ -708,3 +708,27 @@ def test_resume_stays_exact_for_a_model_file_with_labels():
     fit(model2, guide2, data, resume_from=middle, **kwargs)
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_the_semi_table_takes_a_model_file_with_a_class_site(tmp_path, capsys):
+    """pyro-vae semi --model FILE:NAME tables a model file as it tables M2: each cell a run
+    with --labels, beside the baseline classifier."""
+    spec = os.path.join(PROGRAMS, "ss_vae.py:make_indices")
+    args = ["semi", "--model", spec, "--label-counts", "20", "--draws", "1"]
+    args += ["--variants", "enumeration+aux,baseline", *SMALL, "--log-px-samples", "2"]
+    assert main([*args, "--json", "--out", str(tmp_path / "table")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["variant"] for r in rows] == ["enumeration + aux", "baseline"]
+    assert all(0 <= r["mean"] <= 1 for r in rows)
+    saved = json.loads((tmp_path / "table" / "semi.json").read_text())
+    assert saved["config"]["model"].endswith("ss_vae.py:make_indices")
+
+
+def test_the_semi_table_refuses_a_model_file_without_a_class_site_before_training(tmp_path, capsys):
+    spec = os.path.join(PROGRAMS, "sizeless_plate.py")
+    args = ["semi", "--model", spec, "--label-counts", "20", "--draws", "1", *SMALL]
+    assert main([*args, "--out", str(tmp_path / "table")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-vae: error: semi tables the built-in") and err.count("\n") == 1
+    assert "--labels needs a program that observes the class" in err
+    assert not (tmp_path / "table").exists()
