@@ -258,6 +258,9 @@ class LocalGuide(Guide):
                     x.shape[0], structure=structure, family=family, flow_layers=flow_layers, **held
                 )
         trace = poutine.trace(guide).get_trace(x, y)
+        modes = {s.name: trace.nodes[s.name]["fn"].mode for s in structure.latents if s.discrete}
+        if modes:  # the continuous sites start at their q given each discrete site's mode
+            trace = poutine.trace(poutine.condition(guide, data=modes)).get_trace(x, y)
         loc, scale = {}, {}
         for site in structure.latents:
             fn = trace.nodes[site.name]["fn"]
