@@ -34,6 +34,9 @@ MAX_SEED = 2**32 - 1
 # The largest size or count a setting takes: torch indexes with 64-bit integers, but no size
 # beyond this fits any machine, and a count beyond it never ends.
 MAX_COUNT = 2**31 - 1
+#: The most steps a flow guide takes: each is a network of its own, built one by one, so a count
+#: far beyond any use would be minutes of building before the memory check could weigh it.
+MAX_FLOW_LAYERS = 1000
 CONDITIONS = ("none", "label", "quadrants:1", "quadrants:2", "quadrants:3")
 
 
@@ -169,6 +172,10 @@ class Config:
             "flow_layers",
         ):
             _check_positive_int(name, getattr(self, name))
+        if self.flow_layers > MAX_FLOW_LAYERS:
+            raise ConfigError(
+                f"flow_layers must be at most {MAX_FLOW_LAYERS}, got {self.flow_layers}"
+            )
         for name in ("z1_dim", "image_size"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
@@ -376,6 +383,9 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
 
         model, guide, owner = build_from_file(config, x_shape, num_classes)
     else:
+        from .resources import check_sizes
+
+        check_sizes(config, x_shape, num_classes)  # before anything is allocated, from Python too
         model, guide = build_vae(config, x_shape, num_classes)
     x, y = example_batch(config, x_shape, num_classes, x=x, y=y)
     labelled = config.labels is not None and _is_model_file(config.model)

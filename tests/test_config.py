@@ -153,3 +153,15 @@ def test_labels_go_with_m2_or_a_model_file_and_alpha_and_share_with_labels():
         Config(model="my_model.py:SSVAE", alpha=1.0)
     with pytest.raises(ConfigError, match="labelled_share is the labelled images' share"):
         Config(model="my_model.py:SSVAE", labelled_share=0.5)
+
+
+def test_sizes_no_machine_holds_are_refused_before_anything_is_built():
+    """From Python, build(Config(z_dim=10**9)) was torch's allocation error; --flow-layers
+    100000000 built layers for minutes."""
+    from pyro_vae.config import build
+    from pyro_vae.errors import ResourceError
+
+    with pytest.raises(ResourceError, match="choose a smaller z_dim"):
+        build(Config(z_dim=10**9), (1, 28, 28))
+    with pytest.raises(ConfigError, match="flow_layers must be at most 1000"):
+        Config(guide_family="flow", flow_layers=10**8)
