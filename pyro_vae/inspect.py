@@ -35,7 +35,7 @@ def site_table(model, guide, x, y=None):
                 )
             )
     plates = [
-        f'plate "{f.name}": {f.size} of {f.full_size or f.size}, dim {f.dim}'
+        f'plate "{f.name}": {_plate_size(f)}, dim {f.dim}'
         for f in {
             f
             for s in model_trace.nodes.values()
@@ -48,6 +48,14 @@ def site_table(model, guide, x, y=None):
     structure = getattr(model, "structure", None)
     learned = [""] + describe(structure) if structure is not None else []
     return "\n".join(lines + sorted(plates) + learned)
+
+
+def _plate_size(frame):
+    """``"4 of 4"``; a plate opened without a size (``pyro.plate("data")``, size -1 in Pyro's
+    record) takes its size from the sites' shapes, and says so."""
+    if frame.size is None or frame.size < 0:
+        return "no size given (as the batch)"
+    return f"{frame.size} of {frame.full_size or frame.size}"
 
 
 def _describe(fn):
