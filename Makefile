@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-packages wheel-check demo test test-slow lint format bench docs notebooks clean
+.PHONY: install system-packages wheel-check tutorials demo test test-slow lint format bench docs notebooks clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ docs: $(STAMP)
 	bash .ci/docs-debian-packages
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 	@echo "the site: docs/_build/html/index.html"
+
+# The nine tutorials at full size, as plain scripts with their assertions, two at a time on two
+# cores: the check to run before a change to the library lands (about an hour; tutorials/README.md).
+tutorials: install
+	$(BIN)/python docs/run_tutorials.py
 
 # The nine tutorials executed as notebooks, with their scripts, in notebooks/ (to zip and hand out).
 notebooks: $(STAMP)

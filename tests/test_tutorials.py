@@ -49,3 +49,40 @@ def test_tutorial_notebook(script, smoke_notebooks):
     outputs = [output for cell in code for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no figure in the notebook"
+
+
+def test_the_full_size_runner_says_each_start_and_end_and_keeps_the_times(
+    tmp_path, monkeypatch, capsys
+):
+    """``make tutorials`` (docs/run_tutorials.py) on two stand-in tutorials, one failing."""
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "docs"))
+    try:
+        import run_tutorials
+    finally:
+        sys.path.pop(0)
+    scripts = []
+    for name, body in (
+        ("01_passes", "import os\nassert 'CI' not in os.environ\n"),
+        ("02_fails", "print('the claim')\nassert False, 'measured 0.46'\n"),
+    ):
+        path = tmp_path / f"{name}.py"
+        path.write_text(body)
+        scripts.append(str(path))
+    times = tmp_path / "times.json"
+    times.write_text('{"01_passes": 75}')
+    monkeypatch.setattr(run_tutorials, "TUTORIALS", scripts)
+    monkeypatch.setattr(run_tutorials, "TIMES", str(times))
+    monkeypatch.setenv("CI", "1")  # the runner unsets it for the tutorials: full size
+    code = run_tutorials.main(["--out", str(tmp_path / "runs"), "--jobs", "2"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "[1/2] 01_passes: started (last time 1 min 15 s)" in out
+    assert "[2/2] 02_fails: started (not timed yet)" in out
+    assert "[1/2] 01_passes: passed in" in out and "[2/2] 02_fails: FAILED (exit 1)" in out
+    assert "measured 0.46" in out and out.strip().endswith("1 passed, 1 failed")
+    import json
+
+    assert set(json.loads(times.read_text())) == {"01_passes"}
+    assert (tmp_path / "runs" / "02_fails" / "log.txt").read_text().startswith("the claim")
