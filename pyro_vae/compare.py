@@ -47,7 +47,7 @@ import torch
 from . import evaluate, program
 from .errors import ConfigError
 from .families import FAMILIES, check_family
-from .guides import DeltaGuide, LocalGuide
+from .guides import DeltaGuide, LocalGuide, categorical_q
 from .inference import (
     E_STEP_LR,
     E_STEP_PARTICLES,
@@ -203,6 +203,7 @@ def compare(
         guide.eval()
     structure = getattr(model, "structure", None)
     strategies = _without_nuts_if_not_enumerable(strategies, variational, model, guide, x4)
+    variational = _without_local_if_not_categorical(variational, structure, strategies)
     splits = {
         "train": data.split("train")[0][:num_images],
         "test": data.test_x[:num_images],
@@ -319,15 +320,43 @@ def compare(
     return result
 
 
+def _without_local_if_not_categorical(variational, structure, strategies):
+    """``variational`` without the per-image strategies where a discrete site has no per-image
+    categorical q (:class:`~pyro_vae.guides.LocalGuide`: one-hot, Boolean or 0..K-1 sites),
+    said once; the amortized q still runs."""
+    per_image = ("local", "semi-amortized", "delta")
+    if structure is None or not any(s in variational for s in per_image):
+        return variational
+    try:
+        for site in structure.latents:
+            if site.discrete:
+                categorical_q(site)
+    except ConfigError as e:
+        kept = [s for s in variational if s not in per_image and s in strategies]
+        if not kept and "mcmc" not in strategies:
+            asked = ", ".join(s for s in strategies if s in per_image)
+            raise ConfigError(f"compare cannot run {asked} on this model: {e}") from None
+        print(f"pyro_vae: compare leaves out {', '.join(per_image)}: {e}", file=sys.stderr)
+        return kept
+    return variational
+
+
 def _without_nuts_if_not_enumerable(strategies, variational, model, guide, x):
     """``strategies`` without ``mcmc`` where the model's discrete sites cannot be summed out
     (NUTS moves continuous latents only, so Pyro's MCMC enumerates the rest), said once."""
-    if "mcmc" not in strategies or guide is None or evaluate.enumerates(model, guide, x):
+    if "mcmc" not in strategies:
         return strategies
-    why = (
-        "NUTS samples the continuous latents with the discrete sites summed out, and this "
-        "program cannot be enumerated"
-    )
+    structure = getattr(model, "structure", None)
+    infinite = [
+        s.name for s in getattr(structure, "latents", ()) if s.discrete and not s.cardinality
+    ]
+    why = "NUTS samples the continuous latents with the discrete sites summed out, and "
+    if infinite:
+        why += f"site {', '.join(map(repr, infinite))} has no finite set of values"
+    elif guide is None or evaluate.enumerates(model, guide, x):
+        return strategies
+    else:
+        why += "this program cannot be enumerated"
     if not variational:
         raise ConfigError(f"compare cannot run mcmc on this model: {why}; choose other strategies")
     print(f"pyro_vae: compare leaves out mcmc: {why}", file=sys.stderr, flush=True)

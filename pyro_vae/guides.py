@@ -145,7 +145,7 @@ class LocalGuide(Guide):
         self.structure = structure
         self.family, self.flow_layers = family, flow_layers
         self.z_dim = z_dim if z_dim is not None else (self.sites[0].numel if self.sites else 0)
-        self.categoricals = [_categorical(site) if site.discrete else None for site in self.sites]
+        self.categoricals = [categorical_q(site) if site.discrete else None for site in self.sites]
         self.transforms = [
             None if _is_real(site.support) or c is not None else biject_to(site.support)
             for site, c in zip(self.sites, self.categoricals)
@@ -265,7 +265,7 @@ class LocalGuide(Guide):
         for site in structure.latents:
             fn = trace.nodes[site.name]["fn"]
             if site.discrete:  # a categorical q starts at the guide's q(y|x)
-                loc[site.name] = _logits(fn).expand(x.shape[0], *_categorical(site)[0])
+                loc[site.name] = _logits(fn).expand(x.shape[0], *categorical_q(site)[0])
                 continue
             loc[site.name], scale[site.name] = _moments(fn, site)
         return cls(
@@ -325,7 +325,7 @@ def _held(guide, parts, family, flow_layers):
     return {"loc": loc, "scale": scale, "extra": extra}
 
 
-def _categorical(site):
+def categorical_q(site):
     """A free categorical q for the finite discrete ``site``: the shape of one image's logits,
     and the distribution they make (with the site's event dims)."""
     support, dims = site.support, 0
@@ -346,8 +346,7 @@ def _categorical(site):
         )
     raise ConfigError(
         f"a per-image guide holds a categorical q for one-hot, Boolean or 0..K-1 sites, but "
-        f"the discrete site {site.name!r} lives on {site.support}; leave out the local, "
-        "semi-amortized and delta strategies"
+        f"the discrete site {site.name!r} lives on {site.support}"
     )
 
 

@@ -842,6 +842,8 @@ VARIANTS = {
         "--discrete",
         "score",
     ],
+    # a discrete count of no finite support
+    "count": ["--model", os.path.join(ROOT, "tests", "programs", "poisson_count.py:make")],
 }
 COMMANDS = {
     "evaluate --images": ["evaluate", "RUN", "-k", "2", "--images", "IMAGES"],
@@ -897,6 +899,8 @@ BROKE = {
     ("reshaped class", "compare"),
     ("reshaped class", "gradvar"),
     ("reshaped class", "anomaly"),
+    ("count", "compare"),
+    ("count", "gradvar"),
 }
 
 
