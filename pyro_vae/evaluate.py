@@ -164,13 +164,15 @@ def log_weights(
 
 def _enumerates(model, summed, particles, x, y, idx, size):
     """Whether evaluation can sum ``model``'s finite discrete sites out, found once per model
-    on a probe: the first image repeated one more time than any site has values, so a program
-    that reshapes its class sample to one per image cannot pass by a coincidence of sizes (it
-    does where the batch has as many images as the class has values). Where it fails and
-    sampling works, say so once on stderr."""
+    on a probe: the first image repeated ``n`` times, ``n`` sharing no factor with any site's
+    number of values, so a program that reshapes its class sample to one per image cannot pass
+    by a coincidence of sizes (it does where the batch has as many images as the class has
+    values). Where it fails and sampling works, say so once on stderr."""
     if model in _ENUMERABLE:
         return _ENUMERABLE[model]
-    n = max(s.cardinality for s in summed) + 1
+    n = 2
+    while any(math.gcd(n, s.cardinality) > 1 for s in summed):
+        n += 1
 
     def probe(t):
         return None if t is None else t[:1].expand(n, *t.shape[1:])
