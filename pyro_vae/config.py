@@ -9,7 +9,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from .data import BINARIZATIONS, is_dataset_name, labelled_repeats
 from .discrete import STRATEGIES
-from .errors import ConfigError, shown
+from .errors import ConfigError, ModelFileError, shown
 from .families import FAMILIES
 from .guides import AmortizedGuide, ClassGuide, FamilyGuide, LocalGuide
 from .likelihoods import LIKELIHOODS, make_likelihood
@@ -399,6 +399,13 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
         labelled=labelled,
         alpha=classification_weight(config, train_size) if labelled else 0.0,
     )
+    classes = program.structure.y.num_classes
+    if labelled and classes != num_classes:
+        raise ModelFileError(
+            f"the program's class site {program.structure.y.site!r} has {classes} values, but "
+            f"the data have {num_classes} classes; make it take num_classes (a class or factory "
+            "is given it where its signature has that parameter)"
+        )
     family = {"family": config.guide_family, "flow_layers": config.flow_layers}
     if program.guide is None:  # a model alone: variational EM with a q of the family per image
         size = train_size or x.shape[0]

@@ -732,3 +732,13 @@ def test_the_semi_table_refuses_a_model_file_without_a_class_site_before_trainin
     assert err.startswith("pyro-vae: error: semi tables the built-in") and err.count("\n") == 1
     assert "--labels needs a program that observes the class" in err
     assert not (tmp_path / "table").exists()
+
+
+def test_labels_for_a_class_site_of_another_size_than_the_datas_is_one_line():
+    """Pyro's SS-VAE class takes output_size, not num_classes: its 10 classes stay 10."""
+    from pyro_vae.errors import ModelFileError
+
+    spec = os.path.join(PROGRAMS, "ss_vae.py:SSVAE")
+    config = Config(model=spec, labels=8, z_dim=2, hidden_dims=(8,))
+    with pytest.raises(ModelFileError, match="'y' has 10 values, but the data have 4 classes"):
+        build(config, (1, 28, 28), num_classes=4)
