@@ -179,13 +179,16 @@ def _enumerates(model, summed, particles, x, y, idx, size):
 
     where = torch.zeros(n, dtype=torch.long) if idx is None else probe(idx)
     of = size if size is not None else x.shape[0]
-    try:
-        particles(summed, probe(x), probe(y), where, of, 1)
-        _ENUMERABLE[model] = True
-        return True
-    except Exception as e:  # the program's own error under enumeration, whatever its type
-        failure = e
-    particles((), probe(x), probe(y), where, of, 1)  # sampling fails too: its error, as it is
+    # the caller's random numbers are left as they were: the probe changes no estimate
+    devices = [x.device.index or 0] if x.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            particles(summed, probe(x), probe(y), where, of, 1)
+            _ENUMERABLE[model] = True
+            return True
+        except Exception as e:  # the program's own error under enumeration, whatever its type
+            failure = e
+        particles((), probe(x), probe(y), where, of, 1)  # sampling fails too: its own error
     _ENUMERABLE[model] = False
     names = ", ".join(repr(s.name) for s in summed)
     print(
