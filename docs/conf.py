@@ -65,7 +65,11 @@ LANDING_FIGURE = ("06_latent_space", "tutorial-output/06/manifold.png")
 
 def stage_tutorials(app):
     """Execute the tutorials (unless current) and copy notebooks and scripts into tutorials/."""
-    tutorial_notebooks.build(NOTEBOOKS, SMOKE, log=logger.info)
+    try:
+        tutorial_notebooks.build(NOTEBOOKS, SMOKE, log=logger.info)
+    except KeyboardInterrupt:  # not Sphinx's crash banner with an empty reason
+        print(tutorial_notebooks.interrupted(NOTEBOOKS), file=sys.stderr)
+        raise SystemExit(130) from None
     pages = os.path.join(DOCS, "tutorials")
     for old in glob.glob(os.path.join(pages, "[0-9][0-9]_*")):
         os.remove(old)

@@ -30,6 +30,7 @@ import glob
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,7 +157,16 @@ def execute(script, smoke=None):
             resources={"metadata": {"path": workdir}},
             on_cell_executed=_FigureCollector(workdir),
         )
-        client.execute(env=kernel_env(smoke), cwd=workdir)
+        try:
+            # The kernel's own stderr is not the tutorial's (its cells' output comes through the
+            # notebook); on Ctrl-C it would print the kernel's shutdown traceback.
+            client.execute(env=kernel_env(smoke), cwd=workdir, stderr=subprocess.DEVNULL)
+        except Exception:
+            # nbclient answers Ctrl-C (SIGINT) itself, by shutting the kernel down; what it
+            # raises then (a dead kernel, a failed clean-up) is the interruption, not a failure.
+            if getattr(client, "_async_cleanup_kernel_future", None) is not None:
+                raise KeyboardInterrupt from None
+            raise
     nb.metadata["pyro_vae"] = record(script, smoke)
     return nb
 
@@ -174,8 +184,9 @@ def is_current(path, script, smoke):
     return nb.metadata.get("pyro_vae") == record(script, smoke)
 
 
-def build_one(script, out, smoke=None, log=print):
-    """Write ``out/NAME.ipynb`` (executed, unless current already) and ``out/NAME.py``."""
+def build_one(script, out, smoke=None, log=print, place=""):
+    """Write ``out/NAME.ipynb`` (executed, unless current already) and ``out/NAME.py``;
+    ``place`` (``"[3/9] "``) goes before the lines it logs."""
     import nbformat
 
     smoke = smoke_size() if smoke is None else smoke
@@ -184,10 +195,12 @@ def build_one(script, out, smoke=None, log=print):
     target = os.path.join(out, name + ".ipynb")
     shutil.copyfile(script, os.path.join(out, name + ".py"))
     if is_current(target, script, smoke):
-        log(f"{name}: up to date")
+        log(f"{place}{name}: up to date")
         return target
     from nbclient.exceptions import DeadKernelError
 
+    # A line before the minutes of a full-size tutorial, so a build is never silent for long.
+    log(f"{place}{name}: executing at {'smoke' if smoke else 'full'} size{_last_time(name, smoke)}")
     start = time.perf_counter()
     try:
         try:
@@ -203,9 +216,25 @@ def build_one(script, out, smoke=None, log=print):
     nbformat.write(nb, partial)
     os.replace(partial, target)
     log(
-        f"{name}: executed in {time.perf_counter() - start:.1f} s ({'smoke' if smoke else 'full'} size)"
+        f"{place}{name}: executed in {time.perf_counter() - start:.1f} s "
+        f"({'smoke' if smoke else 'full'} size)"
     )
     return target
+
+
+def _last_time(name, smoke):
+    """`` (last time 5 min 5 s)`` from tutorials/times.json (``make tutorials`` keeps it)."""
+    import json
+
+    try:
+        with open(os.path.join(ROOT, "tutorials", "times.json")) as f:
+            seconds = json.load(f)[name]
+    except (OSError, ValueError, KeyError):
+        return ""
+    if smoke:
+        return ""
+    minutes, seconds = divmod(int(seconds), 60)
+    return f" (last time as a script: {minutes} min {seconds} s)" if minutes else ""
 
 
 HANDOUT_README = """\
@@ -226,8 +255,12 @@ def build(out=None, smoke=None, scripts=None, log=print):
     """Execute every tutorial (or ``scripts``) into ``out``; return the notebooks' paths."""
     smoke = smoke_size() if smoke is None else smoke
     out = default_out(smoke) if out is None else out
-    paths = [build_one(s, out, smoke, log) for s in (TUTORIALS if scripts is None else scripts)]
-    if scripts is None:
+    scripts = TUTORIALS if scripts is None else scripts
+    paths = [
+        build_one(s, out, smoke, log, place=f"[{i}/{len(scripts)}] " if len(scripts) > 1 else "")
+        for i, s in enumerate(scripts, 1)
+    ]
+    if scripts == TUTORIALS:
         cfg = configparser.ConfigParser()  # the version's one place, as the package reads it
         cfg.read(os.path.join(ROOT, "setup.cfg"))
         version = cfg["metadata"]["version"]
@@ -235,6 +268,13 @@ def build(out=None, smoke=None, scripts=None, log=print):
         with open(os.path.join(out, "README.md"), "w") as f:
             f.write(HANDOUT_README.format(size=size, version=version))
     return paths
+
+
+def interrupted(out):
+    """What Ctrl-C during a build says (``make notebooks`` and ``make docs`` alike)."""
+    return (
+        f"interrupted; the notebooks executed so far are kept in {out} and reused by the next build"
+    )
 
 
 def main(argv=None):
@@ -251,6 +291,9 @@ def main(argv=None):
         build(out, smoke)
     except TutorialError as e:
         sys.exit(f"tutorial_notebooks: {e}")
+    except KeyboardInterrupt:
+        print(interrupted(out), file=sys.stderr)
+        sys.exit(130)
     print(f"{len(TUTORIALS)} executed notebooks and their scripts in {out}")
 
 

@@ -86,3 +86,17 @@ def test_the_full_size_runner_says_each_start_and_end_and_keeps_the_times(
 
     assert set(json.loads(times.read_text())) == {"01_passes"}
     assert (tmp_path / "runs" / "02_fails" / "log.txt").read_text().startswith("the claim")
+
+
+def test_a_notebook_build_says_when_each_tutorial_starts_and_ends(smoke_notebooks, tmp_path):
+    """A full-size ``make docs`` sat for 15 minutes on tutorial 1 with no line."""
+    script = tmp_path / "01_tiny.py"
+    script.write_text("# %%\nprint('hello')\n")
+    lines = []
+    smoke_notebooks.tool.build(str(tmp_path / "out"), True, [str(script)] * 2, log=lines.append)
+    assert lines[0] == "[1/2] 01_tiny: executing at smoke size"
+    assert lines[1].startswith("[1/2] 01_tiny: executed in ")
+    assert lines[2] == "[2/2] 01_tiny: up to date"
+    assert "interrupted; the notebooks executed so far are kept in" in (
+        smoke_notebooks.tool.interrupted("out")
+    )
