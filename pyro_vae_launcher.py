@@ -6,7 +6,9 @@ runs inside a ``try``, and the command line proper (:func:`pyro_vae.cli.main`) h
 from then on.
 """
 
+import os
 import sys
+import threading
 
 
 def main():
@@ -15,7 +17,19 @@ def main():
     except KeyboardInterrupt:
         print("pyro-vae: interrupted", file=sys.stderr)
         return 130
-    return command()
+    code = command()
+    _end_if_held(code)
+    return code
+
+
+def _end_if_held(code):
+    """End now if a thread that is not a daemon would keep the finished command alive (a model
+    file that starts one, say): its run is written and its output flushed, so nothing is lost."""
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if any(not t.daemon and t.is_alive() for t in others):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -791,3 +791,50 @@ def test_ctrl_c_while_torch_imports_is_one_line():
     out, err = child.communicate(timeout=120)
     assert child.returncode == 130, err
     assert err.decode().strip() == "pyro-vae: interrupted"
+
+
+THREADED_MODEL = """
+import threading, time
+import pyro, pyro.distributions as dist
+from torch import nn
+
+threading.Thread(target=lambda: time.sleep(3600)).start()  # not a daemon: it held the process
+
+dec, enc = nn.Linear(2, 784), nn.Linear(784, 4)
+
+def model(x):
+    pyro.module("dec", dec)
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1).to_event(1))
+        pyro.sample("x", dist.Bernoulli(logits=dec(z)).to_event(1), obs=x.flatten(1))
+
+def guide(x):
+    pyro.module("enc", enc)
+    with pyro.plate("data", x.shape[0]):
+        loc, s = enc(x.flatten(1)).chunk(2, -1)
+        pyro.sample("z", dist.Normal(loc, s.exp()).to_event(1))
+"""
+
+
+def test_a_model_files_thread_does_not_keep_the_finished_command_alive(tmp_path):
+    (tmp_path / "threaded.py").write_text(THREADED_MODEL)
+    out = str(tmp_path / "run")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pyro_vae_launcher; sys.exit(pyro_vae_launcher.main())",
+            "train",
+            "--model",
+            str(tmp_path / "threaded.py"),
+            *TINY,
+            "--out",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=600,  # the thread sleeps an hour
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test log p(x)" in result.stdout and os.path.exists(os.path.join(out, "metrics.json"))
