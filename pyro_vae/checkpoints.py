@@ -64,9 +64,13 @@ def _atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            # A write to an open file (a full disk) names no file, a failed rename names the
+            # temporary one: the error names the file the user asked for.
+            e.filename, e.filename2 = path, None
         raise
 
 

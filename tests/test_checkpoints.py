@@ -164,3 +164,14 @@ def test_the_testing_hook_ignores_what_is_not_its_own(tmp_path, monkeypatch, spe
     path = str(tmp_path / "checkpoint.pt")
     _atomic_write(path, lambda f: f.write(b"written"))
     assert open(path, "rb").read() == b"written"
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    """The disk filling up inside a write named "a file" in the one-line error."""
+    from pyro_vae.resources import translate
+
+    path = str(tmp_path / "samples.png")
+    with pytest.raises(OSError) as e:
+        _atomic_write(path, _fail_halfway)
+    assert e.value.filename == path
+    assert str(translate(e.value)).startswith(f"{path}: No space left on device; the disk is full")
