@@ -36,15 +36,17 @@ from .errors import (
     DataError,
     DivergenceError,
     ProgramError,
+    PyroVAEError,
     RunDirError,
     first_line,
+    program_error_line,
     shown,
 )
 from .guides import LocalGuide
 from .lock import writing
 from .models import LabelCondition, ObservedQuadrants
 from .objectives import kl_warmup
-from .resources import check_fits, check_sizes, faults, guarded
+from .resources import check_fits, check_sizes, faults, guarded, is_out_of_memory
 from .train import fit, out_of_time
 
 CONFIG = "config.json"
@@ -439,7 +441,8 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
             on_epoch=kl_warmup([model, guide], config.beta, config.kl_warmup),
             **config.fit_options(),
         )
-    except (DivergenceError, ProgramError) as e:
+    except Exception as e:
+        e = _program_failure(e, f"on the end-of-epoch test ELBO ({len(data.test_x)} test images)")
         last = saved or (state and {"epoch": state["epoch"], "step": state["step"]})
         if not last:
             raise type(e)(f"{e}; no checkpoint was written") from None
@@ -451,11 +454,41 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
         raise type(e)(f"{e}; the last good checkpoint, from {where}, stays in {file}") from None
     if history is None:
         return None, None
-    train_seconds = history.seconds[-1]
     run = Run(config, model, guide, data.x_shape, path=out, num_classes=data.num_classes)
     write_json(os.path.join(out, "history.json"), history.as_dict())
 
     phase["doing"] = f"evaluating with log_px_samples {config.log_px_samples}"
+    try:
+        metrics = _report(run, data, config, history, quiet, phase)
+    except Exception as e:
+        e = _program_failure(e, f"while evaluating the trained run ({phase['doing']})")
+        raise type(e)(
+            f"{e}; training finished, and its checkpoint stays in {file}: pyro-vae train "
+            f"--resume {out} evaluates it again"
+        ) from None
+    metrics["total_seconds"] = round(time.perf_counter() - start, 2)
+    write_json(os.path.join(out, "metrics.json"), metrics)
+    return run, metrics
+
+
+def _program_failure(error, where):
+    """``error`` as a one-line :class:`ProgramError` when it is the program's (a model that
+    raises, or gives NaN to Pyro's checks, outside a training step); errors of the file system
+    and of memory, and the package's own, are re-raised as they are."""
+    if isinstance(error, PyroVAEError):
+        if isinstance(error, (DivergenceError, ProgramError)):
+            return error
+        raise error
+    if isinstance(error, OSError) or is_out_of_memory(error):
+        raise error
+    return ProgramError(f"the model or guide failed {where}: {program_error_line(error)}")
+
+
+def _report(run, data, config, history, quiet, phase):
+    """The trained run's numbers (metrics.json without its total time) and its figures;
+    ``phase["doing"]`` says which step is running."""
+    out = run.path
+    train_seconds = history.seconds[-1]
     metrics = evaluate_run(run, data, num_samples=config.log_px_samples, quiet=quiet)
     # with a time limit, the epochs trained may be fewer than config.epochs
     metrics.update(epochs=history.epoch[-1], seconds=round(train_seconds, 2))
@@ -478,9 +511,7 @@ def _train_steps(config, data, out, state, quiet, checkpoint_every, fit, phase):
 
         metrics.update(class_latent.report(run, data))
         metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
-    metrics["total_seconds"] = round(time.perf_counter() - start, 2)
-    write_json(os.path.join(out, "metrics.json"), metrics)
-    return run, metrics
+    return metrics
 
 
 def evaluate_run(run, data, num_samples=1000, elbo_samples=1, quiet=True):

@@ -1092,3 +1092,48 @@ def test_a_config_file_that_json_cannot_read(text, tmp_path, capsys):
     result = cli(capsys, "train", "--config", str(path), *TINY, "--out", str(tmp_path / "run"))
     assert_the_promise(result, "cannot read")
     assert not os.path.exists(tmp_path / "run")
+
+
+EVALUATION_FAILURE = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+dec, enc = nn.Linear(2, 784), nn.Linear(784, 4)
+
+def model(x):
+    pyro.module("dec", dec)
+    logits_scale = 1.0
+    if x.shape[0] >= 300:  # the evaluation's 400 training images, never a step's 100
+        {failure}
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1).to_event(1))
+        logits = dec(z) * logits_scale
+        pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x.flatten(1))
+
+def guide(x):
+    pyro.module("enc", enc)
+    with pyro.plate("data", x.shape[0]):
+        loc, s = enc(x.flatten(1)).chunk(2, -1)
+        pyro.sample("z", dist.Normal(loc, s.exp()).to_event(1))
+"""
+
+
+@pytest.mark.parametrize(
+    "failure, said",
+    [
+        ("raise RuntimeError('the evaluation batch broke me')", "the evaluation batch broke me"),
+        ("logits_scale = float('nan')", "ValueError"),
+    ],
+    ids=["raises", "NaN"],
+)
+def test_a_model_that_fails_outside_a_training_step_is_one_line(tmp_path, capsys, failure, said):
+    """The recorded step replays the program without its Python, so a failure on the test images
+    first shows in evaluation: it was a 100-line Pyro traceback."""
+    path = tmp_path / "evaluation_failure.py"
+    path.write_text(EVALUATION_FAILURE.replace("{failure}", failure))
+    out = str(tmp_path / "run")
+    result = cli(capsys, "train", "--model", str(path), *TINY, "--out", out)
+    assert_the_promise(result, "the model or guide failed while evaluating the trained run")
+    assert said in result.stderr and f"pyro-vae train --resume {out} evaluates it" in result.stderr
+    before = snapshot(out)  # training finished: its checkpoint stays
+    assert_the_promise(cli(capsys, "train", "--resume", out, "--quiet"), said, before, out)
