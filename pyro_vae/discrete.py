@@ -161,6 +161,7 @@ class Objective:
         self.nesting = structure.max_plate_nesting
         self.num_particles = num_particles
         self.x_shape = structure.x_shape
+        self.labelled = structure.y.partial
 
     def _kwargs(self):
         kwargs = {"num_particles": self.num_particles, "max_plate_nesting": self.nesting}
@@ -169,7 +170,18 @@ class Objective:
         return kwargs
 
     def __call__(self, model, guide):
-        return DiscreteLoss(model, guide, self)
+        return self._split(DiscreteLoss(model, guide, self), model)
+
+    def _split(self, loss, model):
+        """``loss``, or for a program trained with labels for some of its images its
+        :class:`~pyro_vae.semi.SemiSupervisedLoss` (labelled and unlabelled images in calls of
+        their own, and the classification term the program's ``alpha`` weighs), so every
+        trainer that takes this objective splits them."""
+        if not self.labelled:
+            return loss
+        from .semi import SemiSupervisedLoss  # here: only labelled programs need it
+
+        return SemiSupervisedLoss(loss, model.program.alpha)
 
     def start_epoch(self, epoch):
         pass
@@ -208,7 +220,7 @@ class Score(Objective):
     def __call__(self, model, guide):
         if self.learned_baseline:
             self.baseline = LearnedBaseline(self.x_shape)
-        return DiscreteLoss(model, guide, self, self.baseline)
+        return self._split(DiscreteLoss(model, guide, self, self.baseline), model)
 
     def differentiable_loss(self, model, guide, x, *args, **kwargs):
         if self.baseline is not None:

@@ -184,11 +184,6 @@ def fit(
         batch_size=batch_size,
         announce=None if quiet else _announce,
     )
-    structure = getattr(model, "structure", None)
-    if structure is not None and structure.y.partial:  # labels for some images: split them
-        from .semi import SemiSupervisedLoss
-
-        loss_fn, traced = SemiSupervisedLoss(loss_fn, model.program.alpha), None
     schedule = Schedule(loss_fn, lr, lr_decay, clip_grad, e_steps, traced=traced)
     generator = torch.Generator()
     if resume_from is None:

@@ -579,9 +579,9 @@ def test_a_labelled_part_passes_ys_and_an_unlabelled_part_passes_none():
     owner, program = recording_program()
     s = program.structure
     assert s.y.partial and s.y.observed and not s.conditional and s.y.site == "y"
-    loss_fn = SemiSupervisedLoss(
-        objective(s, "enumerate", Trace_ELBO())(program.model, program.guide)
-    )
+    # every trainer's objective splits a labelled program's minibatches
+    loss_fn = objective(s, "enumerate", Trace_ELBO())(program.model, program.guide)
+    assert isinstance(loss_fn, SemiSupervisedLoss)
     y = torch.tensor([2, -1, 0, -1, -1])
     loss_fn(images(5), y, torch.arange(5), 20)
     passed = [c for c in owner.calls]
@@ -599,11 +599,10 @@ def test_the_split_minibatch_scales_each_image_to_the_data_set():
     the loss is the labelled images' -L(x, y) plus the unlabelled ones' -U(x), unscaled, and
     it grows linearly with the data set's size."""
     from pyro_vae.discrete import objective
-    from pyro_vae.semi import SemiSupervisedLoss
 
     _, program = recording_program()
-    inner = objective(program.structure, "enumerate", Trace_ELBO())(program.model, program.guide)
-    loss_fn = SemiSupervisedLoss(inner)
+    loss_fn = objective(program.structure, "enumerate", Trace_ELBO())(program.model, program.guide)
+    inner = loss_fn.loss_fn
     x, y = images(5), torch.tensor([2, -1, 0, -1, -1])
     labelled = y >= 0
     pyro.set_rng_seed(3)
@@ -621,7 +620,8 @@ def test_the_classification_term_is_alpha_log_q_at_the_guides_class_site():
     from pyro_vae.semi import SemiSupervisedLoss
 
     owner, program = recording_program()
-    inner = objective(program.structure, "enumerate", Trace_ELBO())(program.model, program.guide)
+    split = objective(program.structure, "enumerate", Trace_ELBO())(program.model, program.guide)
+    inner = split.loss_fn
     x, y = images(5), torch.tensor([2, -1, 0, -1, -1])
     log_q = owner.classifier(x.reshape(5, -1)).log_softmax(-1).detach()
     pyro.set_rng_seed(3)
