@@ -43,6 +43,7 @@ import time
 
 import pyro
 import torch
+from torch.distributions import biject_to
 
 from . import evaluate, program
 from .errors import ConfigError
@@ -202,7 +203,7 @@ def compare(
     if guide is not None:
         guide.eval()
     structure = getattr(model, "structure", None)
-    strategies = _without_nuts_if_not_enumerable(strategies, variational, model, guide, x4)
+    strategies = _without_nuts(strategies, variational, model, guide, x4)
     variational = _without_local_if_not_categorical(variational, structure, strategies)
     splits = {
         "train": data.split("train")[0][:num_images],
@@ -279,6 +280,9 @@ def compare(
             "seed": seed,
         },
         "curves": curves,
+        "discrete_sites": [
+            site.name for site in getattr(structure, "latents", ()) if site.discrete
+        ],
         "units": "nats per image (higher is better), seconds",
     }
     x_test = splits["test"]
@@ -341,26 +345,46 @@ def _without_local_if_not_categorical(variational, structure, strategies):
     return variational
 
 
-def _without_nuts_if_not_enumerable(strategies, variational, model, guide, x):
-    """``strategies`` without ``mcmc`` where the model's discrete sites cannot be summed out
-    (NUTS moves continuous latents only, so Pyro's MCMC enumerates the rest), said once."""
+def _without_nuts(strategies, variational, model, guide, x):
+    """``strategies`` without ``mcmc`` where NUTS cannot sample the model's latents, said once:
+    it moves the continuous ones in unconstrained space (torch must map onto their supports)
+    and Pyro's MCMC sums the discrete ones out (they must be finite and the program
+    enumerable)."""
     if "mcmc" not in strategies:
         return strategies
-    structure = getattr(model, "structure", None)
-    infinite = [
-        s.name for s in getattr(structure, "latents", ()) if s.discrete and not s.cardinality
-    ]
-    why = "NUTS samples the continuous latents with the discrete sites summed out, and "
-    if infinite:
-        why += f"site {', '.join(map(repr, infinite))} has no finite set of values"
-    elif guide is None or evaluate.enumerates(model, guide, x):
+    why = _why_not_nuts(model, guide, x)
+    if why is None:
         return strategies
-    else:
-        why += "this program cannot be enumerated"
     if not variational:
         raise ConfigError(f"compare cannot run mcmc on this model: {why}; choose other strategies")
     print(f"pyro_vae: compare leaves out mcmc: {why}", file=sys.stderr, flush=True)
     return [s for s in strategies if s != "mcmc"]
+
+
+def _why_not_nuts(model, guide, x):
+    latents = getattr(getattr(model, "structure", None), "latents", ())
+    for site in latents:
+        if site.discrete and not site.cardinality:
+            return (
+                "NUTS samples the continuous latents with the discrete sites summed out, and "
+                f"site {site.name!r} has no finite set of values"
+            )
+        if not site.discrete:
+            try:
+                biject_to(site.support)
+            except NotImplementedError:
+                return (
+                    "NUTS moves each continuous latent in unconstrained space, and torch has no "
+                    f"map onto site {site.name!r}'s support ({type(site.support).__name__}, a "
+                    "mixture prior's, say)"
+                )
+    if any(site.discrete for site in latents) and guide is not None:
+        if not evaluate.enumerates(model, guide, x):
+            return (
+                "NUTS samples the continuous latents with the discrete sites summed out, and "
+                "this program cannot be enumerated"
+            )
+    return None
 
 
 #: The largest posterior mass an image may have on the exact grid's edge before it is widened.
@@ -586,6 +610,16 @@ def markdown(result):
             "not a lower bound on log p(x) (the true ELBO of a point mass is −∞), and a point mass "
             "cannot be an importance sampling proposal, so its log p(x) is n/a. Its reconstruction "
             "error is the autoencoder's measure."
+        )
+    discrete = ", ".join(repr(name) for name in result.get("discrete_sites", ()))
+    per_image = {"local", "semi-amortized", "delta"} & {r["strategy"] for r in result["rows"]}
+    if discrete and per_image:
+        notes.append(
+            f"discrete site(s) {discrete}: the per-image strategies hold a categorical q per image "
+            "for each, next to the continuous sites' q (mean field, q(y) q(z), where an encoder "
+            "may read the class for z); every ELBO and log p(x) sums them out exactly where the "
+            "program can be enumerated, and delta's point mass is on the continuous sites only, "
+            "its ELBO column E_q(y)[log p(x, y, z_MAP) − log q(y)]."
         )
     lines += [""] + [f"- {note}" for note in dict.fromkeys(notes)]  # each note once
     gaps = result.get("gaps")

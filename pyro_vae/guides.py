@@ -147,7 +147,7 @@ class LocalGuide(Guide):
         self.z_dim = z_dim if z_dim is not None else (self.sites[0].numel if self.sites else 0)
         self.categoricals = [categorical_q(site) if site.discrete else None for site in self.sites]
         self.transforms = [
-            None if _is_real(site.support) or c is not None else biject_to(site.support)
+            None if _is_real(site.support) or c is not None else biject_to(_unmixed(site.support))
             for site, c in zip(self.sites, self.categoricals)
         ]
         self.locs = nn.ParameterDict()
@@ -357,8 +357,17 @@ def _logits(fn):
     return fn.logits
 
 
+def _unmixed(support):
+    """A mixture's support is its components' (torch maps onto the one, not the other)."""
+    mixture = getattr(torch.distributions.constraints, "MixtureSameFamilyConstraint", ())
+    while isinstance(support, mixture):
+        support = support.base_constraint
+    return support
+
+
 def _is_real(support):
     """Whether ``support`` is all of R^n, so the site needs no transform."""
+    support = _unmixed(support)
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     return support is constraints.real or type(support) is type(constraints.real)
@@ -379,7 +388,7 @@ def _moments(fn, site):
         return base.loc.expand(fn.shape()), base.scale.expand(fn.shape())
     if isinstance(fn, dist.MultivariateNormal) and _is_real(site.support):
         return fn.mean, fn.stddev
-    draws = biject_to(site.support).inv(fn.sample((64,)))
+    draws = biject_to(_unmixed(site.support)).inv(fn.sample((64,)))
     return draws.mean(0), draws.std(0).clamp(min=1e-3)
 
 

@@ -888,6 +888,7 @@ BROKE = {
     ("quadrants", "compare"),
     ("quadrants", "gradvar"),
     ("quadrants", "anomaly"),
+    ("model file", "compare"),
     ("model file", "anomaly"),
     ("m2", "compare"),
     ("m2", "gradvar"),
@@ -956,8 +957,6 @@ def refusals(variant, command):
         return "is conditioned on a label: pass --label N"
     if command == "sample" and variant == "quadrants":
         return "an image-completion run completes images"
-    if command == "compare" and variant == "model file":
-        return "needs model.z_dim"
     conditional = variant in ("label", "quadrants")
     if (command == "compare" and (conditional or variant == "hierarchical")) or (
         command in ("gradvar", "anomaly") and conditional
