@@ -370,7 +370,8 @@ def _load_folder(path, size):
         os.path.join(folder, f)
         for folder, _, names in os.walk(path)
         for f in names
-        if f.lower().endswith(IMAGE_EXTENSIONS)
+        # Regular files only: a FIFO named like an image would block the read for ever.
+        if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))
     )
     if len(files) < 2:
         raise DataError(

@@ -75,6 +75,7 @@ def load_module(path):
     loader = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader)
     sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    cwd = os.getcwd()
     try:
         loader.loader.exec_module(module)
     except SystemExit as e:
@@ -85,6 +86,11 @@ def load_module(path):
         raise ModelFileError(
             f"{path} failed to load: {type(e).__name__}: {_first_line(e)}"
         ) from None
+    finally:
+        # A file that changes the working directory as it loads would move every relative path
+        # of the run (its --out, its lock) somewhere else.
+        if os.getcwd() != cwd:
+            os.chdir(cwd)
     return module
 
 

@@ -246,6 +246,20 @@ def _check_path(path, what="path"):
     return os.fspath(path)
 
 
+def _check_outside_data(out, dataset):
+    """Refuse a run directory inside the folder of a ``folder:`` data set: its figures are images
+    too, and would join the data set the next time it is read."""
+    if not dataset.startswith("folder:"):
+        return
+    folder = os.path.realpath(dataset[len("folder:") :])
+    where = os.path.realpath(out)
+    if where == folder or where.startswith(folder.rstrip(os.sep) + os.sep):
+        raise RunDirError(
+            f"{out} is inside the data set's folder {dataset[len('folder:') :]}: the run's "
+            "figures would join the data set; choose an --out outside it"
+        )
+
+
 @guarded()
 def load_run(path):
     """Load a run directory (or a ``checkpoint.pt`` inside one) written by pyro_vae.
@@ -293,6 +307,7 @@ def train_run(config, out=None, overwrite=False, quiet=False, checkpoint_every=N
     if not isinstance(config, Config):
         raise ConfigError(f"config must be a pyro_vae.Config, got {type(config).__name__}")
     out = _check_path(out, "out") if out is not None else default_run_dir(config.dataset)
+    _check_outside_data(out, config.dataset)
     data = _training_data(config)
     check_sizes(config, data.x_shape, data.num_classes)
     with writing(out, overwrite):

@@ -1136,3 +1136,80 @@ def test_a_model_that_fails_outside_a_training_step_is_one_line(tmp_path, capsys
     assert said in result.stderr and f"pyro-vae train --resume {out} evaluates it" in result.stderr
     before = snapshot(out)  # training finished: its checkpoint stays
     assert_the_promise(cli(capsys, "train", "--resume", out, "--quiet"), said, before, out)
+
+
+def _image_folder(folder, n=3):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = __import__("numpy").random.default_rng(0)
+    for i in range(n):
+        Image.fromarray((rng.random((28, 28)) > 0.5).astype("uint8") * 255).save(
+            folder / f"{i}.png"
+        )
+
+
+FOLDER_TINY = ["--z-dim", "2", "--hidden-dims", "8", "--epochs", "1", "--batch-size", "2"]
+FOLDER_TINY += ["--log-px-samples", "2", "--quiet"]
+
+
+def test_a_fifo_in_a_data_folder_is_passed_over(tmp_path):
+    """A FIFO named like an image blocked the read for ever."""
+    _image_folder(tmp_path / "images")
+    os.mkfifo(tmp_path / "images" / "pipe.png")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyro_vae.cli",
+            "train",
+            "--dataset",
+            f"folder:{tmp_path / 'images'}",
+            *FOLDER_TINY,
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "training images 2" in result.stdout or os.path.exists(tmp_path / "run" / "metrics.json")
+
+
+def test_a_run_inside_its_own_folder_data_set_is_refused(tmp_path, capsys):
+    """Its figures would have joined the data set."""
+    _image_folder(tmp_path / "images")
+    before = snapshot(str(tmp_path / "images"))
+    for out in (tmp_path / "images" / "run", tmp_path / "images"):
+        result = cli(
+            capsys,
+            "train",
+            "--dataset",
+            f"folder:{tmp_path / 'images'}",
+            *FOLDER_TINY,
+            "--out",
+            str(out),
+            "--overwrite",
+        )
+        assert_the_promise(result, "inside the data set's folder", before, str(tmp_path / "images"))
+
+
+CHDIR_MODEL = GOOD.replace(
+    "import pyro", "import os, tempfile\nos.chdir(tempfile.gettempdir())\nimport pyro", 1
+)
+
+
+def test_a_model_file_that_changes_the_working_directory_does_not_move_the_run(
+    tmp_path, capsys, monkeypatch
+):
+    """Relative paths resolved elsewhere, the error blamed the disk and a stale lock stayed."""
+    assert "os.chdir" in CHDIR_MODEL
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "moving.py").write_text(CHDIR_MODEL)
+    result = cli(capsys, "train", "--model", "moving.py:MyVAE", *TINY, "--out", "run")
+    assert result.returncode == 0, result.stderr
+    assert os.getcwd() == str(tmp_path)
+    assert os.path.exists(tmp_path / "run" / "metrics.json")
+    assert not os.path.exists(tmp_path / "run" / ".pyro-vae.lock")
