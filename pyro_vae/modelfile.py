@@ -75,7 +75,7 @@ def load_module(path):
     loader = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader)
     sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
-    cwd = os.getcwd()
+    cwd, dtype = os.getcwd(), torch.get_default_dtype()
     try:
         loader.loader.exec_module(module)
     except SystemExit as e:
@@ -91,6 +91,14 @@ def load_module(path):
         # of the run (its --out, its lock) somewhere else.
         if os.getcwd() != cwd:
             os.chdir(cwd)
+    if torch.get_default_dtype() != dtype:
+        changed = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        raise ModelFileError(
+            f"{path} changed torch's default dtype to {str(changed).replace('torch.', '')} as it "
+            f"loaded; pyro_vae trains in {str(dtype).replace('torch.', '')}: remove "
+            "torch.set_default_dtype from the file"
+        )
     return module
 
 

@@ -1213,3 +1213,18 @@ def test_a_model_file_that_changes_the_working_directory_does_not_move_the_run(
     assert os.getcwd() == str(tmp_path)
     assert os.path.exists(tmp_path / "run" / "metrics.json")
     assert not os.path.exists(tmp_path / "run" / ".pyro-vae.lock")
+
+
+def test_a_model_file_that_changes_the_default_dtype_is_told_so(tmp_path, capsys):
+    """It got a dtype error from deep inside torch that did not say why."""
+    import torch
+
+    path = tmp_path / "double.py"
+    path.write_text(
+        GOOD.replace(
+            "import pyro", "import torch\ntorch.set_default_dtype(torch.float64)\nimport pyro", 1
+        )
+    )
+    result = cli(capsys, "train", "--model", f"{path}:MyVAE", *TINY, "--out", str(tmp_path / "run"))
+    assert_the_promise(result, "changed torch's default dtype to float64")
+    assert torch.get_default_dtype() == torch.float32
