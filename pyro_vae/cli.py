@@ -710,6 +710,8 @@ def cmd_evaluate(args):
             f"  {log_px} {metrics['test_log_px']:.2f}{_pm(metrics['test_log_px_stderr'])}"
             f" nats/image (K={metrics['log_px_samples']})"
         )
+        if metrics.get("measures"):
+            print(f"                 {metrics['measures']}")
 
 
 def _scored_data(data, args):

@@ -39,7 +39,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import constraints
 
-from .errors import ModelFileError, ProgramError, PyroVAEError, first_line
+from .errors import DataError, ModelFileError, ProgramError, PyroVAEError, first_line
 
 PARAM_PREFIX = "pyro.param:"
 LAYOUTS = ("image", "flat")
@@ -164,7 +164,13 @@ class Condition:
 
 @dataclass(frozen=True)
 class Structure:
-    """What :func:`discover` learned about a model and its guide (see the module docstring)."""
+    """What :func:`discover` learned about a model and its guide (see the module docstring).
+
+    ``image_dist`` names the image site's distribution (``"Bernoulli"``, ``"Multinomial"``: the
+    innermost one, under ``Independent`` and masks); ``reads_x`` says whether that distribution
+    depends on the images beyond observing them, the latents held fixed (a ProdLDA-style
+    ``Multinomial(int(x.sum(-1).max()), ...)`` takes its ``total_count`` from ``x``): such a
+    program generates only given images to read that from (:func:`generate`, :func:`decode`)."""
 
     image: str
     latents: tuple
@@ -176,6 +182,8 @@ class Structure:
     vectorized: bool = True
     has_guide: bool = True
     discrete_images: bool = False
+    image_dist: str = ""
+    reads_x: bool = False
 
     @property
     def conditional(self):
@@ -825,13 +833,43 @@ def _discover(program, x, y, has_guide, y_if_needed):
         vectorized=True,
         has_guide=has_guide,
         discrete_images=bool(fn.support.is_discrete),
+        image_dist=_dist_name(fn),
     )
     program.structure = structure
     _check_stateless(program, x, y)
     vectorized = _vectorizes(program, x, y, nesting)
     if not vectorized:
         structure = Structure(**{**structure.__dict__, "vectorized": False})
+    if _reads_x(program, x, y, image):
+        structure = Structure(**{**structure.__dict__, "reads_x": True})
     return structure
+
+
+def _dist_name(fn):
+    """The name of a site's distribution under its wrappers (``Independent``, a mask)."""
+    while getattr(fn, "base_dist", None) is not None:
+        fn = fn.base_dist
+    return type(fn).__name__
+
+
+def _reads_x(program, x, y, image):
+    """Whether the image site's distribution (its mean) changes when the model is given the
+    placeholder images of generation (zeros) instead of ``x``, the latents held fixed: the
+    model reads the images beyond observing them; a model that fails on zeros reads them."""
+    guide_trace = poutine.trace(program.guide).get_trace(x, y)
+    means = []
+    for images in (x, torch.zeros_like(x)):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            try:
+                trace = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(
+                    images, y
+                )
+                means.append(_mean(trace.nodes[image]["fn"]))
+            except Exception:
+                return True
+    a, b = means
+    return a.shape != b.shape or not torch.allclose(a, b, equal_nan=True)
 
 
 def _image_site(trace, x):
@@ -1148,25 +1186,54 @@ def _mean(fn):
 
 
 @torch.no_grad()
-def generate(model, n, y=None):
+def generate(model, n, y=None, x=None):
     """``n`` images ``(n, *x_shape)``: the image site's mean for latents drawn from the prior
-    (its sample, where the distribution has no mean)."""
+    (its sample, where the distribution has no mean).
+
+    :param x: ``n`` images, for a program whose image distribution reads them
+        (:attr:`Structure.reads_x`): the model runs on them, its latents drawn from the prior,
+        so what it reads from them (a Multinomial's ``total_count``) is theirs. Such a program
+        has no prior sample without them, and is refused; ``x`` is unused for any other."""
     structure = model.structure
-    trace = poutine.trace(model).get_trace(None, y, None, n)
+    x = _read_images(structure, x, n, "a sample from the prior")
+    # given images, the model runs on them: its latents still come from the prior (nothing
+    # conditions them), and only what it reads from x is theirs
+    trace = poutine.trace(model).get_trace(x, y, None, None if x is not None else n)
     return structure.to_images(_mean(trace.nodes[structure.image]["fn"]), n)
 
 
 @torch.no_grad()
-def decode(model, latents, y=None):
+def decode(model, latents, y=None, x=None):
     """The image site's mean for given latents: ``latents`` is ``{site: (n, *shape)}`` or a
     tensor for the code site (:attr:`Structure.code`); sites not given are drawn from the prior
-    given the others."""
+    given the others. ``x``: ``n`` images for a program that reads them (as :func:`generate`);
+    a reconstruction passes the images it reconstructs."""
     structure = model.structure
     if torch.is_tensor(latents):
         latents = {structure.code.name: latents}
     n = next(iter(latents.values())).shape[0]
-    trace = poutine.trace(poutine.condition(model, data=latents)).get_trace(None, y, None, n)
+    x = _read_images(structure, x, n, "decoding latents")
+    trace = poutine.trace(poutine.condition(model, data=latents)).get_trace(
+        x, y, None, None if x is not None else n
+    )
     return structure.to_images(_mean(trace.nodes[structure.image]["fn"]), n)
+
+
+def _read_images(structure, x, n, what):
+    """``x`` where the program's image distribution reads the images, else ``None`` (generation
+    runs on placeholder images); a refusal where it reads them and none are given."""
+    if not structure.reads_x:
+        return None
+    if x is None:
+        raise DataError(
+            f"{what} is not defined for this program without images: its image site "
+            f"{structure.image!r} ({structure.image_dist}) reads the images beyond observing "
+            "them (a total count taken from x, say); pass n images to take that from "
+            "(Run.decode(z, x=images), pyro_vae.program.generate(run.model, n, x=images))"
+        )
+    if x.shape[0] != n:
+        raise DataError(f"{what} for {n} images was given {x.shape[0]} images to read")
+    return x
 
 
 @torch.no_grad()
@@ -1272,6 +1339,35 @@ def prior_moments(model, n=1):
         return draws.mean((0, 1)), draws.std((0, 1))
 
 
+#: What log p(x) is for an image site of each distribution (:func:`measures`); others are
+#: named by the distribution, as a log-probability (discrete pixels) or a log-density.
+MEASURES = {
+    "Bernoulli": "log p(x) of binary images",
+    "Multinomial": (
+        "log p(x | its total): the log-probability of the pixel counts under a Multinomial given "
+        "their total (an image's number of on-pixels)"
+    ),
+}
+
+
+def measures(structure):
+    """What the program's log p(x) measures, in one line: read off its image site's
+    distribution (``metrics.json``'s ``measures``)."""
+    name = structure.image_dist
+    if name in MEASURES:
+        return MEASURES[name]
+    if structure.discrete_images:
+        text = f"log p(x), the log-probability of the pixel values under a {name}"
+    else:
+        text = (
+            f"log p(x), a {name} density of pixels in [0, 1]^D: not comparable with "
+            "binarized numbers"
+        )
+    if structure.reads_x:
+        text += ", given what the model reads from the images besides observing them"
+    return text
+
+
 def describe(structure):
     """What the door learned, as lines of text (``pyro-vae inspect`` prints them)."""
     plate = structure.plate
@@ -1290,8 +1386,14 @@ def describe(structure):
         for s in structure.latents
     )
     lines = [
-        f"image site: {structure.image!r}, images taken as {layout}"
-        + (", discrete pixels" if structure.discrete_images else ", continuous pixels"),
+        f"image site: {structure.image!r} ({structure.image_dist}), images taken as {layout}"
+        + (", discrete pixels" if structure.discrete_images else ", continuous pixels")
+        + (
+            "; its distribution reads the images beyond observing them: it generates only "
+            "given images"
+            if structure.reads_x
+            else ""
+        ),
         f"latent sites (per image): {latents or 'none'}; figures show {structure.code.name!r}"
         if structure.latents
         else "latent sites: none",

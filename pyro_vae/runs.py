@@ -180,8 +180,13 @@ class Run:
         return program.site_moments(self.guide_for(x, y), x, y, self.structure.code.name)
 
     @torch.no_grad()
-    def decode(self, z, y=None):
-        """The mean image of p(x|z) for each latent ``z`` ``(N, *shape)`` of the code site."""
+    def decode(self, z, y=None, x=None):
+        """The mean image of p(x|z) for each latent ``z`` ``(N, *shape)`` of the code site.
+
+        ``x``: ``N`` images, for a program whose image distribution reads the images beyond
+        observing them (:attr:`~pyro_vae.program.Structure.reads_x`: a Multinomial whose
+        ``total_count`` is taken from them); it is refused without them, and they are unused
+        by any other program."""
         code = self.structure.code
         z = as_numbers(z, "latents z").float()
         if z.dim() != 1 + len(code.shape) or tuple(z.shape[1:]) != code.shape or not len(z):
@@ -191,14 +196,16 @@ class Run:
             )
         if not torch.isfinite(z).all():
             raise DataError("the latents contain NaN or infinite values")
-        return program.decode(self.model, z, self._condition(y, z.shape[0]))
+        x = self._images(x) if x is not None else None
+        return program.decode(self.model, z, self._condition(y, z.shape[0]), x=x)
 
     @torch.no_grad()
     def reconstruct(self, x, y=None):
-        """The image site's mean at the mean of q for every latent site, ``(N, *x_shape)``."""
+        """The image site's mean at the mean of q for every latent site, ``(N, *x_shape)``: the
+        model run on the images ``x`` where its image distribution reads them."""
         x, y = self._inputs(x, y)
         point = program.site_values(self.guide_for(x, y), x, y)
-        return program.decode(self.model, point, y)
+        return program.decode(self.model, point, y, x=x)
 
     @torch.no_grad()
     def sample(self, n, seed=None, y=None):
@@ -561,9 +568,7 @@ def _what_log_px_measures(run, x, y=None):
         return "log p(hidden quadrants | observed quadrants), binary pixels"
     if run.conditioned_on == "label":
         return "log p(x | label)" + ("" if discrete else ", a density")
-    if discrete:
-        return "log p(x) of binary images"
-    return "log p(x), a density of pixels in [0, 1]^D: not comparable with binarized numbers"
+    return program.measures(run.structure)
 
 
 def load_run_data(config):
@@ -602,6 +607,20 @@ def write_figures(run, data, history, log_px=None):
             os.path.join(out, "samples.png"),
             title=f"{name}: decoder means for z ~ p(z|y), one row per label y = 0, 1, ...",
         )
+    elif run.conditioned_on is None and run.structure.reads_x:
+        # its image distribution reads the images (a Multinomial's total count): drawn given
+        # test images' counts, and titled so
+        given = data.test_x[:100]
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            images = program.generate(run.model, given.shape[0], x=given)
+        dist = run.structure.image_dist
+        read = "the on-pixel counts of" if dist == "Multinomial" else "what the model reads from"
+        plots.image_grid(
+            images,
+            os.path.join(out, "samples.png"),
+            title=f"{name}: {dist} means for z ~ p(z), given {read} {given.shape[0]} test images",
+        )
     elif run.conditioned_on is None:
         plots.image_grid(
             run.sample(100, seed=0),
@@ -630,6 +649,8 @@ def write_figures(run, data, history, log_px=None):
 
         reconstructed = composite(originals, reconstructed, run.model.condition.observed)
         title += "\n(observed quadrants as given, hidden ones decoded)"
+    elif run.structure.reads_x:
+        title += f"\n({run.structure.image_dist} means, the model run on the test images)"
     plots.reconstructions(
         originals, reconstructed, os.path.join(out, "reconstructions.png"), title=title
     )

@@ -700,3 +700,83 @@ def test_a_run_with_labels_passes_them_in_the_class_sites_form(spec, one_hot):
         "passes the labelled images' labels, and y=None" in line
         for line in describe(model.structure)
     )
+
+
+# -- a likelihood that reads x: a topic model of pixels, ProdLDA-style ------------------------
+
+
+def topics_config(z_dim=3):
+    return Config(
+        model=os.path.join(PROGRAMS, "pixel_topics.py:make"), z_dim=z_dim, hidden_dims=(16,)
+    )
+
+
+def test_a_likelihood_that_reads_the_images_is_found_and_named():
+    """The Multinomial's total_count comes from x: the door says so, and what log p(x) is."""
+    from pyro_vae.program import describe, measures
+
+    data = tiny_data()
+    model, _ = build(topics_config(), X_SHAPE, x=data.test_x[:4], train_size=48)
+    s = model.structure
+    assert (s.image_dist, s.reads_x, s.discrete_images) == ("Multinomial", True, True)
+    assert "Multinomial given their total" in measures(s)
+    assert "reads the images beyond observing them" in describe(s)[0]
+    vae, _ = build(Config(z_dim=3, hidden_dims=(16,)), X_SHAPE, x=data.test_x[:4])
+    assert (vae.structure.image_dist, vae.structure.reads_x) == ("Bernoulli", False)
+    assert measures(vae.structure) == "log p(x) of binary images"
+
+
+def test_a_likelihood_that_reads_the_images_generates_from_real_ones():
+    """Generation ran the model on zeros, so the Multinomial's total_count was 0 and every
+    image blank. Given images it runs on them (each mean sums to the batch's largest count,
+    as the program takes it); without them it is refused in one line; a model that does not
+    read x ignores them."""
+    from pyro_vae import program
+    from pyro_vae.errors import DataError
+
+    data = tiny_data()
+    model, guide = build(topics_config(), X_SHAPE, x=data.test_x[:4], train_size=48)
+    x = data.test_x[:5]
+    counts = x.reshape(5, -1).sum(-1)
+    for what in (
+        lambda images: program.generate(model, 5, x=images),
+        lambda images: program.decode(model, torch.randn(5, 3), x=images),
+        lambda images: program.decode(model, program.site_values(guide, x), x=images),
+    ):
+        images = what(x)
+        assert images.shape == (5, *X_SHAPE)
+        assert_close(images.reshape(5, -1).sum(-1), counts.max().expand(5))
+        with pytest.raises(DataError, match="not defined for this program without images") as e:
+            what(None)
+        assert "\n" not in str(e.value)
+    vae, _ = build(Config(z_dim=3, hidden_dims=(16,)), X_SHAPE, x=data.test_x[:4])
+    z = torch.randn(5, 3)
+    assert torch.equal(program.decode(vae, z, x=x), program.decode(vae, z))
+
+
+def test_a_topic_model_of_pixels_trains_draws_and_names_its_score(tmp_path, capsys):
+    """Through the command line on mnist-small: non-blank samples and reconstructions, a score
+    named for the Multinomial, and a one-line refusal where a prior sample needs images."""
+    import json
+
+    from pyro_vae.data import load_dataset
+    from pyro_vae.runs import load_run
+    from tests.test_cli import TINY, assert_clean_error, cli
+
+    out = str(tmp_path / "run")
+    spec_ = os.path.join(PROGRAMS, "pixel_topics.py:make")
+    result = cli(capsys, "train", *TINY, "--model", spec_, "--dataset", "mnist-small", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert "Multinomial given their total" in metrics["measures"]
+    assert metrics["measures"] in result.stdout
+    assert {"samples.png", "reconstructions.png"} <= set(metrics["figures"])
+    run = load_run(out)
+    x = load_dataset("mnist-small", "static").test_x[:6]
+    reconstructed = run.reconstruct(x)
+    assert reconstructed.shape == x.shape and reconstructed.sum() > 0
+    assert run.decode(torch.randn(6, 4), x=x).sum() > 0
+    result = cli(capsys, "sample", out, "--n", "4", "--out", str(tmp_path / "s.png"))
+    assert_clean_error(result, "a sample from the prior is not defined for this program")
+    result = cli(capsys, "evaluate", out, "-k", "5")
+    assert result.returncode == 0 and "Multinomial given their total" in result.stdout
