@@ -1191,14 +1191,15 @@ def generate(model, n, y=None, x=None):
     (its sample, where the distribution has no mean).
 
     :param x: ``n`` images, for a program whose image distribution reads them
-        (:attr:`Structure.reads_x`): the model runs on them, its latents drawn from the prior,
-        so what it reads from them (a Multinomial's ``total_count``) is theirs. Such a program
-        has no prior sample without them, and is refused; ``x`` is unused for any other."""
+        (:attr:`Structure.reads_x`): the model runs on each of them, its latents drawn from the
+        prior, so what it reads from an image (a Multinomial's ``total_count``) is that image's.
+        Such a program has no prior sample without them, and is refused; ``x`` is unused for
+        any other."""
     structure = model.structure
     x = _read_images(structure, x, n, "a sample from the prior")
-    # given images, the model runs on them: its latents still come from the prior (nothing
-    # conditions them), and only what it reads from x is theirs
-    trace = poutine.trace(model).get_trace(x, y, None, None if x is not None else n)
+    if x is not None:
+        return _means_on(model, {}, x, y)
+    trace = poutine.trace(model).get_trace(None, y, None, n)
     return structure.to_images(_mean(trace.nodes[structure.image]["fn"]), n)
 
 
@@ -1213,10 +1214,25 @@ def decode(model, latents, y=None, x=None):
         latents = {structure.code.name: latents}
     n = next(iter(latents.values())).shape[0]
     x = _read_images(structure, x, n, "decoding latents")
-    trace = poutine.trace(poutine.condition(model, data=latents)).get_trace(
-        x, y, None, None if x is not None else n
-    )
+    if x is not None:
+        return _means_on(model, latents, x, y)
+    trace = poutine.trace(poutine.condition(model, data=latents)).get_trace(None, y, None, n)
     return structure.to_images(_mean(trace.nodes[structure.image]["fn"]), n)
+
+
+def _means_on(model, latents, x, y):
+    """The image site's mean with the model run on each image of ``x`` by itself (the latents
+    given, the others drawn from the prior): what it reads from an image, such as a total count
+    (ProdLDA takes the batch's largest), is that image's alone, whatever images share its call."""
+    structure = model.structure
+    means = []
+    for i in range(x.shape[0]):
+        one = {name: value[i : i + 1] for name, value in latents.items()}
+        trace = poutine.trace(poutine.condition(model, data=one)).get_trace(
+            x[i : i + 1], None if y is None else y[i : i + 1]
+        )
+        means.append(structure.to_images(_mean(trace.nodes[structure.image]["fn"]), 1))
+    return torch.cat(means)
 
 
 def _read_images(structure, x, n, what):

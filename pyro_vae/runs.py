@@ -650,7 +650,7 @@ def write_figures(run, data, history, log_px=None):
         reconstructed = composite(originals, reconstructed, run.model.condition.observed)
         title += "\n(observed quadrants as given, hidden ones decoded)"
     elif run.structure.reads_x:
-        title += f"\n({run.structure.image_dist} means, the model run on the test images)"
+        title += f"\n({run.structure.image_dist} means, the model run on each test image)"
     plots.reconstructions(
         originals, reconstructed, os.path.join(out, "reconstructions.png"), title=title
     )
