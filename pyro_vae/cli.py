@@ -94,6 +94,11 @@ def _fraction(text):
     return value
 
 
+def _share(text):
+    """A fraction between 0 and 1, or ``none`` (each labelled image once)."""
+    return None if text.strip() == "none" else _fraction(text)
+
+
 def _alpha(text):
     """A non-negative number, or ``kingma`` (kept as the string; the run sets 0.1 N / labels)."""
     if text.strip() == "kingma":
@@ -171,12 +176,15 @@ def _add_train_args(p, d, out_help=None):
         "(pixels >= 0.5 -> 1) (default: dynamic for the Bernoulli likelihood, none for the "
         "others)",
     )
-    p.add_argument("--z-dim", type=_positive_int, default=d.z_dim, help="(default: %(default)s)")
+    p.add_argument(
+        "--z-dim", type=_positive_int, default=argparse.SUPPRESS, help=_recipe_help("z_dim", d)
+    )
     p.add_argument(
         "--hidden-dims",
         type=_int_list,
-        default=d.hidden_dims,
-        help="encoder widths, reversed for the decoder, e.g. 512,256 (default: %(default)s)",
+        default=argparse.SUPPRESS,
+        help="encoder widths, reversed for the decoder, e.g. 512,256 "
+        + _recipe_help("hidden_dims", d),
     )
     p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="(default: %(default)s)")
     p.add_argument(
@@ -312,8 +320,10 @@ def _add_family_args(g, d):
     )
     g.add_argument(
         "--learned-prior",
-        action="store_true",
-        help="learn a conditional prior p(z|y) instead of Normal(0, I)",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="learn a conditional prior p(z|y); --no-learned-prior: the textbook Normal(0, I) "
+        + _recipe_help("learned_prior", d),
     )
     g.add_argument("--z1-dim", type=_positive_int, help="top layer of --model hierarchical")
     g.add_argument(
@@ -326,18 +336,21 @@ def _add_family_args(g, d):
     g.add_argument(
         "--alpha",
         type=_alpha,
-        default=d.alpha,
+        default=argparse.SUPPRESS,
         help="with --labels: weight of the classification term alpha * log q(y|x) on each "
         "labelled image (a model file's own model_classify/guide_classify pair where it has "
         "one, else its guide's class site); 'kingma' is Kingma et al.'s 0.1 N on the labelled "
-        "images' mean, i.e. 0.1 N / labels on each (default: %(default)s, no term)",
+        "images' mean, i.e. 0.1 N / labels on each; 0: no term, the textbook M2 "
+        + _recipe_help("alpha", d),
     )
     g.add_argument(
         "--labelled-share",
-        type=_fraction,
+        type=_share,
+        default=argparse.SUPPRESS,
         help="with --labels: repeat the labelled images so that this fraction of every epoch is "
         "labelled (Siddharth et al. 2017's supervision rate; their terms then weigh more than in "
-        "Kingma et al.'s objective) (default: each image once)",
+        "Kingma et al.'s objective); none: each image once, the textbook M2 "
+        + _recipe_help("labelled_share", d),
     )
     g.add_argument(
         "--beta",
@@ -374,6 +387,33 @@ def _non_negative_int(text):
     return 0 if text.strip() == "0" else _positive_int(text)
 
 
+#: The settings whose defaults depend on the model (pyro_vae.config.RECIPES): argparse leaves
+#: them out of the namespace where not given, and :func:`_config_from_args` fills them in.
+_RECIPE_SETTINGS = ("z_dim", "hidden_dims", "alpha", "labelled_share", "learned_prior")
+
+
+def _recipe_help(name, d):
+    """``(default: ...)`` for a setting of ``--help``: the plain default and each recipe's."""
+    from .config import RECIPES, Config
+
+    def shown_value(v):
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        if v is None:
+            return "none"
+        if isinstance(v, tuple):
+            return ",".join(map(str, v))
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    plain = getattr(d, name)
+    recipes = (
+        [f"{shown_value(r.settings[name])} for {r.name}" for r in RECIPES if name in r.settings]
+        if plain == getattr(Config(), name)
+        else []
+    )
+    return f"(default: {'; '.join([shown_value(plain), *recipes])})"
+
+
 def _family_from_args(args):
     """The model-family settings of ``args``, with defaults that depend on each other."""
     elbo = args.elbo or ("trace" if args.model == "hierarchical" else "meanfield")
@@ -388,12 +428,10 @@ def _family_from_args(args):
         "net",
         "activation",
         "condition",
-        "learned_prior",
         "z1_dim",
         "beta",
     )
     same += ("kl_warmup", "image_size", "guide_family", "flow_layers", "discrete", "labels")
-    same += ("alpha", "labelled_share")
     return dict(
         {name: getattr(args, name) for name in same}, binarize=binarize, elbo=elbo, model=model
     )
@@ -412,10 +450,11 @@ def _add_out_args(p, out_help=None):
 def _config_from_args(args):
     from .config import Config
 
-    return Config(
+    # A recipe setting not given takes the model's recipe (pyro_vae.config.RECIPES).
+    given = {name: getattr(args, name) for name in _RECIPE_SETTINGS if hasattr(args, name)}
+    return Config.recipe(
         dataset=args.dataset,
-        z_dim=args.z_dim,
-        hidden_dims=args.hidden_dims,
+        **given,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -627,7 +666,7 @@ def _given_options(argv):
     _add_distributed_args(p)
     unset = object()
     # argparse fills in a default only where the namespace has no value yet.
-    blank = argparse.Namespace(**dict.fromkeys(vars(p.parse_args([])), unset))
+    blank = argparse.Namespace(**dict.fromkeys((a.dest for a in p._actions), unset))
     return {name for name, value in vars(p.parse_args(argv, blank)).items() if value is not unset}
 
 
@@ -804,14 +843,17 @@ def cmd_sample(args):
         title = f"{args.nrow} samples per label (one row each), seed {args.seed}"
         nrow = args.nrow
     else:
-        if args.label is not None and run.conditioned_on != "label":
-            raise ConfigError("--label needs a label-conditioned run (--condition label)")
+        if args.label is not None and run.conditioned_on != "label" and run.config.labels is None:
+            raise ConfigError(
+                "--label needs a run that generates per class: --condition label, --model m2, "
+                "or a model file trained with --labels"
+            )
         if run.conditioned_on == "image":
             raise ConfigError(
                 "an image-completion run completes images; its inpainting.png shows them"
             )
         images = run.sample(args.n, seed=args.seed, y=args.label)
-        if args.label is not None and not args.quiet:
+        if args.label is not None and run.conditioned_on == "label" and not args.quiet:
             from .classifier import label_effect
 
             _warn_if_label_ignored(label_effect(run))
@@ -1397,7 +1439,9 @@ def make_parser():
     p.add_argument(
         "--label",
         type=int,
-        help="for a label-conditioned run: the class to generate (default: one row per class)",
+        help="the class to generate, for a run that generates per class: --condition label, "
+        "--model m2, a model file trained with --labels (default: a label-conditioned run draws "
+        "one row per class, the others from p(x))",
     )
     p.add_argument(
         "--quiet",
@@ -1480,7 +1524,8 @@ def _add_semi_parser(sub):
     for action in p._actions:  # set per cell by the table itself
         if action.dest in _SET_BY_SEMI:
             action.default, action.help = None, argparse.SUPPRESS
-    p.set_defaults(func=cmd_semi, model="m2")
+    # semi keeps its own defaults: the table's variants say the classification weight and share
+    p.set_defaults(func=cmd_semi, model="m2", **{n: getattr(d, n) for n in _RECIPE_SETTINGS})
 
 
 #: Options of train that semi sets per cell, and the semi option that chooses them.

@@ -122,8 +122,8 @@ class Run:
         x = self._images(x)
         return x, self._condition(y, x.shape[0], default=x)
 
-    def _condition(self, y, n, default=None):
-        kind = self.conditioned_on
+    def _condition(self, y, n, default=None, kind=None):
+        kind = kind or self.conditioned_on
         if kind is None:
             return None
         if kind == "image":
@@ -212,9 +212,19 @@ class Run:
         """``n`` images: the image site's mean for latents drawn from the prior,
         ``(n, *x_shape)``.
 
-        For a conditional model ``y`` is the label(s) to generate, or the images to complete.
+        For a conditional model ``y`` is the label(s) to generate, or the images to complete. A run
+        trained with labels whose program samples the class (M2, a model file with ``--labels``)
+        generates class ``y`` by fixing its class site to it. A ``y`` outside the run's classes,
+        or given to a run whose model does not read one, is refused.
         """
         _check_count("n", n)
+        # M2 and a model file trained with labels: the class is a latent site of the program
+        by_class_site = self.conditioned_on is None and self.config.labels is not None
+        if y is not None and self.conditioned_on is None and not by_class_site:
+            raise DataError(
+                "this run's model does not read y, so it cannot generate a given class; sample "
+                "without y, or train a run that does (--condition label, or --model m2 --labels N)"
+            )
         if seed is not None:
             check_seed(seed)
         check_fits(
@@ -223,10 +233,21 @@ class Run:
             "outputs",
             "ask for fewer images at a time",
         )
-        y = self._condition(y, n)
+        if by_class_site and y is not None:
+            labels = self._condition(y, n, kind="label")
+            site = self.structure.site(self.structure.y.site)
+            fixed = {site.name: labels}
+            if site.shape:  # a one-hot class site
+                fixed[site.name] = torch.nn.functional.one_hot(labels.long(), site.shape[-1]).to(
+                    torch.get_default_dtype()
+                )
+        else:
+            y = self._condition(y, n)
         with torch.random.fork_rng():
             if seed is not None:
                 torch.manual_seed(seed)
+            if by_class_site and y is not None:
+                return program.decode(self.model, fixed)
             return program.generate(self.model, n, y)
 
     def state(self):
@@ -593,7 +614,8 @@ def load_run_data(config):
 
 
 def class_samples(run, per_class=10, seed=0):
-    """Images generated for each label of a label-conditioned run, one row of ``per_class`` each."""
+    """Images generated for each label of a run that generates per class (a label-conditioned
+    run, M2, a model file trained with labels), one row of ``per_class`` each."""
     labels = torch.arange(run.num_classes).repeat_interleave(per_class)
     return run.sample(len(labels), seed=seed, y=labels)
 

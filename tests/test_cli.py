@@ -838,3 +838,55 @@ def test_a_model_files_thread_does_not_keep_the_finished_command_alive(tmp_path)
     )
     assert result.returncode == 0, result.stderr
     assert "test log p(x)" in result.stdout and os.path.exists(os.path.join(out, "metrics.json"))
+
+
+def _parsed_config(*argv):
+    from pyro_vae.cli import _config_from_args, _config_from_file, make_parser
+
+    args = make_parser().parse_args(list(argv))
+    args.argv = list(argv)
+    return _config_from_file(args) if args.config else _config_from_args(args)
+
+
+def test_train_takes_each_models_recipe_where_its_settings_are_not_given(tmp_path):
+    """The short command runs the recipe docs/guide/discrete.md measured; each setting given
+    wins, --alpha 0 --labelled-share none is the textbook M2, and a run's config.json keeps the
+    values used, so --config reproduces it."""
+    m2 = _parsed_config("train", "--model", "m2", "--labels", "100")
+    assert (m2.alpha, m2.labelled_share, m2.z_dim, m2.hidden_dims) == (46, 0.34, 16, (256,))
+    textbook = _parsed_config(
+        "train", "--model", "m2", "--labels", "100", "--alpha", "0", "--labelled-share", "none"
+    )
+    assert (textbook.alpha, textbook.labelled_share, textbook.z_dim) == (0, None, 16)
+    vae = _parsed_config("train")
+    assert (vae.z_dim, vae.hidden_dims, vae.learned_prior) == (50, (400,), False)
+    assert _parsed_config("train", "--condition", "label").learned_prior
+    assert not _parsed_config("train", "--condition", "label", "--no-learned-prior").learned_prior
+    assert _parsed_config("train", "--condition", "label", "--learned-prior").learned_prior
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(textbook.as_dict()))
+    assert _parsed_config("train", "--config", str(saved)) == textbook
+    again = _parsed_config("train", "--config", str(saved), "--z-dim", "8")
+    assert (again.alpha, again.labelled_share, again.z_dim) == (0, None, 8)
+
+
+def test_train_help_states_each_recipe_default(capsys):
+    result = cli(capsys, "train", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "(default: 50; 16 for --model m2)" in text
+    assert "(default: 0; 46 for --model m2)" in text
+    assert "(default: none; 0.34 for --model m2)" in text
+    assert "(default: off; on for --condition label)" in text
+
+
+def test_sample_label_draws_a_class_of_an_m2_run_and_refuses_one_outside(tmp_path, capsys):
+    out = str(tmp_path / "m2")
+    result = cli(capsys, "train", *TINY, "--model", "m2", "--labels", "20", "--out", out)
+    assert result.returncode == 0, result.stderr
+    png = str(tmp_path / "three.png")
+    result = cli(capsys, "sample", out, "--label", "3", "--n", "4", "--out", png)
+    assert result.returncode == 0 and os.path.exists(png), result.stderr
+    result = cli(capsys, "sample", out, "--label", "11", "--out", str(tmp_path / "x.png"))
+    assert result.returncode == 1 and "labels must be integers from 0 to 9" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

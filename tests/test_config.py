@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyro_vae.config import Config
+from pyro_vae.config import RECIPES, Config
 from pyro_vae.errors import ConfigError
 
 
@@ -165,3 +165,28 @@ def test_sizes_no_machine_holds_are_refused_before_anything_is_built():
         build(Config(z_dim=10**9), (1, 28, 28))
     with pytest.raises(ConfigError, match="flow_layers must be at most 1000"):
         Config(guide_family="flow", flow_layers=10**8)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
+def test_a_recipe_fills_only_the_settings_left_unset(recipe):
+    """Config.recipe (what pyro-vae train runs) takes the recipe's value for each setting not
+    given, the given ones as given; Config itself keeps the textbook defaults."""
+    needed = {"labels": 100} if recipe.when.get("model") == "m2" else {}
+    config = Config.recipe(**recipe.when, **needed)
+    for name, value in recipe.settings.items():
+        assert getattr(config, name) == value
+        plain = getattr(Config(**recipe.when, **needed), name)
+        assert plain != value
+        assert getattr(Config.recipe(**recipe.when, **needed, **{name: plain}), name) == plain
+    assert Config.recipe() == Config()
+
+
+def test_m2_recipe_is_the_guide_table_recipe():
+    """The settings docs/guide/discrete.md's mnist-small table was measured with."""
+    config = Config.recipe(model="m2", labels=100)
+    assert (config.alpha, config.labelled_share) == (46, 0.34)
+    assert (config.z_dim, config.hidden_dims) == (16, (256,))
+    assert Config.recipe(model="vae").z_dim == 50  # per model: a VAE's default stays
+    assert Config.recipe(model="m2", labels=100, net="conv").hidden_dims == (400,)
+    assert Config.recipe(condition="label").learned_prior
+    assert not Config.recipe(condition="label", model="hierarchical", elbo="trace").learned_prior

@@ -262,3 +262,33 @@ def test_completion_reconstructions_keep_the_observed_quadrants(tmp_path, monkey
     assert torch.equal(shown["r"][observed], shown["x"][observed])
     assert not torch.equal(shown["r"][~observed], shown["x"][~observed])
     assert "observed quadrants as given" in shown["title"]
+
+
+PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(model="m2", labels=20),
+        dict(model=os.path.join(PROGRAMS, "ss_vae.py:make"), labels=20),
+        dict(model=os.path.join(PROGRAMS, "ss_vae.py:make_indices"), labels=20),
+        dict(condition="label"),
+    ],
+    ids=["m2", "model file, one-hot class site", "model file, index class site", "label CVAE"],
+)
+def test_sample_draws_the_given_class_of_every_run_that_generates_per_class(settings, tmp_path):
+    run, _ = train_run(Config.recipe(**TINY, **settings), str(tmp_path / "run"), quiet=True)
+    three = run.sample(4, seed=0, y=3)
+    assert three.shape == (4, *run.x_shape)
+    assert torch.equal(three, run.sample(4, seed=0, y=torch.full((4,), 3)))
+    assert not torch.equal(three, run.sample(4, seed=0, y=5))  # the class reaches the decoder
+    with pytest.raises(DataError, match="labels must be integers from 0 to 9"):
+        run.sample(4, y=11)
+
+
+def test_sample_refuses_a_class_for_a_run_that_does_not_read_one(run_dir):
+    run = load_run(run_dir)
+    with pytest.raises(DataError, match="does not read y"):
+        run.sample(10, y=3)
+    assert run.sample(2, seed=0).shape == (2, *run.x_shape)
