@@ -1196,7 +1196,14 @@ def generate(model, n, y=None, x=None):
         Such a program has no prior sample without them, and is refused; ``x`` is unused for
         any other."""
     structure = model.structure
-    x = _read_images(structure, x, n, "a sample from the prior")
+    x = _read_images(
+        structure,
+        x,
+        n,
+        "a sample from the prior",
+        "the run's samples.png draws z ~ p(z) given test images, and "
+        "pyro_vae.program.generate(run.model, n, x=images) given yours",
+    )
     if x is not None:
         return _means_on(model, {}, x, y)
     trace = poutine.trace(model).get_trace(None, y, None, n)
@@ -1213,7 +1220,7 @@ def decode(model, latents, y=None, x=None):
     if torch.is_tensor(latents):
         latents = {structure.code.name: latents}
     n = next(iter(latents.values())).shape[0]
-    x = _read_images(structure, x, n, "decoding latents")
+    x = _read_images(structure, x, n, "decoding latents", "pass images: Run.decode(z, x=images)")
     if x is not None:
         return _means_on(model, latents, x, y)
     trace = poutine.trace(poutine.condition(model, data=latents)).get_trace(None, y, None, n)
@@ -1235,7 +1242,7 @@ def _means_on(model, latents, x, y):
     return torch.cat(means)
 
 
-def _read_images(structure, x, n, what):
+def _read_images(structure, x, n, what, fix):
     """``x`` where the program's image distribution reads the images, else ``None`` (generation
     runs on placeholder images); a refusal where it reads them and none are given."""
     if not structure.reads_x:
@@ -1244,8 +1251,7 @@ def _read_images(structure, x, n, what):
         raise DataError(
             f"{what} is not defined for this program without images: its image site "
             f"{structure.image!r} ({structure.image_dist}) reads the images beyond observing "
-            "them (a total count taken from x, say); pass n images to take that from "
-            "(Run.decode(z, x=images), pyro_vae.program.generate(run.model, n, x=images))"
+            f"them (a total count taken from x, say); {fix}"
         )
     if x.shape[0] != n:
         raise DataError(f"{what} for {n} images was given {x.shape[0]} images to read")
