@@ -6,7 +6,10 @@ A model file may be written any way Pyro code is written: a ``PyroModule``, an `
 Pyro's autoguides do (``AutoGuide._setup_prototype``), :func:`discover` runs the guide and the
 model on a few images under ``poutine.trace`` and reads off a :class:`Structure`:
 
-- the image site: the one observed with the images passed in (any name);
+- the image site: the one observed with the images passed in (any name), its distribution, and
+  whether that distribution reads the images beyond observing them (a ProdLDA-style
+  ``Multinomial`` whose ``total_count`` is taken from ``x``): such a program generates on real
+  images, never on placeholders;
 - the latent sites: every other sample site, with its shape per image and support (any names,
   any number, any event shapes);
 - the data plate: the plate over the images (any name, any dim), and whether the program
@@ -293,7 +296,9 @@ class Half(nn.Module):
     """One half of a program (``"model"`` or ``"guide"``) called as pyro_vae calls every program:
     ``half(x=None, y=None, idx=None, size=None)``. ``x=None`` (generation) runs the model on
     placeholder images of the right number, so a model that reads ``x.shape[0]`` still generates;
-    the image site's distribution is what generation uses.
+    the image site's distribution is what generation uses. A model whose image distribution
+    reads more of ``x`` (:attr:`Structure.reads_x`) is never generated from on placeholders:
+    :func:`generate` and :func:`decode` run it on real images or refuse.
 
     Its ``parameters()`` are the ones this half uses (found by following the autograd graph of
     its log-density), so freezing the model freezes the decoder and not an encoder that lives in
