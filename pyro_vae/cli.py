@@ -186,7 +186,9 @@ def _add_train_args(p, d, out_help=None):
         help="encoder widths, reversed for the decoder, e.g. 512,256 "
         + _recipe_help("hidden_dims", d),
     )
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="(default: %(default)s)")
+    p.add_argument(
+        "--epochs", type=_positive_int, default=argparse.SUPPRESS, help=_recipe_help("epochs", d)
+    )
     p.add_argument(
         "--time-limit",
         type=_positive_float,
@@ -389,7 +391,7 @@ def _non_negative_int(text):
 
 #: The settings whose defaults depend on the model (pyro_vae.config.RECIPES): argparse leaves
 #: them out of the namespace where not given, and :func:`_config_from_args` fills them in.
-_RECIPE_SETTINGS = ("z_dim", "hidden_dims", "alpha", "labelled_share", "learned_prior")
+_RECIPE_SETTINGS = ("z_dim", "hidden_dims", "epochs", "alpha", "labelled_share", "learned_prior")
 
 
 def _recipe_help(name, d):
@@ -455,7 +457,6 @@ def _config_from_args(args):
     return Config.recipe(
         dataset=args.dataset,
         **given,
-        epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         lr_decay=args.lr_decay,

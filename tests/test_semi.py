@@ -742,3 +742,23 @@ def test_labels_for_a_class_site_of_another_size_than_the_datas_is_one_line():
     config = Config(model=spec, labels=8, z_dim=2, hidden_dims=(8,))
     with pytest.raises(ModelFileError, match="'y' has 10 values, but the data have 4 classes"):
         build(config, (1, 28, 28), num_classes=4)
+
+
+def test_m2_defaults_are_the_settings_of_the_guide_table():
+    """pyro-vae train --model m2 --labels N runs the recipe the mnist-small table of
+    docs/guide/discrete.md was measured with: its command's flags are the recipe's values."""
+    import re
+
+    from pyro_vae.cli import _config_from_args, make_parser
+
+    guide = os.path.join(os.path.dirname(__file__), "..", "docs", "guide", "discrete.md")
+    with open(guide) as f:
+        text = f.read()
+    (command,) = re.findall(r"pyro-vae semi --epochs 8 (.*?) \\\n", text)
+    flags = dict(zip(command.split()[::2], command.split()[1::2]))
+    args = make_parser().parse_args(["train", "--model", "m2", "--labels", "100"])
+    config = _config_from_args(args)
+    assert config.alpha == float(flags["--alpha"])
+    assert config.labelled_share == float(flags["--labelled-share"])
+    assert config.z_dim == int(flags["--z-dim"])
+    assert config.hidden_dims == (int(flags["--hidden-dims"]),)
