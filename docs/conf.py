@@ -132,13 +132,23 @@ def _summary(obj):
 
 
 def api_pages(app):
-    """One page per module of pyro_vae, documenting the names of ``pyro_vae.__all__`` in it."""
+    """One page per module of pyro_vae, documenting the names of ``pyro_vae.__all__`` in it and
+    every ``pyro_vae.MODULE.NAME`` the tutorials call (:func:`tutorial_notebooks.tutorial_api_names`)."""
     import pyro_vae
 
     modules = {}
     for name in pyro_vae.__all__:
         obj = getattr(pyro_vae, name)
         modules.setdefault(obj.__module__, []).append((name, obj))
+    public = {id(obj) for objs in modules.values() for _, obj in objs}
+    for module, name in sorted(tutorial_notebooks.tutorial_api_names()):
+        obj = getattr(importlib.import_module(f"pyro_vae.{module}"), name)
+        if id(obj) in public or inspect.ismodule(obj):
+            continue
+        home = getattr(obj, "__module__", None) if callable(obj) else None
+        home = home if home and home.startswith("pyro_vae") else f"pyro_vae.{module}"
+        if name not in [n for n, _ in modules.get(home, [])]:
+            modules.setdefault(home, []).append((name, obj))
     folder = os.path.join(DOCS, "api")
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
@@ -148,21 +158,33 @@ def api_pages(app):
         lines = [f"# `{module}`", "", doc.split("\n\n")[0], "", "```{eval-rst}"]
         lines += [f".. currentmodule:: {module}", ""]
         for name, obj in objs:
-            kind = "autoclass" if inspect.isclass(obj) else "autofunction"
-            lines += [f".. {kind}:: {name}"] + (
-                ["   :members:", ""] if kind == "autoclass" else [""]
+            kind = (
+                "autoclass"
+                if inspect.isclass(obj)
+                else "autofunction"
+                if callable(obj)
+                else "autodata"
             )
-            summary = _summary(obj)
-            role = "class" if kind == "autoclass" else "func"
-            rows.append((name, f"{{py:{role}}}`pyro_vae.{name} <{module}.{name}>`", summary))
+            lines += [f".. {kind}:: {name}"] + (
+                ["   :members:", ""]
+                if kind == "autoclass"
+                else ["   :no-value:", ""]
+                if kind == "autodata"
+                else [""]
+            )
+            summary = _summary(obj) if kind != "autodata" else ""
+            role = {"autoclass": "class", "autofunction": "func", "autodata": "data"}[kind]
+            shown = f"pyro_vae.{name}" if name in pyro_vae.__all__ else f"{module}.{name}"
+            rows.append((name, f"{{py:{role}}}`{shown} <{module}.{name}>`", summary))
         lines += ["```", ""]
         with open(os.path.join(folder, module + ".md"), "w") as f:
             f.write("\n".join(lines))
     index = [
         "# API reference",
         "",
-        "Everything `import pyro_vae` offers (`pyro_vae.__all__`), from the docstrings; each name",
-        "is documented in the module that defines it.",
+        "Everything `import pyro_vae` offers (`pyro_vae.__all__`), and every name of a module",
+        "that the tutorials call (`pyro_vae.families.FAMILIES`, say), from the docstrings; each",
+        "name is documented in the module that defines it.",
         "",
         "| name | what it is |",
         "|---|---|",

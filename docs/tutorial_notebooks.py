@@ -40,6 +40,43 @@ TUTORIALS = sorted(glob.glob(os.path.join(ROOT, "tutorials", "[0-9][0-9]_*.py"))
 TIMEOUT = 1800  # seconds per cell: the longest full-size cells train for a few minutes
 
 
+def tutorial_api_names(scripts=None):
+    """``{(module, name)}`` of the library that the tutorials call by a module's name:
+    ``pyro_vae.MODULE.NAME``, or ``MODULE.NAME`` after ``from pyro_vae import MODULE``. The API
+    reference documents each (``docs/conf.py``), beside ``pyro_vae.__all__``."""
+    import ast
+    import importlib
+
+    names = set()
+    for script in TUTORIALS if scripts is None else scripts:
+        with open(script) as f:
+            tree = ast.parse(f.read())
+        modules = {}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            if node.module == "pyro_vae":
+                for alias in node.names:
+                    if importlib.util.find_spec(f"pyro_vae.{alias.name}") is not None:
+                        modules[alias.asname or alias.name] = alias.name
+            elif node.module.startswith("pyro_vae."):  # from pyro_vae.families import FAMILIES
+                names.update((node.module[len("pyro_vae.") :], a.name) for a in node.names)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            inner = node.value
+            if isinstance(inner, ast.Name) and inner.id in modules:
+                names.add((modules[inner.id], node.attr))
+            elif (
+                isinstance(inner, ast.Attribute)
+                and isinstance(inner.value, ast.Name)
+                and inner.value.id == "pyro_vae"
+                and importlib.util.find_spec(f"pyro_vae.{inner.attr}") is not None
+            ):
+                names.add((inner.attr, node.attr))
+    return names
+
+
 class TutorialError(RuntimeError):
     """A tutorial's cell raised; the message names the tutorial and holds the traceback."""
 

@@ -289,6 +289,8 @@ class GuideFamily:
     description: str
 
 
+#: name -> :class:`GuideFamily`; the CLI's ``--guide-family`` choices, its help, the guide's table and
+#: the tests read this table.
 FAMILIES = {
     f.name: f
     for f in (

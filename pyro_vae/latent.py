@@ -18,6 +18,8 @@ from .data import as_images
 from .errors import ConfigError, DataError
 from .program import prior_moments
 
+#: The ways :func:`interpolate` goes from one code to another: a straight line, or along the
+#: sphere (:func:`slerp`), which keeps a Gaussian code's length typical.
 INTERPOLATIONS = ("linear", "slerp")
 
 
