@@ -282,7 +282,9 @@ def _add_family_args(g, d):
     g.add_argument(
         "--model",
         default=d.model,
-        help="vae, hierarchical (two latent layers z1 -> z -> x), or your own Pyro model file: "
+        help="vae, hierarchical (two latent layers z1 -> z -> x), m2 (the semi-supervised VAE, "
+        "with --labels; its defaults are its measured recipe, see --alpha), gmvae (a Gaussian "
+        "mixture prior), or your own Pyro model file: "
         "FILE.py (its functions model and guide), FILE.py:NAME (a class or factory), "
         "FILE.py:MODEL,GUIDE (default: %(default)s)",
     )

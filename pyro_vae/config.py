@@ -94,7 +94,9 @@ def recipe_defaults(settings):
 class Config:
     """Everything that defines a run. Saved as ``config.json`` in the run directory.
 
-    The defaults are the ``pyro-vae demo`` recipe (see the README for what it measures).
+    The defaults are the ``pyro-vae demo`` recipe (see the README for what it measures) and the
+    textbook models; :meth:`recipe` fills the settings left unset from each built-in model's
+    measured recipe (:data:`RECIPES`), as ``pyro-vae train`` does.
     """
 
     dataset: str = "mnist-small"

@@ -214,3 +214,23 @@ def test_label_cvae_generates_the_class_it_is_given():
         model(size=2)
     x = model(y=torch.tensor([1, 2, 3]))
     assert x.shape == (3, 1, 6, 5)
+
+
+def test_label_cvae_defaults_draw_the_asked_for_digit(tmp_path):
+    """--condition label's default, the learned prior, draws the asked-for digit far more often
+    than the textbook N(0, I) prior (docs/guide/model-family.md: 90.6 % against 61.1 % at 100
+    epochs), judged by a digit classifier trained on the training images. Smoke size: 15
+    epochs, measured 0.730 against 0.365 (about 20 s on one core)."""
+    from pyro_vae import classifier
+    from pyro_vae.data import load_dataset
+    from pyro_vae.runs import class_samples, train_run
+
+    data = load_dataset("mnist-small", binarize="dynamic")
+    judge = classifier.train_classifier(data, epochs=5)
+    labels = torch.arange(10).repeat_interleave(20)
+    drawn = {}
+    for name, settings in (("recipe", {}), ("textbook", {"learned_prior": False})):
+        config = Config.recipe(condition="label", epochs=15, log_px_samples=1, **settings)
+        run, _ = train_run(config, str(tmp_path / name), quiet=True)
+        drawn[name] = classifier.accuracy(judge, class_samples(run, per_class=20), labels)
+    assert drawn["recipe"] >= 0.65 and drawn["recipe"] > drawn["textbook"] + 0.2
