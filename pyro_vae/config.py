@@ -70,9 +70,9 @@ RECIPES = (
         "--model m2",
         {"model": "m2", "net": "mlp"},
         {"alpha": 46.0, "labelled_share": 0.34, "z_dim": 16, "hidden_dims": (256,), "epochs": 8},
-        "mnist-small, 100 labels: test accuracy 0.752 +- 0.021 at 8 epochs (0.639 at 100: the "
-        "classifier overfits its 100 labels), against 0.241 for the textbook M2 (alpha 0, each "
-        "image once, z_dim 50, hidden 400) at 20",
+        "mnist-small, 100 labels, 5 seeds: test accuracy 0.752 +- 0.021 (0.762 on seed 0, "
+        "0.639 trained 100 epochs: the classifier overfits its labels; 0.193 for the textbook "
+        "M2, alpha 0 and each image once, at the same sizes and budget)",
     ),
     Recipe(
         "--condition label",
