@@ -412,7 +412,7 @@ def _recipe_help(name, d):
     plain = getattr(d, name)
     recipes = (
         [f"{shown_value(r.settings[name])} for {r.name}" for r in RECIPES if name in r.settings]
-        if plain == getattr(Config(), name)
+        if d == Config()  # semi has defaults of its own, and no recipes
         else []
     )
     return f"(default: {'; '.join([shown_value(plain), *recipes])})"
