@@ -26,8 +26,8 @@ from pyro_vae import classifier, runs
 smoke_test = "CI" in os.environ
 EPOCHS = 1 if smoke_test else positive("label_cvae", 100, int, "number of epochs")
 RECIPES = {
-    "pyro-vae train --condition label": dict(condition="label"),
-    "pyro-vae train --condition label --learned-prior": dict(condition="label", learned_prior=True),
+    "pyro-vae train --condition label --no-learned-prior": dict(condition="label"),
+    "pyro-vae train --condition label": dict(condition="label", learned_prior=True),
 }
 PER_LABEL = 10 if smoke_test else 100
 

@@ -545,7 +545,7 @@ def test_image_folder_with_conv_nets_and_a_gaussian(tmp_path):
         out,
     )
     assert result.returncode == 0, result.stderr
-    assert "a density" in result.stdout
+    assert "a Normal density of pixels" in result.stdout  # the score names what it measures
     run = load_run(out)
     assert run.x_shape == (3, 16, 16) and run.config.binarize == "none"
     assert run.sample(2).shape == (2, 3, 16, 16)

@@ -138,10 +138,11 @@ print(f"label effect: {effect:.2f}")
 # %% [markdown]
 # With the 2-D code the samples are the asked-for digit about as often as the judge recognises
 # real test digits, and the label explains most of the samples' variance. For comparison,
-# `benchmarks/label_cvae.py` measures the same for `pyro-vae train --condition label` with its
-# defaults (z_dim 50, a N(0, I) prior) and with `--learned-prior`: see the model-family guide
-# (docs/guide/model-family.md) for its numbers. A learned prior p(z | y) is the other cure: the decoder may still read
-# the class from z, but z is then drawn from the class's own region of code space.
+# `benchmarks/label_cvae.py` measures the same for `pyro-vae train --condition label` (z_dim 50)
+# with a N(0, I) prior (`--no-learned-prior`) and with the learned prior, the command's default:
+# see the model-family guide (docs/guide/model-family.md) for its numbers. A learned prior
+# p(z | y) is the other cure: the decoder may still read the class from z, but z is then drawn
+# from the class's own region of code space.
 #
 # ## A check we can put a number on: classification by Bayes' rule
 #
