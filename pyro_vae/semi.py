@@ -316,9 +316,12 @@ def _m2_run(config, path, resume, quiet):
     if os.path.isfile(finished):
         try:
             with open(finished) as f:
-                return float(json.load(f)["test_accuracy"]), "read"
+                accuracy = float(json.load(f)["test_accuracy"])
+            if 0.0 <= accuracy <= 1.0:  # not NaN, nor a number no accuracy can be
+                return accuracy, "read"
         except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged record: evaluate the run again
+            pass
+    # No record, or a damaged one: evaluate the run again.
     return resume_run(path, quiet=quiet)[1]["test_accuracy"], "resumed"
 
 

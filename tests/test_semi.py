@@ -781,3 +781,25 @@ def test_the_textbook_m2_stays_far_below_its_recipe(tmp_path):
     )
     _, metrics = train_run(textbook, str(tmp_path / "textbook"), quiet=True)
     assert metrics["test_accuracy"] < 0.4
+
+
+@pytest.mark.parametrize("record", ['{"test_accuracy": NaN}', '{"test_accuracy": 7.5}'])
+def test_a_resumed_table_evaluates_again_a_run_whose_record_is_no_accuracy(
+    tmp_path, monkeypatch, record
+):
+    """semi --resume read a metrics.json holding NaN and wrote null into the table, rc 0."""
+    import pyro_vae.runs
+    from pyro_vae.semi import _m2_run
+
+    config = Config(model="m2", labels=100, z_dim=2, hidden_dims=(8,), epochs=1)
+    (tmp_path / "config.json").write_text(json.dumps(config.as_dict()))
+    (tmp_path / "metrics.json").write_text(record)
+    evaluated = []
+
+    def resume_run(path, quiet=True):
+        evaluated.append(path)
+        return None, {"test_accuracy": 0.5}
+
+    monkeypatch.setattr(pyro_vae.runs, "resume_run", resume_run)
+    assert _m2_run(config, str(tmp_path), resume=True, quiet=True) == (0.5, "resumed")
+    assert evaluated == [str(tmp_path)]
