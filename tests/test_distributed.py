@@ -24,7 +24,7 @@ from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
 from pyro_vae import load_run
-from pyro_vae.checkpoints import read_checkpoint
+from pyro_vae.checkpoints import DIGEST, read_checkpoint
 from pyro_vae.config import Config, build
 from pyro_vae.data import Data, load_dataset
 from pyro_vae.errors import ConfigError
@@ -229,7 +229,7 @@ def test_the_run_directory_is_that_of_a_single_process_run(two_processes):
     state = read_checkpoint(os.path.join(out, "checkpoint.pt"))
     model, guide = build(CONFIG, (1, 28, 28))
     # What a single-process run's checkpoint holds: the run, and the state to continue training.
-    assert state.keys() == {*Run(CONFIG, model, guide, (1, 28, 28)).state(), *STATE_KEYS}
+    assert state.keys() == {*Run(CONFIG, model, guide, (1, 28, 28)).state(), *STATE_KEYS, DIGEST}
     assert state["num_classes"] == 10 and state["epoch"] == CONFIG.epochs
 
     run = load_run(out)
