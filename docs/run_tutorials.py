@@ -25,17 +25,11 @@ import subprocess
 import sys
 import time
 
+from pyro_vae.progress import duration
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIALS = sorted(glob.glob(os.path.join(ROOT, "tutorials", "[0-9][0-9]_*.py")))
 TIMES = os.path.join(ROOT, "tutorials", "times.json")
-
-
-def duration(seconds):
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes} min {seconds} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def _times():

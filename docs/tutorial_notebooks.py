@@ -270,8 +270,9 @@ def _last_time(name, smoke):
         return ""
     if smoke:
         return ""
-    minutes, seconds = divmod(int(seconds), 60)
-    return f" (last time as a script: {minutes} min {seconds} s)" if minutes else ""
+    from pyro_vae.progress import duration
+
+    return f" (last time as a script: {duration(seconds)})"
 
 
 HANDOUT_README = """\

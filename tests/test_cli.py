@@ -86,24 +86,10 @@ def trained(tmp_path_factory):
 
 def test_a_command_starts_without_importing_torchvision_or_matplotlib():
     """They take some 3 s to import; only figures and the downloaded data sets need them."""
-    code = (
-        "import sys\n"
-        "from pyro_vae.cli import main\n"
-        "for argv in (['--help'], ['evaluate', 'no-such-run']):\n"
-        "    try:\n"
-        "        main(argv)\n"
-        "    except SystemExit:\n"
-        "        pass\n"
-        "print(sorted(m for m in ('torchvision', 'matplotlib') if m in sys.modules))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        timeout=300,
-    )
-    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
+    from tests.test_packaging import imports_of
+
+    argvs = "[['--help'], ['evaluate', 'no-such-run']]"
+    assert imports_of(argvs, ("torchvision", "matplotlib"))[0] == "[]"
 
 
 def test_train_writes_a_run(trained):
