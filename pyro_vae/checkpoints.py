@@ -296,14 +296,14 @@ def _bad_values(state):
                 return f"{part} weight {shown(name)} holds non-finite values"
     expected = torch.get_rng_state()
     rng = state.get("rng")
-    generators = {"the minibatch generator": state.get("generator")}
-    if isinstance(rng, dict):
-        generators["torch's generator"] = rng.get("torch")
-    elif rng is not None:
+    if rng is not None and not isinstance(rng, dict):
         return "its generator states are not a dict"
+    generators = {}  # a checkpoint of a finished model (Run.save) holds none
+    if "generator" in state:
+        generators["the minibatch generator"] = state["generator"]
+    if rng is not None:
+        generators["torch's generator"] = rng.get("torch")
     for what, value in generators.items():
-        if value is None and what == "the minibatch generator" and "generator" not in state:
-            continue
         if (
             not isinstance(value, torch.Tensor)
             or value.dtype != expected.dtype
