@@ -236,11 +236,10 @@ class Run:
         if by_class_site and y is not None:
             labels = self._condition(y, n, kind="label")
             site = self.structure.site(self.structure.y.site)
-            fixed = {site.name: labels}
             if site.shape:  # a one-hot class site
-                fixed[site.name] = torch.nn.functional.one_hot(labels.long(), site.shape[-1]).to(
-                    torch.get_default_dtype()
-                )
+                labels = torch.nn.functional.one_hot(labels.long(), site.shape[-1])
+                labels = labels.to(torch.get_default_dtype())
+            fixed = {site.name: labels}
         else:
             y = self._condition(y, n)
         with torch.random.fork_rng():
