@@ -3,9 +3,12 @@
 The tutorials are jupytext percent scripts (``tutorials/NN_*.py``). Each is read by jupytext and
 run cell by cell in a fresh Jupyter kernel (nbclient), in a working directory of its own, exactly
 as a student runs the notebook. The tutorials save their figures with ``savefig`` (so that the
-scripts work the same from a terminal); after every cell, each PNG file the cell wrote is embedded
-in that cell's outputs, so the notebook shows the figure under the cell that made it. A cell that
-raises stops the build with the tutorial's name and the cell's traceback.
+scripts work the same from a terminal) and print the path of each figure their text discusses,
+in the cell right before that text; after every cell, each PNG file whose path the cell printed
+is embedded in that cell's outputs. A command that writes a dozen figures shows none of them
+unless the tutorial prints one (``tests/test_tutorials.py`` checks that every figure shown is
+named by the text right after it, and every figure the text names is shown). A cell that raises
+stops the build with the tutorial's name and the cell's traceback.
 
 The folder written holds, for each tutorial, ``NN_name.ipynb`` (executed) and ``NN_name.py`` (the
 script); a teacher can zip it as it is. The documentation site (``docs/conf.py``) renders the same
@@ -29,6 +32,7 @@ import configparser
 import glob
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,28 +122,35 @@ def name_of(script):
     return os.path.splitext(os.path.basename(script))[0]
 
 
-def _pngs(folder):
-    found = {}
-    for path in glob.glob(os.path.join(folder, "**", "*.png"), recursive=True):
-        stat = os.stat(path)
-        found[path] = (stat.st_mtime_ns, stat.st_size)
+# A path a cell prints, as the tutorials print them: tutorial-output/02/e-step.png.
+_PRINTED_PNG = re.compile(r"[^\s'\"`()\[\]]+\.png\b")
+
+
+def printed_figures(cell, workdir):
+    """The PNG files whose paths ``cell`` printed (relative to ``workdir``, where the kernel runs),
+    once each, in the order printed; a printed name that is no file there is not a figure."""
+    root, found = os.path.realpath(workdir), []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") != "stream" or output.get("name") != "stdout":
+            continue
+        for path in _PRINTED_PNG.findall(output.get("text", "")):
+            full = os.path.realpath(os.path.join(root, path))
+            inside = full.startswith(os.path.join(root, ""))
+            if inside and os.path.isfile(full) and full not in found:
+                found.append(full)
     return found
 
 
 class _FigureCollector:
-    """After each cell, embed the PNG files it wrote (new or rewritten) as display outputs."""
+    """After each cell, embed the PNG files whose paths it printed as display outputs."""
 
     def __init__(self, workdir):
-        self.workdir = workdir
-        self.seen = _pngs(workdir)
+        self.workdir = os.path.realpath(workdir)
 
     def __call__(self, cell, cell_index, execute_reply):
         import nbformat
 
-        now = _pngs(self.workdir)
-        written = [path for path, stamp in now.items() if self.seen.get(path) != stamp]
-        self.seen = now
-        for path in sorted(written, key=lambda p: (now[p][0], p)):
+        for path in printed_figures(cell, self.workdir):
             with open(path, "rb") as f:
                 data = base64.b64encode(f.read()).decode("ascii")
             relpath = os.path.relpath(path, self.workdir)

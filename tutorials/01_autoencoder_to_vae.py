@@ -196,6 +196,9 @@ plots.image_rows(
 print(path)
 
 # %% [markdown]
+# `reconstructions.png`: ten test images in the top row, and below them each model's
+# reconstructions (the decoder's mean at the image's code).
+#
 # ## Generation: decoding draws from the prior
 #
 # To generate, draw `z ~ Normal(0, I)` and decode. The VAE was trained so that its codes look like
@@ -234,7 +237,9 @@ median = {"prior": prior_draws.norm(dim=1).median().item(), **median}
 print("median norm:", ", ".join(f"{name} {value:.2f}" for name, value in median.items()))
 
 # %% [markdown]
-# Now decode the same 20 prior draws with all three decoders.
+# `code-norms.png` draws the lengths of the test images' codes, one histogram per model, over
+# those of as many draws from the prior; their medians are printed with it. Now decode the same
+# 20 prior draws with all three decoders.
 
 # %%
 z = torch.randn(20, Z_DIM, generator=torch.Generator().manual_seed(1))
@@ -253,6 +258,8 @@ plots.image_rows(rows, labels, path, "decoded draws z ~ Normal(0, I)")
 print(path)
 
 # %% [markdown]
+# `prior-samples.png`: two rows per model, the same 20 codes in each model's two rows.
+#
 # Looking is not measuring. A digit classifier trained on the real training images
 # (`pyro_vae.classifier`, a small MLP that never sees a generated image) is an independent judge:
 # we count the decoded draws it puts in one class with probability 0.9 or more. Real test digits
@@ -272,7 +279,8 @@ for name, value in recognised.items():
     print(f"recognised with p >= 0.9: {name:<18} {100 * value:5.1f}%")
 
 # %% [markdown]
-# What the figures and the numbers show (the full run: 20-d codes, 40 epochs):
+# What the figures (`code-norms.png`, `prior-samples.png`) and the numbers show (the full run:
+# 20-d codes, 40 epochs):
 #
 # * The **plain autoencoder's** codes are about six times longer than the prior's draws (median
 #   norms above, about 28 against 4.4), so `Normal(0, I)` hands its decoder codes near the middle of

@@ -135,13 +135,13 @@ plots.image_grid(
 print(path)
 
 # %% [markdown]
-# The prototypes are blurry average digits: each has to explain every image assigned to it, pixel
-# by pixel. More components fit the training set better, but a test image is only explained well
-# if some prototype happens to be close to it, and the gap between train and test log p(x) grows
-# with K (in our full run: 2 nats at K = 10, 7 at K = 50, 20 at K = 200). The model memorises:
-# the prototypes with the smallest weights are single training images, copied pixel for pixel.
-# Keep the test numbers in mind; they are log-probabilities of the very same binary test images
-# every model below is scored on.
+# The prototypes (`mixture-prototypes.png`, the heaviest first) are blurry average digits: each has
+# to explain every image assigned to it, pixel by pixel. More components fit the training set
+# better, but a test image is only explained well if some prototype happens to be close to it, and
+# the gap between train and test log p(x) grows with K (in our full run: 2 nats at K = 10, 7 at
+# K = 50, 20 at K = 200). The model memorises: the prototypes with the smallest weights are single
+# training images, copied pixel for pixel. Keep the test numbers in mind; they are log-probabilities
+# of the very same binary test images every model below is scored on.
 #
 # ## 2. The infinite mixture, and why EM is a variational method
 #
@@ -303,7 +303,7 @@ result = pyro_vae.compare(
 result["dataset"] = "mnist-small, z_dim = 2"
 write_comparison(result, OUT)
 print(markdown(result))
-for name in ("comparison.md", "strategies.png", "e-step.png", "posteriors.png"):
+for name in ("comparison.md", "e-step.png", "posteriors.png"):  # and strategies.png, not read here
     print(os.path.join(OUT, name))
 
 if not smoke_test:  # what the text below says, checked on the full run
@@ -388,8 +388,9 @@ print(path)
 # %% [markdown]
 # A 10-D latent, trained the same way, overtakes the best mixture by about 25 nats per image in
 # our run (−122.9 ± 1.1 against −147.7), and comes with a latent space in which nearby codes are
-# similar digits. The histogram shows that the advantage is a shift of the whole distribution,
-# and that the mixture has a long tail of test images none of its prototypes explains.
+# similar digits. The histogram, `mixture-vs-vae.png`, shows that the advantage is a shift of the
+# whole distribution, and that the mixture has a long tail of test images none of its prototypes
+# explains.
 #
 # **What to take away.** A VAE's model is an infinite mixture; EM is variational EM with an exact
 # E-step; for a neural decoder the E-step becomes an optimisation per image (variational EM,

@@ -144,7 +144,7 @@ plots.gradient_variance(rows, path, title=f"mnist-small: variance of {DRAWS} gra
 print(path)
 
 # %% [markdown]
-# How to read the table and the plot (log-log axes):
+# How to read the table and the plot (`gradient-variance.png`, log-log axes):
 #
 # * **Score function vs reparameterization.** The plain score-function estimator of the encoder's
 #   gradient is thousands to hundreds of thousands of times noisier. Each image contributes its

@@ -226,6 +226,9 @@ plots.image_rows(rows, labels, path, "the same ten codes z ~ N(0, I): mean of p(
 print(path)
 
 # %% [markdown]
+# `mean-vs-sample.png` gives each likelihood a row of means above a row of samples (and, for the
+# learned σ, a third row: σ(z), scaled to its largest pixel).
+#
 # Given z, every likelihood here makes the pixels **independent**. But the model is not sure
 # where exactly the stroke goes for a given z (the encoder keeps only the information the KL
 # price allows), and independent pixels cannot say "the stroke is here *or* one pixel to the

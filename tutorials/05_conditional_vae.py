@@ -117,11 +117,13 @@ plots.image_grid(
 print(path)
 
 # %% [markdown]
-# Does each row show its digit? Looking is not measuring: a digit classifier trained on the real
-# training images (`pyro_vae.classifier`, which never sees a generated image) judges 100 samples
-# per label, drawn as `pyro-vae sample RUN` draws them. `label_effect` is the share of the
-# samples' pixel variance that the label explains (the same noise decoded with every label): the
-# number `pyro-vae train` reports for a label-conditioned run, with a note when it is low.
+# The two figures described above: `samples-by-label.png` (a row per label) and
+# `style-by-column.png` (the same ten codes in every row). Does each row show its digit? Looking is
+# not measuring: a digit classifier trained on the real training images (`pyro_vae.classifier`,
+# which never sees a generated image) judges 100 samples per label, drawn as `pyro-vae sample RUN`
+# draws them. `label_effect` is the share of the samples' pixel variance that the label explains
+# (the same noise decoded with every label): the number `pyro-vae train` reports for a
+# label-conditioned run, with a note when it is low.
 
 # %%
 judge = classifier.train_classifier(data, epochs=2 if smoke_test else 20)
@@ -199,7 +201,7 @@ if not smoke_test:  # what the text says, checked on the full run
 
 # %%
 results = {}
-for observed in (1,) if smoke_test else (1, 2, 3):
+for observed in (1, 2, 3):
     config = pyro_vae.Config(
         z_dim=Z_DIM, hidden_dims=HIDDEN, epochs=EPOCHS, condition=f"quadrants:{observed}"
     )
@@ -226,7 +228,8 @@ for observed, (cvae_ll, baseline_ll) in results.items():
     )
 
 # %% [markdown]
-# Reading the figures and the table:
+# Reading the figures (`completion-1-quadrant.png`, `completion-2-quadrants.png` and
+# `completion-3-quadrants.png`) and the table:
 #
 # * The **baseline's** completions show pixel probabilities: where the possible digits disagree,
 #   it can only paint grey, the average of all plausible completions.

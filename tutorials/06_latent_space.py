@@ -89,10 +89,10 @@ plots.image_grid(
 print(path)
 
 # %% [markdown]
-# Compare the two pictures: the digit regions of the scatter plot reappear as regions of the grid.
-# Between regions the decoder morphs one digit into another; a code between a 7 and a 1 is a thin,
-# half-bent stroke. Two dimensions are too few for a good model (the ELBO above is poor), but they
-# show the geometry. From here on we use more.
+# Compare the two pictures, `codes.png` and `manifold.png`: the digit regions of the scatter plot
+# reappear as regions of the grid. Between regions the decoder morphs one digit into another; a code
+# between a 7 and a 1 is a thin, half-bent stroke. Two dimensions are too few for a good model (the
+# ELBO above is poor), but they show the geometry. From here on we use more.
 #
 # ## 2. Interpolation: lines and great circles
 #
@@ -122,19 +122,16 @@ print("norm along the line:  ", [round(v, 2) for v in latent.lerp(z0, z1, 5).nor
 print("norm along the circle:", [round(v, 2) for v in latent.slerp(z0, z1, 5).norm(dim=1).tolist()])
 
 # %% [markdown]
-# For codes of moderate size the two paths decode to similar images, and the printed norms show
-# why: the line dips inside the shell in the middle, the circle does not. The difference grows with
-# z_dim and with the angle between the codes.
+# For codes of moderate size the two paths decode to similar images (`interpolation.png`, a line and
+# a great circle for each pair), and the printed norms show why: the line dips inside the shell in
+# the middle, the circle does not. The difference grows with z_dim and with the angle between the
+# codes.
 #
 # ## 3. Traversals
 #
-# Keep one image's code and sweep a single coordinate from −3 to +3 prior standard deviations. Some
-# coordinates change the slant or the stroke width, some the identity of the digit (in the full
-# run, the rows with the most KL turn the 4 into a 1 or an 8), and some very little. Here every
-# one of the 16 dimensions carries some information (each has a KL of more than 1 nat, printed
-# below), so no row stands still; given more dimensions than the data needs, a VAE can switch
-# some off (their posterior stays at the prior, KL ≈ 0), which is called posterior collapse of
-# single units.
+# Keep one image's code and sweep a single coordinate from −3 to +3 prior standard deviations, one
+# row per coordinate, for the eight coordinates with the most KL (the KL of that coordinate's q from
+# the prior, averaged over the test images, printed with it).
 
 # %%
 x = data.test_x[index[4]]
@@ -151,12 +148,19 @@ path = os.path.join(OUT, "traversals.png")
 plots.image_rows(rows, labels, path, title="traversals from -3 to +3, by KL per dimension (nats)")
 print(path)
 print("KL per dimension (nats):", [round(v, 2) for v in kl_per_dim.tolist()])
-if not smoke_test:  # the text above and the interpolation section, checked on the full run
+if not smoke_test:  # the text below and the interpolation section, checked on the full run
     assert kl_per_dim.min() > 1.0
     line, arc = latent.lerp(z0, z1, 5).norm(dim=1), latent.slerp(z0, z1, 5).norm(dim=1)
     assert line.min() < min(line[0], line[-1]) and arc.min() >= min(arc[0], arc[-1]) - 1e-4
 
 # %% [markdown]
+# In `traversals.png` some coordinates change the slant or the stroke width, some the identity of
+# the digit (in the full run, the rows with the most KL turn the 4 into a 1 or an 8), and some very
+# little. Here every one of the 16 dimensions carries some information (each has a KL of more than
+# 1 nat, printed above), so no row stands still; given more dimensions than the data needs, a VAE
+# can switch some off (their posterior stays at the prior, KL ≈ 0), which is called posterior
+# collapse of single units.
+#
 # ## 4. Denoising and in-filling
 #
 # The encoder was only ever shown clean digits. The obvious way to restore a damaged one, encode it
@@ -202,6 +206,10 @@ plots.image_rows(rows, labels, path, title="restoring damaged test digits, two w
 print(path)
 
 # %% [markdown]
+# `denoising.png`: ten test digits, one of each class, damaged two ways (15% of the pixels flipped;
+# the lower half erased), each followed by its restorations by the two methods; the clean digits
+# are the last row.
+#
 # Now the pixel error against the damage level, on test images the model never trained on.
 
 # %%
@@ -241,16 +249,16 @@ for name, values in errors.items():
 print("lower half erased:", ", ".join(f"{k} {100 * v:.2f}%" for k, v in infill.items()))
 
 # %% [markdown]
-# What the curve shows (full run, 300 test images): decoding the encoder's posterior mean *adds*
-# error at light damage (2% flipped pixels become about 5% wrong ones; even an undamaged image
-# comes back with about 4.5% of its pixels wrong: the decoder's blur replaces good pixels), and
-# helps only once the damage is heavier than that blur. Fitting q to the damaged image through the
-# noise model beats both at every rate: a quarter to a third of the damage remains (2% flipped
-# become about 0.6% wrong, 20% about 4.4%). For the erased lower half (about 7% of the pixels
-# wrong, the ink that was erased), the encoder's guess is worse than leaving the half black
-# (about 10%); fitting q to the top half alone and filling in the bottom improves on both, but
-# less (about 5%): the top of a digit often leaves its bottom open (a 7 and a 9 share their top
-# half), and the model can only fill in its average guess.
+# What the curve shows (`denoising-error.png`; full run, 300 test images): decoding the encoder's
+# posterior mean *adds* error at light damage (2% flipped pixels become about 5% wrong ones; even an
+# undamaged image comes back with about 4.5% of its pixels wrong: the decoder's blur replaces good
+# pixels), and helps only once the damage is heavier than that blur. Fitting q to the damaged image
+# through the noise model beats both at every rate: a quarter to a third of the damage remains (2%
+# flipped become about 0.6% wrong, 20% about 4.4%). For the erased lower half (about 7% of the
+# pixels wrong, the ink that was erased), the encoder's guess is worse than leaving the half black
+# (about 10%); fitting q to the top half alone and filling in the bottom improves on both, but less
+# (about 5%): the top of a digit often leaves its bottom open (a 7 and a 9 share their top half),
+# and the model can only fill in its average guess.
 
 # %%
 if not smoke_test:  # what the text above says, checked on the full run
@@ -310,6 +318,10 @@ if not smoke_test:  # what the text below says, checked on the full run
         assert aurocs["Fashion-MNIST"]["log_px"] > 0.9
 
 # %% [markdown]
+# `anomaly-held-out.png` (and `anomaly-fashion-mnist.png`, where Fashion-MNIST is installed) draws
+# each score's histograms, for the test digits the model was trained on and for the outsiders, with
+# the score's AUROC above its panel.
+#
 # **Where likelihood fails.** The held-out 1s are *not* flagged: they get a *higher* likelihood
 # (lower −log p(x)) than the digits the model was trained on, and the AUROC falls below 0.5, worse
 # than chance. A 1 is a single stroke with few "on" pixels; a Bernoulli decoder that predicts

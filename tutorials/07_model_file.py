@@ -218,12 +218,13 @@ status = pyro_vae_cli("inspect", MODEL, *common, "--diagram", diagram if has_gra
 assert status == 0
 
 # %% [markdown]
-# Read the table column by column. Both programs sample `"z"` with batch shape `(4,)`, one code
-# per image of the batch, and event shape `(z_dim,)`: the model's `"z"` is a `MixtureSameFamily`
-# whose components have no batch dimension of their own, broadcast across the plate. `"x"` is
-# observed with batch shape `(4,)` and event shape `(1, 28, 28)`: one log-probability per image. The plate `"data"` has dim −1, the rightmost batch dimension. In the
-# diagram, `z` and `x` sit inside the `data` plate, one pair per image; the pseudo-images and the
-# networks' weights are parameters, not sample sites, so they do not appear.
+# Read the table column by column. Both programs sample `"z"` with batch shape `(4,)`, one code per
+# image of the batch, and event shape `(z_dim,)`: the model's `"z"` is a `MixtureSameFamily` whose
+# components have no batch dimension of their own, broadcast across the plate. `"x"` is observed
+# with batch shape `(4,)` and event shape `(1, 28, 28)`: one log-probability per image. The plate
+# `"data"` has dim −1, the rightmost batch dimension. In the diagram, `vamp-prior-model.png`, `z`
+# and `x` sit inside the `data` plate, one pair per image; the pseudo-images and the networks'
+# weights are parameters, not sample sites, so they do not appear.
 #
 # ## 3. Training and comparing through the command line
 #
@@ -268,15 +269,17 @@ plots.image_rows(samples, labels, path, "decoder means for z drawn from each mod
 print(path)
 
 # %% [markdown]
-# The table is the honest comparison: same data, same networks, same epochs and the same
-# evaluation; only the prior differs. Read the difference against the standard errors, and
-# remember that one seed and one training budget decide it here. The VampPrior also has 50
-# pseudo-images' worth of extra parameters (50 × 784) that can overfit: compare the train ELBO in
-# each run's `metrics.json` with the test ELBO too. `pyro-vae evaluate RUN` works on these runs as
-# on any other, and so does `pyro-vae compare --run RUN` on every latent site the door found
-# (the per-image guides are built from the discovered sites, not from `z_dist`); NUTS, though,
-# refuses the VampPrior model: it moves in an unconstrained space, and torch has no map onto a
-# mixture's support. The plain-Pyro VAE and the built-in VAE have the same networks
+# `samples.png` decodes twenty draws from each model's prior, two rows per model.
+#
+# The table is the honest comparison: same data, same networks, same epochs and the same evaluation;
+# only the prior differs. Read the difference against the standard errors, and remember that one
+# seed and one training budget decide it here. The VampPrior also has 50 pseudo-images' worth of
+# extra parameters (50 × 784) that can overfit: compare the train ELBO in each run's `metrics.json`
+# with the test ELBO too. `pyro-vae evaluate RUN` works on these runs as on any other, and so does
+# `pyro-vae compare --run RUN` on every latent site the library found by running the file's model
+# and guide once (the per-image guides are built from the discovered sites, not from `z_dist`);
+# NUTS, though, refuses the VampPrior model: it moves in an unconstrained space, and torch has no
+# map onto a mixture's support. The plain-Pyro VAE and the built-in VAE have the same networks
 # (784-400-latent with softplus), so their rows should agree within a few standard errors.
 #
 # ## 4. What the command line says for a broken file

@@ -222,6 +222,11 @@ for name, m in results.items():
 # (the labelled images repeated to a third of every epoch, a larger weight on the classification
 # term), which reaches about 0.75 on these digits.
 # The baseline is q(y|x)'s network trained by cross-entropy on the 100 labelled images alone.
+#
+# We also print the run's **class effect**, the number `pyro-vae train` reports for M2: how much
+# the decoded image depends on the class. It decodes 200 codes z ~ p(z) under every class and takes
+# the share of the decoded pixels' variance that comes from changing the class at a fixed z: 0 when
+# the decoder ignores y, 1 when y alone sets the image.
 
 # %%
 m2 = json.load(open(os.path.join(OUT, "m2", "metrics.json")))
@@ -236,15 +241,14 @@ if not smoke_test:  # what the text below says
     assert m2["class_effect"] < 0.05, m2["class_effect"]
 
 # %% [markdown]
-# The analogies figure (Kingma et al.'s figure 1) takes the style z of a few test images and
-# decodes it under every class: in a decoder that reads y, each row would be one handwriting and
-# each column one digit. At this length of training it is not so: every row shows the same digit
-# in every column, because the decoder ignores y and z carries the class (the run's `class
-# effect`, printed above, measures it: 0 when y is ignored, 1 when y alone sets the image; the
-# full run's is 0.004). An unlabelled image's bound then pulls q(y|x) towards the uniform only,
-# and M2 does worse than the baseline: 0.55 against 0.76 in the full run. The user guide's "Why
-# M2 did no better than its baseline classifier" measures this and what changes it
-# (`--labelled-share`).
+# The analogies figure, `analogies.png` (Kingma et al.'s figure 1), takes the style z of a few test
+# images and decodes it under every class: in a decoder that reads y, each row would be one
+# handwriting and each column one digit. At this length of training it is not so: every row shows
+# the same digit in every column, because the decoder ignores y and z carries the class (the run's
+# class effect, printed above, says so: the full run's is 0.004). An unlabelled image's bound then
+# pulls q(y|x) towards the uniform only, and M2 does worse than the baseline: 0.55 against 0.76 in
+# the full run. The user guide's "Why M2 did no better than its baseline classifier" measures this
+# and what changes it (`--labelled-share`).
 #
 # The table over several numbers of labels, with 95% intervals over draws of the labelled set, is
 # `pyro-vae semi`; its measured numbers and commands are in the discrete guide

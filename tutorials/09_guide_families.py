@@ -23,9 +23,9 @@
 #
 # Each is an entry of `pyro_vae.families.FAMILIES`, for per-image guides
 # (`LocalGuide(..., family=...)`) and amortized ones (`pyro-vae train --guide-family flow`). We
-# look at them first on a model whose posterior we know in closed form, then on a 2-D VAE whose
-# posterior we compute exactly on a grid, and last we train one VAE per family and ask whether
-# the family the decoder was *trained* with matters.
+# look at them first on a model whose posterior we know in closed form, then on two 2-D VAEs, one
+# trained with the usual diagonal encoder and one with a flow encoder, whose posteriors we compute
+# exactly on a grid; last we ask whether the family the decoder was *trained* with matters.
 #
 # Figures are written to `tutorial-output/09/`.
 
@@ -130,10 +130,9 @@ if not smoke_test:  # the closed forms the text states
 
 
 # %% [markdown]
-# The picture: the exact posterior of three observations (grey) and each family's q*, drawn as
-# the contour at e⁻² of its peak density (for a Gaussian, the 2-standard-deviation ellipse). The
-# diagonal q* is an axis-aligned ellipse inside the tilted posterior: too narrow along the
-# diagonal, because KL(q ‖ p) punishes q for putting mass where p has little.
+# The picture, `linear-gaussian.png`: the exact posterior of three observations (grey) and each
+# family's q*, drawn as the contour at e⁻² of its peak density (for a Gaussian, the
+# 2-standard-deviation ellipse).
 
 
 # %%
@@ -167,6 +166,14 @@ plt.close(fig)
 print(path)
 
 # %% [markdown]
+# In `linear-gaussian.png` each posterior is a tilted ellipse whose long axis is the anti-diagonal,
+# from top left to bottom right: given x, a larger z[0] goes with a smaller z[1]. The diagonal q*
+# is an axis-aligned ellipse with the same centre. Along the posterior's long axis it is far
+# shorter than the posterior; across it, along the diagonal, it reaches outside the posterior's
+# ellipse. An axis-aligned ellipse as long as the posterior would put mass off the anti-diagonal,
+# where p has little, and KL(q ‖ p) punishes that more than it punishes missing the ends of the
+# posterior's long axis.
+#
 # ## 3. A VAE's posterior: not Gaussian at all
 #
 # A decoder network makes posteriors that no Gaussian family holds: skewed, bent, sometimes with
@@ -223,15 +230,19 @@ for name, (model, guide) in runs.items():
 
 out = os.path.join(OUT, "trained-with-diag")
 os.makedirs(out, exist_ok=True)
-write_comparison(results["diag"], out)
+write_comparison(results["diag"], out, title="mnist-small, z_dim = 2, trained with diag")
 print(os.path.join(out, "posteriors.png"))
 
 # %% [markdown]
-# `posteriors.png` draws, for four test images, the exact posterior in grey and each family's q*
-# as its 2-sd contour. In the full run (30 epochs, 200 test images) this small VAE's posteriors
-# are close to Gaussian: the diagonal family's gap is 0.04 nats, and fullcov and flow close nearly
-# all of it (0.01 left); their contours lie almost on top of each other, tilted a little where
-# the grey shape is. The encoder costs far more: its amortization gap is about 0.5 nats.
+# `posteriors.png` draws, for four test images of the model trained with `diag`, the exact posterior
+# in grey and two kinds of curve over it. The curves named q*_diag, q*_fullcov and q*_flow are each
+# family's q*, drawn as its 2-sd contour. The two axis-aligned ellipses, each with a + at its
+# centre, are the 2-sd ellipses of the two strategies' diagonal Gaussians: `amortized`, the
+# encoder's q, and `local`, a Gaussian per image fitted by E-steps from the prior (tutorial 2). In
+# the full run (30 epochs, 200 test images) this small VAE's posteriors are close to Gaussian: the
+# diagonal family's gap is 0.04 nats, and fullcov and flow close nearly all of it (0.01 left); their
+# contours lie almost on top of each other, tilted a little where the grey shape is. The encoder
+# costs far more: its amortization gap is about 0.5 nats.
 #
 # ## 4. The family the decoder was trained with
 #
