@@ -7,7 +7,8 @@ the sources (``builder-inited``), and are not committed:
 - ``tutorials/NN_*.ipynb``: the tutorials executed as notebooks by ``tutorial_notebooks.py`` (reused
   when current), with the scripts beside them for download;
 - ``api/``: one page per module for every name in ``pyro_vae.__all__``, from the docstrings;
-- ``_generated/``: the landing page's figure, taken from an executed tutorial.
+- ``_generated/``: the landing page's figure, taken from an executed tutorial (a full-size one
+  only: a smoke-size site says so on every page instead, and leaves the figure out).
 """
 
 import glob
@@ -40,7 +41,14 @@ extensions = [
     "katex_offline",
 ]
 html_math_renderer = "katex"
-exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "README.md"]
+# _generated/*.md: fragments that pages include, not pages of their own.
+exclude_patterns = [
+    "_build",
+    "jupyter_execute",
+    "**.ipynb_checkpoints",
+    "README.md",
+    "_generated/*.md",
+]
 html_theme = "furo"
 html_title = f"pyro_vae {release}"
 html_static_path = []
@@ -62,6 +70,15 @@ SMOKE = tutorial_notebooks.smoke_size()
 NOTEBOOKS = os.environ.get("PYRO_VAE_NOTEBOOKS") or tutorial_notebooks.default_out(SMOKE)
 LANDING_FIGURE = ("06_latent_space", "tutorial-output/06/manifold.png")
 
+# A smoke-size site looks like the real one but its tutorials' numbers and figures are those of
+# tiny runs, under text that quotes the full run: every page says so, in Furo's announcement bar
+# (one line that does not wrap, so a short one; `make docs` without CI builds the full site).
+SMOKE_BANNER = (
+    "Built at <strong>smoke size</strong> (<code>CI</code> set): the tutorials' numbers and "
+    "figures come from tiny runs, not the full run their text quotes."
+)
+html_theme_options = {"announcement": SMOKE_BANNER} if SMOKE else {}
+
 
 def stage_tutorials(app):
     """Execute the tutorials (unless current) and copy notebooks and scripts into tutorials/."""
@@ -81,6 +98,11 @@ def stage_tutorials(app):
 
 def download_cell(docname, size):
     name = docname.split("/")[-1]
+    tiny = (
+        " Its numbers and figures come from tiny runs, not from the full run its text quotes."
+        if size == "smoke"
+        else ""
+    )
     return {
         "cell_type": "markdown",
         "id": "hand-outs",
@@ -88,7 +110,7 @@ def download_cell(docname, size):
         "source": (
             ":::{admonition} Hand-outs\n:class: tip\n"
             f"{{download}}`{name}.ipynb` — this page as a notebook, executed at {size} size, "
-            f"with its outputs and figures. {{download}}`{name}.py` — the same tutorial as a "
+            f"with its outputs and figures.{tiny} {{download}}`{name}.py` — the same tutorial as a "
             f"script (`python {name}.py`; `CI=1` for tiny sizes). `make notebooks` writes all "
             "nine to `notebooks/`.\n:::\n"
         ),
@@ -105,19 +127,46 @@ def add_downloads(app, docname, source):
     source[0] = json.dumps(nb)
 
 
+LANDING_MARKDOWN = """\
+```{figure} _generated/landing.png
+:alt: A grid of digits decoded from an evenly spaced grid of 2-D latent codes
+:width: 420px
+
+The decoded manifold of a VAE with a 2-D latent space: each image is the decoder's mean at one
+point of a grid evenly spaced in prior probability. From [tutorial 6](tutorials/06_latent_space.ipynb),
+executed when this site was built.
+```
+"""
+LANDING_SMOKE_MARKDOWN = """\
+A full-size build shows here the decoded manifold of a VAE with a 2-D latent space, from
+[tutorial 6](tutorials/06_latent_space.ipynb); this smoke-size build leaves it out: a model trained
+at smoke size is too small and too briefly trained to draw digits.
+"""
+
+
 def landing_figure(app):
-    """The landing page's figure, decoded from the executed tutorial that made it."""
+    """The landing page's figure (``_generated/landing.md``, which ``index.md`` includes), decoded
+    from the executed tutorial that made it; at smoke size, a line saying why there is none."""
     import base64
 
+    folder = os.path.join(DOCS, "_generated")
+    os.makedirs(folder, exist_ok=True)
+    for old in glob.glob(os.path.join(folder, "landing.*")):
+        os.remove(old)
+    if SMOKE:
+        with open(os.path.join(folder, "landing.md"), "w") as f:
+            f.write(LANDING_SMOKE_MARKDOWN)
+        return
     name, filename = LANDING_FIGURE
     with open(os.path.join(NOTEBOOKS, name + ".ipynb")) as f:
         nb = json.load(f)
     for cell in nb["cells"]:
         for output in cell.get("outputs", []):
             if output.get("metadata", {}).get("filename") == filename:
-                os.makedirs(os.path.join(DOCS, "_generated"), exist_ok=True)
-                with open(os.path.join(DOCS, "_generated", "landing.png"), "wb") as out:
+                with open(os.path.join(folder, "landing.png"), "wb") as out:
                     out.write(base64.b64decode(output["data"]["image/png"]))
+                with open(os.path.join(folder, "landing.md"), "w") as f:
+                    f.write(LANDING_MARKDOWN)
                 return
     raise RuntimeError(f"{name} made no figure {filename} for the landing page")
 

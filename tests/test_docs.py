@@ -229,6 +229,22 @@ def test_tutorial_pages_offer_notebook_and_script(site):
         assert nb["metadata"]["pyro_vae"]["smoke"] is True
 
 
+def test_a_smoke_site_says_so_on_every_page_and_leaves_out_the_landing_figure(site):
+    """A smoke-size site looked authoritative: its landing page showed tutorial 6's decoded
+    manifold as random tiles, and prose quoting the full run sat above a tiny run's numbers."""
+    unmarked = []
+    for folder, _, files in os.walk(site):
+        for name in files:
+            if name.endswith(".html"):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    if "Built at <strong>smoke size</strong>" not in f.read():
+                        unmarked.append(os.path.relpath(os.path.join(folder, name), site))
+    assert not unmarked, f"pages without the smoke-size banner: {unmarked}"
+    with open(os.path.join(site, "index.html"), encoding="utf-8") as f:
+        landing = f.read()
+    assert "landing.png" not in landing and "leaves it out" in landing
+
+
 def test_the_api_reference_covers_what_the_tutorials_call(site):
     """``pyro_vae.families.make_family``, ``semi.baseline_classifier`` and the like were missing:
     the reference held ``pyro_vae.__all__`` only."""
