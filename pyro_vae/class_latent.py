@@ -1,12 +1,13 @@
 """What a run with a class latent (``--model m2`` or ``gmvae``, or a model file trained with
 ``--labels``) adds to its metrics and figures.
 
-- :func:`report`: the test accuracy of q(y|x) (for the mixture: the cluster accuracy, clusters
-  matched one-to-one to labels, :func:`cluster_accuracy`; for a model file: the argmax of the
-  guide's class site), and the run's figure: for M2 and a model file the analogies
-  (:func:`analogies`; Kingma et al. 2014, figure 1: the style z of a few test images decoded
-  under every class; a model file's through the door, :func:`decoded`), for the mixture one row
-  of decoded draws per cluster (:func:`clusters`).
+- :func:`report` (M2, a model file trained with labels): the test accuracy of q(y|x), the argmax
+  of the guide's class site, and the analogies figure (:func:`analogies`; Kingma et al. 2014,
+  figure 1: the style z of a few test images decoded under every class, through the door).
+- :func:`cluster_report` (the mixture): the cluster accuracy, clusters matched one-to-one to
+  labels (:func:`cluster_accuracy`), and one row of decoded draws per cluster (:func:`clusters`).
+
+Each is the report hook of its entry in :data:`pyro_vae.registry.MODELS`.
 
 The study over numbers of labels, with the baseline classifier, is :mod:`pyro_vae.semi`.
 """
@@ -14,21 +15,15 @@ The study over numbers of labels, with the baseline classifier, is :mod:`pyro_va
 import os
 
 import torch
-from torch.nn import functional as F
 
 from . import plots, program
-from .config import CLASS_MODELS
 
 
 @torch.no_grad()
 def predictions(run, x):
-    """The most probable class of q(y|x) for each image ``(N,)``: the built-in guide's
-    classifier, or the argmax over the values of a model file's class site
-    (:func:`pyro_vae.program.classify`)."""
-    x = run._images(x)
-    if run.config.model in CLASS_MODELS:
-        return run.guide.classify(x)
-    return program.classify(run.guide, x)
+    """The most probable class of q(y|x) for each image ``(N,)``: the argmax over the values of
+    the guide's class site (:func:`pyro_vae.program.classify`)."""
+    return program.classify(run.guide, run._images(x))
 
 
 def cluster_accuracy(predicted, labels):
@@ -44,12 +39,9 @@ def cluster_accuracy(predicted, labels):
 
 
 def report(run, data):
-    """The class model's numbers on the test split, and its figure in the run directory."""
+    """The test accuracy of q(y|x), the class effect, and the analogies figure in the run
+    directory (M2, a model file trained with labels)."""
     predicted = predictions(run, data.test_x)
-    if run.config.model == "gmvae":
-        out = {"test_cluster_accuracy": round(cluster_accuracy(predicted, data.test_y), 4)}
-        clusters(run, os.path.join(run.path, "clusters.png"))
-        return out
     accuracy = (predicted == data.test_y).float().mean().item()
     analogies(run, data.test_x[:8], os.path.join(run.path, "analogies.png"))
     return {
@@ -57,6 +49,13 @@ def report(run, data):
         "labels": run.config.labels,
         "class_effect": round(class_effect(run), 4),
     }
+
+
+def cluster_report(run, data):
+    """The mixture's cluster accuracy on the test split, and its figure of clusters."""
+    predicted = predictions(run, data.test_x)
+    clusters(run, os.path.join(run.path, "clusters.png"))
+    return {"test_cluster_accuracy": round(cluster_accuracy(predicted, data.test_y), 4)}
 
 
 @torch.no_grad()
@@ -82,10 +81,7 @@ def analogies(run, x, path):
     x = run._images(x)
     k = run.num_classes
     predicted = predictions(run, x)
-    if _model_file(run):  # the mean of q at the code site, given the class
-        z, _ = program.site_moments(run.guide, x, predicted, site=run.structure.code.name)
-    else:
-        z, _ = run.guide.encoder(x, F.one_hot(predicted, k).float())
+    z, _ = program.site_moments(run.guide, x, predicted, site=run.structure.code.name)
     n = x.shape[0]
     images = decoded(run, z.repeat_interleave(k, 0), torch.eye(k).repeat(n, 1))
     rows = torch.cat([x[:, None], images.reshape(n, k, *x.shape[1:])], 1)
@@ -97,33 +93,20 @@ def analogies(run, x, path):
     )
 
 
-def _model_file(run):
-    """Whether ``run`` is a model file trained with labels (else the built-in M2 or mixture,
-    whose networks :func:`class_effect` and :func:`analogies` call directly)."""
-    structure = getattr(run, "structure", None)
-    return structure is not None and structure.y.partial
-
-
 def _codes(run, n, generator):
-    """``n`` codes drawn from the prior of the code site: N(0, I) for the built-in M2, else
-    with the mean and standard deviation of the model's own prior
-    (:func:`pyro_vae.program.prior_moments`)."""
-    if not _model_file(run):
-        return torch.randn(n, run.config.z_dim, generator=generator)
+    """``n`` codes drawn from the prior of the code site, with the mean and standard deviation
+    of the model's own prior (:func:`pyro_vae.program.prior_moments`)."""
     loc, scale = program.prior_moments(run.model)
     return loc + scale * torch.randn(n, *run.structure.code.shape, generator=generator)
 
 
 def decoded(run, z, classes):
-    """The image means of codes ``z`` under one-hot ``classes`` ``(N, K)``, ``(N, ...)``: the
-    built-in decoder's, or a model file's through the door (:func:`pyro_vae.program.decode`,
-    the code and class sites given)."""
-    if not _model_file(run):
-        return run.model.x_dist(z, classes).mean
+    """The image means of codes ``z`` under one-hot ``classes`` ``(N, K)``, ``(N, ...)``,
+    through the door (:func:`pyro_vae.program.decode`, the code and class sites given)."""
     structure = run.structure
     latents = {
         structure.code.name: z,
-        program.class_site(structure): structure.y.value(classes.argmax(-1)),
+        program.class_site(structure): program.class_value(structure, classes.argmax(-1)),
     }
     return program.decode(run.model, latents)
 

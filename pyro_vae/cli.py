@@ -230,9 +230,10 @@ def _add_train_args(p, d, out_help=None):
     p.add_argument(
         "--elbo",
         choices=tuple(ELBOS),
+        default=argparse.SUPPRESS,
         help="trace: Monte Carlo KL (Trace_ELBO); meanfield: analytic KL "
         "(TraceMeanField_ELBO); iwae: the importance-weighted bound with --num-particles K "
-        "(default: meanfield, trace for --model hierarchical)",
+        + _recipe_help("elbo", d),
     )
     p.add_argument(
         "--num-particles",
@@ -278,15 +279,12 @@ def _add_guide_family_args(g, d):
 def _add_family_args(g, d):
     from .likelihoods import LIKELIHOODS
     from .nets import ACTIVATIONS, NETS
+    from .registry import help_text
 
     g.add_argument(
         "--model",
         default=d.model,
-        help="vae, hierarchical (two latent layers z1 -> z -> x), m2 (the semi-supervised VAE, "
-        "with --labels; its defaults are its measured recipe, see --alpha), gmvae (a Gaussian "
-        "mixture prior), or your own Pyro model file: "
-        "FILE.py (its functions model and guide), FILE.py:NAME (a class or factory), "
-        "FILE.py:MODEL,GUIDE (default: %(default)s)",
+        help=help_text() + " (default: %(default)s)",
     )
     g.add_argument(
         "--likelihood",
@@ -393,7 +391,15 @@ def _non_negative_int(text):
 
 #: The settings whose defaults depend on the model (pyro_vae.config.RECIPES): argparse leaves
 #: them out of the namespace where not given, and :func:`_config_from_args` fills them in.
-_RECIPE_SETTINGS = ("z_dim", "hidden_dims", "epochs", "alpha", "labelled_share", "learned_prior")
+_RECIPE_SETTINGS = (
+    "z_dim",
+    "hidden_dims",
+    "epochs",
+    "alpha",
+    "labelled_share",
+    "learned_prior",
+    "elbo",
+)
 
 
 def _recipe_help(name, d):
@@ -420,12 +426,10 @@ def _recipe_help(name, d):
 
 def _family_from_args(args):
     """The model-family settings of ``args``, with defaults that depend on each other."""
-    elbo = args.elbo or ("trace" if args.model == "hierarchical" else "meanfield")
+    from .registry import absolute
+
     binarize = args.binarize or ("dynamic" if args.likelihood == "bernoulli" else "none")
-    model = args.model
-    if model.endswith(".py") or ".py:" in model:  # saved absolute, so the run loads from anywhere
-        path, _, names = model.rpartition(":") if ".py:" in model else (model, "", "")
-        model = os.path.abspath(path) + (f":{names}" if names else "")
+    model = absolute(args.model)  # a model file's path saved absolute: the run loads anywhere
     same = (
         "likelihood",
         "sigma",
@@ -436,9 +440,7 @@ def _family_from_args(args):
         "beta",
     )
     same += ("kl_warmup", "image_size", "guide_family", "flow_layers", "discrete", "labels")
-    return dict(
-        {name: getattr(args, name) for name in same}, binarize=binarize, elbo=elbo, model=model
-    )
+    return dict({name: getattr(args, name) for name in same}, binarize=binarize, model=model)
 
 
 def _add_out_args(p, out_help=None):
@@ -931,12 +933,12 @@ def cmd_compare(args):
         return _compare_families(args, strategies, families)
     if args.run:
         run = load_run(args.run)
-        _check_handles("compare", run.config, args.run)
+        _check_handles("compare", run.structure, args.run)
         out = args.out or os.path.join("runs", f"compare-{run.config.dataset}-{_timestamp()}")
         prepare_run_dir(out, args.overwrite)
         train_seconds = _json_field(os.path.join(run.path, "metrics.json"), "seconds")
     else:
-        _check_handles("compare", _config_from_args(args))  # before training, not after
+        _check_handles("compare", _structure(_config_from_args(args)))  # before training
         out = args.out or os.path.join("runs", f"compare-{args.dataset}-{_timestamp()}")
         prepare_run_dir(out, args.overwrite)
         print(f"training the model to compare on: {os.path.join(out, 'run')}", flush=True)
@@ -986,7 +988,7 @@ def _compare_families(args, strategies, families):
             "a trained run with --run and --families)"
         )
     config = _config_from_args(args)
-    _check_handles("compare", config)
+    _check_handles("compare", _structure(config))
     out = args.out or os.path.join("runs", f"compare-families-{args.dataset}-{_timestamp()}")
     prepare_run_dir(out, args.overwrite)
     results, training = {}, {}
@@ -1157,47 +1159,53 @@ def _run_and_data(path):
     return run, load_run_data(run.config)
 
 
-# What each command cannot do yet, by the kind of run: (test on the config, why). A command on such
-# a run stops in one line before it computes anything.
+# What each command cannot do yet, by what the program is (its Structure): (test, why). A
+# command on such a run stops in one line before it computes anything.
 _UNHANDLED = {
     "compare": [
         (
-            lambda c: c.model == "hierarchical",
-            "its strategies fit one latent z per image, and the hierarchical model has two (z1, z)",
-        ),
-        (
-            lambda c: c.condition != "none",
+            lambda s: s.conditional,
             "its strategies fit q(z|x) without a condition, and this model is conditioned on "
             "{condition}",
         ),
     ],
     "gradvar": [
         (
-            lambda c: c.condition != "none",
+            lambda s: s.conditional,
             "it measures the gradients of an unconditional ELBO, and this model is conditioned "
             "on {condition}",
         ),
     ],
     "anomaly": [
         (
-            lambda c: c.condition != "none",
+            lambda s: s.conditional,
             "its scores are of images alone, and this model is conditioned on {condition}",
         ),
     ],
 }
 
 
-def _check_handles(command, config, run=None):
+def _check_handles(command, structure, run=None):
     """Refuse, in one line, a run of a kind ``command`` does not handle (see ``_UNHANDLED``)."""
-    condition = {"label": "the label (--condition label)"}.get(
-        config.condition, f"observed quadrants (--condition {config.condition})"
-    )
+    condition = "the label" if structure.y.kind == "labels" else "an image (its observed part)"
     for applies, why in _UNHANDLED.get(command, ()):
-        if applies(config):
+        if applies(structure):
             what = f"the run {run}" if run else "this model"
             raise ConfigError(
                 f"pyro-vae {command} cannot work on {what}: {why.format(condition=condition)}"
             )
+
+
+def _structure(config):
+    """What the program ``config`` describes is (:class:`~pyro_vae.program.Structure`), learned
+    before anything is trained, on the shape and classes of its data."""
+    from .config import build
+    from .runs import load_run_data
+
+    data = load_run_data(config)
+    x, y = data.example_batch()
+    model, _ = build(config, data.x_shape, data.num_classes, x=x, y=y)
+    return model.structure
 
 
 def cmd_gradvar(args):
@@ -1206,7 +1214,7 @@ def cmd_gradvar(args):
     from .runs import prepare_run_dir, write_json
 
     run, data = _run_and_data(args.run)
-    _check_handles("gradvar", run.config, args.run)
+    _check_handles("gradvar", run.structure, args.run)
     out = args.out or os.path.join(run.path, "gradvar")
     prepare_run_dir(out, args.overwrite)
     x = data.test_x[: args.batch_size]
@@ -1269,7 +1277,7 @@ def cmd_anomaly(args):
     from .runs import prepare_run_dir, write_json
 
     run, data = _run_and_data(args.run)
-    _check_handles("anomaly", run.config, args.run)
+    _check_handles("anomaly", run.structure, args.run)
     names = args.ood or (["held-out"] if run.config.exclude_classes else ["fashion-mnist"])
     out = args.out or os.path.join(run.path, "anomaly")
     oods = _ood_sets(run, data, names, args.n)
@@ -1542,10 +1550,11 @@ def _announce_run(line):
 def cmd_semi(args):
     from . import plots
     from .checkpoints import write_json
-    from .config import _is_model_file
+    from .registry import entry
     from .semi import TABLE, VARIANTS, table
 
-    if args.model != "m2" and not _is_model_file(args.model):
+    model = entry(args.model)
+    if not (model.needs_labels or model.user_code):
         raise ConfigError(
             f"semi tables the built-in semi-supervised VAE (--model m2) or a model file whose "
             f"program observes a class site, not --model {args.model}; train a model's discrete "
@@ -1558,7 +1567,7 @@ def cmd_semi(args):
         raise ConfigError("--resume continues the table in --out; give the folder it ran in")
     args.labels = args.label_counts[0]
     config = _config_from_args(args)
-    if config.model != "m2":
+    if model.user_code:
         _check_semi_model_file(config, args.model)
     names = {v.replace(" ", ""): v for v in VARIANTS}
     rows = table(

@@ -7,29 +7,23 @@ from typing import Optional
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
+from . import registry
 from .data import BINARIZATIONS, is_dataset_name, labelled_repeats
 from .discrete import STRATEGIES
 from .errors import ConfigError, ModelFileError, shown
 from .families import FAMILIES
-from .guides import AmortizedGuide, ClassGuide, FamilyGuide, LocalGuide
-from .likelihoods import LIKELIHOODS, make_likelihood
-from .models import (
-    VAE,
-    ClassVAE,
-    ConditionalPrior,
-    HierarchicalPrior,
-    LabelCondition,
-    ObservedQuadrants,
-)
-from .nets import ACTIVATIONS, NETS, make_fc, make_networks
+from .guides import FamilyGuide, LocalGuide
+from .likelihoods import LIKELIHOODS
+from .nets import ACTIVATIONS, NETS
 from .objectives import IWAE
 from .program import Program
 from .traced import STEPS
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": IWAE}
-MODELS = ("vae", "hierarchical", "m2", "gmvae", "FILE.py[:NAME]")
-#: The built-in models with a discrete class latent (:class:`~pyro_vae.models.ClassVAE`).
-CLASS_MODELS = ("m2", "gmvae")
+#: What ``model`` names: the built-in models (:data:`pyro_vae.registry.MODELS`) or a model file.
+MODELS = (*registry.MODELS, "FILE.py[:NAME]")
+#: The built-in models with a class latent ``y`` (:attr:`pyro_vae.registry.ModelEntry.class_latent`).
+CLASS_MODELS = tuple(name for name, e in registry.MODELS.items() if e.class_latent)
 MAX_SEED = 2**32 - 1
 # The largest size or count a setting takes: torch indexes with 64-bit integers, but no size
 # beyond this fits any machine, and a count beyond it never ends.
@@ -80,6 +74,12 @@ RECIPES = (
         {"learned_prior": True},
         "mnist-small, 100 epochs: samples of the asked-for digit 90.6 % of the time against "
         "61.1 % with the N(0, I) prior, test log p(x | y) -97.22 against -100.31",
+    ),
+    Recipe(
+        "--model hierarchical",
+        {"model": "hierarchical"},
+        {"elbo": "trace"},
+        "its z depends on z1, so the mean-field ELBO's analytic KL does not apply",
     ),
 )
 
@@ -174,10 +174,11 @@ class Config:
                 raise ConfigError(
                     f"unknown {name} {shown(getattr(self, name))}; choose one of {', '.join(choices)}"
                 )
+        entry = registry.entry(self.model)
         if self.labels is not None:
             _check_positive_int("labels", self.labels)
-        if (self.model == "m2" and self.labels is None) or (
-            self.labels is not None and self.model != "m2" and not _is_model_file(self.model)
+        if (entry.needs_labels and self.labels is None) or (
+            self.labels is not None and not entry.needs_labels and not entry.user_code
         ):
             raise ConfigError(
                 "--labels N is the number of labelled images of --model m2 (the semi-supervised "
@@ -208,12 +209,6 @@ class Config:
         ):
             raise ConfigError(
                 f"unknown discrete {shown(self.discrete)}; choose one of {', '.join(STRATEGIES)}"
-            )
-        if self.model not in MODELS[:-1] and not _is_model_file(self.model):
-            raise ConfigError(
-                f"unknown model {shown(self.model)}; choose vae, hierarchical, m2, gmvae, FILE.py, "
-                "FILE.py:NAME or "
-                "FILE.py:MODEL,GUIDE"
             )
         for name in (
             "z_dim",
@@ -283,10 +278,7 @@ class Config:
             raise ConfigError(
                 f"sigma fixes the scale of a gaussian likelihood, not of {self.likelihood}"
             )
-        if self.z1_dim is not None and self.model != "hierarchical":
-            raise ConfigError(
-                "z1_dim is the top layer of the hierarchical model; use --model hierarchical"
-            )
+        _check_reads(entry, self)
         if self.model == "hierarchical" and self.elbo == "meanfield":
             raise ConfigError(
                 "the mean-field ELBO's analytic KL needs latents that are independent given x, but "
@@ -336,6 +328,24 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
         return cls(**d)
+
+    def entry(self):
+        """The registry entry of the model this config names (:func:`pyro_vae.registry.entry`)."""
+        return registry.entry(self.model)
+
+    def observes_images(self):
+        """Whether the model's ``y`` is an image: the observed part of each image (completion)."""
+        return self.condition.startswith("quadrants:")
+
+    def observes_labels_of_some(self):
+        """Whether the run passes labels for some images and "no label" (-1) for the others: a
+        class model (M2 and the mixture, the latter with no labels at all) or a model file
+        with ``--labels``."""
+        return self.entry().class_latent or self.labels is not None
+
+    def uses_likelihood(self, name):
+        """Whether the model's likelihood is the built-in ``name`` (a model file's is its own)."""
+        return "likelihood" in self.entry().reads and self.likelihood == name
 
     def make_elbo(self, max_plate_nesting=1):
         """The Pyro ELBO the config names, for a model nesting ``max_plate_nesting`` plates."""
@@ -405,14 +415,26 @@ def check_x_shape(x_shape):
     return shape
 
 
-def _is_model_file(name):
-    """``FILE.py``, ``FILE.py:NAME`` or ``FILE.py:MODEL,GUIDE``."""
-    if not isinstance(name, str):
-        return False
-    if name.endswith(".py"):
-        return True
-    path, _, names = name.rpartition(":")
-    return path.endswith(".py") and all(n.isidentifier() for n in names.split(","))
+_is_model_file = registry.is_model_file
+
+
+def _check_reads(entry, config):
+    """Refuse a family setting that ``entry``'s model does not read, naming the models that do."""
+    unread = entry.unread(config)
+    if not unread:
+        return
+    if entry.user_code:
+        raise ModelFileError(
+            f"{', '.join(unread)} {'configures' if len(unread) == 1 else 'configure'} the "
+            "built-in models; a model file defines its own "
+            "(pass only --z-dim and --hidden-dims to it)"
+        )
+    name = unread[0]
+    readers = [e.name for e in registry.MODELS.values() if name in e.reads]
+    raise ConfigError(
+        f"{name} is a setting of --model {' and '.join(readers)}; --model {entry.name} does not "
+        "read it"
+    )
 
 
 def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
@@ -434,23 +456,22 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
     if not isinstance(config, Config):
         raise ConfigError(f"config must be a pyro_vae.Config, got {type(config).__name__}")
     x_shape = check_x_shape(x_shape)
-    if config.condition == "label":
-        _check_positive_int("num_classes", num_classes)
+    _check_positive_int("num_classes", num_classes)
+    entry = registry.entry(config.model)
     owner = None
-    if config.model in CLASS_MODELS:
-        _check_positive_int("num_classes", num_classes)
-        model, guide = build_class_vae(config, x_shape, num_classes, train_size)
-    elif _is_model_file(config.model):
-        from .modelfile import build_from_file
+    if entry.user_code:
+        from .modelfile import load_program
 
-        model, guide, owner = build_from_file(config, x_shape, num_classes)
+        model, guide, owner = load_program(
+            config.model, x_shape, config.z_dim, config.hidden_dims, num_classes
+        )
     else:
         from .resources import check_sizes
 
         check_sizes(config, x_shape, num_classes)  # before anything is allocated, from Python too
-        model, guide = build_vae(config, x_shape, num_classes)
+        model, guide = make_built_in(config, x_shape, num_classes, train_size)
     x, y = example_batch(config, x_shape, num_classes, x=x, y=y)
-    labelled = config.labels is not None and _is_model_file(config.model)
+    labelled = config.labels is not None and entry.user_code
     program = Program(
         model,
         guide,
@@ -495,7 +516,7 @@ def example_batch(config, x_shape, num_classes=10, n=4, x=None, y=None):
     n = x.shape[0]
     if config.condition.startswith("quadrants:"):
         return x, (x if y is None else y)
-    if config.model in CLASS_MODELS:  # as evaluation sees them: no label given
+    if registry.entry(config.model).class_latent:  # as evaluation sees them: no label given
         return x, (torch.full((n,), -1) if y is None else y)
     if config.condition == "label":
         return x, (torch.randint(0, num_classes, (n,), generator=generator) if y is None else y)
@@ -531,65 +552,25 @@ def _labelled_copies(config, train_size):
     return train_size, labels
 
 
-def _networks(config, x_shape, c_dim, outputs):
-    """The encoder and decoder ``config`` names, reading a condition of width ``c_dim``."""
-    return make_networks(
-        config.net, x_shape, config.z_dim, config.hidden_dims, c_dim, outputs, config.activation
-    )
+def make_built_in(config, x_shape, num_classes=10, train_size=None):
+    """The built-in model and guide ``config`` names (before the door), made by its registry
+    entry (:data:`pyro_vae.registry.MODELS`) from the settings it reads; a class model's
+    ``alpha`` is :func:`classification_weight`'s."""
+    entry = registry.entry(config.model)
+    options = entry.options(config)
+    if entry.class_latent:
+        options["alpha"] = classification_weight(config, train_size)
+    return entry.make(tuple(x_shape), config.z_dim, config.hidden_dims, num_classes, **options)
 
 
 def build_class_vae(config, x_shape, num_classes=10, train_size=None):
-    """The M2 or Gaussian-mixture model and its guide (:class:`~pyro_vae.models.ClassVAE`,
-    :class:`~pyro_vae.guides.ClassGuide`), before the door. ``alpha="kingma"`` is Kingma et
-    al.'s weight 0.1 N on the *mean* of log q(y|x) over the labelled images (their eq. 9), that
-    is ``0.1 * train_size / labels`` on each labelled image's term."""
-    x_shape = tuple(x_shape)
-    alpha = classification_weight(config, train_size)
-    mixture = config.model == "gmvae"
-    likelihood = make_likelihood(config.likelihood, x_shape, config.sigma)
-    # M2's encoder and decoder read the class; the mixture's read the image and z alone (an
-    # encoder q(z | x, y) could move z into whichever bump y names, and every cluster would then
-    # explain every image equally well)
-    c_dim = 0 if mixture else num_classes
-    encoder, decoder = _networks(config, x_shape, c_dim, likelihood.outputs)
-    classifier = torch.nn.Sequential(
-        torch.nn.Flatten(-len(x_shape)),
-        make_fc(
-            [math.prod(x_shape), *config.hidden_dims, num_classes], ACTIVATIONS[config.activation]
-        ),
-    )
-    model = ClassVAE(
-        decoder, config.z_dim, x_shape, num_classes, likelihood, classifier, alpha, mixture
-    )
-    return model, ClassGuide(classifier, encoder, num_classes, z_reads_y=not mixture)
+    """The M2 or Gaussian-mixture model and its guide (:func:`pyro_vae.registry.make_class_vae`),
+    before the door. ``alpha="kingma"`` is Kingma et al.'s weight 0.1 N on the *mean* of
+    log q(y|x) over the labelled images (their eq. 9), that is ``0.1 * train_size / labels`` on
+    each labelled image's term."""
+    return make_built_in(config, x_shape, num_classes, train_size)
 
 
 def build_vae(config, x_shape, num_classes=10):
     """The built-in model and amortized guide ``config`` describes (before the door)."""
-    x_shape = tuple(x_shape)
-    likelihood = make_likelihood(config.likelihood, x_shape, config.sigma)
-    hidden = None
-    condition = None
-    if config.condition == "label":
-        condition = LabelCondition(num_classes)
-    elif config.condition.startswith("quadrants:"):
-        condition = ObservedQuadrants(x_shape, int(config.condition.split(":")[1]))
-        hidden = condition.hidden
-    c_dim = condition.dim if condition is not None else 0
-    encoder, decoder = _networks(config, x_shape, c_dim, likelihood.outputs)
-    width = config.hidden_dims[-1] if config.net == "mlp" else 2 * config.z_dim
-    activation = ACTIVATIONS[config.activation]
-    prior, top = None, None
-    if config.model == "hierarchical":
-        z1_dim = config.z1_dim or max(1, config.z_dim // 2)
-        prior = HierarchicalPrior(
-            z1_dim, make_fc([z1_dim + c_dim, width, 2 * config.z_dim], activation)
-        )
-        top = make_fc([config.z_dim, width, 2 * z1_dim], activation)
-    elif config.learned_prior or hidden is not None:
-        # Image completion always learns p(z | observed part), as Sohn et al. do.
-        prior = ConditionalPrior(make_fc([c_dim, width, 2 * config.z_dim], activation))
-    model = VAE(decoder, config.z_dim, x_shape, likelihood, prior, condition, hidden)
-    guide = AmortizedGuide(encoder, condition, top)
-    model.z_scale = guide.z_scale = config.beta
-    return model, guide
+    return make_built_in(config, x_shape, num_classes)

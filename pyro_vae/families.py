@@ -163,10 +163,9 @@ class FullCovariance(Family):
 def _scale_tril(family, log_scale, tril, per_image=False):
     """``diag(exp(log_scale)) + L``, with L's strictly lower triangle from ``tril``, times
     ``D ** -0.5`` for a per-image family (see :class:`FullCovariance`)."""
-    if per_image:
-        tril = tril * family.dim**-0.5
     scale_tril = log_scale.new_zeros(*log_scale.shape, family.dim)
-    scale_tril[..., family.rows, family.cols] = tril
+    if family.extra_dim:  # a site of one number has no correlations (and no ``tril``)
+        scale_tril[..., family.rows, family.cols] = tril * family.dim**-0.5 if per_image else tril
     return scale_tril + torch.diag_embed(log_scale.exp())
 
 

@@ -43,19 +43,6 @@ from pyro import poutine
 
 from .errors import ModelFileError
 
-BUILT_IN_ONLY = {
-    "likelihood": "bernoulli",
-    "sigma": None,
-    "net": "mlp",
-    "activation": "softplus",
-    "condition": "none",
-    "learned_prior": False,
-    "z1_dim": None,
-    "beta": 1.0,
-    "kl_warmup": 0,
-}
-
-
 CONSTRUCTOR_ARGS = ("x_shape", "z_dim", "hidden_dims", "num_classes")
 
 
@@ -198,18 +185,6 @@ def _construct(cls, name, kwargs):
     except Exception as e:
         shown = ", ".join(given) or "no arguments"
         raise ModelFileError(f"{name}({shown}) failed: {_first_line(e)}") from None
-
-
-def build_from_file(config, x_shape, num_classes=10):
-    """``(model, guide, owner)`` from the file ``config.model`` names."""
-    changed = [k for k, v in BUILT_IN_ONLY.items() if getattr(config, k) != v]
-    if changed:
-        raise ModelFileError(
-            f"{', '.join(changed)} {'configures' if len(changed) == 1 else 'configure'} the "
-            "built-in models; a model file defines its own "
-            "(pass only --z-dim and --hidden-dims to it)"
-        )
-    return load_program(config.model, x_shape, config.z_dim, config.hidden_dims, num_classes)
 
 
 def _first_line(e):

@@ -1298,6 +1298,15 @@ def class_site(structure):
     return next((s.name for s in structure.latents if _is_class(s)), None)
 
 
+def class_value(structure, labels):
+    """Class indices ``(N,)`` as the class site's values: one-hot rows where its values are
+    (a ``OneHotCategorical``), the indices otherwise."""
+    site = structure.site(class_site(structure))
+    if site.support is constraints.one_hot:
+        return nn.functional.one_hot(labels.long(), site.cardinality).to(torch.get_default_dtype())
+    return labels.long()
+
+
 def class_log_probs(guide, x, idx=None, size=None):
     """log q(y = k | x) ``(N, K)`` at the guide's class site (:func:`class_site`), the guide
     run with ``y=None`` (so it infers the class); the class ``k`` is the ``k``-th value of the

@@ -184,13 +184,13 @@ def parameter_count(config, x_shape, num_classes=10):
     torch's ``meta`` device (nothing is allocated); ``None`` for a model file."""
     import torch
 
-    from .config import _is_model_file, build_vae
+    from .config import make_built_in
 
-    if _is_model_file(config.model):
+    if config.entry().user_code:
         return None
     try:
         with torch.device("meta"):  # the networks only: nothing is run, so the door is not needed
-            model, guide = build_vae(config, x_shape, num_classes)
+            model, guide = make_built_in(config, x_shape, num_classes)
     except RuntimeError as e:  # a layer whose size torch cannot even count
         if "overflow" in str(e).lower():
             return math.inf

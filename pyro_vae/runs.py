@@ -28,7 +28,7 @@ from .checkpoints import (
     save_checkpoint,
     write_json,
 )
-from .config import CLASS_MODELS, MAX_COUNT, Config, _is_model_file, build, check_seed
+from .config import MAX_COUNT, Config, build, check_seed
 from .data import as_images, as_numbers, balanced_labels, load_dataset, repeat_labelled
 from .errors import (
     CheckpointError,
@@ -44,7 +44,6 @@ from .errors import (
 )
 from .guides import LocalGuide
 from .lock import writing
-from .models import LabelCondition, ObservedQuadrants
 from .objectives import kl_warmup
 from .resources import check_fits, check_sizes, faults, guarded, is_out_of_memory
 from .train import fit, out_of_time
@@ -107,13 +106,12 @@ class Run:
 
     @property
     def conditioned_on(self):
-        """``"label"``, ``"image"`` (completion) or ``None``: what this model's ``y`` is."""
-        condition = getattr(self.model, "condition", None)
-        if isinstance(condition, LabelCondition):
-            return "label"
-        if isinstance(condition, ObservedQuadrants):
-            return "image"
-        return "label" if self.structure.conditional else None
+        """``"label"``, ``"image"`` (completion) or ``None``: what this model's images are
+        conditioned on (:attr:`pyro_vae.program.Structure.conditional`, :attr:`~pyro_vae.
+        program.Condition.kind`)."""
+        if not self.structure.conditional:
+            return None
+        return "image" if self.structure.y.kind == "image" else "label"
 
     def _images(self, x):
         return as_images(x, self.x_shape, binary=self.binary)
@@ -399,8 +397,7 @@ def read_config(file):
 
 def _training_data(config):
     data = load_run_data(config)
-    built_in = not _is_model_file(config.model)  # a model file has its own likelihood
-    if built_in and config.likelihood == "bernoulli" and not data.binary:
+    if config.uses_likelihood("bernoulli") and not data.binary:
         raise DataError(
             f"{config.dataset} with --binarize none has grayscale pixels, but the Bernoulli "
             "likelihood needs binary ones; use --binarize dynamic or --binarize static, or a "
@@ -548,10 +545,9 @@ def _report(run, data, config, history, quiet, phase):
 
         metrics.update(completion.report(run, data, quiet))
         metrics["figures"].append("inpainting.png")
-    if config.model in CLASS_MODELS or run.structure.y.partial:
-        from . import class_latent
-
-        metrics.update(class_latent.report(run, data))
+    report = config.entry().report
+    if report is not None:  # the model's own numbers (M2's accuracy, the mixture's clusters)
+        metrics.update(report(run, data))
         metrics["figures"] = sorted(n for n in os.listdir(out) if n.endswith(".png"))
     return metrics
 
@@ -599,9 +595,9 @@ def load_run_data(config):
         image_size=config.image_size,
         exclude_classes=config.exclude_classes,
     )
-    data.y_is_x = config.condition.startswith("quadrants:")
+    data.y_is_x = config.observes_images()
     # M2, and a model file with --labels, see the labels of a chosen few; the mixture, none
-    if config.model in CLASS_MODELS or config.labels is not None:
+    if config.observes_labels_of_some():
         data.labelled = (
             balanced_labels(data.train_y, config.labels, config.seed)
             if config.labels is not None

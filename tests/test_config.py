@@ -175,8 +175,13 @@ def test_a_recipe_fills_only_the_settings_left_unset(recipe):
     config = Config.recipe(**recipe.when, **needed)
     for name, value in recipe.settings.items():
         assert getattr(config, name) == value
-        plain = getattr(Config(**recipe.when, **needed), name)
+        plain = getattr(Config(), name)
         assert plain != value
+        try:
+            assert getattr(Config(**recipe.when, **needed), name) == plain
+        except ConfigError as e:  # a model the plain default cannot train: the recipe's value
+            assert f"--{name.replace('_', '-')} {value}" in str(e)
+            continue
         assert getattr(Config.recipe(**recipe.when, **needed, **{name: plain}), name) == plain
     assert Config.recipe() == Config()
 

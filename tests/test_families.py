@@ -443,3 +443,14 @@ def test_the_guide_page_lists_every_family_as_the_registry_describes_it():
         page = f.read()
     for family in FAMILIES.values():
         assert f"| `{family.name}` | {family.description} |" in page
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_full_covariance_over_one_number_is_the_diagonal_gaussian(per_image):
+    """A site of one number has no correlations: fullcov is then the diagonal family (the
+    hierarchical model's top layer z1 of one number, compared per image, crashed on it)."""
+    family = make_family("fullcov", 1, per_image=per_image)
+    loc, log_scale = torch.tensor([[0.3], [-1.0]]), torch.tensor([[0.2], [-0.5]])
+    q = family.dist(loc, log_scale, None)
+    value = torch.tensor([[1.0], [0.5]])
+    assert_close(q.log_prob(value), dist.Normal(loc, log_scale.exp()).to_event(1).log_prob(value))

@@ -958,9 +958,7 @@ def refusals(variant, command):
     if command == "sample" and variant == "quadrants":
         return "an image-completion run completes images"
     conditional = variant in ("label", "quadrants")
-    if (command == "compare" and (conditional or variant == "hierarchical")) or (
-        command in ("gradvar", "anomaly") and conditional
-    ):
+    if command in ("compare", "gradvar", "anomaly") and conditional:
         return f"pyro-vae {command} cannot work on the run"
     return None
 

@@ -435,10 +435,28 @@ def test_class_effect_is_0_for_a_decoder_that_ignores_y_and_1_for_one_that_reads
     from types import SimpleNamespace
 
     from pyro_vae.class_latent import class_effect
+    from pyro_vae.program import Program
 
     def fake_run(decode):
-        model = SimpleNamespace(x_dist=lambda z, c: SimpleNamespace(mean=decode(z, c)))
-        return SimpleNamespace(num_classes=K, config=SimpleNamespace(z_dim=2), model=model)
+        """A run of the program z ~ N(0, I), y ~ Cat(1/K), x ~ N(decode(z, y), 1), whose five
+        pixels are the image."""
+
+        def model(x, y=None):
+            n = x.shape[0]
+            with pyro.plate("data", n):
+                z = pyro.sample("z", dist.Normal(torch.zeros(n, 2), 1.0).to_event(1))
+                c = pyro.sample("y", dist.OneHotCategorical(torch.ones(n, K) / K), obs=y)
+                loc = decode(z, c).expand(n, 5)  # one value for every pixel: the same ratio
+                pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x.reshape(n, -1))
+
+        def guide(x, y=None):  # q(z, y | x): the prior (class_effect reads only the model)
+            n = x.shape[0]
+            with pyro.plate("data", n):
+                pyro.sample("z", dist.Normal(torch.zeros(n, 2), 1.0).to_event(1))
+                pyro.sample("y", dist.OneHotCategorical(torch.ones(n, K) / K))
+
+        program = Program(model, guide, torch.zeros(4, 1, 1, 5))
+        return SimpleNamespace(num_classes=K, model=program.model, structure=program.structure)
 
     weights = torch.randn(2, 5, generator=torch.Generator().manual_seed(1))
     assert class_effect(fake_run(lambda z, c: z @ weights)) == pytest.approx(0.0, abs=1e-6)
