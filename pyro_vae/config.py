@@ -426,8 +426,8 @@ def _check_reads(entry, config):
     if entry.user_code:
         raise ModelFileError(
             f"{', '.join(unread)} {'configures' if len(unread) == 1 else 'configure'} the "
-            "built-in models; a model file defines its own "
-            "(pass only --z-dim and --hidden-dims to it)"
+            "built-in models; a model file defines its own (--z-dim and --hidden-dims reach its "
+            "constructor, --beta and --kl-warmup weigh its latent sites)"
         )
     name = unread[0]
     readers = [e.name for e in registry.MODELS.values() if name in e.reads]
@@ -489,10 +489,13 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
             f"the data have {num_classes} classes; make it take num_classes (a class or factory "
             "is given it where its signature has that parameter)"
         )
+    program.latent_scale = config.beta  # every latent site's KL weight (kl_warmup changes it)
     family = {"family": config.guide_family, "flow_layers": config.flow_layers}
     if program.guide is None:  # a model alone: variational EM with a q of the family per image
         size = train_size or x.shape[0]
-        return program.model, LocalGuide(size, structure=program.structure, **family)
+        guide = LocalGuide(size, structure=program.structure, **family)
+        guide.z_scale = config.beta
+        return program.model, guide
     if config.guide_family != "diag":
         return program.model, FamilyGuide(program.guide, structure=program.structure, **family)
     return program.model, program.guide

@@ -1,8 +1,10 @@
 """Training objectives beyond Pyro's stock ELBOs: the IWAE bound and KL warm-up.
 
-Beta-VAE and KL warm-up need no new objective: the model and guide scale their latent sites with
-``poutine.scale`` (``z_scale``, see :class:`pyro_vae.models.VAE`), as Pyro's ``examples/dmm.py``
-anneals its KL, and :func:`kl_warmup` changes that scale once per epoch.
+Beta-VAE and KL warm-up need no new objective: the latent sites of the model and the guide are
+scaled with ``poutine.scale``, as Pyro's ``examples/dmm.py`` anneals its KL, and :func:`kl_warmup`
+changes that scale once per epoch. For any program behind the door the scale is the program's
+(``model.z_scale``, :class:`pyro_vae.program.LatentScale` on every latent site); a built-in module
+used on its own scales its sites by its own ``z_scale``.
 """
 
 import math
@@ -89,7 +91,8 @@ def kl_warmup(modules, beta=1.0, epochs=0):
     the posteriors in (Bowman et al. 2016; Sønderby et al. 2016). With ``epochs=0`` the scale is
     ``beta`` from the start (a beta-VAE, Higgins et al. 2017).
 
-    :param list modules: the model and the guide (both must scale their latents by ``z_scale``).
+    :param list modules: the model and the guide (programs behind the door, or modules that
+        scale their latents by ``z_scale``).
     """
 
     def on_epoch(epoch):

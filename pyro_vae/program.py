@@ -105,6 +105,22 @@ class DataScale(Messenger):
             msg["scale"] = self.factor * msg["scale"]
 
 
+class LatentScale(Messenger):
+    """Scale the log-density of every latent sample site (every site not observed) by
+    ``factor``, in the model and in the guide alike: the KL term of the ELBO weighed by
+    ``factor``, a beta-VAE (Higgins et al. 2017) or one step of a KL warm-up (Bowman et al.
+    2016), for any program: Pyro's ``poutine.scale`` on the latent sites, as its DMM example
+    anneals its KL, without knowing their names."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"] and not site_is_subsample(msg):
+            msg["scale"] = self.factor * msg["scale"]
+
+
 @dataclass(frozen=True)
 class Condition:
     """What a program's second argument ``y`` is (``model(xs, ys=None)``, as Pyro writes it), and
@@ -337,6 +353,8 @@ class Half(nn.Module):
             if structure is not None and idx is not None and size is not None:
                 if not structure.plate.subsampled and size != x.shape[0]:
                     stack.enter_context(DataScale(structure.plate.name, size / x.shape[0]))
+            if self.program.latent_scale != 1:
+                stack.enter_context(LatentScale(self.program.latent_scale))
             layout = structure.layout if structure is not None else self.program.layout
             xin = x if layout == "image" else x.reshape(x.shape[0], -1)
             return self.call(self.fn, xin, y, idx, size)
@@ -353,11 +371,21 @@ class Half(nn.Module):
     #: The attributes of the half itself; every other attribute is the wrapped object's.
     _OWN = ("role", "fn", "call", "program", "owners", "store", "_own")
 
+    @property
+    def z_scale(self):
+        """The factor on every latent site's log-density, in both halves
+        (:attr:`Program.latent_scale`): beta, or the KL warm-up's weight of this epoch."""
+        return self.program.latent_scale
+
     def __setattr__(self, name, value):
         """Set ``name`` on the wrapped object, as reading it gets it there: ``model.prior =
         FlatPrior()`` on a built model changes the model (it used to land on this wrapper and
-        change nothing), and ``model.z_scale`` (beta, a KL warm-up) reaches it. The parameters
-        of a module set this way are trained with the half's."""
+        change nothing). ``z_scale`` (beta, a KL warm-up) is the program's
+        :attr:`Program.latent_scale`. The parameters of a module set this way are trained with
+        the half's."""
+        if name == "z_scale":
+            self.program.latent_scale = value
+            return
         target = None if name in self._OWN or name in self.__dict__ else self.target
         if target is None:
             super().__setattr__(name, value)
@@ -442,6 +470,10 @@ class Program:
         (:attr:`Condition.partial`). ``y`` is then ``None``.
     :param float alpha: with ``labelled``, the weight of the classification term on each
         labelled image (:class:`pyro_vae.semi.SemiSupervisedLoss`; 0: none).
+
+    ``program.latent_scale`` (1 by default; ``model.z_scale`` and ``guide.z_scale`` set it) scales
+    the log-density of every latent site of both halves (:class:`LatentScale`): ``--beta`` and
+    ``--kl-warmup`` for any program.
     """
 
     def __init__(
@@ -459,6 +491,7 @@ class Program:
     ):
         self.x_shape = tuple(x.shape[1:])
         self.alpha = alpha
+        self.latent_scale = 1.0
         self.device = x.device
         self.layout = "image"
         self.structure = None

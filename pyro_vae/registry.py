@@ -4,7 +4,8 @@ Each built-in model is made the way a model file's factory is: ``make(x_shape, z
 hidden_dims, num_classes, **options)`` returns ``(model, guide)``, two Pyro programs, and the door
 (:class:`pyro_vae.program.Program`) learns everything else about them by running them. An entry
 also says which settings of :class:`~pyro_vae.config.Config` beyond the sizes it reads (the
-config refuses the others for it), describes itself in one line (``--help``, the docs' table,
+config refuses the others for it; ``--beta`` and ``--kl-warmup`` apply to every program, through
+the door's :class:`~pyro_vae.program.LatentScale`), describes itself in one line (``--help``, the docs' table,
 the tests' parameters), and may add numbers and figures to a trained run's report.
 
 =============  ==================================================================================
@@ -38,8 +39,6 @@ FAMILY_SETTINGS = {
     "condition": "none",
     "learned_prior": False,
     "z1_dim": None,
-    "beta": 1.0,
-    "kl_warmup": 0,
 }
 
 
@@ -71,8 +70,8 @@ class ModelEntry:
     user_code: bool = False
 
     def options(self, config):
-        """The keyword options ``make`` takes from ``config`` (KL warm-up is the trainer's)."""
-        return {name: getattr(config, name) for name in self.reads if name != "kl_warmup"}
+        """The keyword options ``make`` takes from ``config``."""
+        return {name: getattr(config, name) for name in self.reads}
 
     def unread(self, config):
         """The family settings ``config`` changes that this entry does not read."""
@@ -92,7 +91,6 @@ def make_vae(
     activation="softplus",
     condition="none",
     learned_prior=False,
-    beta=1.0,
     z1_dim=None,
     hierarchical=False,
 ):
@@ -128,9 +126,7 @@ def make_vae(
         # Image completion always learns p(z | observed part), as Sohn et al. do.
         prior = ConditionalPrior(make_fc([c_dim, width, 2 * z_dim], act))
     model = VAE(decoder, z_dim, x_shape, likelihood, prior, cond, hidden)
-    guide = AmortizedGuide(encoder, cond, top)
-    model.z_scale = guide.z_scale = beta
-    return model, guide
+    return model, AmortizedGuide(encoder, cond, top)
 
 
 def make_hierarchical(x_shape, z_dim, hidden_dims, num_classes=10, **options):
@@ -208,13 +204,13 @@ MODELS = {
         ModelEntry(
             "vae",
             make_vae,
-            _NETWORKS + ("condition", "learned_prior", "beta", "kl_warmup"),
+            _NETWORKS + ("condition", "learned_prior"),
             "z ~ N(0, I), x ~ p(x | z); with --condition a conditional VAE",
         ),
         ModelEntry(
             "hierarchical",
             make_hierarchical,
-            _NETWORKS + ("condition", "learned_prior", "z1_dim", "beta", "kl_warmup"),
+            _NETWORKS + ("condition", "learned_prior", "z1_dim"),
             "two latent layers z1 -> z -> x",
         ),
         ModelEntry(

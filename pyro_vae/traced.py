@@ -138,8 +138,8 @@ class TracedLoss:
             None if y is None else "x" if y is x else (tuple(y.shape), y.dtype),
             None if idx is None else tuple(idx.shape),
             n,
-            getattr(model, "z_scale", None),
-            getattr(guide, "z_scale", None),
+            _scales(model),
+            _scales(guide),
             model.training,
             guide.training,
             torch.is_grad_enabled(),
@@ -419,3 +419,10 @@ def data_in_support(model, data, chunk=4096):
             if not bool(support.check(images).all()):
                 return False
     return True
+
+
+def _scales(half):
+    """The factors a program's latent sites are scaled by: the program's (``half.z_scale``) and a
+    wrapped built-in module's own (``poutine.scale`` by its ``z_scale``, for a module used
+    outside the door)."""
+    return (getattr(half, "z_scale", None), getattr(getattr(half, "target", None), "z_scale", None))

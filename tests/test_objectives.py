@@ -1,4 +1,5 @@
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
@@ -60,8 +61,36 @@ def test_iwae_bound_is_at_least_the_elbo_and_has_gradients(vae):
     assert all(p.grad is not None for p in guide.parameters())
 
 
-def test_beta_scales_exactly_the_kl_and_evaluation_ignores_it(vae):
-    model, guide, x = vae
+def pyro_style():
+    """A program as Pyro's VAE tutorial writes one (plain functions, pyro.module, a size-less
+    plate), through the door."""
+    from torch import nn
+
+    from pyro_vae.program import Program
+
+    decoder, encoder = nn.Linear(3, 30), nn.Linear(30, 6)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data"):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 3), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        loc, log_scale = encoder(x).chunk(2, -1)
+        with pyro.plate("data"):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    x = torch.bernoulli(torch.full((10, 1, 6, 5), 0.4))
+    program = Program(model, guide, x)
+    return program.model, program.guide, x
+
+
+@pytest.mark.parametrize("program", ["built-in", "pyro-style file"])
+def test_beta_scales_exactly_the_kl_and_evaluation_ignores_it(program, vae):
+    """``z_scale`` (--beta, the KL warm-up) weighs every latent site of any program."""
+    model, guide, x = vae if program == "built-in" else pyro_style()
     losses = []
     for beta in (1.0, 2.0, 3.0):
         model.z_scale = guide.z_scale = beta
@@ -87,3 +116,15 @@ def test_kl_warmup_ramps_the_scale_linearly_to_beta(vae):
     assert seen == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
     kl_warmup([model], beta=0.5)(1)
     assert model.z_scale == 0.5
+
+
+def test_a_built_in_module_on_its_own_scales_its_latents_by_its_own_z_scale(vae):
+    """Used without the door, the built-in VAE scales "z" itself (Pyro's DMM idiom), by the
+    same amount as the door's latent scale."""
+    model, guide, x = vae
+    model.z_scale = guide.z_scale = 2.0
+    through_the_door = _loss(TraceMeanField_ELBO(), model, guide, x)
+    model.z_scale = guide.z_scale = 1.0
+    model.target.z_scale = guide.target.z_scale = 2.0
+    on_its_own = _loss(TraceMeanField_ELBO(), model.target, guide.target, x)
+    assert_close(through_the_door, on_its_own)

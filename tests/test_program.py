@@ -664,8 +664,10 @@ def test_setting_an_attribute_of_a_built_model_changes_the_model():
     before = prior.loc.detach().clone()
     fit(model, DeltaGuide(guide), data, Trace_ELBO(), epochs=2, batch_size=4, quiet=True)
     assert prior.calls > 0 and not torch.equal(prior.loc.detach(), before)
-    model.z_scale = 0.5
-    assert model.target.z_scale == 0.5
+    model.z_scale = 0.5  # beta: the program's scale of every latent site, in both halves
+    assert model.z_scale == guide.z_scale == model.program.latent_scale == 0.5
+    assert model.target.z_scale == 1.0  # not also the built-in model's own: scaled once
+    model.z_scale = 1.0
 
     class FlatPrior(PyroModule):
         def forward(self, c=None):

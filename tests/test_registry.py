@@ -81,6 +81,10 @@ def test_a_model_file_is_one_more_entry(tmp_path):
     assert guide is None and owner is None
     with pytest.raises(ModelFileError, match="likelihood configures the built-in models"):
         Config(model=spec, likelihood="gaussian")
+    # --beta and --kl-warmup weigh any program's latent sites: the door's scale, and the
+    # per-image guide's of a model without a guide
+    model, guide = build(Config(model=spec, z_dim=3, beta=2.0, kl_warmup=2), X_SHAPE)
+    assert model.z_scale == guide.z_scale == 2.0
     assert registry.absolute("m.py:make").endswith("/m.py:make")
     assert registry.absolute("vae") == "vae"
 
