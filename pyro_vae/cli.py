@@ -404,7 +404,7 @@ _RECIPE_SETTINGS = (
 
 def _recipe_help(name, d):
     """``(default: ...)`` for a setting of ``--help``: the plain default and each recipe's."""
-    from .config import RECIPES, Config
+    from .config import PROGRAM_SIZES, RECIPES, Config
 
     def shown_value(v):
         if isinstance(v, bool):
@@ -421,6 +421,8 @@ def _recipe_help(name, d):
         if d == Config()  # semi has defaults of its own, and no recipes
         else []
     )
+    if name in PROGRAM_SIZES and d == Config():
+        recipes.append("a model file's constructor's own")
     return f"(default: {'; '.join([shown_value(plain), *recipes])})"
 
 
@@ -857,16 +859,36 @@ def cmd_sample(args):
             raise ConfigError(
                 "an image-completion run completes images; its inpainting.png shows them"
             )
-        images = run.sample(args.n, seed=args.seed, y=args.label)
+        given = _images_to_read(run, args.n)
+        images = run.sample(args.n, seed=args.seed, y=args.label, x=given)
         if args.label is not None and run.conditioned_on == "label" and not args.quiet:
             from .classifier import label_effect
 
             _warn_if_label_ignored(label_effect(run))
         label = "" if args.label is None else f" of label {args.label}"
         title = f"{args.n} samples{label}, seed {args.seed}"
+        if given is not None:
+            title += f", given what the model reads of {args.n} test images"
         nrow = min(args.n, args.nrow)
     plots.image_grid(images, out, title=title, nrow=nrow)
     print(out)
+
+
+def _images_to_read(run, n):
+    """The first ``n`` test images, for a program whose image distribution reads the images (a
+    Multinomial's total count: no prior sample without them, as the run's samples.png); else
+    ``None``."""
+    from .runs import load_run_data
+
+    if not run.structure.reads_x:
+        return None
+    test_x = load_run_data(run.config).test_x
+    if n > test_x.shape[0]:
+        raise ConfigError(
+            f"this program draws given test images (its image site reads them), and the test "
+            f"split has {test_x.shape[0]}; ask for --n {test_x.shape[0]} or fewer"
+        )
+    return test_x[:n]
 
 
 def plural(n, word):

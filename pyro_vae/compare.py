@@ -409,7 +409,12 @@ def _grid_applies(model, structure):
     """Whether the exact grid posterior applies: one unconditional 2-D latent site."""
     if structure is None:
         return getattr(model, "z_dim", None) == 2
-    return len(structure.latents) == 1 and structure.code.numel == 2 and not structure.conditional
+    return (
+        len(structure.latents) == 1
+        and structure.code.numel == 2
+        and not structure.conditional
+        and not structure.reads_x  # the grid scores each image under one decoder output
+    )
 
 
 def _moments(q, x):

@@ -87,7 +87,16 @@ RECIPES = (
 def recipe_defaults(settings):
     """The defaults that :data:`RECIPES` give a run of ``settings`` (a dict of the settings a
     user gave; the others are :class:`Config`'s)."""
-    return {k: v for r in RECIPES if r.applies(settings) for k, v in r.settings.items()}
+    defaults = {k: v for r in RECIPES if r.applies(settings) for k, v in r.settings.items()}
+    if registry.is_model_file(settings.get("model")):
+        # a model file's constructor or factory keeps its own sizes unless they are given
+        defaults.update(PROGRAM_SIZES)
+    return defaults
+
+
+#: The sizes a model file's constructor keeps as its own when a run leaves them unset (``None``:
+#: not passed to it, so its signature's defaults hold).
+PROGRAM_SIZES = {"z_dim": None, "hidden_dims": None}
 
 
 @dataclass
@@ -101,8 +110,9 @@ class Config:
 
     dataset: str = "mnist-small"
     binarize: str = "dynamic"
-    z_dim: int = 50
-    hidden_dims: tuple = (400,)
+    # None (a model file only): the program's own, its constructor's default.
+    z_dim: Optional[int] = 50
+    hidden_dims: Optional[tuple] = (400,)
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
@@ -210,8 +220,14 @@ class Config:
             raise ConfigError(
                 f"unknown discrete {shown(self.discrete)}; choose one of {', '.join(STRATEGIES)}"
             )
+        for name, value in PROGRAM_SIZES.items():
+            if getattr(self, name) is value and not entry.user_code:
+                raise ConfigError(
+                    f"{name} None (the program's own) is for a model file; --model "
+                    f"{entry.name} needs a number"
+                )
         for name in (
-            "z_dim",
+            *(("z_dim",) if self.z_dim is not None else ()),
             "epochs",
             "batch_size",
             "num_particles",
@@ -235,7 +251,7 @@ class Config:
                 f"kl_warmup must be a whole number of epochs, got {shown(self.kl_warmup)}"
             )
         hidden = self.hidden_dims
-        if (
+        if hidden is not None and (
             not isinstance(hidden, tuple)
             or not hidden
             or any(
@@ -301,7 +317,7 @@ class Config:
 
     def as_dict(self):
         d = asdict(self)
-        d["hidden_dims"] = list(self.hidden_dims)
+        d["hidden_dims"] = None if self.hidden_dims is None else list(self.hidden_dims)
         d["exclude_classes"] = list(self.exclude_classes)
         return d
 

@@ -15,7 +15,9 @@ Write the model (and, if you like, its guide) the way Pyro's documentation write
 
 A class or factory is called with whichever of ``x_shape``, ``z_dim``, ``hidden_dims`` and
 ``num_classes`` its signature accepts (``--z-dim``, ``--hidden-dims``, the data's image shape and
-number of classes); the others keep their defaults.
+number of classes); the others keep their defaults. A size the command line leaves unset is not
+passed where the signature has a default for it (``VAE(z_dim=20)`` keeps its 20), and is
+pyro_vae's default (50, 400) where it has none.
 
 The model samples its image site with ``obs=x`` inside a plate over the images (any names, with
 or without a size: ``pyro.plate("data")`` as Pyro's examples write it); it may take the images
@@ -44,6 +46,8 @@ from pyro import poutine
 from .errors import ModelFileError
 
 CONSTRUCTOR_ARGS = ("x_shape", "z_dim", "hidden_dims", "num_classes")
+#: What a constructor that needs a size the run leaves unset is given (the built-in VAE's).
+UNSET_SIZES = {"z_dim": 50, "hidden_dims": (400,)}
 
 
 def split_spec(spec):
@@ -115,10 +119,15 @@ def load_program(spec, x_shape, z_dim, hidden_dims, num_classes=10):
     ``owner`` the ``nn.Module`` that holds both halves' networks, if any."""
     path, names = split_spec(spec)
     module = load_module(path)
+    # Sizes left unset (None) are passed only to a constructor without a default of its own for
+    # them, as pyro_vae's defaults: one with a default keeps it.
+    unset = {
+        name for name, value in (("z_dim", z_dim), ("hidden_dims", hidden_dims)) if value is None
+    }
     kwargs = {
         "x_shape": tuple(x_shape),
-        "z_dim": z_dim,
-        "hidden_dims": tuple(hidden_dims),
+        "z_dim": UNSET_SIZES["z_dim"] if z_dim is None else z_dim,
+        "hidden_dims": tuple(UNSET_SIZES["hidden_dims"] if hidden_dims is None else hidden_dims),
         "num_classes": num_classes,
     }
     if not names:
@@ -133,7 +142,7 @@ def load_program(spec, x_shape, z_dim, hidden_dims, num_classes=10):
     name = names[0]
     obj = _get(module, path, name)
     if isinstance(obj, type) or _is_factory(obj):
-        obj = _construct(obj, name, kwargs)
+        obj = _construct(obj, name, kwargs, unset)
         if isinstance(obj, tuple):
             if len(obj) != 2:
                 raise ModelFileError(f"{name}(...) returned {len(obj)} things, not (model, guide)")
@@ -161,13 +170,16 @@ def _is_factory(fn):
     )
 
 
-def _construct(cls, name, kwargs):
+def _construct(cls, name, kwargs, unset=()):
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
         params = {}
     takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    given = {k: v for k, v in kwargs.items() if takes_all or k in params}
+    own_default = {
+        k for k in unset if k not in params or params[k].default is not inspect.Parameter.empty
+    }
+    given = {k: v for k, v in kwargs.items() if (takes_all or k in params) and k not in own_default}
     required = [
         p.name
         for p in params.values()

@@ -206,9 +206,11 @@ class Run:
         return program.decode(self.model, point, y, x=x)
 
     @torch.no_grad()
-    def sample(self, n, seed=None, y=None):
+    def sample(self, n, seed=None, y=None, x=None):
         """``n`` images: the image site's mean for latents drawn from the prior,
-        ``(n, *x_shape)``.
+        ``(n, *x_shape)``. A program whose image distribution reads the images
+        (:attr:`~pyro_vae.program.Structure.reads_x`, a Multinomial's total count) draws given
+        ``n`` images ``x`` (:func:`pyro_vae.program.generate`).
 
         For a conditional model ``y`` is the label(s) to generate, or the images to complete. A run
         trained with labels whose program samples the class (M2, a model file with ``--labels``)
@@ -233,11 +235,7 @@ class Run:
         )
         if by_class_site and y is not None:
             labels = self._condition(y, n, kind="label")
-            site = self.structure.site(self.structure.y.site)
-            if site.shape:  # a one-hot class site
-                labels = torch.nn.functional.one_hot(labels.long(), site.shape[-1])
-                labels = labels.to(torch.get_default_dtype())
-            fixed = {site.name: labels}
+            fixed = {self.structure.y.site: program.class_value(self.structure, labels)}
         else:
             y = self._condition(y, n)
         with torch.random.fork_rng():
@@ -245,7 +243,7 @@ class Run:
                 torch.manual_seed(seed)
             if by_class_site and y is not None:
                 return program.decode(self.model, fixed)
-            return program.generate(self.model, n, y)
+            return program.generate(self.model, n, y, x=None if x is None else self._images(x))
 
     def state(self):
         return {
@@ -421,10 +419,12 @@ def _train(config, data, out, state, quiet, checkpoint_every, fit=fit):
     """
     file = os.path.join(out, CHECKPOINT)
     shape = "x".join(map(str, data.x_shape))
-    phase = {
-        "doing": f"building the networks (z_dim {config.z_dim}, hidden_dims "
-        f"{list(config.hidden_dims)}, images of {shape})"
-    }
+    sizes = [
+        f"{name} {value if not isinstance(value, tuple) else list(value)}"
+        for name, value in (("z_dim", config.z_dim), ("hidden_dims", config.hidden_dims))
+        if value is not None  # None: the model file's own
+    ]
+    phase = {"doing": f"building the networks ({', '.join([*sizes, f'images of {shape}'])})"}
 
     def resume_hint():
         if os.path.exists(file):

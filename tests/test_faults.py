@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyro_vae import registry
 from pyro_vae.cli import main
 from tests.test_cli import ROOT, assert_clean_error, cli
 from tests.test_modelfile import GOOD
@@ -213,6 +214,7 @@ def test_sample_into_a_missing_folder(run_dir, tmp_path, capsys):
 
 LIMITED = """
 import resource, sys
+from pyro_vae import registry
 from pyro_vae.cli import main
 # What this process holds already, plus the limit: torch's import alone maps gigabytes.
 vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize"))
@@ -826,24 +828,38 @@ def test_a_folder_of_large_photos_takes_memory_for_the_small_images_only(tmp_pat
 
 # --- every command on every kind of run: it works, or says in one line that it cannot ----------
 
+
+def _file(path):
+    return ["--model", os.path.join(ROOT, *path.split("/"))]
+
+
+# Every entry of the table of models (pyro_vae.registry.MODELS), with what its run needs; the
+# conditional VAEs; and model files in each of the idioms Pyro's examples and tutorials write
+# programs in (our own programs, in their styles).
 VARIANTS = {
+    name: ["--model", name] + (["--labels", "20"] if entry.needs_labels else [])
+    for name, entry in registry.MODELS.items()
+}
+VARIANTS |= {
     "conv": ["--net", "conv", "--hidden-dims", "8,8"],
-    "hierarchical": ["--model", "hierarchical", "--elbo", "trace"],
     "label": ["--condition", "label"],
     "quadrants": ["--condition", "quadrants:1"],
     "gaussian": ["--likelihood", "gaussian"],
-    "model file": ["--model", os.path.join(ROOT, "examples", "gmm_prior_vae.py:GMMPriorVAE")],
-    "m2": ["--model", "m2", "--labels", "20"],
-    "gmvae": ["--model", "gmvae"],
+    # methods of an nn.Module with pyro.module, as Pyro's VAE tutorial writes them
+    "module methods": _file("examples/pyro_style_vae.py:VAE"),
+    # PyroModule model and guide
+    "model file": _file("examples/gmm_prior_vae.py:GMMPriorVAE"),
+    # plain functions with pyro.param, in a size-less plate
+    "plain functions": _file("tests/programs/sizeless_plate.py"),
+    # Pyro's SS-VAE convention, ys=None: a one-hot class site, and an integer one, with labels
+    "one-hot class site": _file("tests/programs/ss_vae.py:make") + ["--labels", "20"],
+    "integer class site": _file("tests/programs/ss_vae.py:make_indices") + ["--labels", "20"],
+    # a likelihood that reads the images (ProdLDA's Multinomial total count)
+    "data-dependent likelihood": _file("tests/programs/pixel_topics.py:make"),
     # a discrete class the program reshapes, so it cannot be enumerated (training crashed)
-    "reshaped class": [
-        "--model",
-        os.path.join(ROOT, "tests", "programs", "reshaped_class.py:make"),
-        "--discrete",
-        "score",
-    ],
+    "reshaped class": _file("tests/programs/reshaped_class.py:make") + ["--discrete", "score"],
     # a discrete count of no finite support
-    "count": ["--model", os.path.join(ROOT, "tests", "programs", "poisson_count.py:make")],
+    "count": _file("tests/programs/poisson_count.py:make"),
 }
 COMMANDS = {
     "evaluate --images": ["evaluate", "RUN", "-k", "2", "--images", "IMAGES"],

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyro_vae.config import Config, build
-from pyro_vae.errors import ModelFileError
+from pyro_vae.errors import ConfigError, ModelFileError
 from pyro_vae.modelfile import check_protocol
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "gmm_prior_vae.py")
@@ -157,3 +157,31 @@ def test_a_factory_gets_the_number_of_classes(tmp_path):
     spec = os.path.join(PROGRAMS, "ss_vae.py:make")
     model, _ = build(Config(model=spec, z_dim=2, hidden_dims=(8,)), (1, 6, 5), num_classes=4)
     assert model.structure.y.num_classes == 4 and model.structure.site("y").shape == (4,)
+
+
+def test_a_constructor_keeps_its_own_sizes_unless_the_command_line_gives_them(tmp_path, capsys):
+    """pyro-vae train --model FILE:VAE without --z-dim: VAE(z_dim=3)'s own 3, not the CLI's 50;
+    with --z-dim 5, 5; a constructor without a default gets pyro_vae's (50 and 400)."""
+    from pyro_vae.cli import main
+
+    (tmp_path / "own.py").write_text(
+        textwrap.dedent(GOOD).replace(
+            "class MyVAE:\n    def __init__(self, x_shape, z_dim, hidden_dims):",
+            "class MyVAE:\n    def __init__(self, x_shape, z_dim=3, hidden_dims=(16,)):",
+        )
+    )
+    for given, z_dim in (([], 3), (["--z-dim", "5"], 5)):
+        out = tmp_path / f"run{z_dim}"
+        args = ["train", "--model", f"{tmp_path}/own.py:MyVAE", *given, "--epochs", "1"]
+        args += ["--batch-size", "200", "--log-px-samples", "2", "--quiet", "--out", str(out)]
+        assert main(args) in (0, None), capsys.readouterr().err
+        config = json.load(open(out / "config.json"))
+        assert config["z_dim"] == (None if not given else 5)
+        from pyro_vae.runs import load_run
+
+        assert load_run(str(out)).structure.code.numel == z_dim
+    (tmp_path / "needs.py").write_text(textwrap.dedent(GOOD))
+    model, _ = build(Config.recipe(model=f"{tmp_path}/needs.py:MyVAE"), (1, 6, 5))
+    assert model.structure.code.numel == 50
+    with pytest.raises(ConfigError, match="z_dim None .the program.s own. is for a model file"):
+        Config(z_dim=None)
