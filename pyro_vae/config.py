@@ -166,6 +166,15 @@ class Config:
 
     def validate(self):
         """Raise :class:`~pyro_vae.errors.ConfigError` naming the first bad setting."""
+        self._check_names()
+        entry = registry.entry(self.model)
+        self._check_labels(entry)
+        self._check_counts(entry)
+        self._check_numbers()
+        self._check_model(entry)
+
+    def _check_names(self):
+        """The dataset and every setting chosen from a list."""
         if not is_dataset_name(self.dataset):
             raise ConfigError(
                 f"unknown dataset {shown(self.dataset)}; choose one of mnist-small, mnist, "
@@ -184,7 +193,9 @@ class Config:
                 raise ConfigError(
                     f"unknown {name} {shown(getattr(self, name))}; choose one of {', '.join(choices)}"
                 )
-        entry = registry.entry(self.model)
+
+    def _check_labels(self, entry):
+        """The semi-supervised settings: labels, alpha, labelled_share."""
         if self.labels is not None:
             _check_positive_int("labels", self.labels)
         if (entry.needs_labels and self.labels is None) or (
@@ -214,6 +225,9 @@ class Config:
                 "alpha weighs the classification term of --model m2 or of a model file with "
                 "--labels"
             )
+
+    def _check_counts(self, entry):
+        """Sizes and counts."""
         if self.discrete is not None and (
             not isinstance(self.discrete, str) or self.discrete not in STRATEGIES
         ):
@@ -263,6 +277,9 @@ class Config:
             raise ConfigError(
                 f"hidden_dims must be one or more positive integers, got {shown(value)}"
             )
+
+    def _check_numbers(self):
+        """Rates, weights, limits and the seed."""
         for name in ("lr", "beta") + (("sigma",) if self.sigma is not None else ()):
             if not _positive_number(getattr(self, name)):
                 raise ConfigError(
@@ -290,6 +307,9 @@ class Config:
                 f"clip_grad must be a positive number or None, got {shown(self.clip_grad)}"
             )
         check_seed(self.seed)
+
+    def _check_model(self, entry):
+        """What the model reads, and the settings that depend on each other."""
         if self.sigma is not None and self.likelihood != "gaussian":
             raise ConfigError(
                 f"sigma fixes the scale of a gaussian likelihood, not of {self.likelihood}"

@@ -39,8 +39,8 @@ from .guides import DeltaGuide, LocalGuide
 from .program import as_program
 from .runs import _train, _training_data, default_run_dir, prepare_run_dir
 from .train import (
-    History,
     Schedule,
+    TrainingState,
     check_fit_arguments,
     mean_test_elbo,
     training_state,
@@ -119,7 +119,8 @@ class SVIModule(pl.LightningModule):
         self.on_epoch = on_epoch
         self.e_steps = e_steps
         self.lr_decay = lr_decay
-        self.history = History()
+        self.state = TrainingState()
+        self.history = self.state.history
         self.generator = torch.Generator()
 
     @property
@@ -186,10 +187,9 @@ class SVIModule(pl.LightningModule):
         ).tolist()
         if not self.trainer.is_global_zero:
             return
-        epoch, seconds = self.current_epoch + 1, time.perf_counter() - self._start
-        self.history.epoch.append(epoch)
-        self.history.train_elbo.append(-total / count)
-        self.history.seconds.append(seconds)
+        # the epoch's bookkeeping as fit's (pyro_vae.train.TrainingState)
+        self.state.epoch = self.current_epoch
+        self.state.end_epoch(-total / count, time.perf_counter() - self._start)
         logged = {"train": self.history.train_elbo[-1]}
         if self.test_samples:
             self.eval()
@@ -203,17 +203,13 @@ class SVIModule(pl.LightningModule):
         if self.checkpoint is not None:
             # The run directory's checkpoint, as fit writes it at an epoch's end: a single process
             # can continue it (pyro-vae train --resume), though not bit for bit as these would.
+            self.state.seconds = self.history.seconds[-1]
             self.checkpoint(
                 training_state(
                     self.model,
                     self.guide,
                     self.schedule,
-                    epoch,
-                    self._step,
-                    None,
-                    0.0,
-                    self.history,
-                    seconds,
+                    self.state,
                     self.generator,
                     self.size,
                     self.batch_size,

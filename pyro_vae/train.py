@@ -1,19 +1,48 @@
 """One trainer for every model and guide: stochastic variational inference on minibatches.
 
 Nothing here knows what the model is. :func:`fit` turns a Pyro ELBO into a loss module
-(``elbo(model, guide)``), optimizes the parameters of model and guide together with one torch
-optimizer, and records the ELBO per epoch in nats per data point.
+(``elbo(model, guide)``), optimizes the parameters of model and guide with Adam, and records the
+ELBO per epoch in nats per data point (:class:`History`). Its loop is :class:`Training`, with
+callbacks around it (:class:`Callback`: the time limit, checkpoints, the progress bar).
+
+Each step samples a minibatch ``(x, y, idx)`` (``y``: the labels, or whatever the data says the
+model conditions on, see :meth:`pyro_vae.data.Data.batches`) and evaluates the ELBO on
+``(x, y, idx, n)`` with the data plate subsampled, so the loss is an unbiased estimate of the
+whole training set's negative ELBO; then one Adam step on every parameter of model and guide
+that requires gradients (freeze the model with ``model.requires_grad_(False)`` to fit only the
+guide: the E-step of :func:`pyro_vae.inference.e_step`). With ``e_steps > 0`` the schedule
+alternates instead, as in classical variational EM: ``e_steps`` steps on the guide's parameters
+with the model held fixed (E), then one on the model's with the guide held fixed (M)
+(:class:`Schedule`).
+
+A program trained with labels for some of its images (``Program(..., labelled=True)``,
+``--labels N`` with a model file) is called once on each minibatch's labelled images, with their
+``ys``, and once on the others, with ``ys=None``, each scaled so the sum stays an unbiased
+estimate, plus the classification term weighed by the program's ``alpha``
+(:class:`pyro_vae.semi.SemiSupervisedLoss`).
+
+Each step's loss is a recording of the ELBO's tensor operations, replayed on every minibatch
+(:class:`~pyro_vae.traced.TracedLoss`: the same losses and gradients as Pyro's eager step, bit
+for bit, without its per-step Python); where that cannot apply, the eager Pyro step runs, with a
+one-line notice saying why.
+
+A non-finite loss or parameter stops training with a :class:`~pyro_vae.errors.DivergenceError`
+naming the epoch and step: the loss is checked every step, the parameters whenever the loss is
+not finite, at every checkpoint and at the end of every epoch. No checkpoint is taken after it,
+so the last one stays good. With ``clip_grad``, or on the eager step, the gradient is checked
+every step too, before the update.
 
 Training can stop at any point and continue exactly: :func:`fit` hands a ``checkpoint`` callback
 everything the rest of the run depends on (parameters, optimizer state, position in the epoch's
-permutation, every random number generator), and ``resume_from`` takes it back.
+permutation, every random number generator; :func:`training_state`), and ``resume_from`` takes
+it back.
 """
-
 import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
 
 import numpy as np
 import pyro
@@ -67,6 +96,204 @@ class History:
         return asdict(self)
 
 
+@dataclass
+class TrainingState:
+    """Where a fit stands: what its checkpoints save and where a resumed fit goes on from.
+
+    ``epoch`` epochs are done, and ``step`` steps of the next one, whose permutation of the
+    training set is ``order`` and whose loss so far is ``total`` (``None`` and 0 between
+    epochs); ``seconds`` is the training time when the state was taken.
+    """
+
+    history: History = field(default_factory=History)
+    epoch: int = 0
+    step: int = 0
+    order: Optional[torch.Tensor] = None
+    total: float = 0.0
+    seconds: float = 0.0
+
+    @classmethod
+    def of(cls, checkpoint):
+        """The state a checkpoint's dict holds (the history copied, not the caller's lists)."""
+        history = History(**{k: list(v) for k, v in checkpoint["history"].items()})
+        return cls(
+            history,
+            checkpoint["epoch"],
+            checkpoint["step"],
+            checkpoint["order"],
+            checkpoint["epoch_total"],
+            checkpoint["seconds"],
+        )
+
+    def end_epoch(self, train_elbo, seconds):
+        """Record the epoch just trained (the next one starts from its first step)."""
+        self.epoch += 1
+        self.step, self.order, self.total = 0, None, 0.0
+        self.history.epoch.append(self.epoch)
+        self.history.train_elbo.append(train_elbo)
+        self.history.seconds.append(seconds)
+
+
+class Callback:
+    """What :class:`Training` calls around its loop; each does nothing unless overridden."""
+
+    def stop(self, training):
+        """Before an epoch starts: whether to stop instead."""
+        return False
+
+    def step_end(self, training, value):
+        """After each step, with its loss."""
+
+    def epoch_end(self, training):
+        """After each epoch, its history recorded."""
+
+
+class TimeLimit(Callback):
+    """No epoch is started that would end after ``seconds`` (:func:`out_of_time`), judged by
+    the training time at the last end of an epoch, so a resumed run stops where the
+    uninterrupted one did."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def stop(self, training):
+        state = training.state
+        return state.step == 0 and out_of_time(
+            self.seconds, state.seconds, len(state.history.epoch)
+        )
+
+
+class Checkpoints(Callback):
+    """``checkpoint(training.checkpoint())`` at the end of every epoch and, with ``every``,
+    every ``every`` steps within one."""
+
+    def __init__(self, checkpoint, every=None):
+        self.checkpoint, self.every = checkpoint, every
+
+    def step_end(self, training, value):
+        if self.every and training.done % self.every == 0 and training.state.step < training.steps:
+            self.checkpoint(training.checkpoint())
+
+    def epoch_end(self, training):
+        self.checkpoint(training.checkpoint())
+
+
+class ProgressBar(Callback):
+    """The ELBO on :class:`~pyro_vae.progress.Progress`: every step, and the train and test
+    ELBO of every epoch."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def step_end(self, training, value):
+        epoch, step, n = training.state.epoch + 1, training.state.step, training.n
+        self.bar.step(epoch, -value / n)
+        if step % 10 == 0 or step == training.steps:
+            self.bar.set_postfix(epoch=epoch, elbo=f"{-value / n:.2f}", refresh=False)
+
+    def epoch_end(self, training):
+        history = training.state.history
+        if history.test_elbo and history.test_elbo[-1] is not None:
+            self.bar.set_postfix(
+                epoch=history.epoch[-1],
+                train=f"{history.train_elbo[-1]:.2f}",
+                test=f"{history.test_elbo[-1]:.2f}",
+            )
+
+
+class Training:
+    """One fit's loop, step by step: :meth:`run` trains from :attr:`state` for ``epochs``
+    epochs, calling the callbacks (:class:`Callback`) around it. Nothing here knows the model:
+    ``schedule`` takes the optimizer steps, ``hooks`` are called before each epoch (``on_epoch``
+    of :func:`fit`, a discrete strategy's schedule)."""
+
+    def __init__(self, model, guide, data, schedule, batch_size, epochs, hooks=(), traced=None):
+        self.model, self.guide, self.data, self.schedule = model, guide, data, schedule
+        self.n, self.batch_size, self.epochs = data.train_x.shape[0], batch_size, epochs
+        self.steps = math.ceil(self.n / batch_size)  # per epoch
+        self.hooks, self.traced = [h for h in hooks if h is not None], traced
+        self.generator = torch.Generator()
+        self.state = TrainingState()
+        self.test_samples = 1
+        self._start = None
+
+    @property
+    def done(self):
+        """Steps done in all."""
+        return self.state.epoch * self.steps + self.state.step
+
+    def start(self, seed=0, resume_from=None):
+        """Seed every generator, or take a checkpoint's state (:func:`_restore`)."""
+        if resume_from is None:
+            pyro.set_rng_seed(seed)
+            self.generator.manual_seed(seed)
+        else:
+            _restore(resume_from, self.model, self.guide, self.schedule, self.generator, self.n,
+                     self.batch_size, self.epochs)  # fmt: skip
+            self.state = TrainingState.of(resume_from)
+        self._start = time.perf_counter() - self.state.seconds
+
+    def seconds(self):
+        return time.perf_counter() - self._start
+
+    def run(self, callbacks=()):
+        for epoch in range(self.state.epoch + 1, self.epochs + 1):
+            if any(c.stop(self) for c in callbacks):
+                break
+            self.begin_epoch(epoch)
+            batches = self.data.batches(
+                self.batch_size, self.generator, order=self.state.order, start=self.state.step
+            )
+            for x, y, idx in batches:
+                value = self.schedule(x, y, idx, self.n, epoch, self.state.step + 1)
+                self.state.step += 1
+                self.state.total += value * len(idx) / self.n
+                for c in callbacks:
+                    c.step_end(self, value)
+            self.end_epoch(epoch)
+            for c in callbacks:
+                c.epoch_end(self)
+        return self.state.history
+
+    def begin_epoch(self, epoch):
+        """The hooks, then the epoch's permutation (unless resumed inside the epoch)."""
+        for hook in self.hooks:
+            hook(epoch)
+        if self.traced is not None and any(
+            not getattr(h, "z_scale_only", False) for h in self.hooks
+        ):
+            self.traced.reset()  # the hooks may change what the program computes
+        self.model.train(), self.guide.train()
+        if self.state.step == 0:
+            self.state.order = torch.randperm(self.n, generator=self.generator)
+            self.state.total = 0.0
+
+    def end_epoch(self, epoch):
+        """Check the parameters, decay the learning rate, record the epoch and its test ELBO."""
+        self.schedule.check_parameters(epoch, self.steps)
+        self.schedule.end_epoch()
+        self.state.end_epoch(-self.state.total / self.n, self.seconds())
+        self.model.eval(), self.guide.eval()
+        history = self.state.history
+        if self.test_samples and (epoch == self.epochs or not per_image(self.guide)):
+            history.test_elbo.append(
+                mean_test_elbo(self.model, self.guide, self.data, self.test_samples)
+            )
+        elif self.test_samples:  # a per-image guide's test ELBO needs an E-step: at the end only
+            history.test_elbo.append(None)
+        # after the test ELBO, which draws from the global generator too
+        self.state.seconds = self.seconds()
+
+    def checkpoint(self):
+        """The training state as a checkpoint holds it (:func:`training_state`), now."""
+        state = self.state
+        if state.step:  # inside an epoch
+            state = replace(state, seconds=self.seconds())
+        return training_state(
+            self.model, self.guide, self.schedule, state, self.generator, self.n, self.batch_size
+        )
+
+
 def fit(
     model,
     guide,
@@ -91,78 +318,35 @@ def fit(
 ):
     """Fit ``model`` and ``guide`` to ``data.train_x`` by SVI; return the per-epoch :class:`History`.
 
-    Each step samples a minibatch ``(x, y, idx)`` (``y``: the labels, or whatever the data says
-    the model conditions on, see :meth:`pyro_vae.data.Data.batches`), evaluates ``elbo`` (default
-    :class:`~pyro.infer.Trace_ELBO`) on ``(x, y, idx, n)`` with the ``"data"`` plate subsampled, so the loss is an unbiased estimate of the full training
-    set's negative ELBO, and takes one Adam step on all parameters of model and guide that require
-    gradients (freeze the model with ``model.requires_grad_(False)`` to fit only the guide: that is
-    the E-step of :func:`pyro_vae.inference.e_step`).
-
-    A program trained with labels for some of its images (``Program(..., labelled=True)``,
-    ``--labels N`` with a model file) is called once on each minibatch's labelled images, with
-    their ``ys``, and once on the others, with ``ys=None``, each scaled so the sum stays an
-    unbiased estimate of the whole training set's objective, plus the classification term
-    weighed by the program's ``alpha`` (:class:`pyro_vae.semi.SemiSupervisedLoss`).
-
-    With ``e_steps > 0`` the schedule alternates instead, as in classical variational EM: on each
-    minibatch, ``e_steps`` steps on the guide's parameters with the model held fixed (E), then one
-    step on the model's parameters with the guide held fixed (M).
-
-    Each step's loss is a recording of the ELBO's tensor operations, replayed on every minibatch
-    (:class:`~pyro_vae.traced.TracedLoss`: the same losses and gradients as Pyro's eager step,
-    bit for bit, without its per-step Python); where that cannot apply, the eager Pyro step runs,
-    with a one-line notice saying why (unless ``quiet``).
-
-    A non-finite loss or parameter stops training with a :class:`~pyro_vae.errors.DivergenceError`
-    naming the epoch and step: the loss is checked every step, the parameters whenever the loss
-    is not finite, at every checkpoint and at the end of every epoch (a non-finite gradient
-    makes them so). No checkpoint is taken after it, so the last one stays good. With
-    ``clip_grad``, or on the eager step, the gradient is checked every step too, before the
-    update.
-
-    Resuming::
+    What each step computes, and how training stops and resumes, is said in this module's
+    docstring. Resuming::
 
         states = []
         fit(model, guide, data, epochs=5, checkpoint=lambda s: states.append(copy.deepcopy(s)))
         fit(model2, guide2, data, epochs=5, resume_from=states[2])  # same result, bit for bit
 
-    :param model: a pyro_vae model (see :mod:`pyro_vae.models`).
-    :param guide: a guide with the same signature.
+    :param model: a Pyro model, through the door or not (:func:`~pyro_vae.program.as_program`).
+    :param guide: its guide (``None``: variational EM with a Gaussian per training image).
     :param data: a :class:`pyro_vae.data.Data`.
-    :param elbo: a Pyro ELBO instance, e.g. ``TraceMeanField_ELBO()`` for an analytic KL.
-    :param int epochs: passes over the training set.
-    :param int batch_size: images per step.
-    :param float lr: Adam's learning rate.
+    :param elbo: a Pyro ELBO instance (default ``Trace_ELBO()``).
+    :param int epochs: passes over the training set; ``batch_size`` images per step.
+    :param float lr: Adam's learning rate, multiplied by ``lr_decay`` after every epoch.
     :param int seed: seeds Pyro, torch and the minibatch order (unused when resuming).
-    :param bool quiet: no progress bar.
+    :param bool quiet: no progress bar and no notices.
     :param int test_samples: latent samples per image for the per-epoch test ELBO; 0 skips it.
-    :param float clip_grad: rescale the gradient of all parameters to at most this norm
-        (default: no clipping).
+    :param float clip_grad: rescale the gradient to at most this norm (default: no clipping).
     :param dict resume_from: a state that ``checkpoint`` received, from a run with the same
-        model, data and settings; training continues from there exactly as if never interrupted.
+        model, data and settings; training continues exactly as if never interrupted.
     :param callable checkpoint: called as ``checkpoint(state)`` at the end of every epoch and every
-        ``checkpoint_every`` steps. ``state`` is a dict of tensors and plain Python values
-        (``torch.save`` it, loadable with ``weights_only=True``); its tensors are live, so save or
-        copy them before returning.
-    :param int checkpoint_every: steps between checkpoints within an epoch (default: epoch ends
-        only).
-    :param on_epoch: an optional hook called as ``on_epoch(epoch)`` before each epoch (from 1),
-        e.g. :func:`pyro_vae.objectives.kl_warmup`.
+        ``checkpoint_every`` steps; ``state`` (:func:`training_state`) is live: save or copy it.
+    :param on_epoch: a hook called as ``on_epoch(epoch)`` before each epoch (from 1), e.g.
+        :func:`pyro_vae.objectives.kl_warmup`.
     :param int e_steps: guide-only steps before each model step (0: joint steps on both).
-    :param float lr_decay: the learning rate is multiplied by this after every epoch; below 1 it
-        lets Adam settle into an optimum instead of jittering around it with step size ``lr``.
-    :param float time_limit: a wall-clock budget in seconds for training (the per-epoch test ELBO
-        included): no epoch is started that would end after it, judged by the mean epoch time so
-        far. Training then stops early with whole epochs; ``history.epoch`` says how many.
+    :param float time_limit: a wall-clock budget in seconds (:class:`TimeLimit`).
     :param str discrete: how to train discrete latent sites, a name in
-        :data:`pyro_vae.discrete.STRATEGIES` (``"enumerate"``, ``"score"``,
-        ``"score-baseline"``, ``"relaxed"``); default: enumerate where the supports are finite and
-        small. ``elbo`` then only gives the number of particles (and IWAE's bound, for relaxed).
-    :param str step: how each step computes the loss, a name in :data:`pyro_vae.traced.STEPS`:
-        ``"recorded"`` (default: the ELBO's operations recorded once and replayed, the eager
-        step's numbers bit for bit), ``"compiled"`` (full minibatches through a loss compiled by
-        ``torch.compile``: faster per step, the same numbers to float rounding, seconds to
-        compile once; for long runs) or ``"eager"`` (Pyro's eager step).
+        :data:`pyro_vae.discrete.STRATEGIES`; default: enumerate where the supports are finite
+        and small. ``elbo`` then only gives the number of particles (and IWAE's bound).
+    :param str step: ``"recorded"``, ``"compiled"`` or ``"eager"`` (:data:`pyro_vae.traced.STEPS`).
     """
     n = check_fit_arguments(data, epochs, batch_size, lr, clip_grad, e_steps, lr_decay, time_limit)
     if step not in STEPS:
@@ -170,106 +354,20 @@ def fit(
     model, guide = as_program(model, guide, *data.example_batch(), n)
     if guide is None:  # a model alone: variational EM with a Gaussian per training image
         guide = LocalGuide(n, structure=model.structure)
-    elbo = elbo if elbo is not None else Trace_ELBO()
-    elbo = objective(getattr(model, "structure", None), discrete, elbo)
-    steps_per_epoch = math.ceil(n / batch_size)
+    elbo = objective(model.structure, discrete, elbo if elbo is not None else Trace_ELBO())
     loss_fn = elbo(model, guide)
-    start_epoch = getattr(elbo, "start_epoch", None)
-    traced = lean_loss(
-        loss_fn,
-        model,
-        data,
-        notify=None if quiet else _notify,
-        step=step,
-        batch_size=batch_size,
-        announce=None if quiet else _announce,
-    )
+    traced = lean_loss(loss_fn, model, data, notify=None if quiet else _notify, step=step,
+                       batch_size=batch_size, announce=None if quiet else _announce)  # fmt: skip
     schedule = Schedule(loss_fn, lr, lr_decay, clip_grad, e_steps, traced=traced)
-    generator = torch.Generator()
-    if resume_from is None:
-        pyro.set_rng_seed(seed)
-        generator.manual_seed(seed)
-        history, done_epochs, done_steps, order, total, seconds = History(), 0, 0, None, 0.0, 0.0
-    else:
-        _restore(resume_from, model, guide, schedule, generator, n, batch_size, epochs)
-        history = History(
-            **{k: list(v) for k, v in resume_from["history"].items()}
-        )  # not the caller's lists
-        done_epochs, done_steps = resume_from["epoch"], resume_from["step"]
-        order, total = resume_from["order"], resume_from["epoch_total"]
-        seconds = resume_from["seconds"]
-    every = checkpoint_every if checkpoint is not None and checkpoint_every else 0
-    done = done_epochs * steps_per_epoch + done_steps
-    start = time.perf_counter() - seconds
-    # The training time at the end of the last epoch, as its checkpoint saves it: the time limit
-    # is judged by it, so a resumed run stops where the uninterrupted one did.
-    elapsed = seconds
-
-    def save(epoch, step, order, total, seconds=None):
-        checkpoint(
-            training_state(
-                model,
-                guide,
-                schedule,
-                epoch,
-                step,
-                order,
-                total,
-                history,
-                time.perf_counter() - start if seconds is None else seconds,
-                generator,
-                n,
-                batch_size,
-            )
-        )
-
-    with Progress(epochs * steps_per_epoch, done, epochs, quiet) as bar:
-        for epoch in range(done_epochs + 1, epochs + 1):
-            if done_steps == 0 and out_of_time(time_limit, elapsed, len(history.epoch)):
-                break
-            if on_epoch is not None:
-                on_epoch(epoch)
-            if start_epoch is not None:  # a discrete strategy's schedule (the temperature)
-                start_epoch(epoch)
-            if traced is not None and (
-                start_epoch is not None
-                or (on_epoch is not None and not getattr(on_epoch, "z_scale_only", False))
-            ):
-                traced.reset()  # the hooks may change what the program computes
-            model.train(), guide.train()
-            if done_steps == 0:
-                order, total = torch.randperm(n, generator=generator), 0.0
-            batches = data.batches(batch_size, generator, order=order, start=done_steps)
-            for step, (x, y, idx) in enumerate(batches, done_steps + 1):
-                value = schedule(x, y, idx, n, epoch, step)
-                total += value * len(idx) / n
-                done += 1
-                bar.step(epoch, -value / n)
-                if step % 10 == 0 or step == steps_per_epoch:
-                    bar.set_postfix(epoch=epoch, elbo=f"{-value / n:.2f}", refresh=False)
-                if every and done % every == 0 and step < steps_per_epoch:
-                    save(epoch, step, order, total)
-            done_steps = 0
-            schedule.check_parameters(epoch, steps_per_epoch)
-            schedule.end_epoch()
-            history.epoch.append(epoch)
-            history.train_elbo.append(-total / n)
-            history.seconds.append(time.perf_counter() - start)
-            model.eval(), guide.eval()
-            if test_samples and (epoch == epochs or not per_image(guide)):
-                history.test_elbo.append(mean_test_elbo(model, guide, data, test_samples))
-                bar.set_postfix(
-                    epoch=epoch,
-                    train=f"{history.train_elbo[-1]:.2f}",
-                    test=f"{history.test_elbo[-1]:.2f}",
-                )
-            elif test_samples:  # a per-image guide's test ELBO needs an E-step: at the end only
-                history.test_elbo.append(None)
-            elapsed = time.perf_counter() - start
-            # After the test ELBO, which draws from the global generator too.
-            if checkpoint is not None:
-                save(epoch, steps_per_epoch, None, 0.0, elapsed)
-    return history
+    hooks = (on_epoch, getattr(elbo, "start_epoch", None))  # the user's, a discrete schedule's
+    training = Training(model, guide, data, schedule, batch_size, epochs, hooks, traced)
+    training.test_samples = test_samples
+    training.start(seed, resume_from)
+    callbacks = [TimeLimit(time_limit)] if time_limit is not None else []
+    if checkpoint is not None:
+        callbacks.append(Checkpoints(checkpoint, checkpoint_every))
+    with Progress(epochs * training.steps, training.done, epochs, quiet) as bar:
+        return training.run([*callbacks[:1], ProgressBar(bar), *callbacks[1:]])
 
 
 def out_of_time(time_limit, seconds, epochs_done):
@@ -354,37 +452,27 @@ def check_fit_arguments(
     return n
 
 
-def training_state(
-    model,
-    guide,
-    schedule,
-    epoch,
-    step,
-    order,
-    total,
-    history,
-    seconds,
-    generator,
-    train_size,
-    batch_size,
-):
-    """What a ``checkpoint`` callback of :func:`fit` receives, taken at ``step`` of ``epoch``.
-
-    ``order`` is that epoch's permutation of the training set, ``None`` at the end of the epoch;
-    ``total`` the epoch's loss so far. A parameter that overflowed in the last step raises
+def training_state(model, guide, schedule, state, generator, train_size, batch_size):
+    """What a ``checkpoint`` callback of :func:`fit` receives: the parameters, the optimizer's
+    state, where training stands (a :class:`TrainingState`) and every random number generator,
+    as a dict of tensors and plain values (``torch.save`` it, loadable with
+    ``weights_only=True``). A parameter that overflowed in the last step raises
     :class:`DivergenceError` instead, so it never replaces the last good checkpoint.
     """
-    schedule.check_parameters(epoch, step)
-    state = {
+    last = math.ceil(train_size / batch_size)  # an epoch's last step
+    schedule.check_parameters(
+        *((state.epoch + 1, state.step) if state.step else (state.epoch, last))
+    )
+    checkpoint = {
         "model": model.state_dict(),
         "guide": guide.state_dict(),
         "optimizer": schedule.state_dict(),  # one entry per optimizer
-        "epoch": epoch if order is None else epoch - 1,  # completed epochs
-        "step": 0 if order is None else step,  # completed steps of the next epoch
-        "order": order,  # that epoch's permutation of the training set
-        "epoch_total": total,
-        "history": history.as_dict(),
-        "seconds": seconds,
+        "epoch": state.epoch,  # completed epochs
+        "step": state.step,  # completed steps of the next epoch
+        "order": state.order,  # that epoch's permutation of the training set
+        "epoch_total": state.total,
+        "history": state.history.as_dict(),
+        "seconds": state.seconds,
         "rng": rng_state(),
         "generator": generator.get_state(),
         "train_size": train_size,
@@ -392,8 +480,8 @@ def training_state(
     }
     baseline = getattr(schedule.loss_fn, "baseline", None)
     if baseline is not None:  # a score-function baseline learned with the run
-        state["baseline"] = baseline.state_dict()
-    return state
+        checkpoint["baseline"] = baseline.state_dict()
+    return checkpoint
 
 
 class Schedule:
