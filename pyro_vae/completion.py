@@ -10,9 +10,15 @@ The baseline is the same model with its latent pinned to zero (``z ~ Delta(0)`` 
 a deterministic network from the observed to the hidden pixels, trained by the same trainer on the
 same masked Bernoulli likelihood. With nothing latent its ELBO *is* log p(hidden | observed), so the
 two numbers are the same quantity in the same units.
+
+A model file trained with ``--condition quadrants:N`` (in either form of
+:data:`pyro_vae.program.IMAGE_FORMS`) is scored and drawn the same way, from what the door
+learned (:attr:`pyro_vae.program.Structure.hidden`), beside the built-in model's baseline at the
+run's ``--z-dim`` and ``--hidden-dims``.
 """
 
 import os
+from dataclasses import replace
 
 import pyro
 import pyro.distributions as dist
@@ -49,9 +55,11 @@ class PointGuide(PyroModule):
 
 
 def train_baseline(config, data, quiet=True):
-    """The deterministic baseline for the completion run ``config``, trained like the CVAE."""
+    """The deterministic baseline for the completion run ``config``, trained like the CVAE: the
+    built-in model's, whatever program the run trains."""
     from .config import build_vae
 
+    config = _built_in(config)
     pyro.set_rng_seed(config.seed)
     model, _ = build_vae(config, data.x_shape)
     model.prior = PointPrior(config.z_dim)
@@ -67,6 +75,14 @@ def train_baseline(config, data, quiet=True):
     return model.eval(), guide.eval()
 
 
+def _built_in(config):
+    """``config`` with the built-in model in place of a model file, at the same sizes."""
+    if not config.entry().user_code:
+        return config
+    sizes = {"z_dim": config.z_dim or 50, "hidden_dims": config.hidden_dims or (400,)}
+    return replace(config, model="vae", **sizes)
+
+
 def composite(x, predicted, observed):
     """The observed pixels of ``x`` with the ``predicted`` ones in the hidden part."""
     return torch.where(observed, x, predicted)
@@ -76,14 +92,14 @@ def composite(x, predicted, observed):
 def inpainting_figure(run, x, path, baseline=None, samples=3, seed=0):
     """Masked inputs, CVAE completions for ``samples`` draws of z ~ p(z | observed part), the
     baseline's prediction and the truth, one column per image of ``x``."""
-    observed = run.model.condition.observed
+    observed = run.structure.y.given
     rows = [("input", composite(x, torch.full_like(x, 0.5), observed))]
     for s in range(samples):
         rows.append(
             (f"CVAE {s + 1}", composite(x, run.sample(len(x), seed=seed + s, y=x), observed))
         )
     if baseline is not None:
-        zeros = torch.zeros(len(x), run.config.z_dim)
+        zeros = torch.zeros(len(x), baseline.z_dim)
         rows.append(("baseline", composite(x, baseline.x_dist(zeros, x).mean, observed)))
     rows.append(("truth", x))
     labels, images = zip(*rows)

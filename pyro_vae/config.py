@@ -16,7 +16,7 @@ from .guides import FamilyGuide, LocalGuide
 from .likelihoods import LIKELIHOODS
 from .nets import ACTIVATIONS, NETS
 from .objectives import IWAE
-from .program import Program
+from .program import Condition, Program
 from .traced import STEPS
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": IWAE}
@@ -463,7 +463,8 @@ def _check_reads(entry, config):
         raise ModelFileError(
             f"{', '.join(unread)} {'configures' if len(unread) == 1 else 'configure'} the "
             "built-in models; a model file defines its own (--z-dim and --hidden-dims reach its "
-            "constructor, --beta and --kl-warmup weigh its latent sites)"
+            "constructor, --condition its constructor and its second argument, --beta and "
+            "--kl-warmup weigh its latent sites)"
         )
     name = unread[0]
     readers = [e.name for e in registry.MODELS.values() if name in e.reads]
@@ -498,8 +499,9 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
     if entry.user_code:
         from .modelfile import load_program
 
+        options = entry.options(config)
         model, guide, owner = load_program(
-            config.model, x_shape, config.z_dim, config.hidden_dims, num_classes
+            config.model, x_shape, config.z_dim, config.hidden_dims, num_classes, **options
         )
     else:
         from .resources import check_sizes
@@ -517,6 +519,7 @@ def build(config, x_shape, num_classes=10, x=None, y=None, train_size=None):
         train_size=train_size,
         labelled=labelled,
         alpha=classification_weight(config, train_size) if labelled else 0.0,
+        condition=run_condition(config, x_shape, num_classes),
     )
     classes = program.structure.y.num_classes
     if labelled and classes != num_classes:
@@ -560,6 +563,20 @@ def example_batch(config, x_shape, num_classes=10, n=4, x=None, y=None):
     if config.condition == "label":
         return x, (torch.randint(0, num_classes, (n,), generator=generator) if y is None else y)
     return x, None
+
+
+def run_condition(config, x_shape, num_classes=10):
+    """What a run of ``config`` conditions its images on, for the door to find in the program
+    (:class:`~pyro_vae.program.Program`'s ``condition``): the labels, or the image to complete
+    with the pixels of its observed quadrants given; ``None`` for an unconditional run."""
+    if config.condition == "label":
+        return Condition("labels", num_classes=num_classes, observed=True)
+    if config.observes_images():
+        from .models import ObservedQuadrants
+
+        given = ObservedQuadrants(x_shape, int(config.condition.split(":")[1])).observed
+        return Condition("image", observed=True, given=given)
+    return None
 
 
 def kingma_alpha(train_size, labels):

@@ -13,11 +13,11 @@ Write the model (and, if you like, its guide) the way Pyro's documentation write
   is then trained by variational EM with a per-image guide (:class:`~pyro_vae.guides.LocalGuide`)
   and everything works except what needs an encoder.
 
-A class or factory is called with whichever of ``x_shape``, ``z_dim``, ``hidden_dims`` and
-``num_classes`` its signature accepts (``--z-dim``, ``--hidden-dims``, the data's image shape and
-number of classes); the others keep their defaults. A size the command line leaves unset is not
-passed where the signature has a default for it (``VAE(z_dim=20)`` keeps its 20), and is
-pyro_vae's default (50, 400) where it has none.
+A class or factory is called with whichever of ``x_shape``, ``z_dim``, ``hidden_dims``,
+``num_classes`` and ``condition`` its signature accepts (``--z-dim``, ``--hidden-dims``, the
+data's image shape and number of classes, ``--condition``); the others keep their defaults. A
+size the command line leaves unset is not passed where the signature has a default for it
+(``VAE(z_dim=20)`` keeps its 20), and is pyro_vae's default (50, 400) where it has none.
 
 The model samples its image site with ``obs=x`` inside a plate over the images (any names, with
 or without a size: ``pyro.plate("data")`` as Pyro's examples write it); it may take the images
@@ -28,7 +28,12 @@ image) in ``model.structure.y``. With ``--labels N`` (a program that observes a 
 labelled images are passed their ``ys`` in that site's form and the others ``ys=None``, each in a
 call of its own (:class:`pyro_vae.semi.SemiSupervisedLoss`); a class that also defines
 ``model_classify(xs, ys)`` and ``guide_classify(xs, ys)`` (Pyro's SS-VAE example) gets them
-called on the labelled images as the classification term ``--alpha`` weighs.
+called on the labelled images as the classification term ``--alpha`` weighs. With
+``--condition label`` every call passes ``ys``, the labels in the form the program takes
+(indices, else one-hot); with ``--condition quadrants:N`` the image to complete, in pyro_vae's
+form (``model(x, y)``, ``y`` the whole image) or Pyro's CVAE example's (``model(xs, ys)``, the
+hidden pixels of ``xs`` and the observed ones of ``ys`` set to -1), whichever the program runs
+in (:data:`pyro_vae.program.IMAGE_FORMS`); a program that reads neither is refused.
 Optional extras buy more: ``idx`` and ``size`` parameters (``pyro_vae.data_plate(x, idx, size)``)
 let the program subsample its own plate; ``model.x_dist(z)``/``guide.z_dist(x)`` as in the
 built-in model are used where present. ``examples/`` holds complete files;
@@ -45,7 +50,7 @@ from pyro import poutine
 
 from .errors import ModelFileError
 
-CONSTRUCTOR_ARGS = ("x_shape", "z_dim", "hidden_dims", "num_classes")
+CONSTRUCTOR_ARGS = ("x_shape", "z_dim", "hidden_dims", "num_classes", "condition")
 #: What a constructor that needs a size the run leaves unset is given (the built-in VAE's).
 UNSET_SIZES = {"z_dim": 50, "hidden_dims": (400,)}
 
@@ -114,9 +119,10 @@ def _get(module, path, name):
     return getattr(module, name)
 
 
-def load_program(spec, x_shape, z_dim, hidden_dims, num_classes=10):
+def load_program(spec, x_shape, z_dim, hidden_dims, num_classes=10, condition="none"):
     """``(model, guide, owner)`` from a model file; ``guide`` is ``None`` for a model alone and
-    ``owner`` the ``nn.Module`` that holds both halves' networks, if any."""
+    ``owner`` the ``nn.Module`` that holds both halves' networks, if any. ``condition`` is the
+    run's ``--condition`` (``"none"``, ``"label"``, ``"quadrants:N"``)."""
     path, names = split_spec(spec)
     module = load_module(path)
     # Sizes left unset (None) are passed only to a constructor without a default of its own for
@@ -129,6 +135,7 @@ def load_program(spec, x_shape, z_dim, hidden_dims, num_classes=10):
         "z_dim": UNSET_SIZES["z_dim"] if z_dim is None else z_dim,
         "hidden_dims": tuple(UNSET_SIZES["hidden_dims"] if hidden_dims is None else hidden_dims),
         "num_classes": num_classes,
+        "condition": condition,
     }
     if not names:
         if not callable(getattr(module, "model", None)):

@@ -20,7 +20,10 @@ model on a few images under ``poutine.trace`` and reads off a :class:`Structure`
   they feed says; an image to complete; or nothing the program reads. Pyro's convention holds:
   ``y=None`` means "not observed", and a program is called with ``y=None`` unless the run
   observes something there (a run with labels for some images, ``labelled=True``, passes the
-  labelled images' labels in the class site's form and ``y=None`` for the others);
+  labelled images' labels in the class site's form and ``y=None`` for the others). A run that
+  conditions on something (``condition=``, ``--condition``) finds the form the program takes it
+  in: labels as indices or one-hot; an image to complete as the whole image (pyro_vae's form)
+  or split as Pyro's CVAE example splits it (:data:`IMAGE_FORMS`);
 - where the parameters live: module attributes, ``pyro.module(...)``, ``pyro.param(...)``.
 
 :class:`Program` then calls the two halves the one way the rest of pyro_vae calls every model and
@@ -121,6 +124,16 @@ class LatentScale(Messenger):
             msg["scale"] = self.factor * msg["scale"]
 
 
+#: The two forms in which a program takes an image to complete (``--condition quadrants:N``),
+#: found by running it. Either way what is scored is log p(hidden pixels | observed pixels).
+IMAGE_FORMS = {
+    "whole": "model(x, y) with y the whole image, of which it reads the observed part, and x "
+    "observed at the image site (pyro_vae's form)",
+    "split": "model(xs, ys) with the hidden pixels of xs and the observed ones of ys set to -1, "
+    "ys[xs == -1] observed at a site (Pyro's CVAE form)",
+}
+
+
 @dataclass(frozen=True)
 class Condition:
     """What a program's second argument ``y`` is (``model(xs, ys=None)``, as Pyro writes it), and
@@ -143,6 +156,10 @@ class Condition:
         images are all unlabelled passes ``ys=None`` (the class site is then a latent, sampled
         by the guide), and a call that mixes the two is refused (the trainer splits its
         minibatches: :class:`pyro_vae.semi.SemiSupervisedLoss`).
+    :param str form: for an image to complete, how the program takes it (:data:`IMAGE_FORMS`):
+        ``"whole"`` or ``"split"``.
+    :param torch.Tensor given: for an image to complete, the observed pixels, a boolean mask of
+        one image's shape ``(C, H, W)``; the others are the hidden ones, which the model scores.
     """
 
     kind: str = "none"
@@ -153,6 +170,8 @@ class Condition:
     model_reads: bool = False
     guide_reads: bool = False
     partial: bool = False
+    form: object = None
+    given: object = field(default=None, compare=False, repr=False)
 
     def value(self, labels):
         """Labels ``(B,)`` (indices) as the class site takes them: one-hot rows ``(B, K)`` of
@@ -164,11 +183,14 @@ class Condition:
         return labels.long()
 
     def passed(self, y):
-        """What the program receives as its second argument when pyro_vae passes ``y``."""
+        """What the program receives as its second argument when pyro_vae passes ``y``: labels
+        (indices) in the form the program takes them (:meth:`value`)."""
         if not self.observed:
             return None  # the program's second argument is its own: never invented
-        if not self.partial or y is None or y.is_floating_point():
-            return y  # a floating ``y`` of a partial run is in the site's form already
+        if y is None or y.is_floating_point():
+            return y  # a floating ``y`` is in the site's form already
+        if not self.partial:
+            return self.value(y) if self.kind == "labels" and self.one_hot else y
         labelled = y >= 0
         if not bool(labelled.any()):
             return None
@@ -180,6 +202,57 @@ class Condition:
             )
         return self.value(y)
 
+    def inputs(self, x, y):
+        """pyro_vae's images ``x`` (in the program's layout) and ``y`` as the program takes them:
+        as they are, or in Pyro's CVAE form (``form="split"``) ``xs``, the image ``y`` with its
+        hidden pixels set to -1, and ``ys``, the image ``x`` with its observed pixels set to -1."""
+        if self.form != "split" or y is None:
+            return x, y
+        given = self.given.to(x.device).reshape(x.shape[1:])
+        return y.reshape(x.shape).to(x.dtype).masked_fill(~given, -1), x.masked_fill(given, -1)
+
+
+class Given(Messenger):
+    """What a conditional run scores, log p(x | y), whatever the program scores: the site that
+    observes the condition ``site`` (a class site observed with the labels) is given, not
+    scored; and an image site ``image`` that observes every pixel of an image to complete
+    (pyro_vae's form, :data:`IMAGE_FORMS`) is scored at the ``hidden`` pixels alone (a mask of
+    one image's shape), its per-pixel distribution masked under its ``.to_event(...)``."""
+
+    def __init__(self, site=None, image=None, hidden=None):
+        super().__init__()
+        self.site, self.image, self.hidden = site, image, hidden
+
+    def _process_message(self, msg):
+        if msg["type"] != "sample":
+            return
+        if msg["name"] == self.site:
+            msg["fn"] = msg["fn"].mask(False)
+        elif msg["name"] == self.image and self.hidden is not None:
+            msg["fn"] = _masked(msg["fn"], self.hidden)
+
+
+def _given(structure, device):
+    """The :class:`Given` of a conditional run of ``structure``."""
+    hidden = structure.hidden
+    if hidden is not None and not structure.gathered:  # it observes every pixel
+        return Given(structure.y.site, structure.image, hidden.to(device))
+    return Given(structure.y.site)
+
+
+def _masked(fn, hidden):
+    dims, base = 0, fn
+    while isinstance(base, torch.distributions.Independent):
+        dims, base = dims + base.reinterpreted_batch_ndims, base.base_dist
+    if base.event_shape or not dims:
+        raise ModelFileError(
+            f"the image site's {_dist_name(fn)} scores an image as one event, so its hidden "
+            "pixels cannot be scored alone; observe the pixels independently "
+            "(dist.Bernoulli(...).to_event(...)), or observe only the hidden pixels in Pyro's "
+            "CVAE form (ys[xs == -1])"
+        )
+    return base.mask(hidden.reshape(fn.event_shape)).to_event(dims)
+
 
 @dataclass(frozen=True)
 class Structure:
@@ -189,7 +262,10 @@ class Structure:
     innermost one, under ``Independent`` and masks); ``reads_x`` says whether that distribution
     depends on the images beyond observing them, the latents held fixed (a ProdLDA-style
     ``Multinomial(int(x.sum(-1).max()), ...)`` takes its ``total_count`` from ``x``): such a
-    program generates only given images to read that from (:func:`generate`, :func:`decode`)."""
+    program generates only given images to read that from (:func:`generate`, :func:`decode`).
+    ``gathered`` says that the image site observes the hidden pixels of an image to complete
+    alone, ``(B, hidden pixels)`` (Pyro's CVAE form): its values become images by
+    :meth:`to_images`."""
 
     image: str
     latents: tuple
@@ -203,6 +279,13 @@ class Structure:
     discrete_images: bool = False
     image_dist: str = ""
     reads_x: bool = False
+    gathered: bool = False
+
+    @property
+    def hidden(self):
+        """The pixels an image-completion run scores (a mask of one image's shape; the others
+        are given, :attr:`Condition.given`), or ``None``."""
+        return None if self.y.given is None else ~self.y.given
 
     @property
     def conditional(self):
@@ -234,7 +317,12 @@ class Structure:
         return x.reshape(*x.shape[: x.dim() - len(self.x_shape)], -1)
 
     def to_images(self, value, n):
-        """A value of the image site (or its mean) for ``n`` images, as ``(n, *x_shape)``."""
+        """A value of the image site (or its mean) for ``n`` images, as ``(n, *x_shape)``; the
+        hidden pixels of a :attr:`gathered` site are put in place, the given ones left 0."""
+        if self.gathered:
+            images = value.new_zeros(n, *self.x_shape)
+            images[:, self.hidden.to(value.device)] = value.reshape(n, -1)
+            return images
         return value.reshape(n, *self.x_shape)
 
 
@@ -345,8 +433,9 @@ class Half(nn.Module):
             device = y.device if y is not None else self.program.device
             x = torch.zeros(n, *self.program.x_shape, device=device)
             idx = size = None
+        condition = structure.y if structure is not None else self.program.trying
         if structure is not None:
-            y = structure.y.passed(y)
+            y = condition.passed(y)
         stack = ExitStack()
         with stack:
             stack.enter_context(self.program.scope)
@@ -355,8 +444,11 @@ class Half(nn.Module):
                     stack.enter_context(DataScale(structure.plate.name, size / x.shape[0]))
             if self.program.latent_scale != 1:
                 stack.enter_context(LatentScale(self.program.latent_scale))
+            if self.role == "model" and structure is not None and structure.conditional:
+                stack.enter_context(_given(structure, x.device))
             layout = structure.layout if structure is not None else self.program.layout
             xin = x if layout == "image" else x.reshape(x.shape[0], -1)
+            xin, y = condition.inputs(xin, y)
             return self.call(self.fn, xin, y, idx, size)
 
     def __getattr__(self, name):
@@ -470,6 +562,12 @@ class Program:
         (:attr:`Condition.partial`). ``y`` is then ``None``.
     :param float alpha: with ``labelled``, the weight of the classification term on each
         labelled image (:class:`pyro_vae.semi.SemiSupervisedLoss`; 0: none).
+    :param Condition condition: what the run conditions the images on (``--condition``), whose
+        value ``y`` is: ``Condition("labels", num_classes=K)`` (``y`` the labels, as indices) or
+        ``Condition("image", given=mask)`` (``y`` the images to complete, ``mask`` their observed
+        pixels). The door finds the form the program takes it in (labels as indices or one-hot;
+        an image whole or split, :data:`IMAGE_FORMS`), and refuses a program whose image
+        distribution does not read it.
 
     ``program.latent_scale`` (1 by default; ``model.z_scale`` and ``guide.z_scale`` set it) scales
     the log-density of every latent site of both halves (:class:`LatentScale`): ``--beta`` and
@@ -488,12 +586,14 @@ class Program:
         y_if_needed=False,
         labelled=False,
         alpha=0.0,
+        condition=None,
     ):
         self.x_shape = tuple(x.shape[1:])
         self.alpha = alpha
         self.latent_scale = 1.0
         self.device = x.device
         self.layout = "image"
+        self.trying = Condition()  # while discovering: the form of the condition being tried
         self.structure = None
         self.scope = ParamScope(shared_params)
         self.owners = _owners(model, guide, owner)
@@ -510,7 +610,9 @@ class Program:
         n = x.shape[0]
         self._discovery_size = train_size if train_size and train_size > n else None
         try:
-            self.structure = discover(self, x, y, user_guide is not None, y_if_needed, labelled)
+            self.structure = discover(
+                self, x, y, user_guide is not None, y_if_needed, labelled, condition
+            )
             self._collect_params(x, y)
         finally:
             self._discovery_size = None
@@ -662,18 +764,41 @@ def _first_line(e):
 
 
 @torch.no_grad()
-def discover(program, x, y=None, has_guide=True, y_if_needed=False, labelled=False):
+def discover(program, x, y=None, has_guide=True, y_if_needed=False, labelled=False, condition=None):
     """Run ``program``'s guide and model on the images ``x`` and return their :class:`Structure`,
     or raise :class:`~pyro_vae.errors.ModelFileError` naming the fix. ``y`` is what the run
     observes as the second argument (``None``: nothing); with ``y_if_needed`` it is passed only
     if the program cannot run with ``y=None``; with ``labelled`` the run observes labels for
-    some images (:attr:`Condition.partial`), and a program without a class site is refused."""
+    some images (:attr:`Condition.partial`), and a program without a class site is refused;
+    ``condition`` is what ``y`` is where the run conditions on it (:class:`Program`)."""
     with torch.random.fork_rng():  # parameters made on the first call draw from the caller's seed
-        structure = _discover(program, x, y, has_guide, y_if_needed)
+        structure = _discover(program, x, y, has_guide, y_if_needed, condition)
     if labelled:
         structure = _with_labels(structure)
         program.structure = structure
+    if condition is not None and not structure.conditional:
+        raise ModelFileError(_unread(condition, structure.y))
     return structure
+
+
+def _unread(condition, found):
+    """Why a program cannot be conditioned as the run asks, and the fix."""
+    does = (
+        "reads no second argument"
+        if found.kind == "none" or not found.observed
+        else "does not read it (its images and latents are drawn alike whatever it is)"
+    )
+    if condition.kind == "labels":
+        return (
+            f"--condition label conditions each image on its class, but this program {does}; "
+            "write model(xs, ys=None) whose networks read ys (the labels, as indices or "
+            "one-hot), or train without --condition"
+        )
+    return (
+        f"--condition quadrants:N conditions each image on its observed quadrants, but this "
+        f"program {does}; write {IMAGE_FORMS['whole']} (a factory is given "
+        f"condition='quadrants:N'), or {IMAGE_FORMS['split']}"
+    )
 
 
 def _with_labels(structure):
@@ -820,12 +945,63 @@ def _fix(half, x, failure):
     return f"make the guide run on each image as {image} or flattened to {flat}{given}"
 
 
-def _discover(program, x, y, has_guide, y_if_needed):
+def _forms(condition):
+    """The forms in which to try passing the run's condition, in order (:data:`IMAGE_FORMS`)."""
+    if condition is None:
+        return [Condition()]
+    if condition.kind != "image":
+        return [condition]
+    return [replace(condition, form=form) for form in IMAGE_FORMS]
+
+
+def _candidates(y, y_if_needed, condition):
+    """The values of ``y`` to try, in order: labels as indices, then one-hot."""
+    if y_if_needed and y is not None:
+        return [None, y]
+    if condition is not None and condition.kind == "labels" and not y.is_floating_point():
+        return [y, replace(condition, one_hot=True).value(y)]
+    return [y]
+
+
+def _run_in_a_form(program, x, ys, condition):
+    """The first form of the condition in which the program runs and observes the images:
+    ``(layout, y, image site, whether it observes the hidden pixels alone, traces)``."""
+    refusals = []
+    for trying in _forms(condition):
+        program.trying = trying
+        try:
+            layout, y, traces = _first_run(program, x, ys)
+            image, gathered = _image_site(traces[0], x, trying.given)
+            if trying.form == "whole" and _reads_hidden(program, x, y, image):
+                raise ModelFileError(
+                    f"the image site {image!r} reads the hidden pixels of y, the part it must "
+                    "complete; read y's observed quadrants alone (y * observed)"
+                )
+            return layout, y, image, gathered, traces
+        except ModelFileError as e:
+            refusals.append(f"as {IMAGE_FORMS.get(trying.form, '')}: {e}")
+            if len(_forms(condition)) == 1:
+                raise
+    raise ModelFileError(
+        "--condition quadrants:N passes a program the image to complete in one of two forms, and "
+        f"this program takes neither: {'; '.join(refusals)}"
+    )
+
+
+def _reads_hidden(program, x, y, image):
+    """Whether the model's image distribution changes with the hidden pixels of the whole image
+    ``y`` (the latents held fixed): a program that reads them sees what it must complete."""
+    given = program.trying.given.to(y.device).reshape(y.shape[1:])
+    return _reads_y(program, x, y, torch.where(given, y, 1 - y), image)
+
+
+def _discover(program, x, y, has_guide, y_if_needed, condition=None):
     n = x.shape[0]
-    ys = [None, y] if y_if_needed and y is not None else [y]
-    layout, y, (model_trace, guide_trace) = _first_run(program, x, ys)
+    ys = _candidates(y, y_if_needed, condition)
+    layout, y, image, gathered, (model_trace, guide_trace) = _run_in_a_form(
+        program, x, ys, condition
+    )
     program.layout = layout
-    image = _image_site(model_trace, x)
     site = model_trace.nodes[image]
     frame = _data_frame(site, n, image)
     fn = site["fn"]
@@ -872,6 +1048,7 @@ def _discover(program, x, y, has_guide, y_if_needed):
         has_guide=has_guide,
         discrete_images=bool(fn.support.is_discrete),
         image_dist=_dist_name(fn),
+        gathered=gathered,
     )
     program.structure = structure
     _check_stateless(program, x, y)
@@ -910,7 +1087,9 @@ def _reads_x(program, x, y, image):
     return a.shape != b.shape or not torch.allclose(a, b, equal_nan=True)
 
 
-def _image_site(trace, x):
+def _image_site(trace, x, given=None):
+    """The site observed with the images ``x``, and whether it observes their hidden pixels
+    alone (those not ``given``, gathered: ``ys[xs == -1]`` in Pyro's CVAE form)."""
     flat = x.reshape(x.shape[0], -1)
     observed = [
         name
@@ -919,10 +1098,17 @@ def _image_site(trace, x):
     ]
     for name in observed:
         if _holds(trace.nodes[name]["value"], flat):
-            return name
+            return name, False
+    if given is not None:
+        hidden = flat[:, ~given.to(x.device).reshape(-1)]
+        for name in observed:
+            if _holds(trace.nodes[name]["value"], hidden):
+                return name, True
     found = f" (its observed sites: {', '.join(observed)})" if observed else ""
+    what = " (or their hidden pixels)" if given is not None else ""
     raise ModelFileError(
-        f"no sample site of the model observed the images{found}; pass obs=x to the image site"
+        f"no sample site of the model observed the images{what}{found}; pass obs=x to the "
+        "image site"
     )
 
 
@@ -1041,7 +1227,8 @@ def _observed(program, x, y, model_trace, image, classes):
     if site is None and not is_image and classes:
         site = classes[0].name  # a class site the guide fills in from the labels (M2)
     found = next((s for s in classes if s.name == site), None)
-    num_classes = found.cardinality if found else (y.shape[-1] if one_hot else None)
+    trying = program.trying  # what the run asked for, in the form that ran
+    num_classes = found.cardinality if found else (y.shape[-1] if one_hot else trying.num_classes)
     kind = "image" if is_image else "labels"
     other = _other(y, kind, one_hot, num_classes)
     return Condition(
@@ -1050,8 +1237,11 @@ def _observed(program, x, y, model_trace, image, classes):
         num_classes,
         site,
         observed=True,
-        model_reads=_reads_y(program, x, y, None, image),
+        # an image to complete is replaced by another: a split one withheld is no image at all
+        model_reads=_reads_y(program, x, y, other if is_image else None, image),
         guide_reads=_guide_reads(program, x, y, other),
+        form=trying.form if is_image else None,
+        given=trying.given if is_image else None,
     )
 
 
@@ -1132,8 +1322,9 @@ def _other(y, kind, one_hot, num_classes):
 
 
 def _reads_y(program, x, y, other, image):
-    """Whether the model's image distribution changes when ``y`` is replaced by ``other``
-    (default: withheld), the latents held fixed; a model that fails without it reads it."""
+    """Whether the model's distribution of the images or of the latents changes when ``y`` is
+    replaced by ``other`` (default: withheld), the latents held fixed (a CVAE may read ``y`` in
+    its prior alone, as Pyro's does); a model that fails without it reads it."""
     if not program.model.call.takes_y:
         return False
     guide_trace = poutine.trace(program.guide).get_trace(x, y)
@@ -1144,9 +1335,14 @@ def _reads_y(program, x, y, other, image):
     except Exception:
         return True
     with_y = poutine.trace(poutine.replay(program.model, trace=guide_trace)).get_trace(x, y)
-    a = with_y.nodes[image]["fn"].log_prob(with_y.nodes[image]["value"])
-    b = changed.nodes[image]["fn"].log_prob(changed.nodes[image]["value"])
-    return not torch.allclose(a, b)
+    for name in [image, *_latents(guide_trace)]:
+        if name not in changed.nodes or name not in with_y.nodes:
+            return True
+        a = with_y.nodes[name]["fn"].log_prob(with_y.nodes[name]["value"])
+        b = changed.nodes[name]["fn"].log_prob(changed.nodes[name]["value"])
+        if a.shape != b.shape or not torch.allclose(a, b):
+            return True
+    return False
 
 
 def _guide_reads(program, x, y, other):
@@ -1500,6 +1696,11 @@ def _describe_y(y):
             what += f", {y.num_classes} classes"
     else:
         what = "an image"
+        if y.form is not None:
+            given = int(y.given.sum()) if y.given is not None else "some"
+            what += (
+                f" to complete from its {given} observed pixels, passed to {IMAGE_FORMS[y.form]}"
+            )
     if y.site is not None:
         what += f", observed at site {y.site!r} when given"
     readers = [

@@ -251,15 +251,15 @@ def model_file_entry(spec):
     """The entry of the model file ``spec``: its factory (a class, a factory function, or the
     file's ``model`` and ``guide``) called with the sizes its signature takes."""
 
-    def make(x_shape, z_dim, hidden_dims, num_classes=10):
+    def make(x_shape, z_dim, hidden_dims, num_classes=10, **options):
         from .modelfile import load_program
 
-        return load_program(spec, x_shape, z_dim, hidden_dims, num_classes)
+        return load_program(spec, x_shape, z_dim, hidden_dims, num_classes, **options)
 
     return ModelEntry(
         spec,
         make,
-        (),
+        ("condition",),
         "your own Pyro program: " + ", ".join(FILE_FORMS),
         report=_file_report,
         user_code=True,

@@ -664,7 +664,7 @@ def write_figures(run, data, history, log_px=None):
         # The decoder models only the hidden quadrants; its output elsewhere was never trained.
         from .completion import composite
 
-        reconstructed = composite(originals, reconstructed, run.model.condition.observed)
+        reconstructed = composite(originals, reconstructed, run.structure.y.given)
         title += "\n(observed quadrants as given, hidden ones decoded)"
     elif run.structure.reads_x:
         title += f"\n({run.structure.image_dist} means, the model run on each test image)"

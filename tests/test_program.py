@@ -784,3 +784,170 @@ def test_a_topic_model_of_pixels_trains_draws_and_names_its_score(tmp_path, caps
     assert_clean_error(result, "a sample from the prior is not defined for this program")
     result = cli(capsys, "evaluate", out, "-k", "5")
     assert result.returncode == 0 and "Multinomial given their total" in result.stdout
+
+
+# -- conditions for any program: --condition quadrants:N and label ------------------------------
+
+#: Image completion in each form the door takes it (pyro_vae.program.IMAGE_FORMS).
+COMPLETIONS = {
+    "Pyro's CVAE form": ("cvae_quadrants.py:CVAE", "split"),
+    "pyro_vae's form": ("completion.py:make", "whole"),
+}
+
+
+@pytest.mark.parametrize("spec, form", COMPLETIONS.values(), ids=COMPLETIONS)
+def test_a_completion_program_trains_scores_and_draws_in_either_form(spec, form, tmp_path, capsys):
+    """--condition quadrants:1 for a model file: trained one epoch on mnist-small, scored by
+    log p(hidden | observed) beside the baseline, its inpainting drawn, completions sampled."""
+    import json
+
+    from pyro_vae.data import load_dataset
+    from pyro_vae.runs import load_run
+    from tests.test_cli import TINY, cli
+
+    out = str(tmp_path / "run")
+    spec = os.path.join(PROGRAMS, spec)
+    result = cli(
+        capsys, "train", *TINY, "--model", spec, "--condition", "quadrants:1", "--out", out
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["measures"] == "log p(hidden quadrants | observed quadrants), binary pixels"
+    # 588 hidden pixels: a coin per pixel scores 588 log 1/2 = -407.6
+    for key in ("test_elbo", "test_log_px", "baseline_test_log_px"):
+        assert -500 < metrics[key] < 0, key
+    assert metrics["test_log_px"] > metrics["test_elbo"] - 1
+    assert "inpainting.png" in metrics["figures"]
+    assert os.path.getsize(os.path.join(out, "inpainting.png")) > 1000
+    run = load_run(out)
+    assert run.conditioned_on == "image" and run.structure.y.form == form
+    x = load_dataset("mnist-small", "static").test_x[:5]
+    hidden = run.structure.hidden
+    first, second = run.sample(5, seed=0, y=x), run.sample(5, seed=1, y=x)
+    assert first.shape == x.shape and not torch.equal(first[:, hidden], second[:, hidden])
+    assert ((first >= 0) & (first <= 1)).all()
+    assert torch.isfinite(run.log_px(x, num_samples=3)).all()
+
+
+def _split(x, given):
+    """Pyro's CVAE example's inputs, made by hand: xs with the hidden pixels -1, ys with the
+    observed ones -1."""
+    xs, ys = x.clone(), x.clone()
+    xs[:, ~given] = -1
+    ys[:, given] = -1
+    return xs, ys
+
+
+def test_a_program_in_pyro_s_cvae_form_is_called_as_pyro_calls_it():
+    """The run's ELBO of each image is the program's own, Pyro's Trace_ELBO on the xs and ys
+    its example makes, draw for draw."""
+    from pyro.infer import Trace_ELBO
+
+    config = Config(
+        model=os.path.join(PROGRAMS, "cvae_quadrants.py:CVAE"),
+        z_dim=3,
+        hidden_dims=(16,),
+        condition="quadrants:2",
+    )
+    model, guide = build(config, (1, 28, 28))
+    assert model.structure.gathered and model.structure.image == "y"
+    x = torch.bernoulli(torch.full((6, 1, 28, 28), 0.3))
+    xs, ys = _split(x, model.structure.y.given)
+    cvae = model.target
+    with model.program.scope:
+        pyro.set_rng_seed(0)
+        own = -Trace_ELBO(num_particles=10).loss(cvae.model, cvae.guide, xs, ys) / len(x)
+    pyro.set_rng_seed(0)
+    assert_close(evaluate.elbo(model, guide, x, x, num_samples=10).mean(), own, rtol=1e-5)
+
+
+def test_a_guide_equal_to_the_prior_bounds_log_p_hidden_by_its_elbo():
+    """q = p(z | observed): no KL, and the importance-sampled log p(hidden | observed) of the
+    same draws lies above their ELBO (Jensen)."""
+    from pyro_vae import program
+
+    config = Config(
+        model=os.path.join(PROGRAMS, "cvae_quadrants.py:PriorGuide"),
+        z_dim=3,
+        hidden_dims=(16,),
+        condition="quadrants:1",
+    )
+    model, guide = build(config, (1, 28, 28))
+    x = torch.bernoulli(torch.full((6, 1, 28, 28), 0.3))
+    assert_close(program.kl_to_prior(model, guide, x, x), torch.zeros(6))
+    pyro.set_rng_seed(0)
+    elbo = evaluate.elbo(model, guide, x, x, num_samples=50)
+    pyro.set_rng_seed(0)
+    log_px = evaluate.log_px(model, guide, x, x, num_samples=50)
+    assert (log_px >= elbo).all() and (log_px - elbo < 10).all()
+
+
+def test_pyro_vae_s_form_is_scored_at_the_hidden_pixels_alone():
+    """A program that observes every pixel of x is scored at the hidden ones: its observed
+    pixels change nothing, its hidden ones do."""
+    from pyro_vae import program
+
+    config = Config(
+        model=os.path.join(PROGRAMS, "completion.py:make"),
+        z_dim=3,
+        hidden_dims=(16,),
+        condition="quadrants:1",
+    )
+    model, _ = build(config, (1, 28, 28))
+    given = model.structure.y.given
+    x = torch.bernoulli(torch.full((4, 1, 28, 28), 0.3))
+    z = {"z": torch.randn(4, 3)}
+    at = program.log_likelihood_at(model, z, x, x)
+    assert_close(program.log_likelihood_at(model, z, torch.where(given, 1 - x, x), x), at)
+    assert not torch.allclose(
+        program.log_likelihood_at(model, z, torch.where(given, x, 1 - x), x), at
+    )
+
+
+@pytest.mark.parametrize(
+    "spec, condition, message",
+    [
+        ("unused_ys.py:VAE", "quadrants:1", "this program does not read it"),
+        ("sizeless_plate.py", "quadrants:1", "this program reads no second argument"),
+        ("completion.py:make_peeking", "quadrants:1", "reads the hidden pixels of y"),
+        ("unused_ys.py:VAE", "label", "--condition label conditions each image on its class"),
+    ],
+    ids=["ys unused", "no ys", "reads what it completes", "label, ys unused"],
+)
+def test_a_program_that_reads_no_condition_is_refused_with_the_fix(
+    spec, condition, message, tmp_path, capsys
+):
+    from tests.test_cli import TINY, assert_clean_error, cli
+
+    spec = os.path.join(PROGRAMS, spec)
+    args = ["--model", spec, "--condition", condition, "--out", str(tmp_path / "run")]
+    result = cli(capsys, "train", *TINY, *args)
+    assert_clean_error(result, message)
+    if condition != "label":
+        assert "model(x, y)" in result.stderr and "Pyro's CVAE form" in result.stderr
+
+
+def test_a_label_condition_reaches_a_program_s_class_site_and_is_given_not_scored(tmp_path, capsys):
+    """--condition label for a program that observes one-hot ys at a class site: the labels
+    are passed one-hot, the class site is given (log p(x | y), not log p(x, y)), and the run
+    samples per class."""
+    import json
+
+    from pyro import poutine
+
+    from pyro_vae.runs import load_run
+    from tests.test_cli import TINY, cli
+
+    out = str(tmp_path / "run")
+    spec = os.path.join(PROGRAMS, "ss_vae.py:make")
+    result = cli(capsys, "train", *TINY, "--model", spec, "--condition", "label", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["measures"] == "log p(x | label)" and -800 < metrics["test_log_px"] < 0
+    run = load_run(out)
+    assert run.conditioned_on == "label" and run.structure.y.one_hot
+    x, labels = torch.bernoulli(torch.full((3, 1, 28, 28), 0.3)), torch.tensor([0, 4, 9])
+    site = poutine.trace(run.model).get_trace(x, labels).nodes[run.structure.y.site]
+    assert torch.equal(site["value"].argmax(-1), labels)
+    assert (site["fn"].log_prob(site["value"]) == 0).all()
+    assert run.sample(3, seed=0, y=labels).shape == (3, 1, 28, 28)
