@@ -860,6 +860,9 @@ VARIANTS |= {
     "reshaped class": _file("tests/programs/reshaped_class.py:make") + ["--discrete", "score"],
     # a discrete count of no finite support
     "count": _file("tests/programs/poisson_count.py:make"),
+    # Pyro's CVAE convention: xs with the hidden quadrants set to -1, ys with the observed ones
+    "masked quadrants": _file("tests/programs/cvae_quadrants.py:CVAE")
+    + ["--condition", "quadrants:1"],
 }
 COMMANDS = {
     "evaluate --images": ["evaluate", "RUN", "-k", "2", "--images", "IMAGES"],
@@ -918,6 +921,8 @@ BROKE = {
     ("reshaped class", "anomaly"),
     ("count", "compare"),
     ("count", "gradvar"),
+    ("masked quadrants", "evaluate --images"),
+    ("masked quadrants", "compare"),
 }
 
 
@@ -971,9 +976,10 @@ def refusals(variant, command):
         return "--label needs a label-conditioned run"
     if command == "evaluate --images" and variant == "label":
         return "is conditioned on a label: pass --label N"
-    if command == "sample" and variant == "quadrants":
+    completion = variant in ("quadrants", "masked quadrants")
+    if command == "sample" and completion:
         return "an image-completion run completes images"
-    conditional = variant in ("label", "quadrants")
+    conditional = variant == "label" or completion
     if command in ("compare", "gradvar", "anomaly") and conditional:
         return f"pyro-vae {command} cannot work on the run"
     return None
