@@ -318,7 +318,8 @@ def _add_family_args(g, d):
         default=d.condition,
         metavar="{none,label,quadrants:N}",
         help="label: a CVAE conditioned on the class; quadrants:N (N = 1, 2, 3): image "
-        "completion from N observed quadrants (default: %(default)s)",
+        "completion from N observed quadrants; a model file gets either as its second argument "
+        "(the image whole, or as Pyro's CVAE example splits it) (default: %(default)s)",
     )
     g.add_argument(
         "--learned-prior",
