@@ -301,7 +301,9 @@ class ClassVAE(PyroModule):
             c = pyro.sample("y", self.y_dist())
             z = pyro.sample("z", self.z_dist(c))
             out = pyro.sample("x", self.x_dist(z, c), obs=x)
-            if self.alpha and x is not None and y is not None and (y >= 0).any():
+            # every minibatch with labels given (-1: none) the same operations, whether or not
+            # it holds a labelled image, so that a recording of one holds for all of them
+            if self.alpha and x is not None and y is not None:
                 labelled = y >= 0
                 log_q = self.classifier(x).log_softmax(-1)
                 log_q = log_q.gather(-1, y.clamp(min=0).long()[:, None]).squeeze(-1)

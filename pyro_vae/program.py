@@ -1299,6 +1299,7 @@ def _fed_site(trace, y, image):
             and s["is_observed"]
             and name != image
             and not site_is_subsample(s)
+            and s["value"].numel()  # not a pyro.factor, whose value is empty
             and (_holds(s["value"], y) or _holds(_index(s["value"], y), y))
         ),
         None,

@@ -73,7 +73,7 @@ class SemiSupervisedLoss(nn.Module):
         super().__init__()
         self.loss_fn = loss_fn
         self.model, self.guide = loss_fn.model, loss_fn.guide
-        self.elbo = loss_fn.elbo  # what the recorded step asks (it records none of these)
+        self.elbo = loss_fn.elbo  # the strategy's (the recorded step refuses a split loss)
         self.baseline = getattr(loss_fn, "baseline", None)
         self.alpha = float(alpha)
         self.pair = classify_pair(self.model) if self.alpha else None

@@ -24,10 +24,18 @@ What the recording leaves out, and who does it instead:
 - Pyro's checks of distribution parameters: a parameter gone non-finite makes the loss
   non-finite, which the trainer checks every step.
 
+The discrete strategy that sums a finite site's values out (``--discrete enumerate``, Pyro's
+``TraceEnum_ELBO``) is recorded as the continuous ELBOs are: the sum over the values is tensor
+operations on the enumerated values, the same for every minibatch of a shape (the built-in M2
+computes its classification term on every minibatch with labels, a labelled image or not, so
+that the recording of one holds for all).
+
 Where a recording cannot be trusted it is not used (:class:`NotTraceable`, and the trainer falls
 back to the eager step with a one-line notice): an ELBO other than the ones in :data:`LOSSES`
-(a subclass may change the loss), a guide site without a reparameterized sampler (its
-score-function surrogate is not its loss), a program that branches on a tensor's value
+(a subclass may change the loss; the score-function and relaxed estimators are not recorded
+yet), a loss that calls the program more than once per minibatch (a model file trained with
+``--labels``: :class:`pyro_vae.semi.SemiSupervisedLoss`), a guide site without a
+reparameterized sampler under ``Trace_ELBO`` (its score-function surrogate is not its loss), a program that branches on a tensor's value
 (the recording would freeze the branch), or a tensor that needs a gradient and is neither a
 parameter nor a buffer of model or guide.
 """
@@ -42,7 +50,11 @@ from unittest import mock
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.elbo import ELBOModule
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
+from pyro.infer.util import is_identically_zero
 
+from .discrete import Enumerate, enumerated
 from .objectives import IWAE
 
 
@@ -73,12 +85,28 @@ def _surrogate_loss(elbo, model, guide, args):
     return total
 
 
+def _enumerated_loss(objective, model, guide, args):
+    """``TraceEnum_ELBO``'s loss for the :class:`~pyro_vae.discrete.Enumerate` strategy (the
+    finite discrete sites summed out), computed as its ``differentiable_loss`` computes it but
+    for its check that the loss requires a gradient: a recording's inputs are traced, not
+    differentiated, while it records."""
+    elbo = objective.elbo
+    total = 0.0
+    guide = enumerated(guide, objective.names)
+    for model_trace, guide_trace in elbo._get_traces(model, guide, args, {}):
+        particle = _compute_dice_elbo(model_trace, guide_trace)
+        if not is_identically_zero(particle):
+            total = total + particle
+    return -(total / elbo.num_particles)
+
+
 #: How each ELBO's loss is recorded, by exact type (a subclass may compute another loss).
 #: ``TraceMeanField_ELBO`` inherits ``Trace_ELBO.differentiable_loss`` and its ``.item()``.
 LOSSES = {
     TraceMeanField_ELBO: _surrogate_loss,
     IWAE: _differentiable_loss,
     Trace_ELBO: _surrogate_loss,
+    Enumerate: _enumerated_loss,
 }
 
 # Source files whose conversions of tensors to Python values during a recording are bookkeeping
@@ -100,6 +128,11 @@ class TracedLoss:
 
     def __init__(self, loss_fn):
         self.loss_fn = loss_fn
+        if not isinstance(loss_fn, ELBOModule):
+            raise NotTraceable(
+                f"the loss {type(loss_fn).__name__} is not the ELBO of one call of the program "
+                "on the minibatch (it splits labelled and unlabelled images)"
+            )
         elbo = loss_fn.elbo
         self.how = LOSSES.get(type(elbo))
         if self.how is None:
@@ -161,7 +194,8 @@ class TracedLoss:
         saved = [b.clone() for b in self.buffers]
         try:
             with torch.random.fork_rng(devices=_devices(x)), torch.no_grad():
-                self.loss_fn(x, y, idx, n)
+                loss_fn = self.loss_fn
+                self.how(loss_fn.elbo, loss_fn.model, loss_fn.guide, (x, y, idx, n))
             if idx is None:
                 raise NotTraceable("the minibatch has no positions in the data set")
             return self._make(x, y, idx, n)

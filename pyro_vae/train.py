@@ -37,6 +37,7 @@ everything the rest of the run depends on (parameters, optimizer state, position
 permutation, every random number generator; :func:`training_state`), and ``resume_from`` takes
 it back.
 """
+
 import math
 import random
 import sys

@@ -13,7 +13,7 @@ import torch
 from pyro_vae import evaluate
 from pyro_vae.config import Config, build
 from pyro_vae.data import Data
-from pyro_vae.errors import ModelFileError, ProgramError
+from pyro_vae.errors import DataError, ModelFileError, ProgramError
 from pyro_vae.guides import LocalGuide
 from pyro_vae.program import DataPlate, DataScale, Program, as_program
 from pyro_vae.train import fit
@@ -759,7 +759,7 @@ def test_a_likelihood_that_reads_the_images_generates_from_real_ones():
 
 def test_a_topic_model_of_pixels_trains_draws_and_names_its_score(tmp_path, capsys):
     """Through the command line on mnist-small: non-blank samples and reconstructions, a score
-    named for the Multinomial, and a one-line refusal where a prior sample needs images."""
+    named for the Multinomial; samples drawn given test images, as its samples.png."""
     import json
 
     from pyro_vae.data import load_dataset
@@ -780,8 +780,14 @@ def test_a_topic_model_of_pixels_trains_draws_and_names_its_score(tmp_path, caps
     assert reconstructed.shape == x.shape
     assert_close(reconstructed.reshape(6, -1).sum(-1), x.reshape(6, -1).sum(-1))
     assert run.decode(torch.randn(6, 4), x=x).sum() > 0
+    # pyro-vae sample draws given the first test images' counts, as the run's samples.png
     result = cli(capsys, "sample", out, "--n", "4", "--out", str(tmp_path / "s.png"))
-    assert_clean_error(result, "a sample from the prior is not defined for this program")
+    assert result.returncode == 0 and (tmp_path / "s.png").is_file(), result.stderr
+    with pytest.raises(DataError, match="a sample from the prior is not defined"):
+        run.sample(4)  # the Python API without images says why
+    assert run.sample(4, x=x[:4]).reshape(4, -1).sum(-1).gt(0).all()
+    result = cli(capsys, "sample", out, "--n", "20000", "--out", str(tmp_path / "t.png"))
+    assert_clean_error(result, "ask for --n 1000 or fewer")
     result = cli(capsys, "evaluate", out, "-k", "5")
     assert result.returncode == 0 and "Multinomial given their total" in result.stdout
 

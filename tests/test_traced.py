@@ -231,7 +231,7 @@ def test_what_cannot_be_recorded_runs_eagerly_with_a_one_line_notice(tmp_path, c
     notice = [line for line in capsys.readouterr().err.splitlines() if "eager" in line]
     assert notice == [
         "pyro_vae: training with the eager Pyro step: _MyELBO is not one of the ELBOs pyro_vae "
-        "records (TraceMeanField_ELBO, IWAE, Trace_ELBO)"
+        "records (TraceMeanField_ELBO, IWAE, Trace_ELBO, Enumerate)"
     ]
     fit(model, guide, data, _MyELBO(), epochs=1, batch_size=128, quiet=True)
     assert "eager" not in capsys.readouterr().err
@@ -307,8 +307,8 @@ def test_parameters_gone_non_finite_between_recorded_steps_are_named():
         )
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_discrete_strategy_runs_eagerly_with_a_notice(strategy):
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "enumerate"])
+def test_a_discrete_strategy_not_recorded_yet_runs_eagerly_with_a_notice(strategy):
     data = _tiny()
     config = Config(model="gmvae", z_dim=4, hidden_dims=(16,), elbo="trace")
     model, guide = build(config, data.x_shape)
@@ -316,6 +316,106 @@ def test_a_discrete_strategy_runs_eagerly_with_a_notice(strategy):
     lines = []
     assert lean_loss(loss_fn, model, data, notify=lines.append) is None
     assert len(lines) == 1 and "is not one of the ELBOs pyro_vae records" in lines[0]
+
+
+CLASS_MODELS = {
+    "m2": {"model": "m2", "labels": 4, "alpha": 2.0},
+    "gmvae": {"model": "gmvae"},
+}
+LABELS = {
+    "none labelled": [-1] * 8,
+    "some labelled": [0, 1, -1, -1, 3, -1, -1, 2],
+    "all labelled": [0, 1, 2, 3, 4, 5, 6, 7],
+}
+
+
+@pytest.mark.parametrize("labels", LABELS)
+@pytest.mark.parametrize("variant", CLASS_MODELS)
+def test_enumeration_records_the_eager_step(variant, labels, images):
+    """The class summed out (TraceEnum_ELBO) for the built-in M2 and mixture: the eager step's
+    losses and gradients, bit for bit, on minibatches with no, some and only labelled images."""
+    x, _ = images
+    config = Config(z_dim=4, hidden_dims=(16,), elbo="trace", **CLASS_MODELS[variant])
+    model, guide = build(config, x.shape[1:], train_size=100)
+    model.train(), guide.train()
+    elbo = objective(model.structure, "enumerate", config.make_elbo())
+    assert_same_step(model, guide, elbo, x, torch.tensor(LABELS[labels]))
+
+
+def test_enumeration_is_recorded_not_compiled_with_a_notice(images):
+    """Pyro's enumeration reads a tensor's value as it contracts, which a capture for the
+    compiler cannot hold: the compiled step records the loss instead, and says so once."""
+    x, _ = images
+    config = Config(z_dim=4, hidden_dims=(16,), elbo="trace", **CLASS_MODELS["m2"])
+    model, guide = build(config, x.shape[1:], train_size=100)
+    loss_fn = objective(model.structure, "enumerate", config.make_elbo())(model, guide)
+    lines = []
+    compiled = CompiledLoss(loss_fn, 8, compiler=lambda graph: graph, announce=lines.append)
+    torch.manual_seed(0)
+    loss = compiled(x, torch.tensor(LABELS["some labelled"]), torch.arange(8), N)
+    assert torch.isfinite(loss) and compiled.compile_failed is not None
+    assert len(lines) == 1 and lines[0].startswith("the training step is recorded, not compiled")
+
+
+def test_a_recording_of_one_minibatch_holds_for_others_with_other_labels(images):
+    """Recorded on a minibatch without labels, replayed on ones with some and with only
+    labelled images (the same shape): the eager step's losses and gradients each time."""
+    x, _ = images
+    config = Config(z_dim=4, hidden_dims=(16,), elbo="trace", **CLASS_MODELS["m2"])
+    model, guide = build(config, x.shape[1:], train_size=100)
+    loss_fn = objective(model.structure, "enumerate", config.make_elbo())(model, guide)
+    traced, idx = TracedLoss(loss_fn), torch.arange(8)
+    params = [p for p in loss_fn.parameters() if p.requires_grad]
+    for seed, labels in enumerate(LABELS.values()):
+        y = torch.tensor(labels)
+        torch.manual_seed(seed)
+        eager = loss_fn(x, y, idx, N)
+        eager_grads = torch.autograd.grad(eager, params, allow_unused=True)
+        torch.manual_seed(seed)
+        loss = traced(x, y, idx, N)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        assert_close(loss, eager, rtol=1e-6, atol=0, msg=labels)  # as assert_same_step
+        assert all(
+            (a is None and b is None) or torch.equal(a, b) for a, b in zip(grads, eager_grads)
+        )
+    assert len(traced._recordings) == 1
+
+
+def test_enumerated_training_is_the_eager_training(monkeypatch):
+    """Two epochs of the enumerated M2 with the recorded step and with the eager one: the same
+    parameters, bit for bit, and the same losses."""
+    data = _tiny()
+    data.labelled = torch.arange(len(data.train_y)) < 20
+    runs = []
+    for eager in (False, True):
+        if eager:
+            monkeypatch.setattr("pyro_vae.train.lean_loss", lambda *args, **kw: None)
+        config = Config(model="m2", labels=20, z_dim=4, hidden_dims=(16,), alpha=2.0)
+        pyro.set_rng_seed(3)
+        model, guide = build(config, data.x_shape, train_size=len(data.train_y))
+        history = fit(model, guide, data, epochs=2, batch_size=100, quiet=True, seed=3)
+        runs.append((model.state_dict(), history))
+    (recorded, history), (eager, eager_history) = runs
+    assert all(torch.equal(a, b) for a, b in zip(recorded.values(), eager.values()))
+    assert_close(history.train_elbo, eager_history.train_elbo, rtol=1e-6)  # loss values
+
+
+def test_a_model_file_trained_with_labels_runs_eagerly_with_a_notice(tmp_path):
+    """A program called once on the labelled and once on the unlabelled images of a minibatch
+    (pyro_vae.semi.SemiSupervisedLoss) is not recorded."""
+    import os
+
+    from tests.test_cli import ROOT
+
+    data = _tiny()
+    data.labelled = torch.arange(len(data.train_y)) < 20
+    spec = os.path.join(ROOT, "tests", "programs", "ss_vae.py:make")
+    config = Config(model=spec, labels=20, z_dim=4, hidden_dims=(16,))
+    model, guide = build(config, data.x_shape, train_size=len(data.train_y))
+    loss_fn = objective(model.structure, "enumerate", config.make_elbo())(model, guide)
+    lines = []
+    assert lean_loss(loss_fn, model, data, notify=lines.append) is None
+    assert len(lines) == 1 and "splits labelled and unlabelled images" in lines[0]
 
 
 @pytest.mark.skipif(
