@@ -18,6 +18,7 @@ SMOKE_RUNS = [
     # The demo benchmark's smoke run still scores 1,000 test images with K=1000 (about 2 minutes).
     pytest.param("benchmarks/demo.py", marks=pytest.mark.slow),
     "benchmarks/checkpoint.py",
+    "benchmarks/discrete_step.py",
     "benchmarks/e_step.py",
     "benchmarks/label_cvae.py",
     "benchmarks/epoch.py",
@@ -125,4 +126,16 @@ def check_quality_curve(result):
         )
 
 
-CHECKS = {"benchmarks/quality_at_budget.py": check_quality_curve}
+def check_discrete_step(result):
+    """Every case times the recorded step, the eager one and the hand-written one."""
+    assert [c["case"].split(",")[0] for c in result["cases"]] == ["m2", "m2", "gmvae"]
+    for case in result["cases"]:
+        assert case["hand_written_ms"] > 0
+        for step in ("pyro_vae_recorded", "pyro_vae_eager"):
+            assert case[step]["ms"] > 0 and case[step]["ratio"] > 0
+
+
+CHECKS = {
+    "benchmarks/quality_at_budget.py": check_quality_curve,
+    "benchmarks/discrete_step.py": check_discrete_step,
+}
