@@ -1541,6 +1541,13 @@ def _add_semi_parser(sub):
         + "; enumeration+aux weighs its classification term by --alpha where given, else by "
         "Kingma et al.'s 0.1 N",
     )
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="runs trained at once, each in a process of its own on one torch thread; the "
+        "table is the same for any number (default: one per core)",
+    )
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     _add_train_args(
         p,
@@ -1574,7 +1581,7 @@ def cmd_semi(args):
     from . import plots
     from .checkpoints import write_json
     from .registry import entry
-    from .semi import TABLE, VARIANTS, table
+    from .semi import TABLE, VARIANTS, default_jobs, table
 
     model = entry(args.model)
     if not (model.needs_labels or model.user_code):
@@ -1604,6 +1611,7 @@ def cmd_semi(args):
         resume=args.resume,
         quiet=args.quiet,
         progress=None if args.quiet else _announce_run,
+        jobs=args.jobs or default_jobs(),
     )
     if args.out:
         write_json(os.path.join(args.out, TABLE), {"config": config.as_dict(), "rows": rows})

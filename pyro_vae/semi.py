@@ -184,6 +184,7 @@ def table(
     resume=False,
     quiet=True,
     progress=None,
+    jobs=1,
 ):
     """Test accuracy of every variant for every number of labels, over ``draws`` labelled sets
     (seeds ``config.seed`` to ``config.seed + draws - 1``). Returns the rows as dicts:
@@ -204,10 +205,10 @@ def table(
     :param bool quiet: no progress bars in the runs.
     :param progress: called with a line as each run ends (its accuracy, and whether it was
         trained, resumed or read).
+    :param int jobs: runs trained at once, each in a process of its own on one torch thread
+        (:func:`default_jobs`); the table is the same whatever their number.
     """
     import tempfile
-
-    from .runs import load_run_data
 
     variants = list(variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -227,34 +228,28 @@ def table(
                 overwrite=True,
                 quiet=quiet,
                 progress=progress,
+                jobs=jobs,
             )
     _check_out(out, overwrite, resume)
-    rows, done, total = [], 0, len(labels) * len(variants) * draws
+    cells = [
+        (n, variant, draw, *_cell(config, n, variant, draw, out))
+        for n in labels
+        for variant in variants
+        for draw in range(draws)
+    ]
+    accuracy = {}
+    results = _run_cells([(cell, path) for *_, cell, path in cells], resume, quiet, jobs)
+    for i, ((n, variant, draw, cell, _), (value, how)) in enumerate(zip(cells, results), 1):
+        accuracy[n, variant, draw] = value
+        if progress is not None:
+            progress(
+                f"{i}/{len(cells)}: {n} labels, {variant}, seed {cell.seed}: test accuracy "
+                f"{value:.3f} ({how})"
+            )
+    rows = []
     for n in labels:
         for variant in variants:
-            accuracies = []
-            for draw in range(draws):
-                settings = VARIANTS[variant]
-                if settings and "alpha" in settings and config.alpha:
-                    settings = {**settings, "alpha": config.alpha}  # the user's own weight
-                seed = config.seed + draw
-                cell = replace(config, labels=n, seed=seed, alpha=0.0, discrete=None)
-                if settings is None:  # the labelled images once each, whatever M2's share
-                    data = load_run_data(replace(cell, labelled_share=None))
-                    accuracy = baseline_classifier(
-                        data, config.hidden_dims, seed=seed, activation=config.activation
-                    )
-                    how = "trained"
-                else:
-                    cell = replace(cell, **settings)
-                    accuracy, how = _m2_run(cell, _run_folder(out, n, variant, draw), resume, quiet)
-                accuracies.append(accuracy)
-                done += 1
-                if progress is not None:
-                    progress(
-                        f"{done}/{total}: {n} labels, {variant}, seed {seed}: test accuracy "
-                        f"{accuracy:.3f} ({how})"
-                    )
+            accuracies = [accuracy[n, variant, draw] for draw in range(draws)]
             mean, half = interval(accuracies)
             rows.append(
                 {
@@ -268,6 +263,68 @@ def table(
             log(f"labels {n:5d}  {variant:18s} {mean:.3f} {_spread(half)}")
         _paired(rows, n, log)
     return rows
+
+
+def _cell(config, labels, variant, draw, out):
+    """The config of one cell of the table and its run folder (``None`` for the baseline, which
+    trains no run)."""
+    settings = VARIANTS[variant]
+    if settings and "alpha" in settings and config.alpha:
+        settings = {**settings, "alpha": config.alpha}  # the user's own weight
+    cell = replace(config, labels=labels, seed=config.seed + draw, alpha=0.0, discrete=None)
+    if settings is None:  # the labelled images once each, whatever M2's share
+        return replace(cell, labelled_share=None), None
+    return replace(cell, **settings), _run_folder(out, labels, variant, draw)
+
+
+def _cell_accuracy(cell, path, resume, quiet):
+    """``(test accuracy, how it was had)`` of one cell: the baseline classifier's, or the M2
+    run's (:func:`_m2_run`)."""
+    if path is None:
+        from .runs import load_run_data
+
+        accuracy = baseline_classifier(
+            load_run_data(cell), cell.hidden_dims, seed=cell.seed, activation=cell.activation
+        )
+        return accuracy, "trained"
+    return _m2_run(cell, path, resume, quiet)
+
+
+def default_jobs():
+    """Runs trained at once by default: one per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def _in_a_process(args):
+    """:func:`_cell_accuracy` in a worker process, on one torch thread."""
+    torch.set_num_threads(1)
+    return _cell_accuracy(*args)
+
+
+def _run_cells(cells, resume, quiet, jobs=1):
+    """Each cell's ``(accuracy, how)``, in order, as each is known: one after the other, or in
+    ``jobs`` processes of one torch thread each (the order kept: a line for a cell is given once
+    the cells before it are done)."""
+    if jobs <= 1 or len(cells) <= 1:
+        for cell, path in cells:
+            yield _cell_accuracy(cell, path, resume, quiet)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+    with ProcessPoolExecutor(min(jobs, len(cells)), mp_context=context) as pool:
+        futures = [pool.submit(_in_a_process, (c, p, resume, True)) for c, p in cells]
+        try:
+            for future in futures:
+                yield future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _check_out(out, overwrite, resume):

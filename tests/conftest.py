@@ -64,6 +64,16 @@ def _no_timed_progress_lines(monkeypatch):
     monkeypatch.setattr(progress, "EVERY", math.inf)
 
 
+@pytest.fixture(autouse=True)
+def _one_semi_run_at_a_time(monkeypatch):
+    """pyro-vae semi trains one run per core at once by default; the suite's workers already
+    fill the cores, so its tables train their runs one after the other, and the tests of
+    --jobs ask for processes themselves."""
+    from pyro_vae import semi
+
+    monkeypatch.setattr(semi, "default_jobs", lambda: 1)
+
+
 def assert_close(actual, expected, atol=1e-5, rtol=1e-5, msg=""):
     actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
     assert torch.allclose(actual, expected, atol=atol, rtol=rtol), (

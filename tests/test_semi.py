@@ -270,6 +270,21 @@ def test_the_semi_table_at_smoke_size(tmp_path, capsys):
     assert (tmp_path / "semi.png").stat().st_size > 0
 
 
+def test_a_semi_table_in_parallel_processes_is_the_same_table(tmp_path, capsys):
+    """--jobs 2: the runs trained two at a time, each in a process of its own, give the table
+    one process gives, with a line per run in the table's order."""
+    args = ["semi", "--label-counts", "20", "--draws", "2", "--variants", "enumeration+aux"]
+    args += [*SMALL, "--log-px-samples", "2", "--json"]
+    tables = []
+    for jobs in ("1", "2"):
+        assert main([*args, "--jobs", jobs, "--out", str(tmp_path / jobs)]) == 0
+        captured = capsys.readouterr()
+        tables.append(json.loads(captured.out))
+        lines = [line for line in captured.err.splitlines() if "test accuracy" in line]
+        assert [line.split(":")[1].strip() for line in lines] == ["1/2", "2/2"]
+    assert tables[0] == tables[1]
+
+
 def test_the_semi_table_keeps_what_its_out_folder_holds(tmp_path, capsys, monkeypatch):
     from pyro_vae import semi
 
