@@ -15,6 +15,8 @@ likelihood to a simpler set (Nalisnick et al., "Do deep generative models know w
 know?", ICLR 2019): images with few "on" pixels are cheap to encode, whatever they depict.
 """
 
+import os
+
 import torch
 from pyro import poutine
 
@@ -150,3 +152,65 @@ def format_tables(tables):
                 f"{r['mean_out']:>9.2f}"
             )
     return "\n".join(lines)
+
+
+def ood_sets(run, names, n):
+    """name -> the first ``n`` images to detect: another dataset's test split (binarized as the
+    run's), or ``"held-out"``, the test images of the classes the run was trained without."""
+    from .data import load_dataset
+    from .errors import ConfigError
+
+    config, sets = run.config, {}
+    for name in names:
+        if name == "held-out":
+            if not config.exclude_classes:
+                raise ConfigError(
+                    "--ood held-out needs a run trained with --exclude-classes; this one saw "
+                    "every class"
+                )
+            held_out = load_dataset(config.dataset, config.binarize).select_classes(
+                config.exclude_classes
+            )
+            sets[f"held-out {','.join(map(str, config.exclude_classes))}"] = held_out.test_x[:n]
+        else:
+            binarize = config.binarize if config.binarize != "none" else "static"
+            sets[name] = load_dataset(name, binarize).test_x[:n]
+    return sets
+
+
+def study(run, data, out, names=None, n=1000, num_samples=100, overwrite=False, progress=False):
+    """``pyro-vae anomaly``: the run's test images against each set of :func:`ood_sets`
+    (default: its held-out classes, else Fashion-MNIST), a figure of the scores per set and
+    ``anomaly.json`` in ``out``; returns what the JSON holds, and the tables by set."""
+    from .runs import prepare_run_dir, write_json
+
+    names = names or (["held-out"] if run.config.exclude_classes else ["fashion-mnist"])
+    oods = ood_sets(run, names, n)
+    prepare_run_dir(out, overwrite)
+    x_in = data.test_x[:n]
+    scores_in = anomaly_scores(run, x_in, num_samples=num_samples, progress=progress)
+    tables = {}
+    for name, x_out in oods.items():
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        tables[name], _ = detect(
+            run,
+            scores_in,
+            x_out,
+            num_samples=num_samples,
+            path=os.path.join(out, f"scores-{slug}.png"),
+            title=f"model trained on {data.name}: its test images vs {name}",
+            names=(f"{data.name} (in)", f"{name} (out)"),
+            progress=progress,
+        )
+    result = {
+        "run": os.path.abspath(run.path),
+        "in": data.name,
+        "num_samples": num_samples,
+        "images_in": int(x_in.shape[0]),
+        "tables": {
+            name: {"images_out": int(oods[name].shape[0]), "rows": rows}
+            for name, rows in tables.items()
+        },
+    }
+    write_json(os.path.join(out, "anomaly.json"), result)
+    return result, tables

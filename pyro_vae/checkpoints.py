@@ -129,6 +129,11 @@ def write_json(path, obj):
     _atomic_write(path, lambda f: f.write((to_json(obj) + "\n").encode()))
 
 
+def write_text(path, text):
+    """``text`` into ``path`` through the same atomic write as every other file."""
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def checkpoint_header(config, x_shape, num_classes=10):
     """What every checkpoint holds besides the states: format, config, image shape, the number of
     labels (for label-conditioned models), versions."""

@@ -1,7 +1,6 @@
 """The ``pyro-vae`` command line: train, evaluate, sample, demo, inspect, compare, gradvar, anomaly."""
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -998,12 +997,10 @@ def _compare_settings(args, strategies, families):
 
 def _compare_families(args, strategies, families):
     """``compare --train-families``: one model trained per family, each compared, and the
-    models side by side in Cremer et al.'s Table 2 layout (``OUT/families.md``)."""
-    from dataclasses import replace
-
-    from .compare import family_table, training_table
+    models side by side (:func:`pyro_vae.compare.families_study`)."""
+    from .compare import families_study
     from .errors import ConfigError
-    from .runs import load_run_data, prepare_run_dir, train_run, write_json
+    from .runs import load_run_data
 
     if args.run:
         raise ConfigError(
@@ -1013,38 +1010,16 @@ def _compare_families(args, strategies, families):
     config = _config_from_args(args)
     _check_handles("compare", _structure(config))
     out = args.out or os.path.join("runs", f"compare-families-{args.dataset}-{_timestamp()}")
-    prepare_run_dir(out, args.overwrite)
-    results, training = {}, {}
     data = _scored_data(load_run_data(config), args)
-    for family in args.train_families:
-        run_dir = os.path.join(out, f"run-{family}")
-        print(f"training with the {family} guide family: {run_dir}", flush=True)
-        run, metrics = train_run(
-            replace(config, guide_family=family), run_dir, overwrite=True, quiet=args.quiet
-        )
-        training[family] = dict(metrics, train_size=int(data.train_x.shape[0]))
-        compared = os.path.join(out, f"compare-{family}")
-        results[family] = _compare_one(
-            run, data, compared, args, strategies, families, metrics["seconds"]
-        )
-    lines = [f"# Models trained with each guide family: {config.dataset}", ""]
-    if config.time_limit is not None:
-        lines += [
-            f"Equal wall time: each family trained within {config.time_limit:g} s (no epoch "
-            f"started that would end after it; at most {config.epochs} epochs).",
-            "",
-        ]
-    lines += training_table(training, config.batch_size) + [""] + family_table(results)
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(out, "families.md"), "w") as f:
-        f.write(text)
-    write_json(
-        os.path.join(out, "families.json"),
-        {
-            "training": training,
-            "families": {k: v["families"] for k, v in results.items()},
-            "gaps": {k: v["gaps"] for k, v in results.items()},
-        },
+    text = families_study(
+        config,
+        data,
+        out,
+        args.train_families,
+        args.overwrite,
+        args.quiet,
+        log=lambda line: print(line, flush=True),
+        **_compare_settings(args, strategies, families),
     )
     print(text)
     print(f"wrote {out}: families.md families.json, and run-FAMILY/ compare-FAMILY/ for each")
@@ -1232,110 +1207,44 @@ def _structure(config):
 
 
 def cmd_gradvar(args):
-    from . import plots
-    from .gradvar import format_rows, measure_stages, training_stages
-    from .runs import prepare_run_dir, write_json
+    from .gradvar import format_rows, study
 
     run, data = _run_and_data(args.run)
     _check_handles("gradvar", run.structure, args.run)
     out = args.out or os.path.join(run.path, "gradvar")
-    prepare_run_dir(out, args.overwrite)
-    x = data.test_x[: args.batch_size]
-    # a generator, so each stage is measured before training moves on to the next
-    stages = itertools.chain(
-        training_stages(run.config, data, args.progress, quiet=args.quiet),
-        [(f"trained ({plural(run.config.epochs, 'epoch')})", run.model, run.guide)],
-    )
-    rows = measure_stages(
-        stages,
-        x,
+    result = study(
+        run,
+        data,
+        out,
+        args.overwrite,
+        args.batch_size,
+        args.progress,
+        args.quiet,
         estimators=args.estimators,
         particles=args.particles,
         num_draws=args.draws,
         seed=args.seed,
     )
-    result = {
-        "run": os.path.abspath(run.path),
-        "images": int(x.shape[0]),
-        "gradient_of": "negative ELBO per image",
-        "rows": rows,
-    }
-    write_json(os.path.join(out, "gradvar.json"), result)
-    plots.gradient_variance(
-        rows,
-        os.path.join(out, "gradvar.png"),
-        title=f"{data.name}: variance of {args.draws} gradient estimates on {x.shape[0]} images",
-    )
-    print(to_json(result) if args.json else format_rows(rows))
+    print(to_json(result) if args.json else format_rows(result["rows"]))
     if not args.json:
         print(f"written: {out}/gradvar.json {out}/gradvar.png")
 
 
-def _ood_sets(run, data, names, n):
-    """name -> images to detect: another dataset's test split, or the run's held-out classes."""
-    from .data import load_dataset
-    from .errors import ConfigError
-
-    sets = {}
-    for name in names:
-        if name == "held-out":
-            if not run.config.exclude_classes:
-                raise ConfigError(
-                    "--ood held-out needs a run trained with --exclude-classes; this one saw "
-                    "every class"
-                )
-            held_out = load_dataset(run.config.dataset, run.config.binarize).select_classes(
-                run.config.exclude_classes
-            )
-            label = ",".join(map(str, run.config.exclude_classes))
-            sets[f"held-out {label}"] = held_out.test_x[:n]
-        else:
-            binarize = run.config.binarize if run.config.binarize != "none" else "static"
-            sets[name] = load_dataset(name, binarize).test_x[:n]
-    return sets
-
-
 def cmd_anomaly(args):
-    from .anomaly import anomaly_scores, detect, format_tables
-    from .runs import prepare_run_dir, write_json
+    from .anomaly import format_tables, study
 
     run, data = _run_and_data(args.run)
     _check_handles("anomaly", run.structure, args.run)
-    names = args.ood or (["held-out"] if run.config.exclude_classes else ["fashion-mnist"])
     out = args.out or os.path.join(run.path, "anomaly")
-    oods = _ood_sets(run, data, names, args.n)
-    prepare_run_dir(out, args.overwrite)
-    x_in = data.test_x[: args.n]
-    scores_in = anomaly_scores(run, x_in, num_samples=args.num_samples, progress=not args.quiet)
-    tables = {}
-    for name, x_out in oods.items():
-        slug = "".join(c if c.isalnum() else "-" for c in name)
-        tables[name], _ = detect(
-            run,
-            scores_in,
-            x_out,
-            num_samples=args.num_samples,
-            path=os.path.join(out, f"scores-{slug}.png"),
-            title=f"model trained on {data.name}: its test images vs {name}",
-            names=(f"{data.name} (in)", f"{name} (out)"),
-            progress=not args.quiet,
-        )
-    result = {
-        "run": os.path.abspath(run.path),
-        "in": data.name,
-        "num_samples": args.num_samples,
-        "images_in": int(x_in.shape[0]),
-        "tables": {
-            name: {"images_out": int(oods[name].shape[0]), "rows": rows}
-            for name, rows in tables.items()
-        },
-    }
-    write_json(os.path.join(out, "anomaly.json"), result)
+    result, tables = study(
+        run, data, out, args.ood, args.n, args.num_samples, args.overwrite, not args.quiet
+    )
     if args.json:
         print(to_json(result))
     else:
         print(
-            f"in: {data.name} test split, {x_in.shape[0]} images; log p(x) with K={args.num_samples}"
+            f"in: {data.name} test split, {result['images_in']} images; log p(x) with "
+            f"K={args.num_samples}"
         )
         print(format_tables(tables))
 
@@ -1578,10 +1487,8 @@ def _announce_run(line):
 
 
 def cmd_semi(args):
-    from . import plots
-    from .checkpoints import write_json
     from .registry import entry
-    from .semi import TABLE, VARIANTS, default_jobs, table
+    from .semi import VARIANTS, default_jobs, table, write_table
 
     model = entry(args.model)
     if not (model.needs_labels or model.user_code):
@@ -1614,13 +1521,7 @@ def cmd_semi(args):
         jobs=args.jobs or default_jobs(),
     )
     if args.out:
-        write_json(os.path.join(args.out, TABLE), {"config": config.as_dict(), "rows": rows})
-        plots.semi_accuracy(
-            rows,
-            os.path.join(args.out, "semi.png"),
-            title=f"{config.dataset}: test accuracy of q(y|x), {args.draws} "
-            f"draw{'s' if args.draws > 1 else ''} of the labelled set",
-        )
+        write_table(args.out, config, rows, args.draws)
     if args.json:
         print(to_json(rows))
 

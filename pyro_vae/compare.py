@@ -787,11 +787,10 @@ def _nuts_row(mcmc, z_dim=None):
 def write_comparison(result, out, title=None):
     """Write ``comparison.json``, ``comparison.md`` and the figures into the directory ``out``."""
     from . import plots
-    from .runs import write_json
+    from .checkpoints import write_json, write_text
 
     write_json(os.path.join(out, "comparison.json"), _public(result))
-    with open(os.path.join(out, "comparison.md"), "w") as f:
-        f.write(markdown(result))
+    write_text(os.path.join(out, "comparison.md"), markdown(result))
     name = title or result.get("dataset", "")
     rows = result["rows"]
     by_name = {r["strategy"]: r for r in rows}
@@ -867,3 +866,52 @@ def compare_run(run, data, out, overwrite=False, quiet=True, **kwargs):
     result["seconds"] = time.perf_counter() - start
     write_comparison(result, out)
     return result
+
+
+def families_study(config, data, out, trained, overwrite=False, quiet=True, log=print, **kwargs):
+    """``compare --train-families``: one model trained per guide family in ``trained``, each
+    compared (:func:`compare_run`, ``kwargs`` its options), and the models side by side in
+    Cremer et al.'s Table 2 layout: ``families.md`` and ``families.json`` in ``out``, with
+    ``run-FAMILY/`` and ``compare-FAMILY/`` for each. Returns the markdown."""
+    from dataclasses import replace
+
+    from .checkpoints import write_json, write_text
+    from .runs import prepare_run_dir, train_run
+
+    prepare_run_dir(out, overwrite)
+    results, training = {}, {}
+    for family in trained:
+        run_dir = os.path.join(out, f"run-{family}")
+        log(f"training with the {family} guide family: {run_dir}")
+        run, metrics = train_run(
+            replace(config, guide_family=family), run_dir, overwrite=True, quiet=quiet
+        )
+        training[family] = dict(metrics, train_size=int(data.train_x.shape[0]))
+        results[family] = compare_run(
+            run,
+            data,
+            os.path.join(out, f"compare-{family}"),
+            overwrite=True,
+            quiet=quiet,
+            train_seconds=metrics["seconds"],
+            **kwargs,
+        )
+    lines = [f"# Models trained with each guide family: {config.dataset}", ""]
+    if config.time_limit is not None:
+        lines += [
+            f"Equal wall time: each family trained within {config.time_limit:g} s (no epoch "
+            f"started that would end after it; at most {config.epochs} epochs).",
+            "",
+        ]
+    lines += training_table(training, config.batch_size) + [""] + family_table(results)
+    text = "\n".join(lines) + "\n"
+    write_text(os.path.join(out, "families.md"), text)
+    write_json(
+        os.path.join(out, "families.json"),
+        {
+            "training": training,
+            "families": {k: v["families"] for k, v in results.items()},
+            "gaps": {k: v["gaps"] for k, v in results.items()},
+        },
+    )
+    return text

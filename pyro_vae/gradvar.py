@@ -32,6 +32,7 @@ Usage::
     rows = gradient_variance(model, guide, x, particles=(1, 10), num_draws=200)
 """
 
+import os
 import sys
 
 import pyro
@@ -358,3 +359,38 @@ def format_rows(rows):
             f"{d.get('ratio', float('nan')):>10.3g} {e['norm_variance']:>12.4g}"
         )
     return "\n".join(lines)
+
+
+def study(run, data, out, overwrite=False, batch_size=128, epochs=(0,), quiet=True, **kwargs):
+    """``pyro-vae gradvar``: the variance of each estimator's gradient on the first
+    ``batch_size`` test images, for the run's model retrained to each of ``epochs`` and as
+    trained (:func:`measure_stages`, ``kwargs`` its options); ``gradvar.json`` and
+    ``gradvar.png`` in ``out``. Returns what the JSON holds."""
+    import itertools
+
+    from . import plots
+    from .runs import prepare_run_dir, write_json
+
+    prepare_run_dir(out, overwrite)
+    x = data.test_x[:batch_size]
+    trained = run.config.epochs
+    # a generator, so each stage is measured before training moves on to the next
+    stages = itertools.chain(
+        training_stages(run.config, data, epochs, quiet=quiet),
+        [(f"trained ({trained} epoch{'' if trained == 1 else 's'})", run.model, run.guide)],
+    )
+    rows = measure_stages(stages, x, **kwargs)
+    result = {
+        "run": os.path.abspath(run.path),
+        "images": int(x.shape[0]),
+        "gradient_of": "negative ELBO per image",
+        "rows": rows,
+    }
+    write_json(os.path.join(out, "gradvar.json"), result)
+    draws = kwargs.get("num_draws")
+    plots.gradient_variance(
+        rows,
+        os.path.join(out, "gradvar.png"),
+        title=f"{data.name}: variance of {draws} gradient estimates on {x.shape[0]} images",
+    )
+    return result

@@ -423,3 +423,17 @@ def _paired(rows, labels, log):
             f"labels {labels:5d}  {row['variant']:18s} minus the baseline, paired by draw: "
             f"{mean:+.3f} {_spread(half)}"
         )
+
+
+def write_table(out, config, rows, draws):
+    """The table in ``out``: :data:`TABLE` (the settings and the rows) and ``semi.png``."""
+    from . import plots
+    from .checkpoints import write_json
+
+    write_json(os.path.join(out, TABLE), {"config": config.as_dict(), "rows": rows})
+    plots.semi_accuracy(
+        rows,
+        os.path.join(out, "semi.png"),
+        title=f"{config.dataset}: test accuracy of q(y|x), {draws} "
+        f"draw{'s' if draws > 1 else ''} of the labelled set",
+    )

@@ -860,7 +860,8 @@ def test_train_help_states_each_recipe_default(capsys):
     result = cli(capsys, "train", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    assert "(default: 50; 16 for --model m2)" in text
+    assert "(default: 50; 16 for --model m2; a model file's constructor's own)" in text
+    assert "(default: meanfield; trace for --model hierarchical)" in text
     assert "(default: 0; 46 for --model m2)" in text
     assert "(default: none; 0.34 for --model m2)" in text
     assert "(default: off; on for --condition label)" in text
