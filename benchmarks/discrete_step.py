@@ -164,9 +164,16 @@ def m2_case(labelled):
         [classifier, encoder, decoder],
         config.lr,
     )
-    rounds = alternate({"hand_written": hand, "recorded": ours, "eager": eager})
+    return timed(
+        f"m2, {'labelled' if labelled else 'unlabelled'} minibatch of {BATCH}", hand, ours, eager
+    )
+
+
+def timed(case, hand, recorded, eager):
+    """The three steps of ``case`` in alternating rounds, against the hand-written one."""
+    rounds = alternate({"hand_written": hand, "recorded": recorded, "eager": eager})
     return {
-        "case": f"m2, {'labelled' if labelled else 'unlabelled'} minibatch of {BATCH}",
+        "case": case,
         "hand_written_ms": summary(rounds, "hand_written")["ms"],
         "pyro_vae_recorded": summary(rounds, "recorded"),
         "pyro_vae_eager": summary(rounds, "eager"),
@@ -188,13 +195,7 @@ def mixture_case():
         [classifier, encoder, decoder, locs, log_scales],
         config.lr,
     )
-    rounds = alternate({"hand_written": hand, "recorded": ours, "eager": eager})
-    return {
-        "case": f"gmvae, minibatch of {BATCH}",
-        "hand_written_ms": summary(rounds, "hand_written")["ms"],
-        "pyro_vae_recorded": summary(rounds, "recorded"),
-        "pyro_vae_eager": summary(rounds, "eager"),
-    }
+    return timed(f"gmvae, minibatch of {BATCH}", hand, ours, eager)
 
 
 def main():
