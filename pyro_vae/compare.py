@@ -286,7 +286,7 @@ def compare(
         "units": "nats per image (higher is better), seconds",
     }
     x_test = splits["test"]
-    if _grid_applies(model, structure):
+    if _grid_applies(structure):
         start = time.perf_counter()
         grid, lim, points = holding_grid(model, x_test, grid_lim, grid_points)
         result["grid"] = {
@@ -329,7 +329,7 @@ def _without_local_if_not_categorical(variational, structure, strategies):
     categorical q (:class:`~pyro_vae.guides.LocalGuide`: one-hot, Boolean or 0..K-1 sites),
     said once; the amortized q still runs."""
     per_image = ("local", "semi-amortized", "delta")
-    if structure is None or not any(s in variational for s in per_image):
+    if not any(s in variational for s in per_image):
         return variational
     try:
         for site in structure.latents:
@@ -405,10 +405,8 @@ def holding_grid(model, x, lim=5.0, points=200, widest=4.0):
         lim, points = lim * 1.5, int(round(points * 1.5))
 
 
-def _grid_applies(model, structure):
+def _grid_applies(structure):
     """Whether the exact grid posterior applies: one unconditional 2-D latent site."""
-    if structure is None:
-        return getattr(model, "z_dim", None) == 2
     return (
         len(structure.latents) == 1
         and structure.code.numel == 2
@@ -432,8 +430,7 @@ def _families(families, structure, own):
     """The families to find q* in: those asked (the encoder's own added), or every family the
     latent sites allow (a flow needs sites of two numbers or more)."""
     if families is None:
-        sites = structure.latents if structure is not None else ()
-        sizes = [s.numel for s in sites if not s.discrete] if structure is not None else [2]
+        sizes = [s.numel for s in structure.latents if not s.discrete]
         families = [f for f in FAMILIES if f != "flow" or min(sizes, default=2) >= 2]
     families = [check_family(f) for f in families]
     return [f for f in FAMILIES if f in families or f == own]

@@ -305,7 +305,7 @@ def objective(structure, discrete=None, elbo=None):
         raise ConfigError(
             f"unknown discrete strategy {discrete!r}; choose one of {', '.join(STRATEGIES)}"
         )
-    if structure is None or not discrete_sites(structure):
+    if not discrete_sites(structure):
         if discrete is not None:
             raise ConfigError(
                 f"--discrete {discrete} trains discrete latent sites, but this model has none"

@@ -24,8 +24,11 @@ discrete sites sampled from the guide instead, as the continuous ones are: the w
 importance weights with q(y|x) as the proposal, so the estimates stay valid, with more variance.
 Evaluation finds it out once per model, and says so on stderr (:func:`sampled_instead`).
 
-Log-densities are taken unscaled, so a model trained with a ``poutine.scale`` on ``"z"`` (beta-VAE,
-KL warm-up) is still scored by its true ELBO and log p(x).
+Log-densities are taken unscaled, so a model trained with its latent sites scaled (beta-VAE, KL
+warm-up) is still scored by its true ELBO and log p(x).
+
+Every function here takes a program as the door makes it or as its author wrote it (plain
+functions, a built-in module): :func:`behind_the_door` passes it through the door first.
 """
 
 import math
@@ -39,6 +42,7 @@ from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
 from .discrete import enumerated, finite_sites, joint_values
+from .program import as_program
 
 DEFAULT_MAX_ROWS = 32768
 
@@ -50,8 +54,8 @@ def enumerates(model, guide, x, y=None):
     """Whether evaluation sums ``model``'s finite discrete sites out (``True`` without any), or,
     the program failing under enumeration, samples them from ``guide``: found once per model,
     from the images ``x`` (with ``y``), and said once on stderr where it fails."""
-    structure = structure_of(model)
-    if structure is None or not finite_sites(structure):
+    model, guide = behind_the_door(model, guide, x, y)
+    if not finite_sites(model.structure):
         return True
     if model not in _ENUMERABLE:
         log_weights(
@@ -83,9 +87,21 @@ def _site_log_prob(site, data_dim=-1):
     return lp
 
 
+def behind_the_door(model, guide, x, y=None):
+    """``(model, guide)`` through the program door (:func:`pyro_vae.program.as_program`), the
+    program discovered on the first images; a model from the door is returned as it is, so
+    evaluation reads every program's :class:`~pyro_vae.program.Structure`, a user's plain
+    functions and a built-in module alike."""
+    y = None if y is None else y[:4]
+    if getattr(guide, "size", None) is not None:
+        # a guide with parameters per image (a LocalGuide) is made for the program as it is
+        return as_program(model, None, x[:4], y)[0], guide
+    return as_program(model, guide, x[:4], y)
+
+
 def structure_of(model):
-    """The :class:`~pyro_vae.program.Structure` of a model from the program door, else ``None``."""
-    return getattr(model, "structure", None) if hasattr(model, "program") else None
+    """The :class:`~pyro_vae.program.Structure` of a model from the program door."""
+    return model.structure
 
 
 @torch.no_grad()
@@ -116,20 +132,19 @@ def log_weights(
     :param idx: the images' positions in a set of ``size`` images, for per-datapoint guides; the
         weights stay unscaled.
     """
-    structure = structure_of(model)
-    data_dim = -1
-    summed = finite_sites(structure) if structure is not None else ()
-    if structure is not None:
-        max_plate_nesting = max(max_plate_nesting, structure.max_plate_nesting)
-        data_dim = structure.plate.dim
-        if not structure.vectorized and num_samples > 1:
-            # a program that cannot take particles in a batch dimension: one draw at a time
-            return torch.cat(
-                [
-                    log_weights(model, guide, x, y, 1, max_plate_nesting, idx, size, discrete)
-                    for _ in range(num_samples)
-                ]
-            )
+    model, guide = behind_the_door(model, guide, x, y)
+    structure = model.structure
+    summed = finite_sites(structure)
+    max_plate_nesting = max(max_plate_nesting, structure.max_plate_nesting)
+    data_dim = structure.plate.dim
+    if not structure.vectorized and num_samples > 1:
+        # a program that cannot take particles in a batch dimension: one draw at a time
+        return torch.cat(
+            [
+                log_weights(model, guide, x, y, 1, max_plate_nesting, idx, size, discrete)
+                for _ in range(num_samples)
+            ]
+        )
 
     def run(summed, x, y, idx, size):
         q = guide
@@ -151,7 +166,7 @@ def log_weights(
         return (log_w + log_q).logsumexp(dims)
 
     def particles(summed, x=x, y=y, idx=idx, size=size, num_samples=num_samples):
-        if structure is not None and not structure.vectorized:
+        if not structure.vectorized:
             return torch.as_tensor(run(summed, x, y, idx, size)).expand(1, x.shape[0])
         with pyro.plate("particles", num_samples, dim=-(max_plate_nesting + 1)):
             log_w = run(summed, x, y, idx, size)
@@ -224,9 +239,9 @@ def _per_image(
     reduce, model, guide, x, y, num_samples, max_rows, max_plate_nesting, progress, discrete="sum"
 ):
     out = []
-    structure = structure_of(model)
-    if structure is not None:  # each sample runs the decoder once per joint discrete value
-        max_rows = max(1, max_rows // joint_values(structure))
+    model, guide = behind_the_door(model, guide, x, y)
+    # each sample runs the decoder once per joint discrete value
+    max_rows = max(1, max_rows // joint_values(model.structure))
     chunks = list(_chunked(x, y, num_samples, max_rows))
     # disable=None: no bar when stderr is not a terminal (a log file)
     bar = tqdm(

@@ -42,7 +42,7 @@ from pyro.poutine.messenger import Messenger
 
 from .discrete import discrete_sites, enumerated
 from .errors import ConfigError
-from .evaluate import enumerates, log_weights, sampled_instead
+from .evaluate import behind_the_door, enumerates, log_weights, sampled_instead
 from .nets import LearnedBaseline
 
 #: name -> (the Pyro ELBO, the score-function baseline or None for a pathwise gradient)
@@ -56,9 +56,9 @@ ESTIMATORS = {
 
 
 def not_applicable(model, estimator):
-    """Why ``estimator`` cannot estimate the gradient for ``model``, or ``None`` where it can."""
-    structure = getattr(model, "structure", None)
-    sites = discrete_sites(structure) if structure is not None else ()
+    """Why ``estimator`` cannot estimate the gradient for ``model`` (a program behind the door),
+    or ``None`` where it can."""
+    sites = discrete_sites(model.structure)
     if not sites or ESTIMATORS[estimator][1] is not None:
         return None
     if estimator == "reparam-analytic-kl":
@@ -83,8 +83,8 @@ def _sites_named(sites):
 
 def _pathwise(elbo_class, model, guide):
     """The pathwise estimator's ELBO and guide: with discrete sites, every one summed out."""
-    structure = getattr(model, "structure", None)
-    sites = discrete_sites(structure) if structure is not None else ()
+    structure = model.structure
+    sites = discrete_sites(structure)
     if not sites:
         return elbo_class(), guide
     names = frozenset(s.name for s in sites)
@@ -99,12 +99,13 @@ class ScoreFunction(Messenger):
     ``"average"`` (Pyro's decaying average of the downstream cost) or a tensor-valued callable
     returning one baseline per data point (trained by :class:`~pyro.infer.TraceGraph_ELBO`).
 
-    :param tuple sites: the latent sites to treat.
+    :param tuple sites: the latent sites to treat (the program's
+        :attr:`~pyro_vae.program.Structure.latent_names`).
     :param baseline: see above.
     :param float beta: the decay of the average baseline.
     """
 
-    def __init__(self, sites=("z",), baseline=None, beta=0.9):
+    def __init__(self, sites, baseline=None, beta=0.9):
         super().__init__()
         self.sites = tuple(sites)
         self.baseline = baseline
@@ -173,6 +174,13 @@ def gradient_draws(
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if num_draws < 2:
         raise ConfigError("num_draws must be at least 2 to estimate a variance")
+    caller = (model, guide)
+    model, guide = behind_the_door(model, guide, x)
+    # the gradients in the order of the caller's modules' parameters where it passed modules
+    # (the door's halves order theirs by use; the same tensors), else the halves'
+    groups = _groups(
+        *(c if isinstance(c, torch.nn.Module) else h for c, h in zip(caller, (model, guide)))
+    )
     why = not_applicable(model, estimator)
     if why is not None:
         raise ConfigError(f"the {estimator} estimator does not apply to this model: {why}")
@@ -188,7 +196,6 @@ def gradient_draws(
     # k particles = each image k times in the batch: the same average of k independent latents
     # per image as an ELBO's num_particles, and it works for every baseline alike.
     x = x.repeat_interleave(num_particles, dim=0)
-    groups = _groups(model, guide)
     params = groups["encoder"] + groups["decoder"]
     store = pyro.get_param_store()
     saved = store.get_state()
@@ -197,8 +204,7 @@ def gradient_draws(
     model.eval(), guide.eval()
     try:
         q = guide if baseline is not None else pathwise_guide
-        structure = getattr(model, "structure", None)
-        sites = structure.latent_names if structure is not None else ("z",)
+        sites = model.structure.latent_names
         if baseline == "learned":
             q = ScoreFunction(sites, baseline=lambda: net(x))(guide)
         elif baseline is not None:
@@ -261,6 +267,7 @@ def gradient_variance(
 
     :rtype: list
     """
+    model, guide = behind_the_door(model, guide, x)
     rows = []
     for k in particles:
         for name in estimators:
@@ -320,6 +327,7 @@ def measure_stages(stages, x, **kwargs):
     """
     rows, estimators = [], kwargs.pop("estimators", tuple(ESTIMATORS))
     for label, model, guide in stages:
+        model, guide = behind_the_door(model, guide, x)
         if not rows:
             enumerates(model, guide, x)  # found out once, before the estimators are chosen
             estimators = _applicable(model, estimators)

@@ -26,7 +26,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 
 from .data import Data
 from .errors import ConfigError
-from .evaluate import enumerates, structure_of
+from .evaluate import behind_the_door, enumerates
 from .train import fit
 
 E_STEP_LR = 0.2  # from the prior
@@ -75,6 +75,7 @@ def e_step(
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"the E-step needs a positive number of steps, got {steps!r}")
+    model, guide = behind_the_door(model, guide, x, y)
     n = x.shape[0]
     labels = y if y is not None and y.dim() == 1 else torch.zeros(n, dtype=torch.long)
     images = Data("e-step", "static", x, labels, x[:0], labels[:0])
@@ -119,17 +120,15 @@ def frozen(model):
 def _e_step_elbo(model, num_particles):
     """The E-step's default ELBO: analytic KL, ``num_particles`` draws, vectorized where the
     program allows it."""
-    structure = structure_of(model)
+    structure = model.structure
     if num_particles == 1 or (
-        structure is not None
-        and not structure.vectorized
-        and any(s.discrete for s in structure.latents)
+        not structure.vectorized and any(s.discrete for s in structure.latents)
     ):
         # a discrete strategy vectorizes its particles whatever the program: one draw a step
         return TraceMeanField_ELBO()
-    if structure is not None and not structure.vectorized:
+    if not structure.vectorized:
         return TraceMeanField_ELBO(num_particles=num_particles)
-    nesting = structure.max_plate_nesting if structure is not None else 1
+    nesting = structure.max_plate_nesting
     return TraceMeanField_ELBO(
         num_particles=num_particles, vectorize_particles=True, max_plate_nesting=nesting
     )
@@ -165,9 +164,7 @@ class GridPosterior:
 def _at(model, z):
     """The image site's distribution and the code site's prior log-density at latents ``z``
     ``(G, 2)`` (a model with one 2-D latent site)."""
-    structure = getattr(model, "structure", None)
-    if structure is None:  # a bare built-in model
-        return model.x_dist(z), model.z_dist().log_prob(z)
+    structure = model.structure
     name = structure.code.name
     trace = poutine.trace(poutine.condition(model, data={name: z})).get_trace(
         None, None, None, len(z)
@@ -183,7 +180,8 @@ def log_likelihood_grid(model, x, z, max_rows=4096):
     so all images are scored against all grid points by one matrix product; other likelihoods
     are evaluated by broadcasting, in chunks of grid points.
     """
-    structure = getattr(model, "structure", None)
+    model = behind_the_door(model, None, x)[0]
+    structure = model.structure
     out = []
     for zc in z.split(max_rows):
         fn, _ = _at(model, zc)
@@ -193,7 +191,7 @@ def log_likelihood_grid(model, x, z, max_rows=4096):
             softplus = torch.nn.functional.softplus(logits).sum(-1)
             out.append(x.reshape(len(x), -1) @ logits.T - softplus)
         else:
-            shaped = x if structure is None else structure.to_model(x)
+            shaped = structure.to_model(x)
             out.append(torch.stack([fn.log_prob(xi.expand(len(zc), *xi.shape)) for xi in shaped]))
     return torch.cat(out, 1)
 
@@ -211,17 +209,13 @@ def grid_posterior(model, x, lim=5.0, points=200):
     :param torch.Tensor x: images ``(N, *x_shape)``.
     :rtype: GridPosterior
     """
-    structure = getattr(model, "structure", None)
-    if structure is not None:
-        sizes = [s.numel for s in structure.latents]
-        if sizes != [2] or structure.conditional:
-            raise ConfigError(
-                "the exact grid posterior needs one unconditional 2-D latent site; this model "
-                f"has latent sites {', '.join(structure.latent_names)} of sizes {sizes}"
-            )
-    elif getattr(model, "z_dim", None) != 2:
+    model = behind_the_door(model, None, x)[0]
+    structure = model.structure
+    sizes = [s.numel for s in structure.latents]
+    if sizes != [2] or structure.conditional:
         raise ConfigError(
-            f"the exact grid posterior needs a 2-D latent, this model has z_dim={model.z_dim}"
+            "the exact grid posterior needs one unconditional 2-D latent site; this model "
+            f"has latent sites {', '.join(structure.latent_names)} of sizes {sizes}"
         )
     h = 2 * lim / points
     axis = torch.linspace(-lim + h / 2, lim - h / 2, points)
@@ -242,8 +236,8 @@ def _discrete_options(model, n):
     enumeration: the plates to leave of the enumeration dims, and a start for each continuous
     site at 0 in its own shape (the prior's draw, Pyro's default start, would carry a copy per
     enumerated value, and the chain would then sample the wrong target)."""
-    structure = structure_of(model)
-    if structure is None or not any(s.discrete for s in structure.latents):
+    structure = model.structure
+    if not any(s.discrete for s in structure.latents):
         return {}
     start = {
         s.name: torch.zeros(n, *s.shape)
@@ -297,6 +291,7 @@ def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=Tr
     for name, value in (("num_samples", num_samples), ("warmup_steps", warmup_steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"NUTS {name} must be a positive integer, got {value!r}")
+    model = behind_the_door(model, None, x, y)[0]
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
     with frozen(model):
@@ -317,5 +312,5 @@ def nuts_posterior(model, x, num_samples=200, warmup_steps=200, seed=0, quiet=Tr
                 "MixtureSameFamily prior, say); leave mcmc out of the strategies"
             ) from None
     sites = {k: v.detach() for k, v in mcmc.get_samples().items()}
-    code = model.structure.code.name if hasattr(model, "structure") else "z"
+    code = model.structure.code.name
     return NUTSPosterior(sites[code], time.perf_counter() - start, warmup_steps, sites)

@@ -8,7 +8,7 @@ from pyro.poutine.util import site_is_subsample
 
 from .errors import PyroVAEError
 from .modelfile import check_protocol
-from .program import describe
+from .program import Half, Program, describe
 
 
 @torch.no_grad()
@@ -16,6 +16,9 @@ def site_table(model, guide, x, y=None):
     """A text table of every sample site of the guide and of the model (replayed on the guide),
     with its distribution, batch and event shapes, for the batch ``x``. Checks the protocol first,
     so a broken model file gets a clear message instead of a table."""
+    if not isinstance(model, Half):  # through the door first: the table ends with what it learned
+        program = Program(model, guide, x, y)
+        model, guide = program.model, program.guide
     model_trace, guide_trace = check_protocol(model, guide, x, y)
     rows = [("site", "program", "kind", "distribution", "batch shape", "event shape")]
     for program, trace in (("guide", guide_trace), ("model", model_trace)):
@@ -45,9 +48,7 @@ def site_table(model, guide, x, y=None):
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    structure = getattr(model, "structure", None)
-    learned = [""] + describe(structure) if structure is not None else []
-    return "\n".join(lines + sorted(plates) + learned)
+    return "\n".join(lines + sorted(plates) + [""] + describe(model.structure))
 
 
 def _plate_size(frame):
