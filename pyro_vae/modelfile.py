@@ -40,10 +40,12 @@ built-in model are used where present. ``examples/`` holds complete files;
 :func:`check_protocol` runs a model and guide on a few images and names what is wrong.
 """
 
+import contextlib
 import importlib.util
 import inspect
 import os
 import sys
+from unittest import mock
 
 import torch
 from pyro import poutine
@@ -200,10 +202,39 @@ def _construct(cls, name, kwargs, unset=()):
             f"with whichever of {', '.join(CONSTRUCTOR_ARGS)} its signature accepts"
         )
     try:
-        return cls(**given)
+        with _run_seed_mixed_in(name):
+            return cls(**given)
     except Exception as e:
         shown = ", ".join(given) or "no arguments"
         raise ModelFileError(f"{name}({shown}) failed: {_first_line(e)}") from None
+
+
+@contextlib.contextmanager
+def _run_seed_mixed_in(name):
+    """A constructor that seeds torch's global generator itself (``torch.manual_seed(1)``, as
+    some libraries' classes do) would start every run from the same weights, whatever its
+    ``--seed``: while it runs, each seed it sets is combined with the run's (torch's seed when
+    construction started), so a run's seed still chooses the weights and the same seed gives the
+    same ones; a line on stderr says so."""
+    run_seed, original, asked = torch.initial_seed(), torch.random.manual_seed, []
+
+    def mixed(seed):
+        asked.append(int(seed))
+        return original((int(seed) * 1_000_003 + run_seed) % 2**63)
+
+    with (
+        mock.patch.object(torch, "manual_seed", mixed),
+        mock.patch.object(torch.random, "manual_seed", mixed),
+    ):
+        yield
+    if asked:
+        print(
+            f"pyro_vae: {name}(...) seeds torch's random generator itself "
+            f"(torch.manual_seed({asked[0]})); its seed is combined with the run's, so --seed "
+            "still chooses the initial weights",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _first_line(e):

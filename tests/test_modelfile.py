@@ -185,3 +185,26 @@ def test_a_constructor_keeps_its_own_sizes_unless_the_command_line_gives_them(tm
     assert model.structure.code.numel == 50
     with pytest.raises(ConfigError, match="z_dim None .the program.s own. is for a model file"):
         Config(z_dim=None)
+
+
+def test_a_constructor_that_seeds_torch_itself_still_gets_the_runs_seed(tmp_path, capsys):
+    """A class that calls torch.manual_seed(1) as it is built (as a third-party library's does):
+    --seed still chooses the initial weights (the same seed, the same ones), and a line says
+    why."""
+    import pyro
+
+    (tmp_path / "seeded.py").write_text(
+        textwrap.dedent(GOOD).replace(
+            "        self.model = Model(x_shape, z_dim, hidden_dims)",
+            "        torch.manual_seed(1)\n        self.model = Model(x_shape, z_dim, hidden_dims)",
+        )
+    )
+    weights = []
+    for seed in (0, 1, 0):
+        pyro.set_rng_seed(seed)
+        config = Config(model=f"{tmp_path}/seeded.py:MyVAE", z_dim=2, hidden_dims=(8,))
+        model, _ = build(config, (1, 6, 5))
+        weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    assert not torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])
+    err = capsys.readouterr().err
+    assert "MyVAE(...) seeds torch's random generator itself (torch.manual_seed(1))" in err
