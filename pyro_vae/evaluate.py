@@ -39,10 +39,10 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
-from tqdm.auto import tqdm
 
 from .discrete import enumerated, finite_sites, joint_values
 from .program import as_program
+from .progress import Progress
 
 DEFAULT_MAX_ROWS = 32768
 
@@ -243,11 +243,16 @@ def _per_image(
     # each sample runs the decoder once per joint discrete value
     max_rows = max(1, max_rows // joint_values(model.structure))
     chunks = list(_chunked(x, y, num_samples, max_rows))
-    # disable=None: no bar when stderr is not a terminal (a log file)
-    bar = tqdm(
-        chunks, disable=None if progress else True, desc="log p(x)", unit="chunk", leave=False
-    )
-    for xc, yc, idx, k in bar:
+    if progress and not model.structure.vectorized and num_samples > 1:
+        print(
+            f"pyro_vae: the program does not take its samples in a batch dimension, so each of "
+            f"the {num_samples} per image runs it once; the lines below say how long that takes",
+            file=sys.stderr,
+            flush=True,
+        )
+    # a bar on a terminal, a line every few seconds elsewhere (pyro_vae.progress)
+    bar = Progress(len(chunks), quiet=not progress, desc="log p(x)", unit="chunk")
+    for xc, yc, idx, k in chunks:
         blocks = [
             log_weights(
                 model,
@@ -263,6 +268,8 @@ def _per_image(
             for s in range(0, num_samples, k)
         ]
         out.append(reduce(blocks))
+        bar.step()
+    bar.close()
     return torch.cat(out)
 
 

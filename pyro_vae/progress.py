@@ -1,4 +1,4 @@
-"""Training's progress on stderr, wherever stderr goes.
+"""Progress on stderr (training's, evaluation's), wherever stderr goes.
 
 On a terminal it is tqdm's bar. Anywhere else (a log file, a pipe, a batch job's output, a
 terminal multiplexer's capture) a bar redrawn with carriage returns is one unreadable line, and
@@ -44,23 +44,27 @@ class Progress:
     ``epochs`` epochs: tqdm's bar on a terminal, a line every :data:`EVERY` seconds elsewhere,
     nothing when ``quiet``. The estimate of the rest is the steps left at this run's own pace."""
 
-    def __init__(self, total, initial=0, epochs=None, quiet=False, desc="train", stream=None):
+    def __init__(
+        self, total, initial=0, epochs=None, quiet=False, desc="train", stream=None, unit="step"
+    ):
         self.stream = sys.stderr if stream is None else stream
         self.lines = not quiet and not _is_terminal(self.stream)
         self.bar = tqdm(
             total=total,
             initial=initial,
             disable=True if quiet or self.lines else None,
-            unit="step",
+            unit=unit,
             desc=desc,
+            leave=unit == "step",  # training's bar stays; a part of a command's goes
         )
+        self.unit = unit
         self.total, self.done, self.epochs, self.desc = total, initial, epochs, desc
         self.first = initial
         self.start = self.last = time.perf_counter()
         self.epoch, self.elbo = None, None
 
-    def step(self, epoch, elbo):
-        """One step of ``epoch`` done; ``elbo`` its minibatch's ELBO per image."""
+    def step(self, epoch=None, elbo=None):
+        """One step (of ``epoch``) done; ``elbo`` its minibatch's ELBO per image."""
         self.done += 1
         self.epoch, self.elbo = epoch, elbo
         self.bar.update()
@@ -77,9 +81,10 @@ class Progress:
         pace = (self.done - self.first) / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / pace if pace > 0 else math.inf
         epochs = f"/{self.epochs}" if self.epochs is not None else ""
+        epoch = f"epoch {self.epoch}{epochs}, " if self.epoch is not None else ""
         elbo = f", ELBO {self.elbo:.2f}" if self.elbo is not None else ""
         print(
-            f"{self.desc}: epoch {self.epoch}{epochs}, step {self.done}/{self.total}{elbo}, "
+            f"{self.desc}: {epoch}{self.unit} {self.done}/{self.total}{elbo}, "
             f"{duration(elapsed)} elapsed, about {duration(left)} left",
             file=self.stream,
             flush=True,

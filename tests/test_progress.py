@@ -54,3 +54,38 @@ def test_no_lines_on_a_terminal_or_when_quiet(monkeypatch, stream, quiet):
         for _ in range(3):
             bar.step(epoch=1, elbo=-1.0)
     assert "train: epoch" not in stream.getvalue()
+
+
+def test_log_px_of_a_program_that_takes_one_sample_at_a_time_says_how_long(monkeypatch, capsys):
+    """A program that cannot take its samples in a batch dimension (it reshapes z to one row
+    per image) is scored one sample at a time: evaluation says so, and its lines estimate the
+    rest."""
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    from pyro_vae import evaluate
+    from pyro_vae.program import Program
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
+            logits = z.reshape(len(x), 2).sum(-1, keepdim=True).expand(-1, x[0].numel())
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x.reshape(len(x), -1))
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
+
+    x = torch.bernoulli(torch.full((6, 1, 2, 2), 0.5))
+    program = Program(model, guide, x)
+    assert not program.structure.vectorized
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: False)
+    log_px = evaluate.log_px(
+        program.model, program.guide, x, num_samples=4, max_rows=4, progress=True
+    )
+    assert log_px.shape == (6,)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("pyro_vae: the program does not take its samples in a batch")
+    assert any(line.startswith("log p(x): chunk ") and "left" in line for line in err[1:])
