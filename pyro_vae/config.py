@@ -196,6 +196,11 @@ class Config:
 
     def _check_labels(self, entry):
         """The semi-supervised settings: labels, alpha, labelled_share."""
+        if self.labels is not None and self.condition != "none" and "condition" in entry.reads:
+            raise ConfigError(
+                f"--labels and --condition {self.condition} would both pass the program's second "
+                "argument (ys): labels for some images, or a condition for every image; choose one"
+            )
         if self.labels is not None:
             _check_positive_int("labels", self.labels)
         if (entry.needs_labels and self.labels is None) or (

@@ -95,3 +95,16 @@ def test_unknown_names_and_the_help_come_from_the_table():
     help_text = registry.help_text()
     for entry in registry.MODELS.values():
         assert f"{entry.name} ({entry.description})" in help_text
+
+
+def test_labels_and_a_condition_together_are_refused_in_one_line(capsys):
+    """Both would pass a model file's second argument: refused before anything is built."""
+    from pyro_vae.cli import main
+
+    spec = "tests/programs/ss_vae.py:make"
+    for condition in ("label", "quadrants:1"):
+        with pytest.raises(ConfigError, match="would both pass the program's second argument"):
+            Config(model=spec, labels=20, condition=condition)
+        assert main(["train", "--model", spec, "--labels", "20", "--condition", condition]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("pyro-vae: error: --labels and --condition") and err.count("\n") == 1
