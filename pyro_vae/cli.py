@@ -1502,6 +1502,8 @@ def cmd_semi(args):
             raise ConfigError(f"semi sets --{name} for each of its runs; choose with {instead}")
     if args.resume and not args.out:
         raise ConfigError("--resume continues the table in --out; give the folder it ran in")
+    if args.out:  # for Ctrl-C: the runs keep their checkpoints in --out
+        args.interrupted = lambda: "the table continues with the same command and --resume"
     args.labels = args.label_counts[0]
     config = _config_from_args(args)
     if model.user_code:

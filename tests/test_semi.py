@@ -836,3 +836,15 @@ def test_a_resumed_table_evaluates_again_a_run_whose_record_is_no_accuracy(
     monkeypatch.setattr(pyro_vae.runs, "resume_run", resume_run)
     assert _m2_run(config, str(tmp_path), resume=True, quiet=True) == (0.5, "resumed")
     assert evaluated == [str(tmp_path)]
+
+
+def test_ctrl_c_in_a_semi_table_says_how_it_continues(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pyro_vae.semi.table", interrupted)
+    args = ["semi", "--label-counts", "20", "--draws", "1", "--variants", "baseline", *SMALL]
+    assert main([*args, "--out", str(tmp_path / "t")]) == 130
+    assert capsys.readouterr().err == (
+        "pyro-vae: interrupted; the table continues with the same command and --resume\n"
+    )
