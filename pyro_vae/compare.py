@@ -64,11 +64,9 @@ STRATEGIES = ("amortized", "local", "semi-amortized", "delta", "mcmc")
 
 
 def local_guide(model, n):
-    """A per-image guide over every latent site of ``model`` for ``n`` images, at the prior."""
-    program = getattr(model, "program", None)
-    if program is not None:
-        return LocalGuide(n, structure=model.structure)
-    return LocalGuide(n, model.z_dim)
+    """A per-image guide over every latent site of ``model`` (a program, through the door) for
+    ``n`` images, at the prior."""
+    return LocalGuide(n, structure=model.structure)
 
 
 def _fit(strategy, model, guide, x, e_steps, refine_steps, lr, seed, refine_lr=REFINE_LR):

@@ -30,7 +30,7 @@ from .errors import ConfigError, DataError, ModelFileError
 from .families import make_family
 from .models import data_plate, features
 from .nets import loc_scale
-from .program import DataPlate, LatentSite
+from .program import DataPlate, LatentSite, Structure
 
 
 class Guide(PyroModule):
@@ -110,7 +110,8 @@ class LocalGuide(Guide):
     (:func:`~pyro_vae.train.mean_test_elbo`).
 
     :param int size: number of images (rows of ``loc`` and ``scale``).
-    :param int z_dim: latent dimension of the single site ``"z"`` (without ``structure``).
+    :param int z_dim: latent dimension of the single site ``"z"``, without ``structure``
+        (:func:`one_site`).
     :param loc: initial locations ``(size, z_dim)`` (or, with several sites, a dict by site name,
         in unconstrained space); default zeros (the standard Normal prior's mean).
     :param scale: initial scales, likewise; default ones.
@@ -135,13 +136,8 @@ class LocalGuide(Guide):
         extra=None,
     ):
         super().__init__()
-        if structure is None:
-            if z_dim is None:
-                raise DataError("LocalGuide needs z_dim, or a program's structure")
-            sites, plate = (LatentSite("z", (z_dim,), constraints.real),), DataPlate()
-        else:
-            sites, plate = structure.latents, structure.plate
-        self.size, self.sites, self.plate = size, tuple(sites), plate
+        structure = structure or one_site(z_dim)
+        self.size, self.sites, self.plate = size, tuple(structure.latents), structure.plate
         self.structure = structure
         self.family, self.flow_layers = family, flow_layers
         self.z_dim = z_dim if z_dim is not None else (self.sites[0].numel if self.sites else 0)
@@ -196,8 +192,6 @@ class LocalGuide(Guide):
     def fresh(self, size):
         """A guide of the same sites and family for ``size`` other images, at the prior (the
         flow, shared by the images, starts afresh too)."""
-        if self.structure is None:
-            return LocalGuide(size, self.z_dim, family=self.family, flow_layers=self.flow_layers)
         return LocalGuide(
             size, structure=self.structure, family=self.family, flow_layers=self.flow_layers
         )
@@ -227,13 +221,15 @@ class LocalGuide(Guide):
 
         Refining it with a few E-steps is semi-amortized inference (Kim et al. 2018); with none,
         it is ``guide`` itself (up to the moments, for a family that cannot hold ``guide``'s q).
+
+        ``structure`` defaults to the guide's: a guide of a program has one; a built-in guide on
+        its own samples the one site of :func:`one_site`.
         """
-        structure = structure if structure is not None else getattr(guide, "structure", None)
-        if structure is None:  # a built-in guide on its own
-            q = guide.z_dist(x, y).base_dist
-            return cls(
-                x.shape[0], q.loc.shape[-1], q.loc, q.scale, family=family, flow_layers=flow_layers
-            )
+        structure = (
+            structure
+            or getattr(guide, "structure", None)
+            or one_site(guide.z_dist(x, y).event_shape[-1])
+        )
         if isinstance(guide, FamilyGuide) and guide.family == family:
             parts = guide.parts(x, y)
             local = cls(
@@ -308,6 +304,17 @@ class LocalGuide(Guide):
         dists = self.site_dists(x, y, idx)
         with self.plate(x.shape[0], idx, size), poutine.scale(scale=self.z_scale):
             return {name: pyro.sample(name, fn) for name, fn in dists.items()}
+
+
+def one_site(z_dim):
+    """The structure of ``LocalGuide(size, z_dim)``, made without a program's: the built-in
+    models' one latent site ``"z"`` of ``z_dim`` real numbers per image, in
+    :func:`pyro_vae.data_plate` (their image site ``"x"``, of a shape the guide need not know).
+    A guide for any other program takes that program's structure instead."""
+    if z_dim is None:
+        raise DataError("LocalGuide needs z_dim, or a program's structure")
+    site = LatentSite("z", (z_dim,), constraints.real)
+    return Structure(image="x", latents=(site,), plate=DataPlate(), layout="image", x_shape=())
 
 
 def _held(guide, parts, family, flow_layers):
@@ -477,7 +484,7 @@ class FamilyGuide(Guide):
 
     def __init__(self, guide, family="fullcov", structure=None, flow_layers=None):
         super().__init__()
-        structure = structure if structure is not None else guide.structure
+        structure = structure or guide.structure
         self.guide = guide
         self.family, self.flow_layers = family, flow_layers
         self.index = {site.name: i for i, site in enumerate(structure.latents)}

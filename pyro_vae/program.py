@@ -1496,11 +1496,10 @@ def _read_images(structure, x, n, what, fix):
 @torch.no_grad()
 def site_moments(guide, x, y=None, site=None, idx=None, size=None):
     """The mean and standard deviation of q at one latent site (default: the code site) for the
-    images ``x``, each ``(N, *shape)``; estimated from 64 draws where q has no closed form."""
-    structure = guide.structure if hasattr(guide, "structure") else None
-    name = site or (structure.code.name if structure is not None else "z")
-    if structure is None and getattr(guide, "sites", None):
-        name = site or guide.sites[0].name
+    images ``x``, each ``(N, *shape)``; estimated from 64 draws where q has no closed form.
+    Without ``site``, the guide's ``structure`` names the code site: a guide of a program, or a
+    per-image guide made for one."""
+    name = site or guide.structure.code.name
     fn = poutine.trace(guide).get_trace(x, y, idx, size).nodes[name]["fn"]
     try:
         return fn.mean, fn.stddev

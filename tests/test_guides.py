@@ -7,6 +7,7 @@ from pyro_vae import evaluate
 from pyro_vae.config import Config, build
 from pyro_vae.errors import DataError
 from pyro_vae.guides import DeltaGuide, LocalGuide
+from tests.bare import bare_vae
 from tests.conftest import assert_close
 
 
@@ -49,6 +50,20 @@ def test_semi_amortized_with_no_refinement_is_the_amortized_guide(vae):
     pyro.set_rng_seed(3)
     b = evaluate.log_weights(model, local, x, num_samples=5)
     assert_close(a, b, atol=1e-5)
+
+
+def test_a_bare_built_in_guide_starts_a_local_guide_at_its_q():
+    """AmortizedGuide(...) made by hand, never through the door: its local guide holds the
+    built-in models' one site (guides.one_site), at the encoder's q image for image."""
+    model, guide, x = bare_vae(n=8)
+    local = LocalGuide.from_guide(guide, x)
+    assert local.structure.latent_names == ("z",) and local.loc.shape == (8, 2)
+    pyro.set_rng_seed(3)
+    a = evaluate.log_weights(model, guide, x, num_samples=5)
+    pyro.set_rng_seed(3)
+    b = evaluate.log_weights(model, local, x, num_samples=5)
+    assert_close(a, b, atol=1e-5)
+    assert local.fresh(3).structure == local.structure
 
 
 def test_delta_guide_scores_the_joint_at_its_point(vae):
