@@ -39,6 +39,7 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 from .discrete import discrete_sites, enumerated
 from .errors import ConfigError
@@ -100,19 +101,22 @@ class ScoreFunction(Messenger):
     returning one baseline per data point (trained by :class:`~pyro.infer.TraceGraph_ELBO`).
 
     :param tuple sites: the latent sites to treat (the program's
-        :attr:`~pyro_vae.program.Structure.latent_names`).
+        :attr:`~pyro_vae.program.Structure.latent_names`; default: every latent site the guide
+        samples).
     :param baseline: see above.
     :param float beta: the decay of the average baseline.
     """
 
-    def __init__(self, sites, baseline=None, beta=0.9):
+    def __init__(self, sites=None, baseline=None, beta=0.9):
         super().__init__()
-        self.sites = tuple(sites)
+        self.sites = None if sites is None else tuple(sites)
         self.baseline = baseline
         self.beta = beta
 
     def _pyro_sample(self, msg):
-        if msg["name"] not in self.sites or msg["is_observed"]:
+        if msg["is_observed"] or site_is_subsample(msg):
+            return
+        if self.sites is not None and msg["name"] not in self.sites:
             return
         base = msg["fn"]
         while isinstance(base, torch.distributions.Independent):
@@ -126,6 +130,15 @@ class ScoreFunction(Messenger):
         else:
             return
         msg["infer"] = {**msg["infer"], "baseline": options}
+
+
+#: The prefix of the names Pyro's TraceGraph_ELBO keeps its decaying average baselines under.
+AVERAGE_BASELINE = "__baseline_avg_downstream_cost_"
+
+
+def _drop(store, which):
+    for name in [name for name in store.keys() if which(name)]:
+        del store[name]
 
 
 def _groups(model, guide):
@@ -197,9 +210,11 @@ def gradient_draws(
     # per image as an ELBO's num_particles, and it works for every baseline alike.
     x = x.repeat_interleave(num_particles, dim=0)
     params = groups["encoder"] + groups["decoder"]
+    # The average baseline lives in the param store: it starts afresh, and the store is left as
+    # it was. The program's own pyro.param values stay in it while the draws run.
     store = pyro.get_param_store()
     saved = store.get_state()
-    store.clear()  # the average baseline lives in the param store; the caller's is put back
+    _drop(store, lambda name: name.startswith(AVERAGE_BASELINE))
     modes = model.training, guide.training
     model.eval(), guide.eval()
     try:
@@ -215,7 +230,7 @@ def gradient_draws(
         model.train(modes[0]), guide.train(modes[1])
         for p in params:
             p.grad = None
-        store.clear()
+        _drop(store, lambda name: name not in saved["params"])
         store.set_state(saved)
     flat = torch.stack(draws) / x.shape[0]
     sizes = [sum(p.numel() for p in groups[k]) for k in ("encoder", "decoder")]

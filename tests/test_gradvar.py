@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.gradvar import ESTIMATORS, gradient_draws, gradient_variance
+from pyro_vae.gradvar import ESTIMATORS, ScoreFunction, gradient_draws, gradient_variance
 from pyro_vae.guides import AmortizedGuide
 from pyro_vae.nets import MLPEncoder
-from tests.linear_gaussian import LinearGaussian
+from pyro_vae.program import as_program
+from tests.bare import bare_vae
+from tests.linear_gaussian import LinearGaussian, plain_functions
 
 
 @pytest.fixture
@@ -30,6 +32,13 @@ def exact_gradient(model, guide, x):
     KL(q || p(z))  = sum_j (s_j^2 + m_j^2 - 1 - 2 log s_j) / 2
     """
     loc, scale = guide.encoder(x)
+    encoder, decoder = list(guide.parameters()), list(model.parameters())
+    return closed_form_gradient(model, loc, scale, x, encoder, decoder)
+
+
+def closed_form_gradient(model, loc, scale, x, encoder, decoder):
+    """The gradient of :func:`exact_gradient`'s loss for q = Normal(loc, scale), with respect
+    to the guide's parameters ``encoder`` and the model's ``decoder``."""
     sigma2 = model.sigma**2
     mean = loc @ model.W.T + model.b
     expected_log_lik = (
@@ -39,7 +48,6 @@ def exact_gradient(model, guide, x):
     )
     kl = 0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum(-1)
     loss = -(expected_log_lik - kl).mean()
-    encoder, decoder = list(guide.parameters()), list(model.parameters())
     flat = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, encoder + decoder)])
     return dict(
         zip(
@@ -57,7 +65,11 @@ def test_every_estimator_is_unbiased(problem, estimator):
     num_particles = 2 if estimator.startswith("reparam") else 32
     num_draws = 200
     draws = gradient_draws(model, guide, x, estimator, num_draws, num_particles, baseline_steps=50)
-    for group in ("encoder", "decoder"):
+    assert_unbiased(draws, truth, ("encoder", "decoder"), num_draws)
+
+
+def assert_unbiased(draws, truth, groups, num_draws):
+    for group in groups:
         g = draws[group]
         assert g.shape == (num_draws, truth[group].numel())
         stderr = g.std(0) / num_draws**0.5
@@ -66,6 +78,27 @@ def test_every_estimator_is_unbiased(problem, estimator):
         assert z.abs().max() < 4.5, (group, z)
         # and the test has power: the truth stands far outside the noise
         assert truth[group].norm() > 5 * stderr.norm(), group
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "score-avg-baseline"])
+def test_plain_functions_get_unbiased_gradients_through_the_door(estimator):
+    """gradient_draws on the linear-Gaussian model and guide written as plain Pyro functions
+    (never through the door; the guide's parameters are pyro.param statements in Pyro's global
+    store): the draws average to the closed-form gradient, and the store keeps its parameters
+    while they are drawn, and gains nothing (the average baseline lives there meanwhile)."""
+    truth, model, guide = plain_functions()
+    pyro.set_rng_seed(1)
+    x = truth(size=8).detach()
+    _, doored = as_program(model, guide, x)  # the order the door lists the guide's parameters in
+    encoder = list(doored.parameters())
+    loc = x @ pyro.param("A") + pyro.param("c")
+    scale = pyro.param("s").expand_as(loc)
+    exact = closed_form_gradient(truth, loc, scale, x, encoder, [])
+    num_particles = 2 if estimator == "reparam" else 32
+    draws = gradient_draws(model, guide, x, estimator, 200, num_particles, warmup=20)
+    assert_unbiased(draws, exact, ("encoder",), 200)
+    assert draws["decoder"].shape == (200, 0)  # the model's W and b are constants
+    assert sorted(pyro.get_param_store().keys()) == ["A", "c", "s"]
 
 
 def test_variance_ordering_and_particles(problem):
@@ -173,3 +206,25 @@ def test_a_discrete_site_is_summed_out_by_the_pathwise_estimator(mixture, capsys
         z = (a.mean(0) - b.mean(0)) / (a.var(0) / 200 + b.var(0) / 200).sqrt()
         assert z.abs().max() < 4.5 and z.pow(2).mean() < 1.5, group
         assert a.mean(0).norm() > 5 * (a.var(0).sum() / 200).sqrt(), group
+
+
+def test_a_bare_built_in_vae_gets_its_gradients_through_the_door():
+    """VAE(...) and AmortizedGuide(...) made by hand: the draws hold a number for each of the
+    encoder's and the decoder's parameters, the score function treating the site "z"."""
+    model, guide, x = bare_vae()
+    for estimator in ("reparam", "score-nn-baseline"):
+        draws = gradient_draws(model, guide, x, estimator, num_draws=3, baseline_steps=5)
+        assert draws["encoder"].shape == (3, sum(p.numel() for p in guide.parameters()))
+        assert draws["decoder"].shape == (3, sum(p.numel() for p in model.parameters()))
+        assert draws["encoder"].abs().sum() > 0 and draws["decoder"].abs().sum() > 0
+
+
+def test_the_score_function_treats_every_latent_site_by_default():
+    """ScoreFunction() on a guide whose latent site is not called "z": every latent site."""
+    from pyro import poutine
+
+    truth, model, guide = plain_functions()
+    x = truth(size=4).detach()
+    trace = poutine.trace(ScoreFunction()(guide)).get_trace(x)
+    assert not trace.nodes["h"]["fn"].has_rsample
+    assert poutine.trace(guide).get_trace(x).nodes["h"]["fn"].has_rsample
