@@ -100,12 +100,6 @@ def load_module(path):
     return module
 
 
-def load_class(spec):
-    """The object ``NAME`` that ``FILE.py:NAME`` names, loaded from the file."""
-    path, names = split_spec(spec)
-    return _get(load_module(path), path, names[0])
-
-
 def _get(module, path, name):
     if not hasattr(module, name):
         found = sorted(
