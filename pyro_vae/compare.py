@@ -49,6 +49,7 @@ from . import evaluate, program
 from .errors import ConfigError
 from .families import FAMILIES, check_family
 from .guides import DeltaGuide, LocalGuide, categorical_q
+from .guides import per_image as per_image_guide
 from .inference import (
     E_STEP_LR,
     E_STEP_PARTICLES,
@@ -186,7 +187,7 @@ def compare(
     variational = [s for s in strategies if s != "mcmc"]
     x4 = data.test_x[:4]
     model, guide = program.as_program(model, guide, x4, data.model_y(x4, data.test_y[:4]))
-    if guide is None or isinstance(guide, LocalGuide):
+    if guide is None or per_image_guide(guide):
         # a model trained without an encoder: nothing amortized to compare or start from
         guide = None
         variational = [s for s in variational if s not in ("amortized", "semi-amortized")]

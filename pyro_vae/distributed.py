@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .discrete import objective
 from .errors import ConfigError, MissingDependencyError
-from .guides import DeltaGuide, LocalGuide
+from .guides import DeltaGuide, per_image
 from .program import as_program
 from .runs import _train, _training_data, default_run_dir, prepare_run_dir
 from .train import (
@@ -296,7 +296,7 @@ def fit_distributed(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     world = devices * num_nodes
-    if world > 1 and not _amortized(guide):
+    if world > 1 and per_image(guide):
         raise ConfigError(
             f"data-parallel training supports only the amortized guide, not {_name(guide)}: a "
             "per-datapoint guide keeps parameters for every training image, and each process "
@@ -394,16 +394,6 @@ def train_run_distributed(
         callbacks=callbacks,
     )
     return _train(config, data, out, None, quiet, checkpoint_every, fit=fit)
-
-
-def _amortized(guide):
-    """Whether ``guide`` holds no parameters per training image (a :class:`LocalGuide` does),
-    alone or inside a :class:`DeltaGuide`."""
-    return (
-        _amortized(guide.guide)
-        if isinstance(guide, DeltaGuide)
-        else not isinstance(guide, LocalGuide)
-    )
 
 
 def _name(guide):

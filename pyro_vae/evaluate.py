@@ -41,6 +41,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from .discrete import enumerated, finite_sites, joint_values
+from .guides import per_image
 from .program import as_program
 from .progress import Progress
 
@@ -93,8 +94,7 @@ def behind_the_door(model, guide, x, y=None):
     evaluation reads every program's :class:`~pyro_vae.program.Structure`, a user's plain
     functions and a built-in module alike."""
     y = None if y is None else y[:4]
-    if getattr(guide, "size", None) is not None:
-        # a guide with parameters per image (a LocalGuide) is made for the program as it is
+    if per_image(guide):  # a guide with parameters per image is made for the program as it is
         return as_program(model, None, x[:4], y)[0], guide
     return as_program(model, guide, x[:4], y)
 

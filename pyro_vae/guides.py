@@ -622,3 +622,11 @@ class ClassGuide(Guide):
     def classify(self, x):
         """The most probable class under q(y|x) for each image, ``(N,)``."""
         return self.classifier(x).argmax(-1)
+
+
+def per_image(guide):
+    """Whether ``guide`` holds parameters per training image, so that it has no q for any other
+    image: a :class:`LocalGuide`, alone, inside a :class:`DeltaGuide` or behind the program door.
+    The one answer every part of pyro_vae asks."""
+    inner = getattr(guide, "fn", guide)  # a program's half: the guide it wraps
+    return isinstance(getattr(inner, "guide", inner), LocalGuide)

@@ -42,7 +42,7 @@ from .errors import (
     program_error_line,
     shown,
 )
-from .guides import LocalGuide
+from .guides import per_image
 from .lock import writing
 from .objectives import kl_warmup
 from .resources import check_fits, check_sizes, faults, guarded, is_out_of_memory
@@ -102,7 +102,7 @@ class Run:
     def amortized(self):
         """Whether the guide infers q for any image (an encoder), rather than holding
         parameters per training image (a model file without a guide, trained by variational EM)."""
-        return not isinstance(self.guide, LocalGuide)
+        return not per_image(self.guide)
 
     @property
     def conditioned_on(self):

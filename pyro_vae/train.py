@@ -62,7 +62,7 @@ from .errors import (
     first_line,
     program_error_line,
 )
-from .guides import LocalGuide
+from .guides import LocalGuide, per_image
 from .program import as_program
 from .progress import Progress
 from .resources import is_out_of_memory
@@ -378,14 +378,6 @@ def out_of_time(time_limit, seconds, epochs_done):
     if time_limit is None or not epochs_done:
         return False
     return seconds + seconds / epochs_done > time_limit
-
-
-def per_image(guide):
-    """Whether ``guide`` holds parameters per training image (a :class:`~pyro_vae.guides.LocalGuide`,
-    or a :class:`~pyro_vae.guides.DeltaGuide` around one): it has no q for a test image."""
-
-    inner = _users(guide)
-    return isinstance(getattr(inner, "guide", inner), LocalGuide)
 
 
 def _users(guide):
