@@ -844,18 +844,23 @@ def _split(x, given):
     return xs, ys
 
 
+def _cvae(name, condition):
+    """A small program of tests/programs/cvae_quadrants.py through the door, for 28 x 28 images."""
+    config = Config(
+        model=os.path.join(PROGRAMS, f"cvae_quadrants.py:{name}"),
+        z_dim=3,
+        hidden_dims=(16,),
+        condition=condition,
+    )
+    return build(config, (1, 28, 28))
+
+
 def test_a_program_in_pyro_s_cvae_form_is_called_as_pyro_calls_it():
     """The run's ELBO of each image is the program's own, Pyro's Trace_ELBO on the xs and ys
     its example makes, draw for draw."""
     from pyro.infer import Trace_ELBO
 
-    config = Config(
-        model=os.path.join(PROGRAMS, "cvae_quadrants.py:CVAE"),
-        z_dim=3,
-        hidden_dims=(16,),
-        condition="quadrants:2",
-    )
-    model, guide = build(config, (1, 28, 28))
+    model, guide = _cvae("CVAE", "quadrants:2")
     assert model.structure.gathered and model.structure.image == "y"
     x = torch.bernoulli(torch.full((6, 1, 28, 28), 0.3))
     xs, ys = _split(x, model.structure.y.given)
@@ -872,13 +877,7 @@ def test_a_guide_equal_to_the_prior_bounds_log_p_hidden_by_its_elbo():
     same draws lies above their ELBO (Jensen)."""
     from pyro_vae import program
 
-    config = Config(
-        model=os.path.join(PROGRAMS, "cvae_quadrants.py:PriorGuide"),
-        z_dim=3,
-        hidden_dims=(16,),
-        condition="quadrants:1",
-    )
-    model, guide = build(config, (1, 28, 28))
+    model, guide = _cvae("PriorGuide", "quadrants:1")
     x = torch.bernoulli(torch.full((6, 1, 28, 28), 0.3))
     assert_close(program.kl_to_prior(model, guide, x, x), torch.zeros(6))
     pyro.set_rng_seed(0)
