@@ -80,6 +80,8 @@ def e_step(
     labels = y if y is not None and y.dim() == 1 else torch.zeros(n, dtype=torch.long)
     images = Data("e-step", "static", x, labels, x[:0], labels[:0])
     images.y_is_x = y is not None and y.dim() > 1
+    if y is None:  # no labels: every image "no label" (-1), not class 0
+        images.labelled = torch.zeros(n, dtype=torch.bool)
     # a program that cannot be enumerated trains its discrete sites by the score function
     discrete = None if enumerates(model, guide, x, y) else "score"
     # gradients even where the caller turned them off (a figure's torch.no_grad() that fits a

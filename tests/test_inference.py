@@ -210,3 +210,18 @@ def test_the_grid_nuts_and_the_e_step_take_a_bare_built_in_vae_through_the_door(
     assert history.train_elbo[-1] > history.train_elbo[0]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_the_e_step_of_a_program_trained_with_labels_observes_no_label(recwarn):
+    """Without labels the E-step passes every image as "no label": a program trained with
+    --labels (Pyro's SS-VAE convention) then samples its class, as its guide does; it was
+    passed class 0 for every image, and Pyro warned of a guide site the model observed."""
+    spec = os.path.join(os.path.dirname(__file__), "programs", "ss_vae.py:make")
+    config = Config(model=spec, labels=4, z_dim=2, hidden_dims=(8,))
+    model, _ = build(config, (1, 4, 4), num_classes=3, train_size=12)
+    x = torch.bernoulli(torch.full((6, 1, 4, 4), 0.5))
+    guide = LocalGuide(6, structure=model.structure)
+    e_step(model, guide, x, steps=3)
+    assert not [w for w in recwarn if "non-auxiliary vars in guide" in str(w.message)]
+    trace = pyro.poutine.trace(guide).get_trace(x)
+    assert "y" in trace.nodes and not trace.nodes["y"]["is_observed"]
