@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import bernoulli
-from .errors import ConfigError, RunDirError, shown
+from .errors import ConfigError, PyroVAEError, RunDirError, shown
 from .program import Half, class_log_probs
 
 #: The names of the classification pair a model file's object may define (Pyro's SS-VAE
@@ -298,10 +298,44 @@ def default_jobs():
         return max(1, os.cpu_count() or 1)
 
 
-def _in_a_process(args):
-    """:func:`_cell_accuracy` in a worker process, on one torch thread."""
-    torch.set_num_threads(1)
-    return _cell_accuracy(*args)
+class _Cells:
+    """The cells of a table trained in processes of their own, ``jobs`` at a time: each a fresh
+    ``python -m pyro_vae._semi_cell`` on one torch thread (not :mod:`multiprocessing`, whose
+    workers import the caller's script again: a script or tutorial that calls the table
+    without a ``__main__`` guard would run itself in each)."""
+
+    def __init__(self, resume):
+        self.resume, self.running = resume, set()
+
+    def accuracy(self, cell, path):
+        import subprocess
+        import sys
+
+        spec = json.dumps({"config": cell.as_dict(), "path": path, "resume": self.resume})
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "pyro_vae._semi_cell"]
+        with subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env,
+        ) as process:  # fmt: skip
+            self.running.add(process)
+            try:
+                out, err = process.communicate(spec)
+            finally:
+                self.running.discard(process)
+        if process.returncode != 0:
+            lines = err.strip().splitlines()
+            raise PyroVAEError(
+                lines[-1]
+                if lines
+                else f"a run of the table ended with exit code {process.returncode}"
+            )
+        result = json.loads(out.strip().splitlines()[-1])
+        return result["accuracy"], result["how"]
+
+    def stop(self):
+        for process in list(self.running):
+            process.terminate()
 
 
 def _run_cells(cells, resume, quiet, jobs=1):
@@ -312,19 +346,39 @@ def _run_cells(cells, resume, quiet, jobs=1):
         for cell, path in cells:
             yield _cell_accuracy(cell, path, resume, quiet)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-    with ProcessPoolExecutor(min(jobs, len(cells)), mp_context=context) as pool:
-        futures = [pool.submit(_in_a_process, (c, p, resume, True)) for c, p in cells]
+    workers = _Cells(resume)
+    with ThreadPoolExecutor(min(jobs, len(cells))) as pool:
+        futures = [pool.submit(workers.accuracy, cell, path) for cell, path in cells]
         try:
             for future in futures:
                 yield future.result()
         except BaseException:
             for future in futures:
                 future.cancel()
+            workers.stop()  # the runs keep their last checkpoints for --resume
             raise
+
+
+def cell_main():
+    """One cell of a table in a process of its own (:class:`_Cells`): its config, run folder and
+    ``resume`` as JSON on stdin, ``{"accuracy", "how"}`` as JSON on stdout, a failure as one
+    line on stderr and exit code 1."""
+    import sys
+
+    from .config import Config
+
+    spec = json.loads(sys.stdin.read())
+    torch.set_num_threads(1)
+    try:
+        accuracy, how = _cell_accuracy(
+            Config.from_dict(spec["config"]), spec["path"], spec["resume"], True
+        )
+    except PyroVAEError as e:
+        print(str(e).strip().splitlines()[0], file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps({"accuracy": accuracy, "how": how}))
 
 
 def _check_out(out, overwrite, resume):

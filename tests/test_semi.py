@@ -848,3 +848,40 @@ def test_ctrl_c_in_a_semi_table_says_how_it_continues(tmp_path, capsys, monkeypa
     assert capsys.readouterr().err == (
         "pyro-vae: interrupted; the table continues with the same command and --resume\n"
     )
+
+
+def test_a_script_without_a_main_guard_runs_a_parallel_table_once(tmp_path):
+    """A tutorial or script that calls the table at its top level, with no ``__main__`` guard:
+    the parallel runs do not run the script again (multiprocessing's workers would import it)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "table.py"
+    args = ["semi", "--label-counts", "20", "--draws", "2", "--variants", "enumeration+aux"]
+    args += [
+        *SMALL,
+        "--log-px-samples",
+        "2",
+        "--quiet",
+        "--jobs",
+        "2",
+        "--out",
+        str(tmp_path / "t"),
+    ]
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from pyro_vae.cli import main
+            print("the script starts")
+            assert main({args!r}) == 0
+            """
+        )
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("the script starts") == 1
+    assert (tmp_path / "t" / "semi.json").is_file()
